@@ -1,0 +1,4 @@
+//! The container tier: namespaces, mounts, seccomp, Landlock, capabilities,
+//! cgroups and rlimits.
+
+pub mod seccomp;

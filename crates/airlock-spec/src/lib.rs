@@ -1,0 +1,451 @@
+//! `SandboxSpec`: what a sandbox is, as plain data.
+//!
+//! Everything here is pure: parsing of the user's sizes, durations, mounts and
+//! environment, and validation of the whole spec. Backends compile a spec into
+//! a plan; nothing in this crate touches the system.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+mod parse;
+pub use parse::{parse_duration, parse_env, parse_mount, parse_size, parse_user, EnvArg};
+
+/// Every way a spec can be wrong, each with the offending input.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SpecError {
+    #[error("invalid size {input:?}: {why} (examples: 512M, 1G, 1.5GiB, 4096)")]
+    Size { input: String, why: &'static str },
+    #[error("invalid duration {input:?}: {why} (examples: 30s, 5m, 1h, 1500ms)")]
+    Duration { input: String, why: &'static str },
+    #[error("invalid mount {input:?}: {why} (form: SRC:DST[:ro|rw|overlay])")]
+    MountSyntax { input: String, why: &'static str },
+    #[error("invalid mount target {target:?}: {why}")]
+    MountTarget { target: PathBuf, why: &'static str },
+    #[error("mount source {path:?} does not exist or cannot be reached: {why}")]
+    MountSource { path: PathBuf, why: String },
+    #[error("invalid --env {input:?}: {why}")]
+    Env { input: String, why: &'static str },
+    #[error("invalid --user {input:?}: {why} (use sandbox, root, or UID[:GID])")]
+    User { input: String, why: &'static str },
+    #[error("invalid --hostname {input:?}: {why}")]
+    Hostname { input: String, why: &'static str },
+    #[error("invalid --workdir {path:?}: {why}")]
+    Workdir { path: PathBuf, why: &'static str },
+    #[error("invalid --cpus {input:?}: {why}")]
+    Cpus { input: String, why: &'static str },
+    #[error("invalid --pids {input:?}: {why}")]
+    Pids { input: String, why: &'static str },
+    #[error("no command given (usage: airlock run [FLAGS] -- COMMAND [ARGS...])")]
+    NoCommand,
+    #[error("{what} is not available with --isolation {isolation}: {why}")]
+    Unsupported {
+        what: &'static str,
+        isolation: &'static str,
+        why: &'static str,
+    },
+}
+
+/// Which boundary runs the code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    /// A guest kernel under a VMM.
+    Microvm,
+    /// Namespaces, seccomp, Landlock, no capabilities, cgroups.
+    #[default]
+    Container,
+    /// A plain child process with a scrubbed environment and limits.
+    None,
+}
+
+impl Isolation {
+    pub fn name(self) -> &'static str {
+        match self {
+            Isolation::Microvm => "microvm",
+            Isolation::Container => "container",
+            Isolation::None => "none",
+        }
+    }
+}
+
+/// The root filesystem a sandbox starts from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Image {
+    /// The host's `/usr` (and `/bin`, `/lib*`, `/sbin`) read-only, plus the
+    /// few `/etc` files programs need.
+    #[default]
+    Host,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum MountMode {
+    /// Read-only bind.
+    #[default]
+    Ro,
+    /// Read-write bind: the only way a sandbox's writes reach the host.
+    Rw,
+    /// Copy-on-write over the source; changes are thrown away.
+    Overlay,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mount {
+    /// Absolute host path.
+    pub source: PathBuf,
+    /// Absolute path inside the sandbox.
+    pub target: PathBuf,
+    #[serde(default)]
+    pub mode: MountMode,
+}
+
+/// The identity the command runs as inside the sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl User {
+    pub const SANDBOX: User = User {
+        uid: 1000,
+        gid: 1000,
+    };
+    pub const ROOT: User = User { uid: 0, gid: 0 };
+
+    /// The name `/etc/passwd` inside the sandbox gives this user.
+    pub fn name(&self) -> String {
+        match self.uid {
+            0 => "root".into(),
+            1000 => "sandbox".into(),
+            65534 => "nobody".into(),
+            n => format!("u{n}"),
+        }
+    }
+
+    /// The home directory inside the sandbox.
+    pub fn home(&self) -> PathBuf {
+        match self.uid {
+            0 => PathBuf::from("/root"),
+            _ => PathBuf::from("/home").join(self.name()),
+        }
+    }
+}
+
+impl Default for User {
+    fn default() -> Self {
+        User::SANDBOX
+    }
+}
+
+/// Resource limits. `None` means "not limited beyond the defaults".
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    #[serde(with = "duration_ms")]
+    pub timeout: Duration,
+    pub memory: Option<u64>,
+    pub pids: Option<u64>,
+    pub cpus: Option<f64>,
+    /// Size of the writable layer (root tmpfs, `/tmp`, `$HOME`, overlays).
+    pub disk: u64,
+    /// Bytes of stdout+stderr kept; `None` keeps everything.
+    pub output: Option<u64>,
+}
+
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+pub const DEFAULT_DISK: u64 = 1 << 30;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            timeout: DEFAULT_TIMEOUT,
+            memory: None,
+            pids: None,
+            cpus: None,
+            disk: DEFAULT_DISK,
+            output: None,
+        }
+    }
+}
+
+/// Network policy. Only `none` (loopback only) exists so far.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    #[default]
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxSpec {
+    #[serde(default)]
+    pub isolation: Isolation,
+    #[serde(default)]
+    pub image: Image,
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub mounts: Vec<Mount>,
+    #[serde(default)]
+    pub workdir: Option<PathBuf>,
+    /// Variables set on top of the base environment (PATH, HOME, USER, LANG,
+    /// TERM, TZ). Later entries win.
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default = "default_hostname")]
+    pub hostname: String,
+    #[serde(default)]
+    pub user: User,
+    #[serde(default)]
+    pub tty: bool,
+    #[serde(default)]
+    pub network: Network,
+}
+
+pub const DEFAULT_HOSTNAME: &str = "airlock";
+
+fn default_hostname() -> String {
+    DEFAULT_HOSTNAME.to_string()
+}
+
+impl SandboxSpec {
+    /// A spec that runs `command` with every default (which deny).
+    pub fn new(command: Vec<String>) -> Self {
+        SandboxSpec {
+            isolation: Isolation::default(),
+            image: Image::default(),
+            command,
+            mounts: Vec::new(),
+            workdir: None,
+            env: Vec::new(),
+            limits: Limits::default(),
+            hostname: default_hostname(),
+            user: User::default(),
+            tty: false,
+            network: Network::default(),
+        }
+    }
+
+    /// The directory the command starts in.
+    pub fn effective_workdir(&self) -> PathBuf {
+        self.workdir.clone().unwrap_or_else(|| self.user.home())
+    }
+
+    /// Checks everything that can be checked without touching the system.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        if self.command.is_empty() || self.command[0].is_empty() {
+            return Err(SpecError::NoCommand);
+        }
+        validate_hostname(&self.hostname)?;
+        let mut seen: Vec<&Path> = Vec::new();
+        for m in &self.mounts {
+            validate_target(&m.target)?;
+            if !m.source.is_absolute() {
+                return Err(SpecError::MountSource {
+                    path: m.source.clone(),
+                    why: "the source must be an absolute path".into(),
+                });
+            }
+            if seen.contains(&m.target.as_path()) {
+                return Err(SpecError::MountTarget {
+                    target: m.target.clone(),
+                    why: "two mounts have the same target",
+                });
+            }
+            seen.push(&m.target);
+        }
+        if let Some(w) = &self.workdir {
+            if !w.is_absolute() {
+                return Err(SpecError::Workdir {
+                    path: w.clone(),
+                    why: "must be an absolute path inside the sandbox",
+                });
+            }
+            if w.components().any(|c| c == Component::ParentDir) {
+                return Err(SpecError::Workdir {
+                    path: w.clone(),
+                    why: "must not contain '..'",
+                });
+            }
+        }
+        if self.isolation == Isolation::None && !self.mounts.is_empty() {
+            return Err(SpecError::Unsupported {
+                what: "--mount",
+                isolation: "none",
+                why: "the local tier sees the host filesystem as it is; use --isolation container",
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Targets airlock itself owns: a mount there would hide or replace the
+/// sandbox's own plumbing.
+const RESERVED_TARGETS: &[&str] = &["/proc", "/dev", "/sys", "/etc"];
+
+/// A mount target must be absolute, normalised (no `.`/`..`), not `/` and not
+/// inside the kernel-interface trees.
+pub fn validate_target(target: &Path) -> Result<(), SpecError> {
+    let bad = |why| {
+        Err(SpecError::MountTarget {
+            target: target.to_path_buf(),
+            why,
+        })
+    };
+    let s = target.as_os_str().as_encoded_bytes();
+    if !target.is_absolute() {
+        return bad("must be an absolute path inside the sandbox");
+    }
+    if s.contains(&0) {
+        return bad("contains a NUL byte");
+    }
+    for c in target.components() {
+        match c {
+            Component::ParentDir => return bad("must not contain '..'"),
+            Component::CurDir => return bad("must not contain '.'"),
+            _ => {}
+        }
+    }
+    if target == Path::new("/") {
+        return bad("cannot replace the root filesystem");
+    }
+    for r in RESERVED_TARGETS {
+        if target.starts_with(r) {
+            return bad("is inside /proc, /dev, /sys or /etc, which airlock manages");
+        }
+    }
+    Ok(())
+}
+
+fn validate_hostname(h: &str) -> Result<(), SpecError> {
+    let bad = |why| {
+        Err(SpecError::Hostname {
+            input: h.to_string(),
+            why,
+        })
+    };
+    if h.is_empty() || h.len() > 64 {
+        return bad("must be 1 to 64 characters");
+    }
+    if !h
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    {
+        return bad("only letters, digits, '-' and '.' are allowed");
+    }
+    if h.starts_with('-') || h.starts_with('.') {
+        return bad("must start with a letter or digit");
+    }
+    Ok(())
+}
+
+mod duration_ms {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> SandboxSpec {
+        SandboxSpec::new(vec!["true".into()])
+    }
+
+    #[test]
+    fn defaults_deny() {
+        let s = spec();
+        assert_eq!(s.isolation, Isolation::Container);
+        assert_eq!(s.network, Network::None);
+        assert_eq!(s.user, User::SANDBOX);
+        assert!(s.env.is_empty());
+        assert!(s.mounts.is_empty());
+        assert_eq!(s.limits.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(s.limits.disk, DEFAULT_DISK);
+        s.validate().unwrap();
+    }
+
+    #[test]
+    fn empty_command_rejected() {
+        let mut s = spec();
+        s.command.clear();
+        assert_eq!(s.validate(), Err(SpecError::NoCommand));
+    }
+
+    #[test]
+    fn targets_checked() {
+        for t in ["/proc/x", "/proc", "/dev/shm", "/sys", "/etc/passwd", "/", "rel"] {
+            assert!(validate_target(Path::new(t)).is_err(), "{t}");
+        }
+        assert!(validate_target(Path::new("/work/../etc")).is_err());
+        assert!(validate_target(Path::new("/work")).is_ok());
+        assert!(validate_target(Path::new("/home/sandbox/x")).is_ok());
+        assert!(validate_target(Path::new("/procx")).is_ok());
+    }
+
+    #[test]
+    fn duplicate_targets_rejected() {
+        let mut s = spec();
+        let m = Mount {
+            source: "/tmp".into(),
+            target: "/work".into(),
+            mode: MountMode::Ro,
+        };
+        s.mounts = vec![m.clone(), m];
+        assert!(matches!(s.validate(), Err(SpecError::MountTarget { .. })));
+    }
+
+    #[test]
+    fn hostnames() {
+        let mut s = spec();
+        for bad in ["", "-a", "a b", "a/b", &"x".repeat(65)] {
+            s.hostname = bad.to_string();
+            assert!(s.validate().is_err(), "{bad}");
+        }
+        s.hostname = "build-1.local".into();
+        s.validate().unwrap();
+    }
+
+    #[test]
+    fn local_tier_refuses_mounts() {
+        let mut s = spec();
+        s.isolation = Isolation::None;
+        s.mounts.push(Mount {
+            source: "/tmp".into(),
+            target: "/work".into(),
+            mode: MountMode::Rw,
+        });
+        assert!(matches!(s.validate(), Err(SpecError::Unsupported { .. })));
+    }
+
+    #[test]
+    fn serde_denies_unknown_fields() {
+        let j = r#"{"command":["true"],"surprise":1}"#;
+        assert!(serde_json::from_str::<SandboxSpec>(j).is_err());
+        let j = r#"{"command":["true"]}"#;
+        let s: SandboxSpec = serde_json::from_str(j).unwrap();
+        assert_eq!(s, spec());
+    }
+
+    #[test]
+    fn user_names_and_homes() {
+        assert_eq!(User::SANDBOX.name(), "sandbox");
+        assert_eq!(User::SANDBOX.home(), PathBuf::from("/home/sandbox"));
+        assert_eq!(User::ROOT.home(), PathBuf::from("/root"));
+        assert_eq!(User { uid: 5, gid: 5 }.name(), "u5");
+    }
+}

@@ -1,1 +1,314 @@
-fn main(){}
+//! `airlock`: run untrusted code in a fresh, isolated, ephemeral sandbox.
+
+mod doctor;
+
+use airlock_spec::{
+    parse_duration, parse_env, parse_mount, parse_size, parse_user, EnvArg, Isolation, Mount,
+    SandboxSpec, User,
+};
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Exit code when airlock itself fails (docker's convention).
+const EXIT_AIRLOCK: i32 = 125;
+
+#[derive(Parser)]
+#[command(
+    name = "airlock",
+    version,
+    about = "Run untrusted code in a fresh, isolated, ephemeral sandbox"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a command in a new sandbox; exits with the command's exit code.
+    #[command(
+        after_help = "Exit codes: the command's own; 128+N if killed by signal N; 124 on timeout; \
+125 if airlock itself failed; 126 if the command cannot be executed; 127 if it is not found.\n\n\
+Examples:\n  airlock run -- python3 -c 'print(1)'\n  airlock run --mount ./repo:/work:overlay --workdir /work --timeout 5m --memory 1G --pids 256 --cpus 1 -- cargo test\n  airlock run --isolation none -- make"
+    )]
+    Run(RunArgs),
+    /// Check what this machine's kernel offers each tier, with fixes.
+    Doctor,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum IsolationArg {
+    /// A guest kernel under a VMM (not in this build yet).
+    Microvm,
+    /// Namespaces + seccomp + Landlock + no capabilities + cgroups.
+    Container,
+    /// A plain child process with a scrubbed environment and limits.
+    None,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TrustArg {
+    /// Unknown contributors, generated code: microvm.
+    Untrusted,
+    /// Trusted but experimental code: container.
+    Experimental,
+    /// Your own code: none.
+    Own,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ImageArg {
+    /// The host's /usr (and /bin, /lib*, /sbin) read-only.
+    Host,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Isolation tier.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "container",
+        conflicts_with = "trust"
+    )]
+    isolation: IsolationArg,
+    /// Pick the tier by how far you trust the code.
+    #[arg(long, value_enum)]
+    trust: Option<TrustArg>,
+    /// Root filesystem image.
+    #[arg(long, value_enum, default_value = "host")]
+    image: ImageArg,
+    /// Mount a host path: SRC:DST[:ro|rw|overlay] (default ro; overlay is
+    /// copy-on-write and its changes are thrown away). Repeatable.
+    #[arg(long = "mount", short = 'v', value_name = "SRC:DST[:MODE]", value_parser = mount_arg)]
+    mounts: Vec<Mount>,
+    /// Working directory inside the sandbox (default: the user's home).
+    #[arg(long, short = 'w', value_name = "DIR")]
+    workdir: Option<PathBuf>,
+    /// Set KEY=VALUE, or copy KEY from the host. Repeatable.
+    #[arg(long = "env", short = 'e', value_name = "KEY[=VALUE]", value_parser = env_arg)]
+    env: Vec<EnvArg>,
+    /// Kill everything in the sandbox after this long (exit 124).
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = duration_arg)]
+    timeout: Duration,
+    /// Memory limit (e.g. 512M, 1G).
+    #[arg(long, short = 'm', value_name = "SIZE", value_parser = size_arg)]
+    memory: Option<u64>,
+    /// Maximum number of processes and threads.
+    #[arg(long, value_name = "N", value_parser = pids_arg)]
+    pids: Option<u64>,
+    /// CPU limit in cores (e.g. 0.5, 2).
+    #[arg(long, value_name = "CORES", value_parser = cpus_arg)]
+    cpus: Option<f64>,
+    /// Size of the writable layer (/, /tmp, $HOME, overlays).
+    #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = size_arg)]
+    disk: u64,
+    /// Bytes of stdout+stderr kept; the rest is dropped with a note.
+    #[arg(long, value_name = "SIZE", value_parser = size_arg)]
+    output_limit: Option<u64>,
+    /// Hostname inside the sandbox.
+    #[arg(long, default_value = airlock_spec::DEFAULT_HOSTNAME)]
+    hostname: String,
+    /// User inside: sandbox (default), root, nobody, UID or UID:GID.
+    #[arg(long, short = 'u', default_value = "sandbox", value_parser = user_arg)]
+    user: User,
+    /// Write the result (exit code, signal, timed_out, duration, peak memory,
+    /// truncation) as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Give the command a terminal (stdout and stderr merge, as with docker -t).
+    #[arg(long, short = 't')]
+    tty: bool,
+    /// Print nothing of airlock's own but errors.
+    #[arg(long, short = 'q')]
+    quiet: bool,
+    /// The command and its arguments (after --).
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
+    command: Vec<String>,
+}
+
+fn mount_arg(s: &str) -> Result<Mount, String> {
+    parse_mount(s).map_err(|e| e.to_string())
+}
+fn env_arg(s: &str) -> Result<EnvArg, String> {
+    parse_env(s).map_err(|e| e.to_string())
+}
+fn duration_arg(s: &str) -> Result<Duration, String> {
+    parse_duration(s).map_err(|e| e.to_string())
+}
+fn size_arg(s: &str) -> Result<u64, String> {
+    parse_size(s).map_err(|e| e.to_string())
+}
+fn user_arg(s: &str) -> Result<User, String> {
+    parse_user(s).map_err(|e| e.to_string())
+}
+fn pids_arg(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!(
+            "invalid --pids {s:?}: a whole number of at least 1"
+        )),
+    }
+}
+fn cpus_arg(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(c) if c.is_finite() && c >= 0.01 && c <= 4096.0 => Ok(c),
+        _ => Err(format!(
+            "invalid --cpus {s:?}: a number of cores between 0.01 and 4096"
+        )),
+    }
+}
+
+fn main() {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                std::process::exit(0);
+            }
+            // One clear line, not a usage dump.
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("airlock: {first} (see airlock --help)");
+            std::process::exit(EXIT_AIRLOCK);
+        }
+    };
+    let code = match cli.cmd {
+        Cmd::Run(args) => match run(args) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("airlock: {}", chain(&e));
+                EXIT_AIRLOCK
+            }
+        },
+        Cmd::Doctor => doctor::run(),
+    };
+    std::process::exit(code);
+}
+
+/// The whole error chain, once, on one line.
+fn chain(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for c in e.chain() {
+        let s = c.to_string();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+    }
+    parts.join(": ")
+}
+
+fn spec_from(args: &RunArgs) -> Result<SandboxSpec> {
+    let mut spec = SandboxSpec::new(args.command.clone());
+    spec.isolation = match (args.trust, args.isolation) {
+        (Some(TrustArg::Untrusted), _) => Isolation::Microvm,
+        (Some(TrustArg::Experimental), _) => Isolation::Container,
+        (Some(TrustArg::Own), _) => Isolation::None,
+        (None, IsolationArg::Microvm) => Isolation::Microvm,
+        (None, IsolationArg::Container) => Isolation::Container,
+        (None, IsolationArg::None) => Isolation::None,
+    };
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    for m in &args.mounts {
+        let src = if m.source.is_absolute() {
+            m.source.clone()
+        } else {
+            cwd.join(&m.source)
+        };
+        let src =
+            std::fs::canonicalize(&src).map_err(|e| airlock_spec::SpecError::MountSource {
+                path: m.source.clone(),
+                why: e.to_string(),
+            })?;
+        spec.mounts.push(Mount {
+            source: src,
+            target: m.target.clone(),
+            mode: m.mode,
+        });
+    }
+    spec.workdir = args.workdir.clone();
+    for e in &args.env {
+        match e {
+            EnvArg::Set(k, v) => spec.env.push((k.clone(), v.clone())),
+            EnvArg::Copy(k) => {
+                if let Ok(v) = std::env::var(k) {
+                    spec.env.push((k.clone(), v));
+                }
+            }
+        }
+    }
+    spec.limits.timeout = args.timeout;
+    spec.limits.memory = args.memory;
+    spec.limits.pids = args.pids;
+    spec.limits.cpus = args.cpus;
+    spec.limits.disk = args.disk;
+    spec.limits.output = args.output_limit;
+    spec.hostname = args.hostname.clone();
+    spec.user = args.user;
+    spec.tty = args.tty;
+    spec.validate()?;
+    Ok(spec)
+}
+
+fn run(args: RunArgs) -> Result<i32> {
+    if args.command.is_empty() {
+        bail!(airlock_spec::SpecError::NoCommand);
+    }
+    let spec = spec_from(&args)?;
+    if let Some(j) = &args.json {
+        // Fail before running if the result could not be written.
+        check_writable(j)?;
+    }
+    let quiet = args.quiet;
+    let mut notes = |n: &str| {
+        if !quiet {
+            eprintln!("airlock: note: {n}");
+        }
+    };
+    let result = airlock_core::run(&spec, &mut notes)?;
+    if !quiet {
+        if result.timed_out {
+            eprintln!(
+                "airlock: timed out after {} (--timeout); every process in the sandbox was killed",
+                airlock_core::human_duration(spec.limits.timeout)
+            );
+        } else if let Some(e) = result.exec_errno {
+            eprintln!(
+                "airlock: cannot run {:?} in the sandbox: {}",
+                spec.command[0],
+                std::io::Error::from_raw_os_error(e)
+            );
+        } else if result.oom_killed {
+            eprintln!("airlock: the sandbox ran out of memory (--memory) and the kernel killed a process in it");
+        }
+    }
+    if let Some(j) = &args.json {
+        let text = serde_json::to_string_pretty(&result)?;
+        std::fs::write(j, text + "\n").with_context(|| format!("cannot write {}", j.display()))?;
+    }
+    Ok(result.exit_code)
+}
+
+fn check_writable(p: &Path) -> Result<()> {
+    let dir = p
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        bail!(
+            "cannot write --json {}: directory {} does not exist",
+            p.display(),
+            dir.display()
+        );
+    }
+    Ok(())
+}

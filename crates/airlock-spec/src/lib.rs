@@ -388,7 +388,15 @@ mod tests {
 
     #[test]
     fn targets_checked() {
-        for t in ["/proc/x", "/proc", "/dev/shm", "/sys", "/etc/passwd", "/", "rel"] {
+        for t in [
+            "/proc/x",
+            "/proc",
+            "/dev/shm",
+            "/sys",
+            "/etc/passwd",
+            "/",
+            "rel",
+        ] {
             assert!(validate_target(Path::new(t)).is_err(), "{t}");
         }
         assert!(validate_target(Path::new("/work/../etc")).is_err());

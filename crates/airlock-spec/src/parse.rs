@@ -154,12 +154,12 @@ pub fn parse_env(input: &str) -> Result<EnvArg, SpecError> {
     if key.is_empty() {
         return Err(bad("empty variable name"));
     }
-    if !key
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    if !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
         || key.as_bytes()[0].is_ascii_digit()
     {
-        return Err(bad("a name is letters, digits and '_', not starting with a digit"));
+        return Err(bad(
+            "a name is letters, digits and '_', not starting with a digit",
+        ));
     }
     Ok(match value {
         Some(v) => EnvArg::Set(key.to_string(), v.to_string()),
@@ -223,7 +223,10 @@ mod tests {
         assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
         assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
         assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
-        assert_eq!(parse_duration("1500ms").unwrap(), Duration::from_millis(1500));
+        assert_eq!(
+            parse_duration("1500ms").unwrap(),
+            Duration::from_millis(1500)
+        );
         assert_eq!(parse_duration("0.5s").unwrap(), Duration::from_millis(500));
         for bad in ["", "0", "0s", "5x", "m", "-5s", "5 m", "1.5"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
@@ -236,17 +239,35 @@ mod tests {
         assert_eq!(m.mode, MountMode::Ro);
         assert_eq!(m.target, PathBuf::from("/work"));
         assert_eq!(parse_mount("/a:/b:rw").unwrap().mode, MountMode::Rw);
-        assert_eq!(parse_mount("/a:/b:overlay").unwrap().mode, MountMode::Overlay);
-        for bad in ["/a", "/a:/b:xx", ":/b", "/a:", "/a:/proc/x", "/a:/w/../etc", "/a:b", "/a:/b:rw:x"] {
+        assert_eq!(
+            parse_mount("/a:/b:overlay").unwrap().mode,
+            MountMode::Overlay
+        );
+        for bad in [
+            "/a",
+            "/a:/b:xx",
+            ":/b",
+            "/a:",
+            "/a:/proc/x",
+            "/a:/w/../etc",
+            "/a:b",
+            "/a:/b:rw:x",
+        ] {
             assert!(parse_mount(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn envs() {
-        assert_eq!(parse_env("A=1").unwrap(), EnvArg::Set("A".into(), "1".into()));
+        assert_eq!(
+            parse_env("A=1").unwrap(),
+            EnvArg::Set("A".into(), "1".into())
+        );
         assert_eq!(parse_env("A=").unwrap(), EnvArg::Set("A".into(), "".into()));
-        assert_eq!(parse_env("A=b=c").unwrap(), EnvArg::Set("A".into(), "b=c".into()));
+        assert_eq!(
+            parse_env("A=b=c").unwrap(),
+            EnvArg::Set("A".into(), "b=c".into())
+        );
         assert_eq!(parse_env("HOME_X").unwrap(), EnvArg::Copy("HOME_X".into()));
         for bad in ["", "=1", "1A=2", "A B=1", "A-B"] {
             assert!(parse_env(bad).is_err(), "{bad}");
@@ -257,7 +278,13 @@ mod tests {
     fn users() {
         assert_eq!(parse_user("sandbox").unwrap(), User::SANDBOX);
         assert_eq!(parse_user("root").unwrap(), User::ROOT);
-        assert_eq!(parse_user("1234").unwrap(), User { uid: 1234, gid: 1234 });
+        assert_eq!(
+            parse_user("1234").unwrap(),
+            User {
+                uid: 1234,
+                gid: 1234
+            }
+        );
         assert_eq!(parse_user("12:34").unwrap(), User { uid: 12, gid: 34 });
         for bad in ["bob", "70000", "1:x", "-1"] {
             assert!(parse_user(bad).is_err(), "{bad}");

@@ -1,0 +1,257 @@
+//! `airlock doctor`: one line per kernel feature, each with what to do.
+
+use airlock_jail::cgroup::{Controller, Layout, Where};
+use std::path::Path;
+
+struct Line {
+    ok: bool,
+    what: &'static str,
+    detail: String,
+    fix: &'static str,
+}
+
+fn read(p: &str) -> Option<String> {
+    std::fs::read_to_string(p)
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// Really tries to create a user namespace (in a throwaway child).
+fn userns_works() -> Result<(), i32> {
+    // SAFETY: fork; the child only calls unshare and _exit.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
+    }
+    if pid == 0 {
+        // SAFETY: unshare with flags only; _exit never returns.
+        unsafe {
+            let r = libc::unshare(
+                libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWNET,
+            );
+            let e = if r == 0 { 0 } else { *libc::__errno_location() };
+            libc::_exit(e);
+        }
+    }
+    let mut st = 0;
+    // SAFETY: reaps our child.
+    unsafe { libc::waitpid(pid, &mut st, 0) };
+    match libc::WEXITSTATUS(st) {
+        0 => Ok(()),
+        e => Err(e),
+    }
+}
+
+fn landlock_abi() -> i64 {
+    const LANDLOCK_CREATE_RULESET_VERSION: u32 = 1;
+    // SAFETY: with a null attr and size 0 this only returns the ABI version.
+    unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<u8>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    }
+}
+
+fn kvm() -> (bool, String) {
+    const KVM_GET_API_VERSION: libc::c_ulong = 0xAE00;
+    const KVM_CREATE_VM: libc::c_ulong = 0xAE01;
+    let Ok(f) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    else {
+        return (false, "/dev/kvm missing or not accessible: the microVM tier will use software emulation (TCG), which is much slower".into());
+    };
+    use std::os::fd::AsRawFd;
+    // SAFETY: KVM ioctls with integer arguments on an fd we own.
+    let (api, vm) = unsafe {
+        let api = libc::ioctl(f.as_raw_fd(), KVM_GET_API_VERSION, 0);
+        let vm = libc::ioctl(f.as_raw_fd(), KVM_CREATE_VM, 0);
+        if vm >= 0 {
+            libc::close(vm);
+        }
+        (api, vm)
+    };
+    if api == 12 && vm >= 0 {
+        (true, "/dev/kvm can create VMs (API 12); whether a guest really boots (nested KVM can fail) is checked when a microVM starts, with a fallback to TCG".into())
+    } else {
+        (false, format!("/dev/kvm answered API {api} and could not create a VM: the microVM tier will use software emulation (TCG)"))
+    }
+}
+
+fn which(name: &str) -> Option<String> {
+    let path = std::env::var("PATH").unwrap_or_else(|_| airlock_jail::DEFAULT_PATH.into());
+    path.split(':')
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+        .map(|p| p.display().to_string())
+}
+
+pub fn run() -> i32 {
+    let mut lines = Vec::new();
+    // SAFETY: geteuid cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+
+    let max_ns = read("/proc/sys/user/max_user_namespaces").unwrap_or_else(|| "?".into());
+    let apparmor = read("/proc/sys/kernel/apparmor_restrict_unprivileged_userns");
+    match userns_works() {
+        Ok(()) => lines.push(Line {
+            ok: true,
+            what: "user namespaces",
+            detail: format!("can be created {} (max_user_namespaces={max_ns})", if root { "as root" } else { "without privileges" }),
+            fix: "",
+        }),
+        Err(e) => lines.push(Line {
+            ok: false,
+            what: "user namespaces",
+            detail: format!("cannot be created: {}{}", std::io::Error::from_raw_os_error(e),
+                if apparmor.as_deref() == Some("1") { " (AppArmor restricts unprivileged user namespaces)" } else { "" }),
+            fix: "Ubuntu 23.10+: sudo sysctl kernel.apparmor_restrict_unprivileged_userns=0; elsewhere: sudo sysctl user.max_user_namespaces=15000 kernel.unprivileged_userns_clone=1; in Docker: --security-opt seccomp=unconfined",
+        }),
+    }
+
+    let seccomp = read("/proc/sys/kernel/seccomp/actions_avail");
+    lines.push(match &seccomp {
+        Some(a) if a.contains("errno") => Line {
+            ok: true,
+            what: "seccomp",
+            detail: format!("filter mode available (actions: {a})"),
+            fix: "",
+        },
+        _ => Line {
+            ok: false,
+            what: "seccomp",
+            detail: "filter mode not available".into(),
+            fix: "use a kernel built with CONFIG_SECCOMP_FILTER=y",
+        },
+    });
+
+    let abi = landlock_abi();
+    lines.push(if abi >= 1 {
+        Line {
+            ok: true,
+            what: "landlock",
+            detail: format!(
+                "ABI {abi}{}",
+                if abi < 6 {
+                    " (signal and abstract-socket scoping need ABI 6)"
+                } else {
+                    ""
+                }
+            ),
+            fix: "",
+        }
+    } else {
+        Line {
+            ok: false,
+            what: "landlock",
+            detail:
+                "not available: the container tier runs without its filesystem confinement layer"
+                    .into(),
+            fix: "boot with lsm=landlock,... (Linux 5.13+; 6.7+ for ABI 6)",
+        }
+    });
+
+    let layout = Layout::detect();
+    lines.push(Line {
+        ok: layout.v2.is_some(),
+        what: "cgroup v2",
+        detail: match &layout.v2 {
+            Some(p) => format!(
+                "{} (controllers offered here: {})",
+                p.display(),
+                if layout.v2_controllers.is_empty() {
+                    "none".to_string()
+                } else {
+                    layout.v2_controllers.join(" ")
+                }
+            ),
+            None => "not mounted".into(),
+        },
+        fix: if layout.v2.is_some() {
+            ""
+        } else {
+            "mount cgroup2 at /sys/fs/cgroup (systemd does by default)"
+        },
+    });
+    let v1: Vec<String> = layout
+        .v1
+        .iter()
+        .map(|(c, p)| format!("{} at {}", c.name(), p.parent().unwrap_or(p).display()))
+        .collect();
+    lines.push(Line {
+        ok: true,
+        what: "cgroup v1",
+        detail: if v1.is_empty() {
+            "not used".into()
+        } else {
+            v1.join(", ")
+        },
+        fix: "",
+    });
+    let place: Vec<String> = [Controller::Memory, Controller::Pids, Controller::Cpu]
+        .iter()
+        .map(|c| {
+            format!(
+                "{}: {}",
+                c.name(),
+                match layout.place(*c) {
+                    Where::V2 => "cgroup v2",
+                    Where::V1 => "cgroup v1",
+                    Where::Nowhere => "rlimit fallback",
+                }
+            )
+        })
+        .collect();
+    let all = [Controller::Memory, Controller::Pids, Controller::Cpu]
+        .iter()
+        .all(|c| layout.place(*c) != Where::Nowhere);
+    lines.push(Line {
+        ok: all,
+        what: "limits",
+        detail: place.join(", "),
+        fix: if all { "" } else if root { "enable the memory, pids and cpu controllers (cgroup v2 or v1)" } else { "run as root, or delegate a cgroup v2 subtree to this user (systemd-run --user --scope -p Delegate=yes airlock ...)" },
+    });
+
+    let (kvm_ok, kvm_detail) = kvm();
+    lines.push(Line {
+        ok: kvm_ok,
+        what: "kvm",
+        detail: kvm_detail,
+        fix: if kvm_ok { "" } else { "enable virtualization (VT-x/AMD-V) or nested virtualization, and add yourself to the kvm group" },
+    });
+    let qemu = which("qemu-system-x86_64");
+    lines.push(Line {
+        ok: qemu.is_some(),
+        what: "qemu",
+        detail: qemu
+            .unwrap_or_else(|| "qemu-system-x86_64 not found (needed by the microVM tier)".into()),
+        fix: "apt-get install qemu-system-x86",
+    });
+
+    for l in &lines {
+        let mark = if l.ok { "ok  " } else { "FAIL" };
+        if l.ok || l.fix.is_empty() {
+            println!("{mark} {:<16} {}", l.what, l.detail);
+        } else {
+            println!("{mark} {:<16} {} — fix: {}", l.what, l.detail, l.fix);
+        }
+    }
+    let container_ok = lines.iter().take(2).all(|l| l.ok);
+    println!(
+        "container tier: {}",
+        if container_ok {
+            "ready"
+        } else {
+            "NOT ready (see the FAIL lines above)"
+        }
+    );
+    if container_ok {
+        0
+    } else {
+        1
+    }
+}

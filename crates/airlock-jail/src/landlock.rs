@@ -1,0 +1,77 @@
+//! Landlock: the command may touch only what the sandbox mounts, in the way
+//! each mount allows, and may not signal or reach abstract sockets outside
+//! its own domain (which keeps it away from the agent, PID 1).
+
+use landlock::{
+    Access, AccessFs, PathBeneath, PathFd, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus,
+    Scope, ABI,
+};
+use std::path::{Path, PathBuf};
+
+const ABI_WANTED: ABI = ABI::V6;
+
+/// Which paths get which access.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rules {
+    /// Read and execute.
+    pub read_exec: Vec<PathBuf>,
+    /// Everything.
+    pub full: Vec<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LandlockError {
+    #[error("landlock ruleset: {0}")]
+    Ruleset(#[from] landlock::RulesetError),
+    #[error("landlock is not enforced by this kernel")]
+    NotEnforced,
+}
+
+/// Applies the rules to the calling process. Returns the status so the
+/// caller can tell full from partial enforcement.
+pub fn restrict(rules: &Rules) -> Result<RulesetStatus, LandlockError> {
+    let all = AccessFs::from_all(ABI_WANTED);
+    let read = AccessFs::from_read(ABI_WANTED);
+    let mut rs = Ruleset::default()
+        .handle_access(all)?
+        .scope(Scope::from_all(ABI_WANTED))?
+        .create()?;
+    // "/" itself: listing only.
+    rs = rs.add_rules(
+        open("/")
+            .map(|fd| Ok::<_, landlock::RulesetError>(PathBeneath::new(fd, AccessFs::ReadDir))),
+    )?;
+    // Kernel interfaces: read; /dev also write (null, tty) and ioctl (ttys).
+    rs = rs.add_rules(open("/proc").map(|fd| {
+        Ok::<_, landlock::RulesetError>(PathBeneath::new(
+            fd,
+            AccessFs::ReadFile | AccessFs::ReadDir,
+        ))
+    }))?;
+    rs = rs.add_rules(open("/dev").map(|fd| {
+        Ok::<_, landlock::RulesetError>(PathBeneath::new(
+            fd,
+            AccessFs::ReadFile | AccessFs::ReadDir | AccessFs::WriteFile | AccessFs::IoctlDev,
+        ))
+    }))?;
+    for p in &rules.read_exec {
+        rs = rs.add_rules(
+            open(p).map(|fd| Ok::<_, landlock::RulesetError>(PathBeneath::new(fd, read))),
+        )?;
+    }
+    for p in &rules.full {
+        rs = rs.add_rules(
+            open(p).map(|fd| Ok::<_, landlock::RulesetError>(PathBeneath::new(fd, all))),
+        )?;
+    }
+    let status = rs.restrict_self()?;
+    if status.ruleset == RulesetStatus::NotEnforced {
+        return Err(LandlockError::NotEnforced);
+    }
+    Ok(status.ruleset)
+}
+
+/// A path that does not exist inside the sandbox simply gets no rule.
+fn open(p: impl AsRef<Path>) -> Option<PathFd> {
+    PathFd::new(p.as_ref()).ok()
+}

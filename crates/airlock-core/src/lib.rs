@@ -168,6 +168,9 @@ fn run_container(spec: &SandboxSpec, notes: Notes) -> Result<RunResult, CoreErro
             return Err(e.into());
         }
     };
+    for n in &sb.notes {
+        notes(n);
+    }
     let out = supervise(spec, &sb.channel, sb.pid, host, start);
     let mut result = match out {
         Ok(r) => r,

@@ -224,6 +224,8 @@ pub struct Sandbox {
     pub pid: libc::pid_t,
     /// The host's end of the agent channel.
     pub channel: OwnedFd,
+    /// What the user should hear about the setup.
+    pub notes: Vec<String>,
 }
 
 const CLONE_FLAGS: libc::c_int = libc::CLONE_NEWUSER
@@ -253,8 +255,13 @@ pub fn spawn(
     let trees = if plan.idmap.is_rootless() {
         None
     } else {
-        Some(mount::open_trees(&plan.root)?)
+        let host = (
+            plan.idmap.host_uid(plan.user.uid).unwrap_or(u32::MAX),
+            plan.idmap.host_gid(plan.user.gid).unwrap_or(u32::MAX),
+        );
+        Some(mount::open_trees(&plan.root, Some(host))?)
     };
+    let notes = trees.as_ref().map(|t| t.notes.clone()).unwrap_or_default();
     let mut sp = [0; 2];
     // SAFETY: `sp` has room for two fds.
     sys::cvt(unsafe {
@@ -336,6 +343,7 @@ pub fn spawn(
     Ok(Sandbox {
         pid,
         channel: host_end,
+        notes,
     })
 }
 
@@ -417,7 +425,7 @@ fn setup(plan: &Plan, trees: &Option<mount::OpenedTrees>) -> Result<(), ChildFai
     let trees = match trees {
         Some(t) => t,
         None => {
-            opened = mount::open_trees(&plan.root).map_err(|e| ChildFail {
+            opened = mount::open_trees(&plan.root, None).map_err(|e| ChildFail {
                 stage: Stage::Mounts,
                 errno: libc::EPERM,
                 detail: error_chain(&e),

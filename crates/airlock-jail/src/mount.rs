@@ -333,10 +333,22 @@ pub struct OpenedTrees {
     /// One per user mount, in `user_mounts` order; `true` if the source is a
     /// directory.
     pub mounts: Vec<(OwnedFd, bool)>,
+    /// Things the user should hear about (a mount that could not be
+    /// id-mapped).
+    pub notes: Vec<String>,
 }
 
 /// Parent side: open every source as a detached tree with its attributes set.
-pub fn open_trees(plan: &RootPlan) -> Result<OpenedTrees, crate::JailError> {
+///
+/// `idmap_to` (run by root): the host uid/gid of the sandbox's user. Each
+/// user mount is then id-mapped so that its owner appears inside as the
+/// sandbox's user, and what the sandbox creates there belongs to that owner
+/// on the host — never to the subordinate uid, never to root unless root
+/// owned the directory.
+pub fn open_trees(
+    plan: &RootPlan,
+    idmap_to: Option<(u32, u32)>,
+) -> Result<OpenedTrees, crate::JailError> {
     let mut binds = Vec::new();
     for e in &plan.entries {
         if let Entry::Bind {
@@ -356,18 +368,72 @@ pub fn open_trees(plan: &RootPlan) -> Result<OpenedTrees, crate::JailError> {
         }
     }
     let mut mounts = Vec::new();
+    let mut notes = Vec::new();
+    let mut namespaces: Vec<((u32, u32), OwnedFd)> = Vec::new();
     for m in &plan.user_mounts {
-        let meta = std::fs::metadata(&m.source).map_err(|e| crate::JailError::MountSource {
+        use std::os::unix::fs::MetadataExt;
+        let err = |e| crate::JailError::MountSource {
             source_path: m.source.clone(),
             err: e,
-        })?;
+        };
+        let meta = std::fs::metadata(&m.source).map_err(err)?;
         let mut attrs = sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV;
         if m.mode != MountMode::Rw {
             attrs |= sys::MOUNT_ATTR_RDONLY;
         }
-        mounts.push((open_one(&m.source, meta.is_dir(), attrs)?, meta.is_dir()));
+        let fd = open_one(&m.source, meta.is_dir(), attrs)?;
+        let owner = (meta.uid(), meta.gid());
+        // A root-owned directory mounted rw is never mapped: the sandbox
+        // would own its files as host root and could leave a setuid-root
+        // program behind. ro and overlay mounts are safe to map (overlay
+        // writes land in the sandbox's tmpfs).
+        let idmap_to = if owner.0 == 0 && m.mode == MountMode::Rw {
+            if idmap_to.is_some() {
+                notes.push(format!(
+                    "{} is owned by root and mounted rw: it is not id-mapped (the sandbox could create setuid-root files), so the sandbox user can write only where others may; chown it to a non-root user, or use :overlay",
+                    m.source.display()
+                ));
+            }
+            None
+        } else {
+            idmap_to
+        };
+        if let Some(host) = idmap_to {
+            let ns = match namespaces.iter().find(|(o, _)| *o == owner) {
+                Some((_, ns)) => Some(ns.as_raw_fd()),
+                None => match crate::userns::idmap_userns(owner, host) {
+                    Ok(ns) => {
+                        namespaces.push((owner, ns));
+                        namespaces.last().map(|(_, ns)| ns.as_raw_fd())
+                    }
+                    Err(e) => {
+                        notes.push(format!("cannot id-map {}: {e}", m.source.display()));
+                        None
+                    }
+                },
+            };
+            if let Some(ns) = ns {
+                if let Err(e) = sys::mount_setattr_userns(
+                    fd.as_raw_fd(),
+                    sys::MOUNT_ATTR_IDMAP,
+                    0,
+                    meta.is_dir(),
+                    Some(ns),
+                ) {
+                    notes.push(format!(
+                        "cannot id-map {} ({e}); its files appear owned by nobody and the sandbox user can write only where others may",
+                        m.source.display()
+                    ));
+                }
+            }
+        }
+        mounts.push((fd, meta.is_dir()));
     }
-    Ok(OpenedTrees { binds, mounts })
+    Ok(OpenedTrees {
+        binds,
+        mounts,
+        notes,
+    })
 }
 
 fn open_one(source: &Path, recursive: bool, attrs: u64) -> Result<OwnedFd, crate::JailError> {

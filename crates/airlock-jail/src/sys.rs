@@ -39,6 +39,7 @@ pub const MOUNT_ATTR_RDONLY: u64 = 0x1;
 pub const MOUNT_ATTR_NOSUID: u64 = 0x2;
 pub const MOUNT_ATTR_NODEV: u64 = 0x4;
 pub const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+pub const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
 pub const FSCONFIG_SET_STRING: libc::c_uint = 1;
 pub const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
 pub const FSOPEN_CLOEXEC: libc::c_uint = 1;
@@ -78,11 +79,22 @@ pub fn open_tree_clone(path: &Path, recursive: bool) -> io::Result<OwnedFd> {
 
 /// `mount_setattr(fd, "", AT_EMPTY_PATH [| AT_RECURSIVE])`.
 pub fn mount_setattr(fd: RawFd, set: u64, clear: u64, recursive: bool) -> io::Result<()> {
+    mount_setattr_userns(fd, set, clear, recursive, None)
+}
+
+/// `mount_setattr`, with the user namespace fd for `MOUNT_ATTR_IDMAP`.
+pub fn mount_setattr_userns(
+    fd: RawFd,
+    set: u64,
+    clear: u64,
+    recursive: bool,
+    userns: Option<RawFd>,
+) -> io::Result<()> {
     let attr = MountAttr {
         attr_set: set,
         attr_clr: clear,
         propagation: 0,
-        userns_fd: 0,
+        userns_fd: userns.map_or(0, |f| f as u64),
     };
     let mut flags = libc::AT_EMPTY_PATH as libc::c_uint;
     if recursive {

@@ -80,6 +80,16 @@ impl IdMap {
         }
     }
 
+    /// The host gid that a gid inside the sandbox runs as.
+    pub fn host_gid(&self, inside: u32) -> Option<u32> {
+        match *self {
+            IdMap::Range {
+                gid_base, count, ..
+            } => (inside < count).then(|| gid_base + inside),
+            IdMap::Caller { gid, .. } => Some(gid),
+        }
+    }
+
     /// Whether the command needs its own nested user namespace to appear as
     /// `uid` (rootless, any id but 0).
     pub fn needs_nested_userns(&self, uid: u32) -> bool {
@@ -133,6 +143,59 @@ pub fn enter_nested(uid: u32, gid: u32) -> io::Result<()> {
         format!("{gid} 0 1\n").as_bytes(),
     )?;
     Ok(())
+}
+
+/// A user namespace (as an fd) whose only mapping is `inside` → `host`
+/// for both uid and gid: an id-mapped mount with it shows files owned by
+/// `inside` as owned by `host`, and stores files created by `host` as
+/// `inside`. Root only.
+pub fn idmap_userns(inside: (u32, u32), host: (u32, u32)) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let (r, w) = sys::pipe_cloexec()?;
+    // SAFETY: the caller is single-threaded; the child only unshares, tells
+    // the parent, and waits to be killed.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        // SAFETY: async-signal-safe calls only, then _exit.
+        unsafe {
+            let ok = libc::unshare(libc::CLONE_NEWUSER) == 0;
+            libc::write(w.as_raw_fd(), [ok as u8].as_ptr().cast(), 1);
+            libc::pause();
+            libc::_exit(0);
+        }
+    }
+    drop(w);
+    let mut b = [0u8; 1];
+    // SAFETY: reads one byte.
+    let n = unsafe { libc::read(r.as_raw_fd(), b.as_mut_ptr().cast(), 1) };
+    let res = (|| {
+        if n != 1 || b[0] != 1 {
+            return Err(io::Error::from_raw_os_error(libc::EPERM));
+        }
+        let base = format!("/proc/{pid}");
+        sys::write_file(
+            Path::new(&format!("{base}/uid_map")),
+            format!("{} {} 1\n", inside.0, host.0).as_bytes(),
+        )?;
+        sys::write_file(
+            Path::new(&format!("{base}/gid_map")),
+            format!("{} {} 1\n", inside.1, host.1).as_bytes(),
+        )?;
+        let c = sys::cpath(Path::new(&format!("{base}/ns/user")))?;
+        // SAFETY: valid C string.
+        let fd = sys::cvt(unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) })?;
+        // SAFETY: a new fd.
+        Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+    })();
+    // SAFETY: kill and reap our helper child.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        libc::waitpid(pid, std::ptr::null_mut(), 0);
+    }
+    res
 }
 
 #[cfg(test)]

@@ -585,11 +585,14 @@ pub fn build_root(plan: &RootPlan, trees: &OpenedTrees, rootless: bool) -> Resul
                 let lo = cstring(lower.display().to_string());
                 let up = cstring(upper.display().to_string());
                 let wk = cstring(work.display().to_string());
-                let mut opts: Vec<(&CStr, &CStr)> =
-                    vec![(c"lowerdir", &lo), (c"upperdir", &up), (c"workdir", &wk)];
-                if rootless {
-                    opts.push((c"userxattr", c""));
-                }
+                // The sandbox is always in a user namespace, where only
+                // user.* xattrs can be set on the upper layer.
+                let opts: Vec<(&CStr, &CStr)> = vec![
+                    (c"lowerdir", &lo),
+                    (c"upperdir", &up),
+                    (c"workdir", &wk),
+                    (c"userxattr", c""),
+                ];
                 let ovl = sys::fs_mount(
                     c"overlay",
                     &opts,

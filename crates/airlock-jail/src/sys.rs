@@ -40,6 +40,7 @@ pub const MOUNT_ATTR_NOSUID: u64 = 0x2;
 pub const MOUNT_ATTR_NODEV: u64 = 0x4;
 pub const MOUNT_ATTR_NOEXEC: u64 = 0x8;
 pub const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+pub const FSCONFIG_SET_FLAG: libc::c_uint = 0;
 pub const FSCONFIG_SET_STRING: libc::c_uint = 1;
 pub const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
 pub const FSOPEN_CLOEXEC: libc::c_uint = 1;
@@ -148,22 +149,29 @@ pub fn move_mount_path(from: RawFd, path: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// A new, detached filesystem instance: `fsopen` + string options +
-/// `fsmount`.
+/// A new, detached filesystem instance: `fsopen` + options (an empty
+/// value sets a flag) + `fsmount`.
 pub fn fs_mount(fstype: &CStr, options: &[(&CStr, &CStr)], attrs: u64) -> io::Result<OwnedFd> {
     // SAFETY: `fstype` is a valid C string.
     let fs = cvt_long(unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), FSOPEN_CLOEXEC) })?;
     // SAFETY: the kernel returned a new fd that nothing else owns.
     let fs = unsafe { OwnedFd::from_raw_fd(fs as RawFd) };
     for (k, v) in options {
-        // SAFETY: valid C strings for key and value.
+        // An empty value is a flag option ("userxattr").
+        let (cmd, value) = if v.is_empty() {
+            (FSCONFIG_SET_FLAG, std::ptr::null())
+        } else {
+            (FSCONFIG_SET_STRING, v.as_ptr())
+        };
+        // SAFETY: valid C strings for key and value (or a null value for a
+        // flag).
         cvt_long(unsafe {
             libc::syscall(
                 libc::SYS_fsconfig,
                 fs.as_raw_fd(),
-                FSCONFIG_SET_STRING,
+                cmd,
                 k.as_ptr(),
-                v.as_ptr(),
+                value,
                 0,
             )
         })?;

@@ -241,6 +241,17 @@ pub fn both(f: impl Fn(Who)) {
     }
 }
 
+/// Processes on the host whose command line starts with `prefix`.
+pub fn host_processes_starting(prefix: &str) -> Vec<String> {
+    host_processes_matching(prefix)
+        .into_iter()
+        .filter(|l| {
+            l.split_once(": ")
+                .is_some_and(|(_, cmd)| cmd.starts_with(prefix))
+        })
+        .collect()
+}
+
 /// Processes on the host whose command line contains `needle`.
 pub fn host_processes_matching(needle: &str) -> Vec<String> {
     let mut found = Vec::new();

@@ -125,11 +125,7 @@ struct RunArgs {
     #[arg(long, short = 'q')]
     quiet: bool,
     /// The command and its arguments (after --).
-    #[arg(
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        value_name = "COMMAND"
-    )]
+    #[arg(trailing_var_arg = true, value_name = "COMMAND")]
     command: Vec<String>,
 }
 

@@ -1,0 +1,258 @@
+//! The command line: bad input gets one clear line and exit 125 and creates
+//! nothing; exit codes follow DESIGN.md; doctor and the local tier work.
+
+mod common;
+use common::*;
+
+/// Everything airlock might leave behind on the host.
+fn host_traces() -> Vec<String> {
+    let mut v = Vec::new();
+    for p in [
+        "/sys/fs/cgroup/memory/airlock",
+        "/sys/fs/cgroup/pids/airlock",
+        "/sys/fs/cgroup/cpu/airlock",
+    ] {
+        if let Ok(rd) = std::fs::read_dir(p) {
+            for e in rd.flatten() {
+                if e.path().is_dir() {
+                    v.push(e.path().display().to_string());
+                }
+            }
+        }
+    }
+    v
+}
+
+#[track_caller]
+fn bad(args: &[&str], expect: &str) {
+    let before = host_traces();
+    let Some(o) = run(Who::Root, args).or_else(|| run(Who::User, args)) else {
+        return;
+    };
+    assert_eq!(o.code, 125, "{args:?}: {o:?}");
+    assert_eq!(o.stdout, "", "{args:?}");
+    let lines: Vec<&str> = o.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{args:?}: not one line: {}", o.stderr);
+    assert!(lines[0].starts_with("airlock: "), "{args:?}: {}", lines[0]);
+    assert!(
+        lines[0].to_lowercase().contains(&expect.to_lowercase()),
+        "{args:?}: expected {expect:?} in {}",
+        lines[0]
+    );
+    // Nothing was started or created.
+    let after = host_traces();
+    let new: Vec<_> = after.iter().filter(|p| !before.contains(p)).collect();
+    assert!(new.is_empty(), "{args:?} left {new:?}");
+}
+
+#[test]
+fn bad_input_is_one_line_and_exit_125() {
+    bad(&["run", "--frobnicate", "--", "true"], "--frobnicate");
+    bad(&["frobnicate"], "frobnicate");
+    bad(&["run", "--memory", "12X", "--", "true"], "invalid size");
+    bad(&["run", "--memory", "-1G", "--", "true"], "-1");
+    bad(&["run", "--disk", "0", "--", "true"], "size");
+    bad(&["run", "--output-limit", "lots", "--", "true"], "size");
+    bad(&["run", "--timeout", "5 minutes", "--", "true"], "duration");
+    bad(&["run", "--timeout", "0s", "--", "true"], "duration");
+    bad(&["run", "--timeout", "-5s", "--", "true"], "-5");
+    bad(&["run", "--pids", "0", "--", "true"], "pids");
+    bad(&["run", "--pids", "many", "--", "true"], "pids");
+    bad(&["run", "--cpus", "0", "--", "true"], "cpus");
+    bad(&["run", "--cpus", "NaN", "--", "true"], "cpus");
+    bad(&["run"], "no command");
+    bad(&["run", "--"], "no command");
+    bad(
+        &[
+            "run",
+            "--mount",
+            "/nonexistent-airlock-src:/work",
+            "--",
+            "true",
+        ],
+        "does not exist",
+    );
+    bad(&["run", "--mount", "/tmp:/proc/x", "--", "true"], "/proc");
+    bad(
+        &["run", "--mount", "/tmp:/work/../etc", "--", "true"],
+        "'..'",
+    );
+    bad(&["run", "--mount", "/tmp:work", "--", "true"], "absolute");
+    bad(&["run", "--mount", "/tmp:/work:rwx", "--", "true"], "mode");
+    bad(&["run", "--mount", "/tmp", "--", "true"], "SRC:DST");
+    bad(
+        &[
+            "run", "--mount", "/tmp:/w", "--mount", "/usr:/w", "--", "true",
+        ],
+        "same target",
+    );
+    bad(&["run", "--env", "1BAD=x", "--", "true"], "--env");
+    bad(&["run", "--env", "=x", "--", "true"], "--env");
+    bad(&["run", "--user", "bob", "--", "true"], "--user");
+    bad(&["run", "--user", "99999", "--", "true"], "65536");
+    bad(&["run", "--hostname", "bad host", "--", "true"], "hostname");
+    bad(&["run", "--workdir", "relative", "--", "true"], "workdir");
+    bad(&["run", "--isolation", "vm", "--", "true"], "vm");
+    bad(&["run", "--isolation", "microvm", "--", "true"], "microvm");
+    bad(
+        &[
+            "run",
+            "--isolation",
+            "none",
+            "--mount",
+            "/tmp:/w",
+            "--",
+            "true",
+        ],
+        "--mount",
+    );
+    bad(
+        &["run", "--json", "/nonexistent-dir/r.json", "--", "true"],
+        "does not exist",
+    );
+}
+
+#[test]
+fn exit_codes() {
+    both(|who| {
+        let Some(o) = sh(who, &[], "exit 7") else {
+            return;
+        };
+        assert_eq!(o.code, 7);
+        let o = sh(who, &[], "kill -TERM $$").unwrap();
+        assert_eq!(o.code, 128 + 15);
+        let o = run(who, &["run", "--", "no-such-command-xyz"]).unwrap();
+        assert_eq!(o.code, 127, "{o:?}");
+        assert!(o.stderr.contains("no-such-command-xyz"), "{o:?}");
+        let o = run(who, &["run", "--", "/etc/hostname"]).unwrap();
+        assert_eq!(o.code, 126, "{o:?}");
+        let o = run(who, &["run", "--timeout", "300ms", "--", "sleep", "5"]).unwrap();
+        assert_eq!(o.code, 124);
+        // A missing working directory under a read-only image path fails
+        // cleanly as airlock's own error.
+        let o = run(who, &["run", "--workdir", "/usr/no-such-dir", "--", "true"]).unwrap();
+        assert_eq!(o.code, 125, "{o:?}");
+        assert!(o.stderr.contains("/usr/no-such-dir"), "{o:?}");
+    });
+}
+
+#[test]
+fn help_and_version_exit_0() {
+    let Some(o) = run(Who::Root, &["--help"]).or_else(|| run(Who::User, &["--help"])) else {
+        return;
+    };
+    assert_eq!(o.code, 0);
+    assert!(o.stdout.contains("run"));
+    let o = run(Who::Root, &["run", "--help"])
+        .or_else(|| run(Who::User, &["run", "--help"]))
+        .unwrap();
+    for flag in [
+        "--isolation",
+        "--image",
+        "--mount",
+        "--workdir",
+        "--env",
+        "--timeout",
+        "--memory",
+        "--pids",
+        "--cpus",
+        "--disk",
+        "--output-limit",
+        "--hostname",
+        "--user",
+        "--json",
+        "--tty",
+    ] {
+        assert!(o.stdout.contains(flag), "help lacks {flag}");
+    }
+    let o = run(Who::Root, &["--version"])
+        .or_else(|| run(Who::User, &["--version"]))
+        .unwrap();
+    assert!(o.stdout.starts_with("airlock "));
+}
+
+#[test]
+fn doctor_reports_each_feature() {
+    both(|who| {
+        let Some(o) = run(who, &["doctor"]) else {
+            return;
+        };
+        assert_eq!(o.code, 0, "{who:?}: {o:?}");
+        for what in [
+            "user namespaces",
+            "seccomp",
+            "landlock",
+            "cgroup v2",
+            "cgroup v1",
+            "limits",
+            "kvm",
+            "qemu",
+        ] {
+            assert!(
+                o.stdout.lines().any(|l| l[5..].starts_with(what)),
+                "{who:?}: no {what} line: {}",
+                o.stdout
+            );
+        }
+        assert!(o.stdout.contains("ABI"), "{}", o.stdout);
+        assert!(o.stdout.contains("container tier: ready"));
+        // Every failing line says how to fix it.
+        for l in o.stdout.lines().filter(|l| l.starts_with("FAIL")) {
+            assert!(l.contains("fix:"), "{l}");
+        }
+    });
+}
+
+/// The local tier: scrubbed environment, the host's filesystem, limits and
+/// timeout.
+#[test]
+fn local_tier() {
+    both(|who| {
+        let Some(mut c) = airlock(who) else { return };
+        let o = c
+            .env("SECRET_TOKEN", "canary")
+            .args([
+                "run",
+                "--isolation",
+                "none",
+                "--env",
+                "A=1",
+                "--",
+                "sh",
+                "-c",
+                "env; test -e /etc/shadow && echo host-fs",
+            ])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "{who:?}: {o:?}");
+        assert!(!out.contains("canary"), "{who:?}");
+        assert!(out.contains("A=1"));
+        assert!(out.contains("host-fs"), "the local tier sees the host");
+        let o = run(
+            who,
+            &[
+                "run",
+                "--isolation",
+                "none",
+                "--timeout",
+                "300ms",
+                "--",
+                "sh",
+                "-c",
+                "sleep 5 & sleep 5",
+            ],
+        )
+        .unwrap();
+        assert_eq!(o.code, 124);
+        let o = run(who, &["run", "--trust", "own", "--", "sh", "-c", "exit 9"]).unwrap();
+        assert_eq!(o.code, 9);
+        let o = run(
+            who,
+            &["run", "--isolation", "none", "--", "no-such-command-xyz"],
+        )
+        .unwrap();
+        assert_eq!(o.code, 127);
+    });
+}

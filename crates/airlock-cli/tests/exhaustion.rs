@@ -1,0 +1,369 @@
+//! Exhaustion: each attack is contained, the exit code is right, and airlock
+//! and the host stay responsive.
+
+mod common;
+use common::*;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+/// The host still answers: a fresh sandbox runs promptly.
+#[track_caller]
+fn host_responsive(who: Who) {
+    let t = Instant::now();
+    let o = sh(who, &[], "echo alive").unwrap();
+    assert_eq!(o.lines(), ["alive"]);
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "host sluggish: {:?}",
+        t.elapsed()
+    );
+}
+
+/// A fork bomb under --pids stops at the limit; the run ends by itself
+/// (timeout) and everything is killed.
+#[test]
+fn fork_bomb_is_contained() {
+    both(|who| {
+        let t = Instant::now();
+        let Some(o) = sh(
+            who,
+            &["--pids", "64", "--timeout", "3s"],
+            "bomb() { bomb | bomb & }; bomb; sleep 10",
+        ) else {
+            return;
+        };
+        assert_eq!(o.code, 124, "{who:?}: {o:?}");
+        assert!(
+            t.elapsed() < Duration::from_secs(8),
+            "{who:?}: took {:?}",
+            t.elapsed()
+        );
+        assert!(
+            o.stderr.contains("fork")
+                || o.stderr.contains("Resource temporarily unavailable")
+                || o.stderr.contains("timed out"),
+            "{who:?}: {}",
+            o.stderr
+        );
+        host_responsive(who);
+    });
+}
+
+/// The number of tasks really stops at --pids.
+#[test]
+fn pids_limit_is_exact() {
+    both(|who| {
+        let Some(o) = py(
+            who,
+            &["--pids", "20"],
+            "kids=[]\nerr='none'\nfor i in range(100):\n  try:\n    pid=os.fork()\n  except OSError as e:\n    err=en(e.errno); break\n  if pid==0:\n    import time; time.sleep(5); os._exit(0)\n  kids.append(pid)\nprint(len(kids), err)",
+        ) else {
+            return;
+        };
+        let l = o.lines();
+        let parts: Vec<&str> = l[0].split(' ').collect();
+        let n: u32 = parts[0].parse().unwrap();
+        assert!(
+            (15..20).contains(&n),
+            "{who:?}: forked {n} under --pids 20: {o:?}"
+        );
+        assert_eq!(parts[1], "EAGAIN", "{who:?}");
+    });
+}
+
+/// A memory balloon past --memory is killed (cgroup OOM as root: 137; the
+/// rlimit fallback rootless: the allocation fails).
+#[test]
+fn memory_balloon_is_contained() {
+    both(|who| {
+        let d = scratch(who);
+        let j = d.path().join("r.json");
+        let Some(o) = py(
+            who,
+            &["--memory", "128M", "--json", j.to_str().unwrap()],
+            "b=[]\ntry:\n  for i in range(64): b.append(bytearray(16<<20))\n  print('ALLOCATED-1G')\nexcept MemoryError:\n  print('MemoryError'); sys.exit(3)",
+        ) else {
+            return;
+        };
+        assert!(!o.stdout.contains("ALLOCATED-1G"), "{who:?}: {o:?}");
+        match who {
+            Who::Root => {
+                assert_eq!(o.code, 137, "{who:?}: {o:?}");
+                let json = std::fs::read_to_string(&j).unwrap();
+                assert!(json.contains("\"oom_killed\": true"), "{json}");
+                assert!(o.stderr.contains("ran out of memory"), "{o:?}");
+            }
+            Who::User => {
+                // Rootless without a delegated cgroup: RLIMIT_DATA.
+                assert!(o.code == 3 || o.code == 137, "{who:?}: {o:?}");
+                if o.code == 3 {
+                    assert!(
+                        o.stderr.contains("RLIMIT_DATA"),
+                        "the fallback is announced: {o:?}"
+                    );
+                }
+            }
+        }
+        host_responsive(who);
+    });
+}
+
+/// Peak memory is reported in --json.
+#[test]
+fn json_reports_peak_memory_and_status() {
+    both(|who| {
+        let d = scratch(who);
+        let j = d.path().join("r.json");
+        let Some(o) = py(
+            who,
+            &["--memory", "512M", "--json", j.to_str().unwrap()],
+            "b=bytearray(64<<20)\nfor i in range(0,len(b),4096): b[i]=1\nsys.exit(5)",
+        ) else {
+            return;
+        };
+        assert_eq!(o.code, 5, "{who:?}: {o:?}");
+        let text = std::fs::read_to_string(&j).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["exit_code"], 5);
+        assert_eq!(v["status"], 5);
+        assert_eq!(v["timed_out"], false);
+        assert_eq!(v["isolation"], "container");
+        let peak = v["peak_memory_bytes"].as_u64().unwrap();
+        assert!(peak >= 64 << 20, "{who:?}: peak {peak}");
+        assert!(peak < 512 << 20, "{who:?}: peak {peak}");
+        assert!(v["duration_ms"].as_u64().unwrap() > 0);
+    });
+}
+
+/// Filling --disk ends with ENOSPC inside; the host's disk is untouched.
+#[test]
+fn disk_fill_is_contained() {
+    both(|who| {
+        let Some(o) = py(
+            who,
+            &["--disk", "32M"],
+            "n=0\nerr='none'\ntry:\n  with open('/tmp/fill','wb') as f:\n    while True:\n      f.write(b'x'*(1<<20)); f.flush(); n+=1\nexcept OSError as e:\n  err=en(e.errno)\nprint(n, err)\n\
+             print(try_(lambda: open(os.path.expanduser('~/more'),'wb').write(b'x'*(1<<20))))",
+        ) else {
+            return;
+        };
+        let l = o.lines();
+        let parts: Vec<&str> = l[0].split(' ').collect();
+        let n: u32 = parts[0].parse().unwrap();
+        assert!(n <= 32, "{who:?}: wrote {n} MiB into a 32M disk");
+        assert_eq!(parts[1], "ENOSPC", "{who:?}: {o:?}");
+        // $HOME shares the same cap.
+        assert_eq!(l[1], "ENOSPC", "{who:?}: {o:?}");
+        host_responsive(who);
+    });
+}
+
+/// A 1 GiB output flood: airlock drains it, keeps only --output-limit, says
+/// so once, and reports the truncation in --json.
+#[test]
+fn output_flood_is_capped() {
+    both(|who| {
+        let d = scratch(who);
+        let j = d.path().join("r.json");
+        let t = Instant::now();
+        let Some(mut c) = airlock(who) else { return };
+        let o = c
+            .args([
+                "run",
+                "--output-limit",
+                "1M",
+                "--json",
+                j.to_str().unwrap(),
+                "--",
+                "sh",
+                "-c",
+                "head -c 1073741824 /dev/zero; echo done >&2",
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{who:?}");
+        assert_eq!(
+            o.stdout.len(),
+            1 << 20,
+            "{who:?}: kept {} bytes",
+            o.stdout.len()
+        );
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(err.matches("output limit").count(), 1, "{who:?}: {err}");
+        assert!(
+            !err.contains("done"),
+            "stderr past the limit is dropped too: {err}"
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&j).unwrap()).unwrap();
+        assert_eq!(v["stdout_truncated"], true);
+        assert_eq!(v["stdout_bytes"], 1u64 << 30);
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "{who:?}: {:?}",
+            t.elapsed()
+        );
+        host_responsive(who);
+    });
+}
+
+/// An endless loop under --timeout is killed with every process, exit 124.
+#[test]
+fn endless_loop_times_out() {
+    both(|who| {
+        let marker = format!("sleep 99.{}{}", std::process::id(), who as u8);
+        let t = Instant::now();
+        let Some(o) = sh(
+            who,
+            &["--timeout", "1500ms"],
+            &format!("{marker} & while :; do :; done"),
+        ) else {
+            return;
+        };
+        let el = t.elapsed();
+        assert_eq!(o.code, 124, "{who:?}: {o:?}");
+        assert!(o.stderr.contains("timed out after 1500ms"), "{o:?}");
+        assert!(
+            el >= Duration::from_millis(1400) && el < Duration::from_secs(4),
+            "{who:?}: {el:?}"
+        );
+        assert!(
+            host_processes_starting(&marker).is_empty(),
+            "{who:?}: background process survived"
+        );
+    });
+}
+
+/// --cpus caps CPU time (root: cgroup; rootless: announced as not enforced).
+#[test]
+fn cpu_limit() {
+    let Some(o) = sh(
+        Who::Root,
+        &["--cpus", "0.2", "--timeout", "1s"],
+        "while :; do :; done",
+    ) else {
+        return;
+    };
+    assert_eq!(o.code, 124);
+    // Measure: user+sys time of a 1 s busy loop under 0.2 CPUs.
+    let Some(o) = py(
+        Who::Root,
+        &["--cpus", "0.2"],
+        "import time\nt=time.time()\nwhile time.time()-t<1.0: pass\nprint(round(time.process_time(),2))",
+    ) else {
+        return;
+    };
+    let cpu: f64 = o.lines()[0].parse().unwrap();
+    assert!(cpu < 0.45, "a 0.2-CPU sandbox used {cpu}s of CPU in 1s");
+    let Some(o) = sh(Who::User, &["--cpus", "1"], "true") else {
+        return;
+    };
+    assert_eq!(o.code, 0);
+    if !is_root() || !std::path::Path::new("/sys/fs/cgroup/cpu").exists() {
+        return;
+    }
+    assert!(o.stderr.contains("--cpus is NOT enforced"), "{o:?}");
+}
+
+/// Cgroups made for a run are removed afterwards, and stale ones left by a
+/// killed airlock are removed by the next run.
+#[test]
+fn cgroups_cleaned_up() {
+    if !is_root() {
+        skip("needs root for cgroups");
+        return;
+    }
+    let parents = [
+        "/sys/fs/cgroup/memory/airlock",
+        "/sys/fs/cgroup/pids/airlock",
+        "/sys/fs/cgroup/airlock",
+    ];
+    // The first run creates the parents where this host has them.
+    sh(Who::Root, &["--memory", "64M", "--pids", "50"], "true")
+        .unwrap()
+        .ok();
+    let parent = parents
+        .iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("a limited run made no airlock cgroup parent");
+    // A stale group, as a SIGKILLed airlock would leave.
+    let stale = std::path::Path::new(parent).join("999999999-dead");
+    std::fs::create_dir_all(&stale).unwrap();
+    let o = sh(
+        Who::Root,
+        &["--memory", "64M", "--pids", "50"],
+        "cat /proc/self/cgroup",
+    )
+    .unwrap();
+    o.ok();
+    assert!(!stale.exists(), "stale cgroup not reaped");
+    // The sandbox sees its own cgroup namespace root.
+    assert!(o.lines().iter().any(|l| l.ends_with(":/")), "{o:?}");
+    for p in parents {
+        if let Ok(rd) = std::fs::read_dir(p) {
+            let dead: Vec<_> = rd
+                .flatten()
+                .filter(|e| e.path().is_dir())
+                .filter(|e| {
+                    let n = e.file_name().to_string_lossy().into_owned();
+                    let pid = n.split('-').next().unwrap_or("").to_string();
+                    !std::path::Path::new("/proc").join(pid).exists()
+                })
+                .collect();
+            assert!(dead.is_empty(), "leftover groups in {p}: {dead:?}");
+        }
+    }
+}
+
+/// Everything in the sandbox ends with the command, within a second.
+#[test]
+fn background_processes_die_with_the_command() {
+    both(|who| {
+        let marker = format!("sleep 98.{}{}", std::process::id(), who as u8);
+        let Some(o) = sh(who, &[], &format!("{marker} & {marker} & echo started")) else {
+            return;
+        };
+        assert_eq!(o.lines(), ["started"]);
+        let t = Instant::now();
+        while !host_processes_starting(&marker).is_empty() {
+            assert!(
+                t.elapsed() < Duration::from_secs(1),
+                "{who:?}: survived the command"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+}
+
+/// Signals sent to airlock reach the command (exit 128+N).
+#[test]
+fn signals_are_forwarded() {
+    both(|who| {
+        let Some(mut c) = airlock(who) else { return };
+        let mut child = c
+            .args([
+                "run",
+                "--",
+                "sh",
+                "-c",
+                "trap 'echo got-term; exit 42' TERM; echo ready; while :; do sleep 0.05; done",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::{BufRead, BufReader};
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ready");
+        // SAFETY: signals our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let mut rest = String::new();
+        out.read_line(&mut rest).unwrap();
+        let st = child.wait().unwrap();
+        assert_eq!(rest.trim(), "got-term", "{who:?}");
+        assert_eq!(st.code(), Some(42), "{who:?}");
+    });
+}

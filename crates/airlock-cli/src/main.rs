@@ -33,7 +33,7 @@ enum Cmd {
 125 if airlock itself failed; 126 if the command cannot be executed; 127 if it is not found.\n\n\
 Examples:\n  airlock run -- python3 -c 'print(1)'\n  airlock run --mount ./repo:/work:overlay --workdir /work --timeout 5m --memory 1G --pids 256 --cpus 1 -- cargo test\n  airlock run --isolation none -- make"
     )]
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Check what this machine's kernel offers each tier, with fixes.
     Doctor,
 }
@@ -154,7 +154,7 @@ fn pids_arg(s: &str) -> Result<u64, String> {
 }
 fn cpus_arg(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
-        Ok(c) if c.is_finite() && c >= 0.01 && c <= 4096.0 => Ok(c),
+        Ok(c) if (0.01..=4096.0).contains(&c) => Ok(c),
         _ => Err(format!(
             "invalid --cpus {s:?}: a number of cores between 0.01 and 4096"
         )),
@@ -179,7 +179,7 @@ fn main() {
         }
     };
     let code = match cli.cmd {
-        Cmd::Run(args) => match run(args) {
+        Cmd::Run(args) => match run(*args) {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("airlock: {}", chain(&e));

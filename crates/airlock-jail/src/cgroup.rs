@@ -61,7 +61,7 @@ impl Layout {
             &own,
             root,
             |p| std::fs::read_to_string(p).ok(),
-            |p| writable(p),
+            writable,
         )
     }
 

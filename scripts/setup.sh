@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Installs what Airlock needs on a Debian 12 machine and builds it.
+# Idempotent: safe to run again. Run as root.
+#
+#   bash scripts/setup.sh            # packages, users, build, install to /usr/local/bin
+#   AIRLOCK_SETUP_NO_INSTALL=1 ...   # build only (used by the test script)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+
+if [ "$(id -u)" != 0 ]; then
+    echo "setup: run as root (it installs packages and creates the test user)" >&2
+    exit 1
+fi
+
+# Debian packages: build tools, util-linux (setpriv for the rootless tests),
+# iproute2 (network test hosts), python3 (attack tests run it in sandboxes).
+need=()
+for p in build-essential pkg-config util-linux iproute2 python3 procps ca-certificates; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
+done
+if [ ${#need[@]} -gt 0 ]; then
+    log "installing ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# A Rust toolchain: the machine's own (rustup) if present, else Debian's.
+if ! command -v cargo >/dev/null 2>&1; then
+    for d in "$HOME/.cargo/bin" /usr/local/cargo/bin; do
+        [ -x "$d/cargo" ] && export PATH="$d:$PATH"
+    done
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+    log "installing Debian's cargo and rustc"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cargo rustc >/dev/null
+fi
+
+# The unprivileged user the rootless tests run as.
+if ! id -u airlock-test >/dev/null 2>&1; then
+    log "creating user airlock-test"
+    useradd --create-home --shell /bin/bash airlock-test
+fi
+
+# The subordinate id range root-run sandboxes map to (as container runtimes'
+# user-namespace remapping does): user "airlock" in /etc/subuid and subgid.
+if ! id -u airlock >/dev/null 2>&1; then
+    log "creating system user airlock"
+    useradd --system --no-create-home --shell /usr/sbin/nologin airlock
+fi
+for f in /etc/subuid /etc/subgid; do
+    touch "$f"
+    grep -q '^airlock:' "$f" || echo "airlock:1879048192:65536" >>"$f"
+done
+
+# Unprivileged user namespaces (Debian allows them; Ubuntu's AppArmor may not).
+if [ -e /proc/sys/kernel/apparmor_restrict_unprivileged_userns ] &&
+    [ "$(cat /proc/sys/kernel/apparmor_restrict_unprivileged_userns)" = 1 ]; then
+    log "note: AppArmor restricts unprivileged user namespaces; rootless airlock needs"
+    log "      sysctl kernel.apparmor_restrict_unprivileged_userns=0"
+fi
+
+log "building airlock (release)"
+cargo build --release --locked -q -p airlock-cli 2>/dev/null || cargo build --release -q -p airlock-cli
+if [ -z "${AIRLOCK_SETUP_NO_INSTALL:-}" ]; then
+    install -m 0755 target/release/airlock /usr/local/bin/airlock
+    log "installed /usr/local/bin/airlock"
+fi

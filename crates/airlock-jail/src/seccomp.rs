@@ -4,21 +4,20 @@
 //! `profiles/seccomp/default.json`, the part granted to a container without
 //! extra capabilities) and removes more. Anything not listed returns `EPERM`.
 //!
-//! Two classic-BPF programs are produced by [`compile`] (in the parent, where
+//! One classic-BPF program is produced by [`compile`] (in the parent, where
 //! allocation is fine) and installed by [`Filter::apply`] (in the forked child
-//! just before `execve`, where it is not):
+//! just before `execve`, where it is not). Its shape keeps it small (about a
+//! tenth of a linear chain), which matters twice: the kernel converts, JITs
+//! and emulates the whole program for every syscall number when it is
+//! attached (the allow-cache), and arguments checks run per call:
 //!
-//! 1. **allowlist** — architecture check (anything but `AUDIT_ARCH_X86_64`,
-//!    i.e. ia32 via `int 0x80`/`sysenter`, kills the process), then the allowed
-//!    syscall numbers, some with argument checks; default `Errno(EPERM)`.
-//!    x32 syscalls (`nr | 0x4000_0000`) report `AUDIT_ARCH_X86_64` too, but
-//!    since only exact native numbers are listed they fall to the default.
-//! 2. **clone3** — returns `Errno(ENOSYS)` for `clone3` and allows everything
-//!    else. It is installed *after* the allowlist: when several filters return
-//!    `SECCOMP_RET_ERRNO`, the kernel keeps the value of the most recently
-//!    installed one, so `clone3` fails with `ENOSYS` (glibc then falls back to
-//!    `clone`, whose flags the allowlist can inspect) instead of `EPERM`
-//!    (which glibc would report as a hard failure of `pthread_create`).
+//! 1. architecture check: anything but `AUDIT_ARCH_X86_64` (ia32 via
+//!    `int 0x80`/`sysenter`) kills the process;
+//! 2. numbers with the x32 bit (`nr >= 0x4000_0000`) get `EPERM`;
+//! 3. a binary search over runs of consecutive syscall numbers that share a
+//!    verdict (allow, `EPERM`, or `ENOSYS` for `clone3` — whose flags sit in
+//!    a struct BPF cannot read, so glibc falls back to `clone`);
+//! 4. small blocks for the syscalls allowed only for some arguments.
 //!
 //! Argument checks in the allowlist:
 //!
@@ -66,42 +65,34 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 
-use seccompiler::{
-    sock_filter, BackendError, BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp,
-    SeccompCondition, SeccompFilter, SeccompRule, TargetArch,
-};
+/// One classic BPF instruction, laid out as the kernel's `struct sock_filter`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct sock_filter {
+    pub code: u16,
+    pub jt: u8,
+    pub jf: u8,
+    pub k: u32,
+}
 
 /// Errors from building or installing the seccomp filter.
 #[derive(Debug, thiserror::Error)]
 pub enum SeccompError {
-    /// seccompiler refused an argument condition.
-    #[error("invalid seccomp condition on argument {arg} of {syscall}: {cause}")]
-    Condition {
-        syscall: &'static str,
-        arg: u8,
-        cause: BackendError,
-    },
-    /// seccompiler refused a rule (a conjunction of conditions).
-    #[error("invalid seccomp rule for {syscall}: {cause}")]
-    Rule {
-        syscall: &'static str,
-        cause: BackendError,
-    },
     /// The same syscall number appears twice in the policy tables.
     #[error("syscall {syscall} (number {nr}) is listed twice in the seccomp policy")]
     DuplicateSyscall { syscall: &'static str, nr: i64 },
-    /// seccompiler could not build or translate one of the filters.
-    #[error("cannot build the {filter} seccomp filter: {cause}")]
-    Build {
-        filter: &'static str,
-        cause: BackendError,
-    },
     /// A compiled program does not fit the kernel's limits.
     #[error("the {filter} seccomp program has {len} instructions (allowed: 1..={max})")]
     ProgramLength {
         filter: &'static str,
         len: usize,
         max: usize,
+    },
+    /// A jump in the generated program is longer than BPF can encode.
+    #[error("the {filter} seccomp program needs a jump of {distance} instructions")]
+    JumpTooFar {
+        filter: &'static str,
+        distance: usize,
     },
     /// `prctl(PR_SET_NO_NEW_PRIVS)` failed.
     #[error("prctl(PR_SET_NO_NEW_PRIVS) failed: {cause}")]
@@ -127,15 +118,13 @@ impl SeccompError {
     }
 }
 
-/// Compiled BPF programs, built in the parent before `fork` (all allocation
-/// happens in [`compile`]).
+/// The compiled BPF program, built in the parent before `fork` (all
+/// allocation happens in [`compile`]).
 #[derive(Clone)]
 pub struct Filter {
-    /// Arch check + allowlist, default `Errno(EPERM)`. Installed first.
-    allowlist: BpfProgram,
-    /// `clone3` → `Errno(ENOSYS)`, everything else allowed. Installed second,
-    /// so its `ENOSYS` wins over the allowlist's `EPERM`.
-    clone3: BpfProgram,
+    /// Arch check, x32 rejection, then a binary search over ranges of
+    /// syscall numbers with the same verdict, then argument checks.
+    allowlist: Vec<sock_filter>,
     /// Number of syscalls the allowlist lets through (some conditionally).
     allowed: usize,
 }
@@ -145,13 +134,11 @@ impl fmt::Debug for Filter {
         f.debug_struct("Filter")
             .field("allowed_syscalls", &self.allowed)
             .field("allowlist_instructions", &self.allowlist.len())
-            .field("clone3_instructions", &self.clone3.len())
             .finish()
     }
 }
 
 const ALLOWLIST: &str = "allowlist";
-const CLONE3: &str = "clone3";
 
 /// The kernel's limit on a classic BPF program (`BPF_MAXINSNS`).
 const BPF_MAXINSNS: usize = 4096;
@@ -551,210 +538,333 @@ const MKNOD_TYPES: [u64; 4] = [
     libc::S_IFSOCK as u64,
 ];
 
-fn condition(
-    syscall: &'static str,
-    arg: u8,
-    len: SeccompCmpArgLen,
-    op: SeccompCmpOp,
-    value: u64,
-) -> Result<SeccompCondition, SeccompError> {
-    SeccompCondition::new(arg, len, op, value).map_err(|cause| SeccompError::Condition {
-        syscall,
-        arg,
-        cause,
-    })
+/// An argument check: the syscall is allowed when it holds, `EPERM`
+/// otherwise. Every check reads the low 32 bits of one argument, which is
+/// all the kernel reads of these arguments (`int`/`unsigned int`, and the
+/// legacy `clone` uses only the low half of its flags) — so a caller setting
+/// high bits cannot slip past (CVE-2019-10063 bypassed a 64-bit compare).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Check {
+    /// `(arg & mask) == 0`
+    MaskZero { arg: u8, mask: u32 },
+    /// `(arg & mask)` is one of `values`
+    OneOf {
+        arg: u8,
+        mask: u32,
+        values: Vec<u32>,
+    },
+    /// `arg` is none of `values`
+    NoneOf { arg: u8, values: Vec<u32> },
 }
 
-fn rule(
-    syscall: &'static str,
-    conditions: Vec<SeccompCondition>,
-) -> Result<SeccompRule, SeccompError> {
-    SeccompRule::new(conditions).map_err(|cause| SeccompError::Rule { syscall, cause })
+/// What the filter does with one syscall number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Verdict {
+    Allow,
+    Errno(u32),
+    /// Allowed when every check holds.
+    Checks(Vec<Check>),
 }
 
 fn insert(
-    rules: &mut BTreeMap<i64, Vec<SeccompRule>>,
+    rules: &mut BTreeMap<i64, Verdict>,
     syscall: &'static str,
     nr: i64,
-    chain: Vec<SeccompRule>,
+    verdict: Verdict,
 ) -> Result<(), SeccompError> {
     let syscall = syscall.strip_prefix("SYS_").unwrap_or(syscall);
-    if rules.insert(nr, chain).is_some() {
+    if rules.insert(nr, verdict).is_some() {
         return Err(SeccompError::DuplicateSyscall { syscall, nr });
     }
     Ok(())
 }
 
-/// `clone` is allowed when no namespace flag is set in its flags (arg0).
-fn clone_rules() -> Result<Vec<SeccompRule>, SeccompError> {
-    Ok(vec![rule(
-        "clone",
-        vec![condition(
-            "clone",
-            0,
-            SeccompCmpArgLen::Qword,
-            SeccompCmpOp::MaskedEq(CLONE_NAMESPACE_FLAGS),
-            0,
-        )?],
-    )?])
-}
-
-/// `socket` is allowed for the listed domain × type pairs, both compared as
-/// the kernel's 32-bit `int`.
-fn socket_rules() -> Result<Vec<SeccompRule>, SeccompError> {
-    let mut rules = Vec::with_capacity(SOCKET_DOMAINS.len() * SOCKET_TYPES.len());
-    for domain in SOCKET_DOMAINS {
-        for ty in SOCKET_TYPES {
-            rules.push(rule(
-                "socket",
-                vec![
-                    condition(
-                        "socket",
-                        0,
-                        SeccompCmpArgLen::Dword,
-                        SeccompCmpOp::Eq,
-                        domain as u64,
-                    )?,
-                    condition(
-                        "socket",
-                        1,
-                        SeccompCmpArgLen::Dword,
-                        SeccompCmpOp::MaskedEq(SOCK_TYPE_MASK),
-                        ty as u64,
-                    )?,
-                ],
-            )?);
-        }
-    }
-    Ok(rules)
-}
-
-/// `ioctl` is allowed unless the low 32 bits of the command are a denied one.
-fn ioctl_rules() -> Result<Vec<SeccompRule>, SeccompError> {
-    let mut conditions = Vec::with_capacity(DENIED_IOCTLS.len());
-    for cmd in DENIED_IOCTLS {
-        conditions.push(condition(
-            "ioctl",
-            1,
-            SeccompCmpArgLen::Dword,
-            SeccompCmpOp::Ne,
-            cmd,
-        )?);
-    }
-    Ok(vec![rule("ioctl", conditions)?])
-}
-
-/// `personality` is allowed for Docker's values only (the kernel reads an
-/// `unsigned int`, hence the 32-bit compare).
-fn personality_rules() -> Result<Vec<SeccompRule>, SeccompError> {
-    let mut rules = Vec::with_capacity(PERSONALITIES.len());
-    for persona in PERSONALITIES {
-        rules.push(rule(
-            "personality",
-            vec![condition(
-                "personality",
-                0,
-                SeccompCmpArgLen::Dword,
-                SeccompCmpOp::Eq,
-                persona,
-            )?],
-        )?);
-    }
-    Ok(rules)
-}
-
-/// `mknod`/`mknodat` are allowed for regular files, FIFOs and sockets; the
-/// mode argument is `mode_arg`.
-fn mknod_rules(syscall: &'static str, mode_arg: u8) -> Result<Vec<SeccompRule>, SeccompError> {
-    let mut rules = Vec::with_capacity(MKNOD_TYPES.len());
-    for file_type in MKNOD_TYPES {
-        rules.push(rule(
-            syscall,
-            vec![condition(
-                syscall,
-                mode_arg,
-                SeccompCmpArgLen::Dword,
-                SeccompCmpOp::MaskedEq(libc::S_IFMT as u64),
-                file_type,
-            )?],
-        )?);
-    }
-    Ok(rules)
-}
-
-fn translate(filter: &'static str, seccomp: SeccompFilter) -> Result<BpfProgram, SeccompError> {
-    let program =
-        BpfProgram::try_from(seccomp).map_err(|cause| SeccompError::Build { filter, cause })?;
-    if program.is_empty() || program.len() > BPF_MAXINSNS {
-        return Err(SeccompError::ProgramLength {
-            filter,
-            len: program.len(),
-            max: BPF_MAXINSNS,
-        });
-    }
-    Ok(program)
-}
-
-/// Build the allowlist filter for x86_64.
-pub fn compile() -> Result<Filter, SeccompError> {
-    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
+/// The whole policy, syscall number → verdict; numbers not in the map get
+/// `EPERM`.
+fn policy() -> Result<BTreeMap<i64, Verdict>, SeccompError> {
+    let mut rules = BTreeMap::new();
     for &(name, nr) in UNCONDITIONAL {
-        insert(&mut rules, name, nr, Vec::new())?;
+        insert(&mut rules, name, nr, Verdict::Allow)?;
     }
-    insert(&mut rules, "clone", libc::SYS_clone, clone_rules()?)?;
-    insert(&mut rules, "socket", libc::SYS_socket, socket_rules()?)?;
-    insert(&mut rules, "ioctl", libc::SYS_ioctl, ioctl_rules()?)?;
+    // clone: no namespace flag.
+    insert(
+        &mut rules,
+        "clone",
+        libc::SYS_clone,
+        Verdict::Checks(vec![Check::MaskZero {
+            arg: 0,
+            mask: CLONE_NAMESPACE_FLAGS as u32,
+        }]),
+    )?;
+    // clone3 takes its flags in a struct BPF cannot read: ENOSYS, so libc
+    // falls back to clone.
+    insert(
+        &mut rules,
+        "clone3",
+        libc::SYS_clone3,
+        Verdict::Errno(libc::ENOSYS as u32),
+    )?;
+    // socket: listed domains and types only.
+    insert(
+        &mut rules,
+        "socket",
+        libc::SYS_socket,
+        Verdict::Checks(vec![
+            Check::OneOf {
+                arg: 0,
+                mask: u32::MAX,
+                values: SOCKET_DOMAINS.iter().map(|d| *d as u32).collect(),
+            },
+            Check::OneOf {
+                arg: 1,
+                mask: SOCK_TYPE_MASK as u32,
+                values: SOCKET_TYPES.iter().map(|t| *t as u32).collect(),
+            },
+        ]),
+    )?;
+    // ioctl: anything but the terminal-injection commands.
+    insert(
+        &mut rules,
+        "ioctl",
+        libc::SYS_ioctl,
+        Verdict::Checks(vec![Check::NoneOf {
+            arg: 1,
+            values: DENIED_IOCTLS.iter().map(|c| *c as u32).collect(),
+        }]),
+    )?;
     insert(
         &mut rules,
         "personality",
         libc::SYS_personality,
-        personality_rules()?,
+        Verdict::Checks(vec![Check::OneOf {
+            arg: 0,
+            mask: u32::MAX,
+            values: PERSONALITIES.iter().map(|p| *p as u32).collect(),
+        }]),
     )?;
-    insert(
-        &mut rules,
-        "mknod",
-        libc::SYS_mknod,
-        mknod_rules("mknod", 1)?,
-    )?;
-    insert(
-        &mut rules,
-        "mknodat",
-        libc::SYS_mknodat,
-        mknod_rules("mknodat", 2)?,
-    )?;
-    let allowed = rules.len();
+    for (name, nr, mode_arg) in [
+        ("mknod", libc::SYS_mknod, 1),
+        ("mknodat", libc::SYS_mknodat, 2),
+    ] {
+        insert(
+            &mut rules,
+            name,
+            nr,
+            Verdict::Checks(vec![Check::OneOf {
+                arg: mode_arg,
+                mask: libc::S_IFMT,
+                values: MKNOD_TYPES.iter().map(|t| *t as u32).collect(),
+            }]),
+        )?;
+    }
+    Ok(rules)
+}
 
-    let allowlist = SeccompFilter::new(
-        rules,
-        SeccompAction::Errno(libc::EPERM as u32),
-        SeccompAction::Allow,
-        TargetArch::x86_64,
-    )
-    .map_err(|cause| SeccompError::Build {
-        filter: ALLOWLIST,
-        cause,
-    })?;
+// Classic BPF opcodes used here.
+const LD_W_ABS: u16 = 0x20;
+const ALU_AND_K: u16 = 0x54;
+const JMP_JA: u16 = 0x05;
+const JMP_JEQ_K: u16 = 0x15;
+const JMP_JGE_K: u16 = 0x35;
+const RET_K: u16 = 0x06;
 
-    let clone3 = SeccompFilter::new(
-        BTreeMap::from([(libc::SYS_clone3, Vec::new())]),
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::ENOSYS as u32),
-        TargetArch::x86_64,
-    )
-    .map_err(|cause| SeccompError::Build {
-        filter: CLONE3,
-        cause,
-    })?;
+const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+/// Offsets in `struct seccomp_data`.
+const OFF_NR: u32 = 0;
+const OFF_ARCH: u32 = 4;
+const OFF_ARGS: u32 = 16;
+/// Syscall numbers at or above this are x32 (or garbage): refused.
+const X32_BIT: u32 = 0x4000_0000;
+const RET_ALLOW: u32 = libc::SECCOMP_RET_ALLOW;
+const RET_KILL: u32 = libc::SECCOMP_RET_KILL_PROCESS;
+const RET_EPERM: u32 = libc::SECCOMP_RET_ERRNO | libc::EPERM as u32;
 
+fn stmt(code: u16, k: u32) -> sock_filter {
+    sock_filter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    }
+}
+
+fn jump(code: u16, k: u32, jt: u8, jf: u8) -> sock_filter {
+    sock_filter { code, jt, jf, k }
+}
+
+/// A run of consecutive syscall numbers with one verdict.
+struct Segment<'a> {
+    start: u32,
+    verdict: &'a Verdict,
+}
+
+/// Code generation: every jump goes forward; `ja` (32-bit offsets) carries
+/// the long ones, so the tree has no 255-instruction limit.
+struct Gen {
+    code: Vec<sock_filter>,
+    /// (index of a `ja`, index of the check block it must reach)
+    check_jumps: Vec<(usize, usize)>,
+}
+
+impl Gen {
+    fn tree(&mut self, segs: &[Segment], blocks: &mut Vec<Vec<Check>>) {
+        if let [only] = segs {
+            match only.verdict {
+                Verdict::Allow => self.code.push(stmt(RET_K, RET_ALLOW)),
+                Verdict::Errno(e) => self
+                    .code
+                    .push(stmt(RET_K, libc::SECCOMP_RET_ERRNO | (e & 0xffff))),
+                Verdict::Checks(c) => {
+                    let id = match blocks.iter().position(|b| b == c) {
+                        Some(i) => i,
+                        None => {
+                            blocks.push(c.clone());
+                            blocks.len() - 1
+                        }
+                    };
+                    self.check_jumps.push((self.code.len(), id));
+                    self.code.push(stmt(JMP_JA, 0));
+                }
+            }
+            return;
+        }
+        let mid = segs.len() / 2;
+        // nr >= start of the right half? Fall through to the `ja` into it;
+        // otherwise skip the `ja` into the left half.
+        self.code.push(jump(JMP_JGE_K, segs[mid].start, 0, 1));
+        let ja = self.code.len();
+        self.code.push(stmt(JMP_JA, 0));
+        self.tree(&segs[..mid], blocks);
+        self.code[ja].k = (self.code.len() - ja - 1) as u32;
+        self.tree(&segs[mid..], blocks);
+    }
+
+    /// One check: falls through to the next instruction after its block
+    /// when it holds, returns EPERM otherwise.
+    fn check(&mut self, c: &Check) -> Result<(), SeccompError> {
+        let far = |n: usize| {
+            u8::try_from(n).map_err(|_| SeccompError::JumpTooFar {
+                filter: ALLOWLIST,
+                distance: n,
+            })
+        };
+        match c {
+            Check::MaskZero { arg, mask } => {
+                self.code
+                    .push(stmt(LD_W_ABS, OFF_ARGS + 8 * u32::from(*arg)));
+                self.code.push(stmt(ALU_AND_K, *mask));
+                self.code.push(jump(JMP_JEQ_K, 0, 1, 0));
+                self.code.push(stmt(RET_K, RET_EPERM));
+            }
+            Check::OneOf { arg, mask, values } => {
+                self.code
+                    .push(stmt(LD_W_ABS, OFF_ARGS + 8 * u32::from(*arg)));
+                if *mask != u32::MAX {
+                    self.code.push(stmt(ALU_AND_K, *mask));
+                }
+                let n = values.len();
+                for (i, v) in values.iter().enumerate() {
+                    // Match: jump past the remaining compares and the deny.
+                    self.code.push(jump(JMP_JEQ_K, *v, far(n - i)?, 0));
+                }
+                self.code.push(stmt(RET_K, RET_EPERM));
+            }
+            Check::NoneOf { arg, values } => {
+                self.code
+                    .push(stmt(LD_W_ABS, OFF_ARGS + 8 * u32::from(*arg)));
+                let n = values.len();
+                for (i, v) in values.iter().enumerate() {
+                    // Match: jump to the deny after the remaining compares
+                    // and the `ja` that skips it.
+                    self.code.push(jump(JMP_JEQ_K, *v, far(n - i)?, 0));
+                }
+                self.code.push(stmt(JMP_JA, 1));
+                self.code.push(stmt(RET_K, RET_EPERM));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Compiles the policy into one program.
+fn generate(rules: &BTreeMap<i64, Verdict>) -> Result<Vec<sock_filter>, SeccompError> {
+    // Segments over 0..X32_BIT: merge neighbours with equal verdicts;
+    // numbers nobody listed are denied.
+    let deny = Verdict::Errno(libc::EPERM as u32);
+    let mut segs: Vec<Segment> = Vec::new();
+    let mut next = 0u32;
+    for (nr, verdict) in rules {
+        let nr = *nr as u32;
+        if nr >= X32_BIT {
+            continue;
+        }
+        if nr > next && segs.last().is_none_or(|s| s.verdict != &deny) {
+            segs.push(Segment {
+                start: next,
+                verdict: &deny,
+            });
+        }
+        if segs.last().is_none_or(|s| s.verdict != verdict) {
+            segs.push(Segment { start: nr, verdict });
+        }
+        next = nr + 1;
+    }
+    if segs.last().is_none_or(|s| s.verdict != &deny) {
+        segs.push(Segment {
+            start: next,
+            verdict: &deny,
+        });
+    }
+    let mut g = Gen {
+        code: vec![
+            stmt(LD_W_ABS, OFF_ARCH),
+            jump(JMP_JEQ_K, AUDIT_ARCH_X86_64, 1, 0),
+            // ia32 (int 0x80) and anything else: kill the process.
+            stmt(RET_K, RET_KILL),
+            stmt(LD_W_ABS, OFF_NR),
+            // x32: the same calls under other numbers; refused.
+            jump(JMP_JGE_K, X32_BIT, 0, 1),
+            stmt(RET_K, RET_EPERM),
+        ],
+        check_jumps: Vec::new(),
+    };
+    let mut blocks: Vec<Vec<Check>> = Vec::new();
+    g.tree(&segs, &mut blocks);
+    let mut starts = Vec::with_capacity(blocks.len());
+    for b in &blocks {
+        starts.push(g.code.len());
+        for c in b {
+            g.check(c)?;
+        }
+        g.code.push(stmt(RET_K, RET_ALLOW));
+    }
+    for (ja, id) in std::mem::take(&mut g.check_jumps) {
+        g.code[ja].k = (starts[id] - ja - 1) as u32;
+    }
+    if g.code.is_empty() || g.code.len() > BPF_MAXINSNS {
+        return Err(SeccompError::ProgramLength {
+            filter: ALLOWLIST,
+            len: g.code.len(),
+            max: BPF_MAXINSNS,
+        });
+    }
+    Ok(g.code)
+}
+
+/// Build the allowlist filter for x86_64.
+pub fn compile() -> Result<Filter, SeccompError> {
+    let rules = policy()?;
+    let allowed = rules
+        .values()
+        .filter(|v| !matches!(v, Verdict::Errno(_)))
+        .count();
     Ok(Filter {
-        allowlist: translate(ALLOWLIST, allowlist)?,
-        clone3: translate(CLONE3, clone3)?,
+        allowlist: generate(&rules)?,
         allowed,
     })
 }
 
-/// `struct sock_fprog` from `<linux/filter.h>`, pointing at seccompiler's
-/// `sock_filter` (which has the kernel's layout).
+/// `struct sock_fprog` from `<linux/filter.h>`.
 #[repr(C)]
 struct SockFprog {
     len: libc::c_ushort,
@@ -822,8 +932,7 @@ impl Filter {
                 cause: io::Error::last_os_error(),
             });
         }
-        install(ALLOWLIST, &self.allowlist)?;
-        install(CLONE3, &self.clone3)
+        install(ALLOWLIST, &self.allowlist)
     }
 
     /// How many syscalls the allowlist lets through, counting those allowed
@@ -1056,21 +1165,10 @@ mod tests {
         }
     }
 
-    /// What the kernel decides with both filters installed in `apply`'s
-    /// order: walk from the newest filter to the oldest, keep the strictly
-    /// more severe action (signed compare of the action bits), so on a tie
-    /// the newest filter's value wins.
+    /// What the kernel decides with the program installed.
     fn evaluate(f: &Filter, arch: u32, nr: i64, args: [u64; 6]) -> u32 {
         let data = seccomp_data(arch, nr, args);
-        let mut result = RET_ALLOW;
-        for program in [&f.clone3, &f.allowlist] {
-            let ret = run_bpf(program, &data);
-            let action = (ret & libc::SECCOMP_RET_ACTION_FULL) as i32;
-            if action < (result & libc::SECCOMP_RET_ACTION_FULL) as i32 {
-                result = ret;
-            }
-        }
-        result
+        run_bpf(&f.allowlist, &data)
     }
 
     fn eval64(f: &Filter, nr: i64, args: [u64; 6]) -> u32 {
@@ -1219,7 +1317,6 @@ mod tests {
     fn seccomp_filter_compiles() {
         let f = filter();
         assert!(!f.allowlist.is_empty() && f.allowlist.len() < BPF_MAXINSNS);
-        assert!(!f.clone3.is_empty() && f.clone3.len() < 16);
         let debug = format!("{f:?}");
         assert!(debug.contains("allowed_syscalls"), "{debug}");
     }
@@ -1609,34 +1706,27 @@ mod tests {
 
     /// The kernel keeps the most recently installed filter's errno when
     /// several return SECCOMP_RET_ERRNO: the order in `apply` matters.
+    /// The program is a search tree, not a chain: small enough that
+    /// attaching it (convert, JIT, allow-cache emulation) stays cheap.
     #[test]
-    fn seccomp_clone3_errno_precedence_most_recent_wins() {
+    fn seccomp_program_is_compact() {
         let f = filter();
-        // Sanity: clone3 works without any filter here.
-        assert_eq!(in_child(|| Ok(()), raw_clone3), Outcome::Exited(0));
-        let only_allowlist = || {
-            set_no_new_privs()?;
-            install(ALLOWLIST, &f.allowlist).map_err(|_| EXIT_APPLY_FAILED)
-        };
-        assert_eq!(in_child(only_allowlist, raw_clone3), Outcome::Exited(EPERM));
-        let allowlist_then_clone3 = || {
-            set_no_new_privs()?;
-            install(ALLOWLIST, &f.allowlist).map_err(|_| EXIT_APPLY_FAILED)?;
-            install(CLONE3, &f.clone3).map_err(|_| EXIT_APPLY_FAILED)
-        };
-        assert_eq!(
-            in_child(allowlist_then_clone3, raw_clone3),
-            Outcome::Exited(ENOSYS)
+        assert!(
+            f.allowlist.len() < 400,
+            "{} instructions",
+            f.allowlist.len()
         );
-        let clone3_then_allowlist = || {
-            set_no_new_privs()?;
-            install(CLONE3, &f.clone3).map_err(|_| EXIT_APPLY_FAILED)?;
-            install(ALLOWLIST, &f.allowlist).map_err(|_| EXIT_APPLY_FAILED)
-        };
-        assert_eq!(
-            in_child(clone3_then_allowlist, raw_clone3),
-            Outcome::Exited(EPERM)
-        );
+        // Every jump lands inside the program.
+        for (i, insn) in f.allowlist.iter().enumerate() {
+            let targets: Vec<usize> = match insn.code {
+                0x05 => vec![i + 1 + insn.k as usize],
+                0x15 | 0x35 => vec![i + 1 + insn.jt as usize, i + 1 + insn.jf as usize],
+                _ => vec![],
+            };
+            for t in targets {
+                assert!(t < f.allowlist.len(), "instruction {i} jumps out to {t}");
+            }
+        }
     }
 
     fn socket_errno(f: &Filter, domain: i32, ty: i32) -> i32 {

@@ -372,8 +372,9 @@ fn mount_modes() {
     });
 }
 
-/// Run by root, a root-owned directory mounted rw is not id-mapped: the
-/// sandbox user cannot write there, and so cannot leave a setuid-root file.
+/// Run by root, a root-owned directory is not id-mapped: the sandbox user
+/// cannot write there (so cannot leave a setuid-root file), nor read what
+/// only root may.
 #[test]
 fn root_owned_rw_mount() {
     let d = tempdir::Dir::new();
@@ -387,9 +388,25 @@ fn root_owned_rw_mount() {
     };
     assert_eq!(o.lines(), ["EACCES"], "{o:?}");
     assert!(
-        o.stderr.contains("is owned by root and mounted rw"),
+        o.stderr
+            .contains("is owned by root, so it is not id-mapped"),
         "{o:?}"
     );
+    std::fs::write(d.path().join("secret"), "s").unwrap();
+    std::fs::set_permissions(
+        d.path().join("secret"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    for mode in ["ro", "overlay", "rw"] {
+        let o = py(
+            Who::Root,
+            &["--mount", &format!("{src}:/work:{mode}")],
+            "print(try_(open, '/work/secret'))",
+        )
+        .unwrap();
+        assert_eq!(o.lines(), ["EACCES"], "{mode}: {o:?}");
+    }
     // A world-writable one is writable, and what is written is not root's.
     std::fs::set_permissions(
         d.path(),

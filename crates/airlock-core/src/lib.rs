@@ -136,7 +136,7 @@ pub(crate) fn limits_setup(
     let setup = Cgroup::create(&layout, &cgroup::group_name(unique()), &l)?;
     for c in &setup.unenforced {
         notes(&match c {
-            Controller::Memory => "no cgroup memory controller is available to this user: --memory is enforced per process with RLIMIT_DATA instead".to_string(),
+            Controller::Memory => "no cgroup memory controller is available to this user: --memory is NOT a sandbox-wide limit here; each process is held to it with RLIMIT_DATA, which does not count shared mappings (run as root, or delegate a cgroup v2 subtree to this user, for a real limit)".to_string(),
             Controller::Pids => "no cgroup pids controller is available to this user: --pids is enforced with RLIMIT_NPROC instead".to_string(),
             Controller::Cpu => "no cgroup cpu controller is available to this user: --cpus is NOT enforced (run as root, or delegate a cgroup v2 subtree to this user)".to_string(),
         });

@@ -341,10 +341,10 @@ pub struct OpenedTrees {
 /// Parent side: open every source as a detached tree with its attributes set.
 ///
 /// `idmap_to` (run by root): the host uid/gid of the sandbox's user. Each
-/// user mount is then id-mapped so that its owner appears inside as the
-/// sandbox's user, and what the sandbox creates there belongs to that owner
-/// on the host — never to the subordinate uid, never to root unless root
-/// owned the directory.
+/// user mount whose owner is not root is then id-mapped so that its owner
+/// appears inside as the sandbox's user, and what the sandbox creates there
+/// belongs to that owner on the host — never to the subordinate uid, never
+/// to root.
 pub fn open_trees(
     plan: &RootPlan,
     idmap_to: Option<(u32, u32)>,
@@ -383,14 +383,15 @@ pub fn open_trees(
         }
         let fd = open_one(&m.source, meta.is_dir(), attrs)?;
         let owner = (meta.uid(), meta.gid());
-        // A root-owned directory mounted rw is never mapped: the sandbox
-        // would own its files as host root and could leave a setuid-root
-        // program behind. ro and overlay mounts are safe to map (overlay
-        // writes land in the sandbox's tmpfs).
-        let idmap_to = if owner.0 == 0 && m.mode == MountMode::Rw {
+        // A root-owned source is never mapped, in any mode: the sandbox
+        // would hold root's owner rights over the tree — read root-only
+        // files (a mounted /etc's shadow), and with rw leave setuid-root
+        // programs behind. It stays as it is: its files appear owned by
+        // nobody and are usable only where others may.
+        let idmap_to = if owner.0 == 0 {
             if idmap_to.is_some() {
                 notes.push(format!(
-                    "{} is owned by root and mounted rw: it is not id-mapped (the sandbox could create setuid-root files), so the sandbox user can write only where others may; chown it to a non-root user, or use :overlay",
+                    "{} is owned by root, so it is not id-mapped: the sandbox sees its files as nobody's and may read or write only where others may (chown it to a non-root user to work in it as its owner)",
                     m.source.display()
                 ));
             }

@@ -593,3 +593,20 @@ fn tty_flag_gives_a_terminal() {
         assert_eq!(o.lines(), ["notty"]);
     });
 }
+
+/// PID 1's command line shows the agent, not airlock's host command line
+/// (which carries --env values and host paths).
+#[test]
+fn agent_cmdline_hides_the_host_command_line() {
+    both(|who| {
+        let Some(o) = sh(
+            who,
+            &["--env", "TOKEN=canary-in-argv", "--hostname", "canary-host"],
+            "tr '\\0' '\\n' < /proc/1/cmdline | grep -v '^$'",
+        ) else {
+            return;
+        };
+        o.ok();
+        assert_eq!(o.lines(), ["airlock-agent"], "{who:?}: {o:?}");
+    });
+}

@@ -375,6 +375,10 @@ fn child(
         unsafe { libc::_exit(125) };
     }
     drop(sync);
+    // The sandbox may read PID 1's cmdline: show it ours, not the host's.
+    if let Err(e) = sys::scrub_cmdline(b"airlock-agent") {
+        airlock_agent::fail_setup(ch, Stage::Agent, sys::errno_of(&e), "scrub cmdline".into());
+    }
     if let Err(f) = setup(plan, trees) {
         airlock_agent::fail_setup(ch, f.stage, f.errno, f.detail);
     }

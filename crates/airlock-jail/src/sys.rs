@@ -277,3 +277,37 @@ pub fn pipe_cloexec() -> io::Result<(OwnedFd, OwnedFd)> {
     // SAFETY: both fds are new and owned by nobody else.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
+
+/// Overwrites this process's argv area with `title` (NUL-padded), so that
+/// `/proc/<pid>/cmdline` no longer shows the host command line it was forked
+/// with (`--env` values, host paths). The area's bounds come from
+/// `/proc/self/stat` (`arg_start`, `arg_end`).
+pub fn scrub_cmdline(title: &[u8]) -> io::Result<()> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // Fields after the command name, which may contain spaces and ')'.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state); arg_start and arg_end are 48 and 49.
+    let num = |i: usize| -> io::Result<usize> {
+        f.get(i - 3)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))
+    };
+    let (start, end) = (num(48)?, num(49)?);
+    if end <= start || end - start > (1 << 20) {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let len = end - start;
+    // SAFETY: the kernel reports [arg_start, arg_end) as this process's own
+    // argument strings, which live in its writable stack mapping; nothing
+    // holds references into them (std copied argv at startup).
+    unsafe {
+        let p = start as *mut u8;
+        std::ptr::write_bytes(p, 0, len);
+        std::ptr::copy_nonoverlapping(title.as_ptr(), p, title.len().min(len - 1));
+    }
+    Ok(())
+}

@@ -270,7 +270,12 @@ fn run(args: RunArgs) -> Result<i32> {
             eprintln!("airlock: note: {n}");
         }
     };
-    let result = airlock_core::run(&spec, &mut notes)?;
+    // airlock exits right after: no need to wait for the kernel to finish
+    // tearing the sandbox's namespaces down.
+    let opts = airlock_core::RunOptions {
+        wait_for_teardown: false,
+    };
+    let result = airlock_core::run_with(&spec, &mut notes, opts)?;
     if !quiet {
         if result.timed_out {
             eprintln!(

@@ -99,12 +99,40 @@ impl RunResult {
 /// Something the user should know that is not an error.
 pub type Notes<'a> = &'a mut dyn FnMut(&str);
 
+/// How a run ends for the caller.
+#[derive(Debug, Clone, Copy)]
+pub struct RunOptions {
+    /// Return only once the kernel has torn the sandbox down and its agent
+    /// is reaped. A long-lived caller wants this; a CLI that exits right
+    /// after does not have to wait (every process of the sandbox is already
+    /// being killed by its PID 1's exit, and the agent is reaped by init).
+    /// With cgroups, the run always waits, to remove its groups.
+    pub wait_for_teardown: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            wait_for_teardown: true,
+        }
+    }
+}
+
 /// Runs `spec` to completion.
 pub fn run(spec: &SandboxSpec, notes: Notes) -> Result<RunResult, CoreError> {
+    run_with(spec, notes, RunOptions::default())
+}
+
+/// Runs `spec` to completion, with options.
+pub fn run_with(
+    spec: &SandboxSpec,
+    notes: Notes,
+    opts: RunOptions,
+) -> Result<RunResult, CoreError> {
     spec.validate()?;
     match spec.isolation {
         Isolation::Microvm => Err(CoreError::MicrovmUnavailable),
-        Isolation::Container => run_container(spec, notes),
+        Isolation::Container => run_container(spec, notes, opts),
         Isolation::None => local::run(spec, notes),
     }
 }
@@ -144,7 +172,11 @@ pub(crate) fn limits_setup(
     Ok((setup.cgroup, setup.unenforced))
 }
 
-fn run_container(spec: &SandboxSpec, notes: Notes) -> Result<RunResult, CoreError> {
+fn run_container(
+    spec: &SandboxSpec,
+    notes: Notes,
+    opts: RunOptions,
+) -> Result<RunResult, CoreError> {
     let start = Instant::now();
     let filter = seccomp::compile().map_err(JailError::from)?;
     let (cg, unenforced) = limits_setup(spec, notes)?;
@@ -186,9 +218,16 @@ fn run_container(spec: &SandboxSpec, notes: Notes) -> Result<RunResult, CoreErro
             return Err(e);
         }
     };
-    // The agent is gone, and with it every process of the namespace.
+    // The agent has exited (or was killed), and with it every process of
+    // the namespace is being killed; reaping it waits for the kernel's
+    // teardown of the namespaces.
+    let flags = if opts.wait_for_teardown || cg.is_some() {
+        0
+    } else {
+        libc::WNOHANG
+    };
     // SAFETY: reaps our own child.
-    unsafe { libc::waitpid(sb.pid, std::ptr::null_mut(), 0) };
+    unsafe { libc::waitpid(sb.pid, std::ptr::null_mut(), flags) };
     if let Some(cg) = cg {
         if let Some(p) = cg.peak_memory() {
             result.peak_memory_bytes = Some(p);
@@ -289,6 +328,8 @@ fn supervise(
                         result.signal = signal;
                         result.peak_memory_bytes = Some(max_rss_kib.saturating_mul(1024));
                         host.close_stdin();
+                        // All the command wrote is in the pipes now.
+                        host.drain_now(spec.limits.output);
                     }
                     Message::ExecFailed { errno } if !started => {
                         exited = true;

@@ -132,6 +132,29 @@ impl Streams {
         self.out.is_none() && self.err.is_none()
     }
 
+    /// Reads whatever stdout and stderr hold right now, without waiting for
+    /// end-of-file, and stops reading them. Used once the command has
+    /// exited: everything it wrote is in the pipes already, and waiting for
+    /// EOF would wait for the kernel to tear the sandbox down.
+    pub fn drain_now(&mut self, limit: Option<u64>) {
+        for is_out in [true, false] {
+            while let Some(fd) = (if is_out { &self.out } else { &self.err })
+                .as_ref()
+                .map(|f| f.as_raw_fd())
+            {
+                set_nonblock(fd);
+                if !self.pump(is_out, limit) {
+                    break;
+                }
+            }
+            if is_out {
+                self.out = None;
+            } else {
+                self.err = None;
+            }
+        }
+    }
+
     pub fn close_stdin(&mut self) {
         self.to_sandbox = None;
         self.stdin_open = false;
@@ -265,19 +288,20 @@ impl Streams {
         }
     }
 
-    fn pump(&mut self, is_out: bool, limit: Option<u64>) {
+    /// Moves one chunk; `true` if it read data.
+    fn pump(&mut self, is_out: bool, limit: Option<u64>) -> bool {
         let Some(fd) = (if is_out { &self.out } else { &self.err })
             .as_ref()
             .map(|f| f.as_raw_fd())
         else {
-            return;
+            return false;
         };
         // SAFETY: reads into our buffer.
         let n = unsafe { libc::read(fd, self.buf.as_mut_ptr().cast(), self.buf.len()) };
         if n < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted || e.kind() == io::ErrorKind::WouldBlock {
-                return;
+                return false;
             }
         }
         if n <= 0 {
@@ -287,7 +311,7 @@ impl Streams {
             } else {
                 self.err = None;
             }
-            return;
+            return false;
         }
         let n = n as usize;
         if is_out {
@@ -331,6 +355,7 @@ impl Streams {
             );
             let _ = airlock_jail::sys::write_all_fd(2, msg.as_bytes());
         }
+        true
     }
 }
 

@@ -1,13 +1,15 @@
+# shellcheck shell=bash disable=SC2034  # variables here are used by the scripts that source it
 # Shared settings and helpers for the bench/*.sh scripts. Source it; do not run it.
 #
 # Environment overrides understood by every script:
-#   AIRLOCK        path to the airlock binary (default: target/release/airlock)
+#   AIRLOCK        path to the airlock binary (default: the static release
+#                  build of scripts/build-release.sh)
 #   AIRLOCK_FLAGS  extra flags put between `airlock run` and `--` (default: none)
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(dirname "$BENCH_DIR")
 
-AIRLOCK=${AIRLOCK:-$REPO_DIR/target/release/airlock}
+AIRLOCK=${AIRLOCK:-$REPO_DIR/target/$(uname -m)-unknown-linux-gnu/release/airlock}
 # shellcheck disable=SC2206  # word splitting of the flags is intended
 AIRLOCK_RUN=("$AIRLOCK" run ${AIRLOCK_FLAGS:-} --)
 
@@ -35,18 +37,21 @@ has_airlock() { [ -x "$AIRLOCK" ]; }
 # kb_to_mib KB -> "x.xx"
 kb_to_mib() { awk -v k="$1" 'BEGIN { printf "%.2f", k / 1024 }'; }
 
-# children_of PID: direct children of PID, from /proc/PID/task/*/children
-# (needs CONFIG_PROC_CHILDREN), falling back to a scan of ps.
+# children_of PID: direct children of PID (all its threads' children), from
+# /proc/PID/task/*/children, or from ps where the kernel lacks that file.
+# Prints nothing for a PID that no longer exists.
 children_of() {
     local pid=$1 f out=""
-    for f in /proc/"$pid"/task/*/children; do
-        [ -r "$f" ] && out+=" $(cat "$f" 2>/dev/null)"
-    done
-    if [ -z "${out// /}" ] && [ ! -e "/proc/$pid/task/$pid/children" ]; then
+    [ -d "/proc/$pid" ] || return 0
+    if [ -e "/proc/$pid/task/$pid/children" ]; then
+        for f in /proc/"$pid"/task/*/children; do
+            out+=" $(cat "$f" 2>/dev/null || true)"
+        done
+    else
         out=$(ps -e -o pid=,ppid= | awk -v p="$pid" '$2 == p { print $1 }')
     fi
-    # shellcheck disable=SC2086
-    printf '%s\n' $out
+    # shellcheck disable=SC2086  # split the PID list into lines
+    [ -z "${out// /}" ] || printf '%s\n' $out
 }
 
 # descendants_of PID: PID's whole subtree (PID excluded), parents before children.

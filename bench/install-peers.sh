@@ -99,6 +99,8 @@ report() {
     local name=$1 cmd=$2 ver
     if command -v "$cmd" >/dev/null 2>&1; then
         ver=$("$cmd" --version 2>/dev/null | head -n1 || true)
+        # socat has no --version; its -V puts the version on the second line
+        [ -n "$ver" ] || ver=$("$cmd" -V 2>/dev/null | grep -m1 -i version || true)
         printf '  %-10s %-28s %s\n' "$name" "$(command -v "$cmd")" "${ver:-?}"
     else
         printf '  %-10s (not installed)\n' "$name"

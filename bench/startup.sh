@@ -8,7 +8,8 @@
 #
 # Every peer is first run once; one that fails is listed as
 # "failed: <reason>" and left out of the hyperfine run rather than dropped
-# silently. Ratios are to bwrap's mean; airlock/bwrap is the headline
+# silently. Ratios are to bwrap's mean (and, less sensitive to stray slow
+# runs on a busy host, to its median); airlock/bwrap is the headline
 # (goal: <= 1.0).
 #
 # Usage: bash bench/startup.sh
@@ -29,11 +30,13 @@ trap 'rm -rf "$WORK"' EXIT
 
 # --- per-peer setup -------------------------------------------------------------
 
-# Codex: `codex` on PATH is a Node launcher that execs a native binary; we
-# time the native binary so Node's own startup is not charged to Codex's
-# sandbox. Its Linux sandbox re-executes itself as `codex-linux-sandbox`,
-# found on PATH; Codex refuses to create that alias itself when CODEX_HOME is
-# under /tmp, so we provide it as a symlink in a private bin dir.
+# Codex: `codex` on PATH is a Node launcher that execs a native binary. The
+# "codex" row times the native binary, so Node's own startup is not charged
+# to Codex's sandbox; "codex-npm" times the launcher as a user would run it.
+# Codex's Linux sandbox (bwrap + seccomp) re-executes the binary as
+# `codex-linux-sandbox`, looked up on PATH; Codex refuses to create that alias
+# itself when CODEX_HOME is under /tmp, so we provide it as a symlink in a
+# private bin dir.
 CODEX_BIN=""
 if command -v codex >/dev/null; then
     CODEX_BIN=$(find "$(npm root -g 2>/dev/null)/@openai/codex" -path '*/vendor/*/bin/codex' \
@@ -66,7 +69,8 @@ add_peer() {   # add_peer NAME BINARY [PREFIX WORDS...]
     local name=$1 bin=$2; shift 2
     PEER_NAMES+=("$name")
     PEER_BIN[$name]=$bin
-    PEER_PREFIX[$name]=$( [ $# -gt 0 ] && printf '%q ' "$@" || true )
+    PEER_PREFIX[$name]=""
+    if [ $# -gt 0 ]; then PEER_PREFIX[$name]=$(printf '%q ' "$@"); fi
 }
 
 add_peer plain    /bin/true
@@ -74,16 +78,20 @@ add_peer airlock  "$AIRLOCK" "${AIRLOCK_RUN[@]}"
 add_peer bwrap    bwrap      "${BWRAP_RUN[@]}"
 add_peer unshare  unshare    unshare -Urpmn --fork
 add_peer codex    "${CODEX_BIN:-codex}" "${CODEX_BIN:-codex}" sandbox --
+add_peer codex-npm codex     codex sandbox --     # the npm launcher as installed: + Node startup
 add_peer srt      srt        srt --settings "$SRT_SETTINGS" --
 add_peer firejail firejail   firejail --noprofile --net=none --quiet
-add_peer runsc    runsc      runsc --rootless --network=none --platform=ptrace do
+add_peer runsc    runsc      runsc --rootless --network=none --platform=ptrace 'do'
 
 # Print the exact command lines once, so results can be reproduced by hand.
 echo "## Command lines (WORKLOAD = the timed command)"
 for name in "${PEER_NAMES[@]}"; do
     printf '  %-9s %sWORKLOAD\n' "$name" "${PEER_PREFIX[$name]}"
 done
-[ -n "$CODEX_BIN" ] && echo "  (codex: CODEX_HOME=<tmp>/codex-home, PATH has <tmp>/bin/codex-linux-sandbox -> $CODEX_BIN)"
+if [ -n "$CODEX_BIN" ]; then
+    echo "  (codex: CODEX_HOME=<tmp>/codex-home, PATH has <tmp>/bin/codex-linux-sandbox -> $CODEX_BIN)"
+fi
+echo "  (srt settings file: $(tr -s ' \n' ' ' <"$SRT_SETTINGS"))"
 echo
 
 # preflight NAME CMDLINE EXPECTED_STDOUT: run once; on failure print a reason.
@@ -95,7 +103,7 @@ preflight() {
     out=$(cd "$WORK" && timeout 60 bash -c "$cmd" 2>"$WORK/err" </dev/null) || rc=$?
     if [ "$rc" -ne 0 ]; then
         local why
-        why=$(grep -v '^\s*$' "$WORK/err" | grep -v '^WARNING' | tail -n1 | cut -c1-160)
+        why=$(grep -v '^\s*$' "$WORK/err" | grep -v '^WARNING' | tail -n1 | cut -c1-160 || true)
         [ "$rc" -eq 124 ] && why="timed out after 60s"
         echo "exit $rc${why:+: $why}"; return 1
     fi
@@ -131,22 +139,30 @@ bench() {
 import json, sys
 res = {r["command"]: r for r in json.load(open(sys.argv[1]))["results"]}
 failed = dict(l.rstrip("\n").split("\t", 1) for l in open(sys.argv[2]) if l.strip())
-ref = res.get("bwrap", {}).get("mean")
-print(f"{'peer':<10} {'mean ± stddev (ms)':>20} {'min (ms)':>9} {'vs bwrap':>9}")
+ref = res.get("bwrap")
+# The ratio asked for is of means. On a busy host a few stalled runs can drag
+# a mean far off, so the median and its ratio are shown too.
+print(f"{'peer':<10} {'mean ± stddev (ms)':>20} {'med (ms)':>9} {'min (ms)':>9} {'mean/bwrap':>11} {'median/bwrap':>13}")
 for name in sys.argv[3:]:           # keep the peers in their declared order
     if name in failed:
         print(f"{name:<10} failed: {failed[name]}")
         continue
     r = res[name]
-    ratio = f"{r['mean'] / ref:.2f}x" if ref else "n/a"
+    q_mean = f"{r['mean'] / ref['mean']:.2f}x" if ref else "n/a"
+    q_med = f"{r['median'] / ref['median']:.2f}x" if ref else "n/a"
     ms = f"{r['mean']*1e3:.2f} ± {r['stddev']*1e3:.2f}"
     bad = sum(1 for c in r.get("exit_codes", []) if c != 0)
     note = f"  ({bad}/{len(r['exit_codes'])} runs exited non-zero)" if bad else ""
-    print(f"{name:<10} {ms:>20} {r['min']*1e3:>9.2f} {ratio:>9}{note}")
+    print(f"{name:<10} {ms:>20} {r['median']*1e3:>9.2f} {r['min']*1e3:>9.2f} {q_mean:>11} {q_med:>13}{note}")
 if "airlock" in res and ref:
-    q = res["airlock"]["mean"] / ref
+    a = res["airlock"]
+    q = a["mean"] / ref["mean"]
+    qm = a["median"] / ref["median"]
     verdict = "MEETS" if q <= 1.0 else "DOES NOT MEET"
-    print(f"\nheadline: airlock/bwrap = {q:.2f} -> {verdict} the goal (<= 1.0)")
+    print(f"\nheadline: airlock/bwrap = {q:.2f} (mean), {qm:.2f} (median) -> {verdict} the goal (<= 1.0)")
+    noisy = [n for n, r in (("airlock", a), ("bwrap", ref)) if r["stddev"] > 0.5 * r["mean"]]
+    if noisy or (q <= 1.0) != (qm <= 1.0):
+        print(f"warning: noisy run ({', '.join(noisy) or 'mean and median disagree'}); rerun on a quieter host")
 else:
     print("\nheadline: airlock/bwrap = n/a (airlock or bwrap did not run)")
 PY

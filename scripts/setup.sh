@@ -62,9 +62,9 @@ if [ -e /proc/sys/kernel/apparmor_restrict_unprivileged_userns ] &&
     log "      sysctl kernel.apparmor_restrict_unprivileged_userns=0"
 fi
 
-log "building airlock (release)"
-cargo build --release --locked -q -p airlock-cli 2>/dev/null || cargo build --release -q -p airlock-cli
 if [ -z "${AIRLOCK_SETUP_NO_INSTALL:-}" ]; then
-    install -m 0755 target/release/airlock /usr/local/bin/airlock
+    log "building airlock (release, static)"
+    bin=$(bash scripts/build-release.sh)
+    install -m 0755 "$bin" /usr/local/bin/airlock
     log "installed /usr/local/bin/airlock"
 fi

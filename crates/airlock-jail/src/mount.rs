@@ -27,17 +27,18 @@ const STAGE: &str = "/tmp";
 /// hidden under an empty read-only tmpfs once the overlays exist.
 const OVERLAY_DIR: &str = ".airlock";
 
-/// `/etc` entries taken from the host (if present): the files programs need
-/// to run, find libraries, certificates and time zones — and nothing that
-/// describes the host's users, secrets or services.
+/// `/etc` entries taken from the host (if present): what programs need to
+/// load libraries, find alternatives, verify certificates, tell the time
+/// zone and the OS, and name services and protocols — nothing that describes
+/// the host's users, secrets or services. (Shell start-up files, perl's and
+/// python's site configuration are optional for the programs that read
+/// them and stay out.)
 const ETC_FROM_HOST: &[&str] = &[
     "ld.so.cache",
     "ld.so.conf",
     "ld.so.conf.d",
     "alternatives",
     "ssl",
-    "ca-certificates",
-    "ca-certificates.conf",
     "localtime",
     "timezone",
     "os-release",
@@ -46,17 +47,8 @@ const ETC_FROM_HOST: &[&str] = &[
     "services",
     "gai.conf",
     "host.conf",
-    "inputrc",
-    "bash.bashrc",
-    "profile",
-    "profile.d",
     "mime.types",
-    "locale.alias",
-    "perl",
-    "manpath.config",
 ];
-/// `/etc` entries taken from the host by prefix (versioned directories).
-const ETC_PREFIXES: &[&str] = &["python3"];
 /// Top-level entries of the `host` image.
 const IMAGE_TOP: &[&str] = &["usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32"];
 /// Device nodes bound from the host.
@@ -127,16 +119,7 @@ impl HostFacts {
                 _ => {}
             }
         }
-        let mut names: Vec<String> = ETC_FROM_HOST.iter().map(|s| s.to_string()).collect();
-        if let Ok(rd) = std::fs::read_dir("/etc") {
-            for e in rd.flatten() {
-                let n = e.file_name().to_string_lossy().into_owned();
-                if ETC_PREFIXES.iter().any(|p| n.starts_with(p)) {
-                    names.push(n);
-                }
-            }
-        }
-        for n in names {
+        for n in ETC_FROM_HOST {
             let p = Path::new("/etc").join(&n);
             let kind = match std::fs::symlink_metadata(&p) {
                 Ok(m) if m.file_type().is_symlink() => match std::fs::read_link(&p) {
@@ -147,7 +130,7 @@ impl HostFacts {
                 Ok(m) if m.is_file() => HostKind::File,
                 _ => continue,
             };
-            f.etc.push((n, kind));
+            f.etc.push((n.to_string(), kind));
         }
         for d in DEVICES {
             if Path::new("/dev").join(d).exists() {

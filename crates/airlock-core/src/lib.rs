@@ -367,11 +367,7 @@ fn supervise(
             }
         }
     }
-    let (o, e, ot, et) = host.counts();
-    result.stdout_bytes = o;
-    result.stderr_bytes = e;
-    result.stdout_truncated = ot;
-    result.stderr_truncated = et;
+    host.record(&mut result);
     Ok(result)
 }
 

@@ -73,6 +73,8 @@ pub fn run(spec: &SandboxSpec, notes: Notes) -> Result<RunResult, CoreError> {
     };
     let (host, sandbox) = stdio::pair(spec.tty)?;
     let (err_r, err_w) = sys::pipe_cloexec().map_err(CoreError::io("pipe"))?;
+    // SAFETY: getpid cannot fail.
+    let me = unsafe { libc::getpid() };
     // SAFETY: the caller is single-threaded; the child only sets itself up
     // and execs.
     let pid = unsafe { libc::fork() };
@@ -80,7 +82,9 @@ pub fn run(spec: &SandboxSpec, notes: Notes) -> Result<RunResult, CoreError> {
         return Err(CoreError::io("fork")(io::Error::last_os_error()));
     }
     if pid == 0 {
-        let e = child(spec.tty, &sandbox, &fallback, &workdir, &argv, &envp, &path);
+        let e = child(
+            me, spec.tty, &sandbox, &fallback, &workdir, &argv, &envp, &path,
+        );
         let b = e.to_le_bytes();
         // SAFETY: report errno to the parent and exit without unwinding.
         unsafe {
@@ -186,15 +190,13 @@ fn supervise(
             result.signal = Some(libc::WTERMSIG(st) as u8);
         }
     }
-    let (o, e, ot, et) = host.counts();
-    result.stdout_bytes = o;
-    result.stderr_bytes = e;
-    result.stdout_truncated = ot;
-    result.stderr_truncated = et;
+    host.record(result);
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn child(
+    parent: libc::pid_t,
     tty: bool,
     stdio: &airlock_jail::Stdio,
     fallback: &rlimit::Fallback,
@@ -227,7 +229,9 @@ fn child(
                 libc::signal(sig, libc::SIG_DFL);
             }
         }
-        if libc::getppid() == 1 {
+        // PDEATHSIG is armed only now: if airlock died before, our parent
+        // is someone else already.
+        if libc::getppid() != parent {
             libc::_exit(125);
         }
     }

@@ -160,13 +160,12 @@ impl Streams {
         self.stdin_open = false;
     }
 
-    pub fn counts(&self) -> (u64, u64, bool, bool) {
-        (
-            self.out_bytes,
-            self.err_bytes,
-            self.out_trunc,
-            self.err_trunc,
-        )
+    /// Byte counts and truncation flags, into the run's result.
+    pub fn record(&self, r: &mut crate::RunResult) {
+        r.stdout_bytes = self.out_bytes;
+        r.stderr_bytes = self.err_bytes;
+        r.stdout_truncated = self.out_trunc;
+        r.stderr_truncated = self.err_trunc;
     }
 
     pub fn sync_winsize(&self) {

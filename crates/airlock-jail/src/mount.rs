@@ -120,7 +120,7 @@ impl HostFacts {
             }
         }
         for n in ETC_FROM_HOST {
-            let p = Path::new("/etc").join(&n);
+            let p = Path::new("/etc").join(n);
             let kind = match std::fs::symlink_metadata(&p) {
                 Ok(m) if m.file_type().is_symlink() => match std::fs::read_link(&p) {
                     Ok(t) => HostKind::Symlink(t),

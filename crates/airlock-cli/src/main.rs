@@ -256,6 +256,8 @@ fn spec_from(args: &RunArgs) -> Result<SandboxSpec> {
 }
 
 fn run(args: RunArgs) -> Result<i32> {
+    // From here on, INT/TERM/HUP/QUIT are for the command.
+    airlock_core::block_forwarded_signals();
     if args.command.is_empty() {
         bail!(airlock_spec::SpecError::NoCommand);
     }

@@ -344,6 +344,8 @@ fn signals_are_forwarded() {
         let mut child = c
             .args([
                 "run",
+                "--timeout",
+                "20s",
                 "--",
                 "sh",
                 "-c",
@@ -365,5 +367,39 @@ fn signals_are_forwarded() {
         let st = child.wait().unwrap();
         assert_eq!(rest.trim(), "got-term", "{who:?}");
         assert_eq!(st.code(), Some(42), "{who:?}");
+    });
+}
+
+/// A signal that arrives while the sandbox is still starting is delivered,
+/// not dropped (the command must not outlive it until the timeout).
+#[test]
+fn early_signals_are_not_dropped() {
+    both(|who| {
+        for delay_ms in [0u64, 2, 5, 10, 20] {
+            let Some(mut c) = airlock(who) else { return };
+            let t = Instant::now();
+            let mut child = c
+                .args(["run", "--timeout", "30s", "--", "sleep", "30"])
+                .stdin(Stdio::null())
+                .spawn()
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(delay_ms));
+            // SAFETY: signals our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let st = child.wait().unwrap();
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "{who:?} +{delay_ms}ms: signal lost"
+            );
+            // 143 once airlock runs; a signal that lands before the spawned
+            // process has become airlock (setpriv, for the rootless case,
+            // execs it) kills that process directly. Either way: ended by
+            // SIGTERM, promptly.
+            use std::os::unix::process::ExitStatusExt;
+            assert!(
+                st.code() == Some(128 + 15) || st.signal() == Some(libc::SIGTERM),
+                "{who:?} +{delay_ms}ms: {st:?}"
+            );
+        }
     });
 }

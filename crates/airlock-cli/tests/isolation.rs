@@ -494,6 +494,8 @@ fn sigkill_of_airlock_kills_the_sandbox() {
         let mut child = c
             .args([
                 "run",
+                "--timeout",
+                "20s",
                 "--",
                 "sh",
                 "-c",

@@ -18,7 +18,7 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-pub use stdio::Streams;
+pub use stdio::{block_forwarded_signals, Streams};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CoreError {
@@ -191,6 +191,9 @@ fn run_container(
         cg.is_some(),
     )?;
     let (host, sandbox) = stdio::pair(spec.tty)?;
+    // Caught from now on, so a signal during start-up is forwarded, not
+    // fatal to airlock alone (the sandbox resets its mask before exec).
+    let signals = stdio::SignalFd::new(spec.tty).map_err(CoreError::io("signalfd"))?;
     let sb = match airlock_jail::spawn(&plan, sandbox, cg.as_ref(), &filter) {
         Ok(sb) => sb,
         Err(e) => {
@@ -203,7 +206,7 @@ fn run_container(
     for n in &sb.notes {
         notes(n);
     }
-    let out = supervise(spec, &sb.channel, sb.pid, host, start);
+    let out = supervise(spec, &sb.channel, sb.pid, host, &signals, start);
     let mut result = match out {
         Ok(r) => r,
         Err(e) => {
@@ -247,6 +250,7 @@ fn supervise(
     channel: &OwnedFd,
     agent: libc::pid_t,
     mut host: Streams,
+    signals: &stdio::SignalFd,
     start: Instant,
 ) -> Result<RunResult, CoreError> {
     let deadline = start + spec.limits.timeout;
@@ -255,7 +259,6 @@ fn supervise(
     let mut started = false;
     let mut exited = false;
     let mut channel_open = true;
-    let signals = stdio::SignalFd::new(spec.tty).map_err(CoreError::io("signalfd"))?;
     loop {
         if exited && host.drained() {
             break;
@@ -290,7 +293,11 @@ fn supervise(
                 for sig in signals.read() {
                     if sig == libc::SIGWINCH {
                         host.sync_winsize();
-                    } else if started && !exited {
+                    } else if !exited {
+                        // Even before `Started` has arrived: the command
+                        // may already run (and have printed), and the agent
+                        // reads the channel as soon as it has forked it. A
+                        // signal is never dropped.
                         send(channel, &Message::Signal { signo: sig as u8 });
                     }
                 }

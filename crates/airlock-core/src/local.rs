@@ -72,6 +72,8 @@ pub fn run(spec: &SandboxSpec, notes: Notes) -> Result<RunResult, CoreError> {
             .flatten(),
     };
     let (host, sandbox) = stdio::pair(spec.tty)?;
+    // Caught from before the fork on (the child resets its mask).
+    let signals = stdio::SignalFd::new(spec.tty).map_err(CoreError::io("signalfd"))?;
     let (err_r, err_w) = sys::pipe_cloexec().map_err(CoreError::io("pipe"))?;
     // SAFETY: getpid cannot fail.
     let me = unsafe { libc::getpid() };
@@ -111,7 +113,7 @@ pub fn run(spec: &SandboxSpec, notes: Notes) -> Result<RunResult, CoreError> {
     if n == 4 {
         result.exec_errno = Some(i32::from_le_bytes(b));
     }
-    let r = supervise(spec, pid, host, start, &mut result);
+    let r = supervise(spec, pid, host, &signals, start, &mut result);
     if let Some(cg) = cg {
         if let Some(p) = cg.peak_memory() {
             result.peak_memory_bytes = Some(p);
@@ -130,11 +132,11 @@ fn supervise(
     spec: &SandboxSpec,
     pid: libc::pid_t,
     mut host: stdio::Streams,
+    signals: &stdio::SignalFd,
     start: Instant,
     result: &mut RunResult,
 ) -> Result<(), CoreError> {
     let deadline = start + spec.limits.timeout;
-    let signals = stdio::SignalFd::new(spec.tty).map_err(CoreError::io("signalfd"))?;
     let mut status: Option<i32> = None;
     loop {
         if status.is_none() {

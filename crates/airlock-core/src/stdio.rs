@@ -400,18 +400,36 @@ pub struct SignalFd {
     fd: OwnedFd,
 }
 
+/// The signals airlock forwards to the command.
+fn forwarded(winch: bool) -> libc::sigset_t {
+    // SAFETY: sigset manipulation on a local.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
+            libc::sigaddset(&mut set, s);
+        }
+        if winch {
+            libc::sigaddset(&mut set, libc::SIGWINCH);
+        }
+        set
+    }
+}
+
+/// Blocks the forwarded signals, so that one arriving before the run loop
+/// waits in the queue for it instead of killing airlock alone. Children
+/// reset their mask before exec.
+pub fn block_forwarded_signals() {
+    let set = forwarded(true);
+    // SAFETY: changes this thread's signal mask only.
+    unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+}
+
 impl SignalFd {
     pub fn new(winch: bool) -> io::Result<SignalFd> {
-        // SAFETY: sigset manipulation on a local; signalfd returns a new fd.
+        let set = forwarded(winch);
+        // SAFETY: sigprocmask on a valid set; signalfd returns a new fd.
         unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
-                libc::sigaddset(&mut set, s);
-            }
-            if winch {
-                libc::sigaddset(&mut set, libc::SIGWINCH);
-            }
             libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
             let fd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
             if fd < 0 {

@@ -179,13 +179,25 @@ fn main() {
         }
     };
     let code = match cli.cmd {
-        Cmd::Run(args) => match run(*args) {
-            Ok(code) => code,
-            Err(e) => {
-                eprintln!("airlock: {}", chain(&e));
-                EXIT_AIRLOCK
+        Cmd::Run(args) => {
+            let json = args.json.clone();
+            match run(*args) {
+                Ok(code) => code,
+                Err(e) => {
+                    let msg = chain(&e);
+                    eprintln!("airlock: {msg}");
+                    // A script reading --json finds why, not nothing.
+                    if let Some(j) = json.filter(|j| {
+                        j.parent()
+                            .is_none_or(|d| d.as_os_str().is_empty() || d.is_dir())
+                    }) {
+                        let v = serde_json::json!({ "exit_code": EXIT_AIRLOCK, "error": msg });
+                        let _ = std::fs::write(j, format!("{v:#}\n"));
+                    }
+                    EXIT_AIRLOCK
+                }
             }
-        },
+        }
         Cmd::Doctor => doctor::run(),
     };
     std::process::exit(code);

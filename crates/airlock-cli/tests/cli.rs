@@ -136,6 +136,34 @@ fn exit_codes() {
     });
 }
 
+/// --json records airlock's own failures too.
+#[test]
+fn json_on_airlock_failure() {
+    both(|who| {
+        let d = scratch(who);
+        let j = d.path().join("r.json");
+        let Some(o) = run(
+            who,
+            &[
+                "run",
+                "--json",
+                j.to_str().unwrap(),
+                "--workdir",
+                "/usr/nope",
+                "--",
+                "true",
+            ],
+        ) else {
+            return;
+        };
+        assert_eq!(o.code, 125);
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&j).unwrap()).unwrap();
+        assert_eq!(v["exit_code"], 125);
+        assert!(v["error"].as_str().unwrap().contains("/usr/nope"), "{v}");
+    });
+}
+
 #[test]
 fn help_and_version_exit_0() {
     let Some(o) = run(Who::Root, &["--help"]).or_else(|| run(Who::User, &["--help"])) else {

@@ -612,3 +612,23 @@ fn agent_cmdline_hides_the_host_command_line() {
         assert_eq!(o.lines(), ["airlock-agent"], "{who:?}: {o:?}");
     });
 }
+
+/// Landlock is in force, not just the read-only mounts: raising one's own
+/// oom_score_adj is allowed to any unprivileged process (the local tier
+/// shows it), so only Landlock's read-only rule on /proc refuses it.
+#[test]
+fn landlock_is_enforced() {
+    both(|who| {
+        let code = "print(try_(lambda: open('/proc/self/oom_score_adj','w').write('500')))";
+        let Some(o) = py(who, &["--isolation", "none"], code) else {
+            return;
+        };
+        assert_eq!(
+            o.lines(),
+            ["OK"],
+            "{who:?}: the control must succeed: {o:?}"
+        );
+        let o = py(who, &[], code).unwrap();
+        assert_eq!(o.lines(), ["EACCES"], "{who:?}: {o:?}");
+    });
+}

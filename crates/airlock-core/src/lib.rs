@@ -172,6 +172,18 @@ pub(crate) fn limits_setup(
     Ok((setup.cgroup, setup.unenforced))
 }
 
+/// Takes the sandbox-wide peak memory and OOM kills from the cgroup (when
+/// there is one), then removes it.
+pub(crate) fn finish_cgroup(cg: Option<Cgroup>, result: &mut RunResult) {
+    if let Some(cg) = cg {
+        if let Some(p) = cg.peak_memory() {
+            result.peak_memory_bytes = Some(p);
+        }
+        result.oom_killed = cg.oom_killed();
+        cg.destroy();
+    }
+}
+
 fn run_container(
     spec: &SandboxSpec,
     notes: Notes,
@@ -231,13 +243,7 @@ fn run_container(
     };
     // SAFETY: reaps our own child.
     unsafe { libc::waitpid(sb.pid, std::ptr::null_mut(), flags) };
-    if let Some(cg) = cg {
-        if let Some(p) = cg.peak_memory() {
-            result.peak_memory_bytes = Some(p);
-        }
-        result.oom_killed = cg.oom_killed();
-        cg.destroy();
-    }
+    finish_cgroup(cg, &mut result);
     result.isolation = "container";
     result.duration_ms = start.elapsed().as_millis() as u64;
     result.finish();

@@ -114,13 +114,7 @@ pub fn run(spec: &SandboxSpec, notes: Notes) -> Result<RunResult, CoreError> {
         result.exec_errno = Some(i32::from_le_bytes(b));
     }
     let r = supervise(spec, pid, host, &signals, start, &mut result);
-    if let Some(cg) = cg {
-        if let Some(p) = cg.peak_memory() {
-            result.peak_memory_bytes = Some(p);
-        }
-        result.oom_killed = cg.oom_killed();
-        cg.destroy();
-    }
+    crate::finish_cgroup(cg, &mut result);
     r?;
     result.isolation = "none";
     result.duration_ms = start.elapsed().as_millis() as u64;

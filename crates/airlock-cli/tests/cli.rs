@@ -110,6 +110,26 @@ fn bad_input_is_one_line_and_exit_125() {
         &["run", "--json", "/nonexistent-dir/r.json", "--", "true"],
         "does not exist",
     );
+    bad(
+        &["run", "--isolation", "none", "--user", "root", "--", "true"],
+        "--user",
+    );
+    bad(
+        &[
+            "run",
+            "--isolation",
+            "none",
+            "--hostname",
+            "h",
+            "--",
+            "true",
+        ],
+        "--hostname",
+    );
+    bad(
+        &["run", "--trust", "untrusted", "--", "true"],
+        "--trust untrusted",
+    );
 }
 
 #[test]

@@ -42,7 +42,7 @@ pub enum CoreError {
         #[source]
         err: io::Error,
     },
-    #[error("--isolation microvm is not available in this build yet; use --isolation container (the default) or none")]
+    #[error("the microVM tier (--isolation microvm, --trust untrusted) is not available in this build yet; use --isolation container (the default) or none")]
     MicrovmUnavailable,
 }
 

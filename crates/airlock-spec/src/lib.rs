@@ -275,12 +275,32 @@ impl SandboxSpec {
                 });
             }
         }
-        if self.isolation == Isolation::None && !self.mounts.is_empty() {
-            return Err(SpecError::Unsupported {
-                what: "--mount",
-                isolation: "none",
-                why: "the local tier sees the host filesystem as it is; use --isolation container",
-            });
+        if self.isolation == Isolation::None {
+            let unsupported = |what, why| {
+                Err(SpecError::Unsupported {
+                    what,
+                    isolation: "none",
+                    why,
+                })
+            };
+            if !self.mounts.is_empty() {
+                return unsupported(
+                    "--mount",
+                    "the local tier sees the host filesystem as it is; use --isolation container",
+                );
+            }
+            if self.user != User::default() {
+                return unsupported(
+                    "--user",
+                    "the local tier runs as you; use --isolation container",
+                );
+            }
+            if self.hostname != DEFAULT_HOSTNAME {
+                return unsupported(
+                    "--hostname",
+                    "the local tier shares the host's hostname; use --isolation container",
+                );
+            }
         }
         Ok(())
     }
@@ -438,6 +458,27 @@ mod tests {
             mode: MountMode::Rw,
         });
         assert!(matches!(s.validate(), Err(SpecError::Unsupported { .. })));
+    }
+
+    #[test]
+    fn local_tier_refuses_identity_flags() {
+        let mut s = spec();
+        s.isolation = Isolation::None;
+        s.validate().unwrap();
+        s.user = User::ROOT;
+        assert!(matches!(
+            s.validate(),
+            Err(SpecError::Unsupported { what: "--user", .. })
+        ));
+        s.user = User::default();
+        s.hostname = "box".into();
+        assert!(matches!(
+            s.validate(),
+            Err(SpecError::Unsupported {
+                what: "--hostname",
+                ..
+            })
+        ));
     }
 
     #[test]

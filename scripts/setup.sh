@@ -15,9 +15,10 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 # Debian packages: build tools, util-linux (setpriv for the rootless tests),
-# iproute2 (network test hosts), python3 (attack tests run it in sandboxes).
+# iproute2 (network test hosts), and the toolchains the tests run inside
+# sandboxes and under the seccomp filter (python3, gcc, git, node).
 need=()
-for p in build-essential pkg-config util-linux iproute2 python3 procps ca-certificates; do
+for p in build-essential pkg-config util-linux iproute2 python3 git procps ca-certificates; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -25,6 +26,13 @@ if [ ${#need[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# Node.js: any package that provides /usr/bin/node will do (Debian's
+# nodejs, or NodeSource's if the machine has it).
+if [ ! -x /usr/bin/node ]; then
+    log "installing nodejs"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs >/dev/null
 fi
 
 # A Rust toolchain: the machine's own (rustup) if present, else Debian's.

@@ -632,3 +632,18 @@ fn landlock_is_enforced() {
         assert_eq!(o.lines(), ["EACCES"], "{who:?}: {o:?}");
     });
 }
+
+/// A working directory inside /tmp or $HOME is created, owned by the user.
+#[test]
+fn workdir_is_created_in_writable_places() {
+    both(|who| {
+        for wd in ["/tmp/build/x", "/home/sandbox/proj"] {
+            let Some(o) = sh(who, &["--workdir", wd], "pwd; touch f && stat -c %U . ..") else {
+                return;
+            };
+            o.ok();
+            assert_eq!(o.lines()[0], wd, "{who:?}");
+            assert_eq!(o.lines()[1], "sandbox", "{who:?} {wd}: {o:?}");
+        }
+    });
+}

@@ -151,6 +151,9 @@ pub struct RootPlan {
     pub writable: Vec<(PathBuf, u32, bool)>,
     pub user_mounts: Vec<Mount>,
     pub user: User,
+    /// A working directory to create below a writable directory:
+    /// (the writable directory, the working directory), both relative.
+    pub workdir_below: Option<(PathBuf, PathBuf)>,
 }
 
 impl RootPlan {
@@ -294,12 +297,23 @@ impl RootPlan {
             || IMAGE_TOP.iter().any(|t| wd.starts_with(t))
             || wd.starts_with("etc")
             || wd.as_os_str().is_empty();
+        // One inside a writable place (/tmp/build, ~/proj) is made there.
+        let mut workdir_below = None;
+        if let Some((w, _, _)) = writable
+            .iter()
+            .find(|(w, _, _)| wd.starts_with(w) && wd != *w)
+        {
+            if !mounts.iter().any(|m| workdir.starts_with(&m.target)) {
+                workdir_below = Some((w.clone(), wd.clone()));
+            }
+        }
         if !provided {
             writable.push((wd, 0o755, true));
         }
         let mut user_mounts = mounts.to_vec();
         user_mounts.sort_by_key(|m| m.target.components().count());
         RootPlan {
+            workdir_below,
             disk,
             entries: e,
             writable,
@@ -517,6 +531,21 @@ pub fn build_root(plan: &RootPlan, trees: &OpenedTrees, rootless: bool) -> Resul
             chown(&t, uid, gid)?;
         }
         bind_self(&t)?;
+    }
+
+    if let Some((base, wd)) = &plan.workdir_below {
+        mkdir_all(&root(wd))?;
+        if !rootless {
+            // Everything below the (fresh, empty) writable directory is new.
+            let mut p = wd.as_path();
+            while p != base.as_path() {
+                chown(&root(p), uid, gid)?;
+                match p.parent() {
+                    Some(q) => p = q,
+                    None => break,
+                }
+            }
+        }
     }
 
     mount_fs(
@@ -884,6 +913,29 @@ mod tests {
         };
         let p = plan("/work/sub", std::slice::from_ref(&m));
         assert_eq!(p.writable.len(), 3);
+    }
+
+    #[test]
+    fn workdir_below_a_writable_dir_is_made_there() {
+        let p = plan("/home/sandbox/proj/sub", &[]);
+        assert_eq!(
+            p.workdir_below,
+            Some((
+                PathBuf::from("home/sandbox"),
+                PathBuf::from("home/sandbox/proj/sub")
+            ))
+        );
+        assert_eq!(p.writable.len(), 3);
+        assert_eq!(plan("/home/sandbox", &[]).workdir_below, None);
+        let m = Mount {
+            source: "/src".into(),
+            target: "/tmp/w".into(),
+            mode: MountMode::Rw,
+        };
+        assert_eq!(
+            plan("/tmp/w/x", std::slice::from_ref(&m)).workdir_below,
+            None
+        );
     }
 
     #[test]

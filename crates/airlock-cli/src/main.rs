@@ -180,19 +180,25 @@ fn main() {
     };
     let code = match cli.cmd {
         Cmd::Run(args) => {
-            let json = args.json.clone();
-            match run(*args) {
+            // The result file is opened now, before any sandbox exists: a
+            // sandbox that can write where it lives (an rw mount) could
+            // otherwise plant a symlink there for airlock to write through.
+            let mut json = match args.json.as_deref().map(open_json).transpose() {
+                Ok(j) => j,
+                Err(e) => {
+                    eprintln!("airlock: {}", chain(&e));
+                    std::process::exit(EXIT_AIRLOCK);
+                }
+            };
+            match run(*args, json.as_mut()) {
                 Ok(code) => code,
                 Err(e) => {
                     let msg = chain(&e);
                     eprintln!("airlock: {msg}");
                     // A script reading --json finds why, not nothing.
-                    if let Some(j) = json.filter(|j| {
-                        j.parent()
-                            .is_none_or(|d| d.as_os_str().is_empty() || d.is_dir())
-                    }) {
+                    if let Some(f) = json.as_mut() {
                         let v = serde_json::json!({ "exit_code": EXIT_AIRLOCK, "error": msg });
-                        let _ = std::fs::write(j, format!("{v:#}\n"));
+                        let _ = write_json(f, &format!("{v:#}"));
                     }
                     EXIT_AIRLOCK
                 }
@@ -267,17 +273,13 @@ fn spec_from(args: &RunArgs) -> Result<SandboxSpec> {
     Ok(spec)
 }
 
-fn run(args: RunArgs) -> Result<i32> {
+fn run(args: RunArgs, json: Option<&mut std::fs::File>) -> Result<i32> {
     // From here on, INT/TERM/HUP/QUIT are for the command.
     airlock_core::block_forwarded_signals();
     if args.command.is_empty() {
         bail!(airlock_spec::SpecError::NoCommand);
     }
     let spec = spec_from(&args)?;
-    if let Some(j) = &args.json {
-        // Fail before running if the result could not be written.
-        check_writable(j)?;
-    }
     let quiet = args.quiet;
     let mut notes = |n: &str| {
         if !quiet {
@@ -306,14 +308,17 @@ fn run(args: RunArgs) -> Result<i32> {
             eprintln!("airlock: the sandbox ran out of memory (--memory) and the kernel killed a process in it");
         }
     }
-    if let Some(j) = &args.json {
+    if let Some(f) = json {
         let text = serde_json::to_string_pretty(&result)?;
-        std::fs::write(j, text + "\n").with_context(|| format!("cannot write {}", j.display()))?;
+        write_json(f, &text).context("cannot write --json")?;
     }
     Ok(result.exit_code)
 }
 
-fn check_writable(p: &Path) -> Result<()> {
+/// Opens (creating) the --json file without following a symlink in its
+/// last component; its directory is resolved now, before the sandbox runs.
+fn open_json(p: &Path) -> Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
     let dir = p
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -325,5 +330,25 @@ fn check_writable(p: &Path) -> Result<()> {
             dir.display()
         );
     }
-    Ok(())
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(p)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                anyhow::anyhow!("refusing to write --json {}: it is a symlink", p.display())
+            } else {
+                anyhow::Error::new(e).context(format!("cannot open --json {}", p.display()))
+            }
+        })
+}
+
+fn write_json(f: &mut std::fs::File, text: &str) -> std::io::Result<()> {
+    use std::io::{Seek, Write};
+    f.set_len(0)?;
+    f.seek(std::io::SeekFrom::Start(0))?;
+    f.write_all(text.as_bytes())?;
+    f.write_all(b"\n")
 }

@@ -156,6 +156,55 @@ fn exit_codes() {
     });
 }
 
+/// --json cannot be turned against the host: a symlink the sandbox plants
+/// where the result goes is not followed.
+#[test]
+fn json_does_not_follow_planted_symlinks() {
+    both(|who| {
+        let Some((u, g)) = test_user_ids() else {
+            skip("needs the test user");
+            return;
+        };
+        let d = scratch(who);
+        std::os::unix::fs::chown(d.path(), Some(u), Some(g)).unwrap();
+        let victim = scratch(who);
+        let v = victim.path().join("victim");
+        std::fs::write(&v, "precious\n").unwrap();
+        if who == Who::User {
+            std::os::unix::fs::chown(&v, Some(u), Some(g)).unwrap();
+        }
+        let src = d.path().to_str().unwrap();
+        let j = d.path().join("result.json");
+        // The sandbox replaces the result file with a symlink to the victim.
+        let script = format!("rm -f /w/result.json; ln -s {} /w/result.json", v.display());
+        let Some(o) = sh(
+            who,
+            &[
+                "--mount",
+                &format!("{src}:/w:rw"),
+                "--json",
+                j.to_str().unwrap(),
+            ],
+            &script,
+        ) else {
+            return;
+        };
+        assert_eq!(
+            std::fs::read_to_string(&v).unwrap(),
+            "precious\n",
+            "{who:?}: {o:?}"
+        );
+        // A symlink already there when airlock starts (left by an earlier
+        // run) is refused outright.
+        let _ = std::fs::remove_file(&j);
+        std::os::unix::fs::symlink(&v, &j).unwrap();
+        let o = run(who, &["run", "--json", j.to_str().unwrap(), "--", "true"]).unwrap();
+        assert_eq!(o.code, 125, "{o:?}");
+        assert!(o.stderr.contains("symlink"), "{o:?}");
+        assert_eq!(std::fs::read_to_string(&v).unwrap(), "precious\n");
+    });
+}
+
 /// --json records airlock's own failures too.
 #[test]
 fn json_on_airlock_failure() {

@@ -366,6 +366,11 @@ pub fn open_trees(
     }
     let mut mounts = Vec::new();
     let mut notes = Vec::new();
+    let passwd = if idmap_to.is_some() && !plan.user_mounts.is_empty() {
+        std::fs::read_to_string("/etc/passwd").unwrap_or_default()
+    } else {
+        String::new()
+    };
     let mut namespaces: Vec<((u32, u32), OwnedFd)> = Vec::new();
     for m in &plan.user_mounts {
         use std::os::unix::fs::MetadataExt;
@@ -388,7 +393,7 @@ pub fn open_trees(
         let idmap_to = if owner.0 == 0 {
             if idmap_to.is_some() {
                 notes.push(format!(
-                    "{} is owned by root, so it is not id-mapped: the sandbox sees its files as nobody's and may read or write only where others may (chown it to a non-root user to work in it as its owner)",
+                    "{} is owned by root, so it is not id-mapped: the sandbox sees its files as nobody's and may read or write only where others may (chown -R it to a normal user and group, e.g. alice:alice, to work in it as its owner)",
                     m.source.display()
                 ));
             }
@@ -396,6 +401,11 @@ pub fn open_trees(
         } else {
             idmap_to
         };
+        // The group side maps only onto the owner's own primary group: the
+        // directory's group may be root or another privileged group
+        // (docker, shadow), which the sandbox must neither read as nor
+        // leave setgid programs of.
+        let owner = (owner.0, idmap_group(owner.0, &passwd));
         if let Some(host) = idmap_to {
             let ns = match namespaces.iter().find(|(o, _)| *o == owner) {
                 Some((_, ns)) => Some(ns.as_raw_fd()),
@@ -432,6 +442,22 @@ pub fn open_trees(
         mounts,
         notes,
     })
+}
+
+/// The on-disk group that an id-mapped mount owned by `uid` shows as the
+/// sandbox user's group: that user's primary group if it has a non-root one,
+/// else `nogroup` (65534), which grants nothing.
+pub fn idmap_group(uid: u32, passwd: &str) -> u32 {
+    const NOGROUP: u32 = 65534;
+    passwd
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() >= 4 && f[2].parse::<u32>().ok() == Some(uid))
+                .then(|| f[3].parse::<u32>().ok())?
+        })
+        .filter(|g| *g != 0)
+        .unwrap_or(NOGROUP)
 }
 
 fn open_one(source: &Path, recursive: bool, attrs: u64) -> Result<OwnedFd, crate::JailError> {
@@ -936,6 +962,16 @@ mod tests {
             plan("/tmp/w/x", std::slice::from_ref(&m)).workdir_below,
             None
         );
+    }
+
+    #[test]
+    fn idmapped_group_is_the_owners_own() {
+        let pw = "root:x:0:0::/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\nsvc:x:998:0::/:/bin/false\n";
+        assert_eq!(idmap_group(1000, pw), 1000);
+        // A user whose primary group is root, or who is unknown: nogroup.
+        assert_eq!(idmap_group(998, pw), 65534);
+        assert_eq!(idmap_group(4242, pw), 65534);
+        assert_eq!(idmap_group(1000, ""), 65534);
     }
 
     #[test]

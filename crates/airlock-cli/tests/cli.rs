@@ -351,5 +351,56 @@ fn local_tier() {
         )
         .unwrap();
         assert_eq!(o.code, 127);
+        // A grandchild that escaped the process group does not hold the run
+        // open (nor is the command reported as timed out).
+        let marker = format!("sleep 7.{}{}", std::process::id(), who as u8);
+        let t = std::time::Instant::now();
+        let o = sh(
+            who,
+            &["--isolation", "none", "--timeout", "5s"],
+            &format!("setsid {marker} & echo started"),
+        )
+        .unwrap();
+        assert_eq!((o.code, o.lines()), (0, vec!["started"]), "{who:?}: {o:?}");
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(3),
+            "{who:?}: {:?}",
+            t.elapsed()
+        );
+        for line in host_processes_starting(&marker) {
+            let pid: i32 = line.split(':').next().unwrap().parse().unwrap();
+            // SAFETY: kills the stray test process we just started.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
     });
+}
+
+/// The local tier's command is in its cgroups before it runs a single
+/// instruction: nothing it starts early escapes the limits.
+#[test]
+fn local_tier_joins_cgroups_before_exec() {
+    let Some(o) = sh(
+        Who::Root,
+        &["--isolation", "none", "--pids", "100", "--memory", "100M"],
+        "cat /proc/self/cgroup",
+    ) else {
+        return;
+    };
+    o.ok();
+    for ctl in ["pids", "memory"] {
+        assert!(
+            o.lines()
+                .iter()
+                .any(|l| l.contains(&format!(":{ctl}:/airlock/")) || l.starts_with("0::/airlock/")),
+            "{ctl}: {o:?}"
+        );
+    }
+    let o = py(
+        Who::Root,
+        &["--isolation", "none", "--memory", "50M"],
+        "b=bytearray(400<<20)\nprint('allocated')",
+    )
+    .unwrap();
+    assert!(!o.stdout.contains("allocated"), "{o:?}");
+    assert_eq!(o.code, 137, "{o:?}");
 }

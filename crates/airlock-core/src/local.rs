@@ -8,7 +8,7 @@ use airlock_jail::{rlimit, sys};
 use airlock_spec::SandboxSpec;
 use std::ffi::CString;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -75,6 +75,9 @@ pub fn run(spec: &SandboxSpec, notes: Notes) -> Result<RunResult, CoreError> {
     // Caught from before the fork on (the child resets its mask).
     let signals = stdio::SignalFd::new(spec.tty).map_err(CoreError::io("signalfd"))?;
     let (err_r, err_w) = sys::pipe_cloexec().map_err(CoreError::io("pipe"))?;
+    // The child waits on this until it is in its cgroup: nothing it starts
+    // may escape the limits.
+    let (go_r, go_w) = sys::pipe_cloexec().map_err(CoreError::io("pipe"))?;
     // SAFETY: getpid cannot fail.
     let me = unsafe { libc::getpid() };
     // SAFETY: the caller is single-threaded; the child only sets itself up
@@ -84,6 +87,13 @@ pub fn run(spec: &SandboxSpec, notes: Notes) -> Result<RunResult, CoreError> {
         return Err(CoreError::io("fork")(io::Error::last_os_error()));
     }
     if pid == 0 {
+        drop(go_w);
+        let mut b = [0u8; 1];
+        // SAFETY: reads one byte; EOF means the parent gave up on us.
+        if unsafe { libc::read(go_r.as_raw_fd(), b.as_mut_ptr().cast(), 1) } != 1 {
+            // SAFETY: exit without unwinding in the forked child.
+            unsafe { libc::_exit(125) };
+        }
         let e = child(
             me, spec.tty, &sandbox, &fallback, &workdir, &argv, &envp, &path,
         );
@@ -95,17 +105,37 @@ pub fn run(spec: &SandboxSpec, notes: Notes) -> Result<RunResult, CoreError> {
         }
     }
     drop(err_w);
+    drop(go_r);
     drop(sandbox);
+    let kill_child = || {
+        // SAFETY: kill and reap our own child.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
+    };
+    // A pidfd: readable once the child has exited, while it is not yet
+    // reaped, so its pid (and process group) cannot be recycled under us.
+    // SAFETY: pidfd_open on our own, unreaped child.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if pidfd < 0 {
+        let e = io::Error::last_os_error();
+        kill_child();
+        return Err(CoreError::io("pidfd_open")(e));
+    }
+    // SAFETY: a new fd that we own.
+    let pidfd = unsafe { std::os::fd::OwnedFd::from_raw_fd(pidfd as i32) };
     if let Some(cg) = &cg {
         if let Err(e) = cg.add(pid) {
-            // SAFETY: kill and reap our child.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-                libc::waitpid(pid, std::ptr::null_mut(), 0);
-            }
+            kill_child();
             return Err(e.into());
         }
     }
+    if let Err(e) = sys::write_all_fd(go_w.as_raw_fd(), b"1") {
+        kill_child();
+        return Err(CoreError::io("releasing the child")(e));
+    }
+    drop(go_w);
     let mut result = RunResult::default();
     let mut b = [0u8; 4];
     // SAFETY: reads up to 4 bytes; EOF means exec worked.
@@ -113,7 +143,7 @@ pub fn run(spec: &SandboxSpec, notes: Notes) -> Result<RunResult, CoreError> {
     if n == 4 {
         result.exec_errno = Some(i32::from_le_bytes(b));
     }
-    let r = supervise(spec, pid, host, &signals, start, &mut result);
+    let r = supervise(spec, pid, &pidfd, host, &signals, start, &mut result);
     crate::finish_cgroup(cg, &mut result);
     r?;
     result.isolation = "none";
@@ -125,65 +155,80 @@ pub fn run(spec: &SandboxSpec, notes: Notes) -> Result<RunResult, CoreError> {
 fn supervise(
     spec: &SandboxSpec,
     pid: libc::pid_t,
+    pidfd: &std::os::fd::OwnedFd,
     mut host: stdio::Streams,
     signals: &stdio::SignalFd,
     start: Instant,
     result: &mut RunResult,
 ) -> Result<(), CoreError> {
     let deadline = start + spec.limits.timeout;
-    let mut status: Option<i32> = None;
+    // The child called setsid: its process group is `pid`. Signalling it is
+    // safe for as long as the child is not reaped.
+    let signal_group = |sig: i32| {
+        // SAFETY: the child is unreaped, so `pid` still names its group.
+        unsafe { libc::kill(-pid, sig) };
+    };
     loop {
-        if status.is_none() {
-            let mut st = 0;
-            // SAFETY: rusage is plain data; wait4 fills it.
-            let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-            // SAFETY: non-blocking wait for our child.
-            if unsafe { libc::wait4(pid, &mut st, libc::WNOHANG, &mut ru) } == pid {
-                status = Some(st);
-                result.peak_memory_bytes = Some((ru.ru_maxrss.max(0) as u64) * 1024);
-                // Whatever the command left in its process group goes too.
-                // SAFETY: signals the process group the child led.
-                unsafe { libc::kill(-pid, libc::SIGKILL) };
-                host.close_stdin();
-            }
-        }
-        if status.is_some() && host.drained() {
-            break;
-        }
         let now = Instant::now();
         if now >= deadline && !result.timed_out {
             result.timed_out = true;
-            // SAFETY: kills the child's process group.
+            signal_group(libc::SIGKILL);
+            // SAFETY: pidfd_send_signal on our own pidfd (the child may
+            // have left its group).
             unsafe {
-                libc::kill(-pid, libc::SIGKILL);
-                libc::kill(pid, libc::SIGKILL);
-            }
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    pidfd.as_raw_fd(),
+                    libc::SIGKILL,
+                    0usize,
+                    0u32,
+                )
+            };
         }
-        // Short ticks while the child runs: SIGCHLD is not routed here.
-        let timeout = if status.is_none() {
-            (deadline.saturating_duration_since(now).as_millis() as i32).clamp(1, 20)
-        } else if result.timed_out {
-            100
+        let timeout = if result.timed_out {
+            -1
         } else {
-            (deadline.saturating_duration_since(now).as_millis() as i32).clamp(1, 100)
+            deadline
+                .saturating_duration_since(now)
+                .as_millis()
+                .min(i32::MAX as u128) as i32
+                + 1
         };
-        let ready = host.poll(&[(signals.fd(), libc::POLLIN)], timeout, spec.limits.output)?;
-        if !ready.is_empty() {
+        let extra = [
+            (signals.fd(), libc::POLLIN),
+            (pidfd.as_raw_fd(), libc::POLLIN),
+        ];
+        let ready = host.poll(&extra, timeout, spec.limits.output)?;
+        if ready.iter().any(|(fd, _)| *fd == signals.fd()) {
             for sig in signals.read() {
                 if sig == libc::SIGWINCH {
                     host.sync_winsize();
-                } else if status.is_none() {
-                    // SAFETY: forwards the signal to the child's group.
-                    unsafe { libc::kill(-pid, sig) };
+                } else {
+                    signal_group(sig);
                 }
             }
         }
-    }
-    if let Some(st) = status {
-        if libc::WIFEXITED(st) {
-            result.status = Some(libc::WEXITSTATUS(st) as u8);
-        } else if libc::WIFSIGNALED(st) {
-            result.signal = Some(libc::WTERMSIG(st) as u8);
+        if ready.iter().any(|(fd, _)| *fd == pidfd.as_raw_fd()) {
+            // It has exited. Whatever it left in its group goes too, while
+            // the zombie still pins the group's id; then reap it.
+            signal_group(libc::SIGKILL);
+            let mut st = 0;
+            // SAFETY: rusage is plain data; wait4 reaps our exited child.
+            let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+            // SAFETY: as above.
+            unsafe { libc::wait4(pid, &mut st, 0, &mut ru) };
+            result.peak_memory_bytes = Some((ru.ru_maxrss.max(0) as u64) * 1024);
+            if libc::WIFEXITED(st) {
+                result.status = Some(libc::WEXITSTATUS(st) as u8);
+            } else if libc::WIFSIGNALED(st) {
+                result.signal = Some(libc::WTERMSIG(st) as u8);
+            }
+            // Its output is in the pipes; a process that escaped the group
+            // (and the cgroup, which goes next) may hold them open, and is
+            // not waited for.
+            host.close_stdin();
+            host.drain_now(spec.limits.output);
+            break;
         }
     }
     host.record(result);

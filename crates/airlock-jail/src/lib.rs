@@ -379,7 +379,7 @@ fn child(
     if let Err(e) = sys::scrub_cmdline(b"airlock-agent") {
         airlock_agent::fail_setup(ch, Stage::Agent, sys::errno_of(&e), "scrub cmdline".into());
     }
-    if let Err(f) = setup(plan, trees) {
+    if let Err(f) = setup(plan, trees, ch) {
         airlock_agent::fail_setup(ch, f.stage, f.errno, f.detail);
     }
     // stdio onto 0-2, the channel onto 3, nothing else survives.
@@ -406,7 +406,7 @@ fn child(
 }
 
 /// Namespaced setup as uid 0 of the new user namespace.
-fn setup(plan: &Plan, trees: &Option<mount::OpenedTrees>) -> Result<(), ChildFail> {
+fn setup(plan: &Plan, trees: &Option<mount::OpenedTrees>, channel: RawFd) -> Result<(), ChildFail> {
     // Become uid/gid 0 of the new namespace: run by root, the clone still
     // carries host uid 0, which the namespace does not map.
     // SAFETY: credential syscalls with plain integers.
@@ -419,6 +419,24 @@ fn setup(plan: &Plan, trees: &Option<mount::OpenedTrees>) -> Result<(), ChildFai
             .map_err(|e| ChildFail::io(Stage::UserNamespace, "setresgid", e))?;
         sys::cvt(libc::setresuid(0, 0, 0))
             .map_err(|e| ChildFail::io(Stage::UserNamespace, "setresuid", e))?;
+    }
+
+    // Changing the euid (run by root: host 0 -> the subordinate range)
+    // clears the parent-death signal: arm it again, then make sure airlock
+    // did not die in between (its end of the channel would have hung up).
+    // SAFETY: prctl with integer arguments.
+    unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
+    if sys::peer_gone(channel) {
+        // SAFETY: exit without running the parent's destructors.
+        unsafe { libc::_exit(125) };
     }
     if plan.cgroup_ns {
         // SAFETY: unshare takes only flags.

@@ -311,3 +311,15 @@ pub fn scrub_cmdline(title: &[u8]) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Whether the other end of a socket has gone (closed or hung up).
+pub fn peer_gone(fd: RawFd) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN | libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no waiting.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n > 0 && p.revents & (libc::POLLHUP | libc::POLLRDHUP | libc::POLLERR) != 0
+}

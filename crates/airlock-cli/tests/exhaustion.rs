@@ -403,3 +403,45 @@ fn early_signals_are_not_dropped() {
         }
     });
 }
+
+/// A reader that stops reading airlock's output does not suspend the
+/// timeout (nor signal forwarding): output waits, the clock does not.
+#[test]
+fn timeout_holds_while_our_reader_stalls() {
+    both(|who| {
+        let Some(mut c) = airlock(who) else { return };
+        let t = Instant::now();
+        let mut child = c
+            .args([
+                "run",
+                "--timeout",
+                "1500ms",
+                "--",
+                "sh",
+                "-c",
+                "while :; do head -c 65536 /dev/zero; done",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Never read stdout: its pipe fills up at once.
+        let st = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "{who:?}: the timeout never fired"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(st.code(), Some(124), "{who:?}");
+        assert!(
+            t.elapsed() < Duration::from_secs(4),
+            "{who:?}: {:?}",
+            t.elapsed()
+        );
+    });
+}

@@ -278,6 +278,7 @@ fn supervise(
             // SAFETY: kills the agent, PID 1 of the sandbox: the kernel kills
             // every process in its namespace.
             unsafe { libc::kill(agent, libc::SIGKILL) };
+            host.give_up_output();
         }
         let timeout = if result.timed_out {
             -1
@@ -342,7 +343,7 @@ fn supervise(
                         result.peak_memory_bytes = Some(max_rss_kib.saturating_mul(1024));
                         host.close_stdin();
                         // All the command wrote is in the pipes now.
-                        host.drain_now(spec.limits.output);
+                        host.drain_now(spec.limits.output, deadline);
                     }
                     Message::ExecFailed { errno } if !started => {
                         exited = true;

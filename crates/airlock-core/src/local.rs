@@ -184,6 +184,7 @@ fn supervise(
                     0u32,
                 )
             };
+            host.give_up_output();
         }
         let timeout = if result.timed_out {
             -1
@@ -227,7 +228,7 @@ fn supervise(
             // (and the cgroup, which goes next) may hold them open, and is
             // not waited for.
             host.close_stdin();
-            host.drain_now(spec.limits.output);
+            host.drain_now(spec.limits.output, deadline);
             break;
         }
     }

@@ -5,8 +5,95 @@ use crate::CoreError;
 use airlock_jail::Stdio;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Instant;
 
 const CHUNK: usize = 64 * 1024;
+
+/// One of airlock's own output fds (1 or 2). Output it cannot take yet
+/// waits here; while it does, airlock stops reading that stream from the
+/// sandbox (backpressure), and its loop keeps serving the timeout, signals
+/// and the agent. The caller's fd is never made non-blocking (its file
+/// description is shared with the caller's shell): we write at most
+/// `PIPE_BUF` bytes, and only after `poll` says it has room.
+struct HostOut {
+    fd: RawFd,
+    pending: Vec<u8>,
+    /// False once the fd failed (a closed pipe) or we gave up on it.
+    ok: bool,
+}
+
+impl HostOut {
+    fn new(fd: RawFd) -> HostOut {
+        HostOut {
+            fd,
+            pending: Vec::new(),
+            ok: true,
+        }
+    }
+
+    fn blocked(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    fn push(&mut self, data: &[u8]) {
+        if self.ok {
+            self.pending.extend_from_slice(data);
+            self.flush(None);
+        }
+    }
+
+    /// Writes what the fd takes now; with `until`, waits for room up to
+    /// that instant, then gives up on the rest.
+    fn flush(&mut self, until: Option<Instant>) {
+        while self.ok && !self.pending.is_empty() {
+            let wait = until.map_or(0, |u| {
+                u.saturating_duration_since(Instant::now())
+                    .as_millis()
+                    .min(i32::MAX as u128) as i32
+            });
+            let mut p = libc::pollfd {
+                fd: self.fd,
+                events: libc::POLLOUT,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            let r = unsafe { libc::poll(&mut p, 1, wait) };
+            if r < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            if r == 0 {
+                if until.is_some() {
+                    self.give_up();
+                }
+                return;
+            }
+            if p.revents & (libc::POLLERR | libc::POLLNVAL) != 0 && p.revents & libc::POLLOUT == 0 {
+                self.give_up();
+                return;
+            }
+            let n = self.pending.len().min(libc::PIPE_BUF);
+            // SAFETY: writes from our buffer.
+            let w = unsafe { libc::write(self.fd, self.pending.as_ptr().cast(), n) };
+            if w < 0 {
+                match io::Error::last_os_error().kind() {
+                    io::ErrorKind::Interrupted => continue,
+                    io::ErrorKind::WouldBlock => return,
+                    // Our reader is gone (EPIPE): keep draining the sandbox.
+                    _ => {
+                        self.give_up();
+                        return;
+                    }
+                }
+            }
+            self.pending.drain(..w as usize);
+        }
+    }
+
+    fn give_up(&mut self) {
+        self.ok = false;
+        self.pending = Vec::new();
+    }
+}
 
 /// Host-side ends plus forwarding state.
 pub struct Streams {
@@ -21,8 +108,8 @@ pub struct Streams {
     out_trunc: bool,
     err_trunc: bool,
     noted: bool,
-    host_out_ok: bool,
-    host_err_ok: bool,
+    /// Our own stdout and stderr, with what they could not take yet.
+    host: [HostOut; 2],
     tty: Option<RawMode>,
     master: Option<RawFd>,
     buf: Vec<u8>,
@@ -64,8 +151,7 @@ pub fn pair(tty: bool) -> Result<(Streams, Stdio), CoreError> {
         out_trunc: false,
         err_trunc: false,
         noted: false,
-        host_out_ok: true,
-        host_err_ok: true,
+        host: [HostOut::new(1), HostOut::new(2)],
         tty: None,
         master: None,
         buf: vec![0u8; CHUNK],
@@ -127,22 +213,25 @@ pub fn pair(tty: bool) -> Result<(Streams, Stdio), CoreError> {
 }
 
 impl Streams {
-    /// stdout and stderr have both reached end-of-file.
+    /// stdout and stderr have both reached end-of-file, and all of it has
+    /// been written out (or given up on).
     pub fn drained(&self) -> bool {
-        self.out.is_none() && self.err.is_none()
+        self.out.is_none() && self.err.is_none() && !self.host.iter().any(HostOut::blocked)
     }
 
     /// Reads whatever stdout and stderr hold right now, without waiting for
-    /// end-of-file, and stops reading them. Used once the command has
+    /// end-of-file, and stops reading them; then writes it out, waiting for
+    /// our own reader until `until` at most. Used once the command has
     /// exited: everything it wrote is in the pipes already, and waiting for
     /// EOF would wait for the kernel to tear the sandbox down.
-    pub fn drain_now(&mut self, limit: Option<u64>) {
-        for is_out in [true, false] {
+    pub fn drain_now(&mut self, limit: Option<u64>, until: Instant) {
+        for (i, is_out) in [(0, true), (1, false)] {
             while let Some(fd) = (if is_out { &self.out } else { &self.err })
                 .as_ref()
                 .map(|f| f.as_raw_fd())
             {
                 set_nonblock(fd);
+                self.host[i].flush(Some(until));
                 if !self.pump(is_out, limit) {
                     break;
                 }
@@ -152,6 +241,15 @@ impl Streams {
             } else {
                 self.err = None;
             }
+            self.host[i].flush(Some(until));
+        }
+    }
+
+    /// Stops writing to our own stdout and stderr (the run timed out while
+    /// our reader did not read).
+    pub fn give_up_output(&mut self) {
+        for h in &mut self.host {
+            h.give_up();
         }
     }
 
@@ -201,14 +299,24 @@ impl Streams {
             .as_ref()
             .map(|f| f.as_raw_fd())
             .unwrap_or(-1);
-        fds.push(pfd(out, libc::POLLIN));
-        fds.push(pfd(err, libc::POLLIN));
+        // A stream whose output we cannot pass on yet is not read.
+        fds.push(pfd(
+            if self.host[0].blocked() { -1 } else { out },
+            libc::POLLIN,
+        ));
+        fds.push(pfd(
+            if self.host[1].blocked() { -1 } else { err },
+            libc::POLLIN,
+        ));
         let want_stdin = self.stdin_open && dst >= 0 && self.pending.is_empty();
         fds.push(pfd(if want_stdin { 0 } else { -1 }, libc::POLLIN));
         fds.push(pfd(
             if self.pending.is_empty() { -1 } else { dst },
             libc::POLLOUT,
         ));
+        for h in &self.host {
+            fds.push(pfd(if h.blocked() { h.fd } else { -1 }, libc::POLLOUT));
+        }
         for (fd, ev) in extra {
             fds.push(pfd(*fd, *ev));
         }
@@ -233,7 +341,12 @@ impl Streams {
         if fds[3].revents != 0 {
             self.flush_stdin();
         }
-        Ok(fds[4..]
+        for i in 0..2 {
+            if fds[4 + i].revents != 0 {
+                self.host[i].flush(None);
+            }
+        }
+        Ok(fds[6..]
             .iter()
             .filter(|p| p.revents != 0)
             .map(|p| (p.fd, p.revents))
@@ -330,21 +443,10 @@ impl Streams {
             }
         }
         self.kept += keep as u64;
-        let target = if is_out { 1 } else { 2 };
         if keep > 0 {
-            let ok = if is_out {
-                self.host_out_ok
-            } else {
-                self.host_err_ok
-            };
-            if ok && airlock_jail::sys::write_all_fd(target, &self.buf[..keep]).is_err() {
-                // Our own stdout is gone (a closed pipe): keep draining.
-                if is_out {
-                    self.host_out_ok = false;
-                } else {
-                    self.host_err_ok = false;
-                }
-            }
+            let i = if is_out { 0 } else { 1 };
+            let chunk = self.buf[..keep].to_vec();
+            self.host[i].push(&chunk);
         }
         if keep < n && !self.noted {
             self.noted = true;

@@ -43,16 +43,7 @@ fn userns_works() -> Result<(), i32> {
 }
 
 fn landlock_abi() -> i64 {
-    const LANDLOCK_CREATE_RULESET_VERSION: u32 = 1;
-    // SAFETY: with a null attr and size 0 this only returns the ABI version.
-    unsafe {
-        libc::syscall(
-            libc::SYS_landlock_create_ruleset,
-            std::ptr::null::<u8>(),
-            0usize,
-            LANDLOCK_CREATE_RULESET_VERSION,
-        )
-    }
+    airlock_jail::landlock::abi()
 }
 
 fn kvm() -> (bool, String) {

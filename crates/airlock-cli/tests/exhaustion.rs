@@ -288,7 +288,7 @@ fn cgroups_cleaned_up() {
         .find(|p| std::path::Path::new(p).exists())
         .expect("a limited run made no airlock cgroup parent");
     // A stale group, as a SIGKILLed airlock would leave.
-    let stale = std::path::Path::new(parent).join("999999999-dead");
+    let stale = std::path::Path::new(parent).join("airlock-999999999-00000000deadbeef");
     std::fs::create_dir_all(&stale).unwrap();
     let o = sh(
         Who::Root,
@@ -307,7 +307,7 @@ fn cgroups_cleaned_up() {
                 .filter(|e| e.path().is_dir())
                 .filter(|e| {
                     let n = e.file_name().to_string_lossy().into_owned();
-                    let pid = n.split('-').next().unwrap_or("").to_string();
+                    let pid = n.split('-').nth(1).unwrap_or("").to_string();
                     !std::path::Path::new("/proc").join(pid).exists()
                 })
                 .collect();

@@ -194,6 +194,12 @@ fn run_container(
     let (cg, unenforced) = limits_setup(spec, notes)?;
     let facts = airlock_jail::HostFacts::probe();
     let env = airlock_jail::base_env(spec, |k| std::env::var(k).ok());
+    let landlock_abi = airlock_jail::landlock::abi();
+    if landlock_abi == 0 {
+        notes("this kernel has no Landlock: the sandbox runs without its filesystem-confinement layer (see airlock doctor)");
+    } else if landlock_abi < 6 {
+        notes(&format!("Landlock ABI {landlock_abi} on this kernel: the command's signals and abstract unix sockets are not scoped to the sandbox (ABI 6, Linux 6.12+)"));
+    }
     let plan = Plan::compile(
         spec,
         &facts,
@@ -201,6 +207,7 @@ fn run_container(
         env,
         &unenforced,
         cg.is_some(),
+        landlock_abi,
     )?;
     let (host, sandbox) = stdio::pair(spec.tty)?;
     // Caught from now on, so a signal during start-up is forwarded, not

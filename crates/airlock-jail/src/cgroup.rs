@@ -416,13 +416,25 @@ fn remove_group(d: &Path) {
     }
 }
 
-/// Group names are `<pid of the airlock process>-<unique>`.
+/// Group names are `airlock-<pid of the airlock process>-<unique hex>`.
 pub fn group_name(unique: u64) -> String {
-    format!("{}-{unique:x}", std::process::id())
+    format!("airlock-{}-{unique:016x}", std::process::id())
+}
+
+/// The airlock pid a group name carries, if it is one of our names.
+fn group_owner(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix("airlock-")?;
+    let (pid, unique) = rest.split_once('-')?;
+    (unique.len() == 16 && unique.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| pid.parse().ok())
+        .flatten()
 }
 
 /// Removes groups left by airlock processes that no longer exist (killed
-/// with SIGKILL, say). Returns how many were removed.
+/// with SIGKILL, say). Only *empty* groups go: a group's processes died with
+/// its airlock (the parent-death signal), and a group that still has some
+/// may belong to an airlock this process cannot see (another PID
+/// namespace) — so nothing is ever killed here. Returns how many went.
 pub fn reap_stale(layout: &Layout) -> usize {
     let mut parents: Vec<PathBuf> = layout.v1.iter().map(|(_, p)| p.clone()).collect();
     if let Some(p) = &layout.v2_parent {
@@ -435,11 +447,13 @@ pub fn reap_stale(layout: &Layout) -> usize {
         };
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            let Some(pid) = name.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            let Some(pid) = group_owner(&name) else {
                 continue;
             };
-            if e.path().is_dir() && !Path::new(&format!("/proc/{pid}")).exists() {
-                remove_group(&e.path());
+            if e.path().is_dir()
+                && !Path::new(&format!("/proc/{pid}")).exists()
+                && std::fs::remove_dir(e.path()).is_ok()
+            {
                 n += 1;
             }
         }
@@ -519,6 +533,23 @@ mod tests {
         );
         assert_eq!(l.place(Controller::Memory), Where::Nowhere);
         assert_eq!(l.place(Controller::Pids), Where::Nowhere);
+    }
+
+    #[test]
+    fn only_our_group_names_are_considered() {
+        let n = group_name(0xabc);
+        assert!(n.starts_with("airlock-"), "{n}");
+        assert_eq!(group_owner(&n), Some(std::process::id()));
+        assert_eq!(group_owner("airlock-42-00000000000000ff"), Some(42));
+        for other in [
+            "42-ff",
+            "airlock-42-ff",
+            "airlock-x-00000000000000ff",
+            "user-42-00000000000000ff",
+            "1234",
+        ] {
+            assert_eq!(group_owner(other), None, "{other}");
+        }
     }
 
     #[test]

@@ -71,6 +71,21 @@ pub fn restrict(rules: &Rules) -> Result<RulesetStatus, LandlockError> {
     Ok(status.ruleset)
 }
 
+/// The kernel's Landlock ABI version, or 0 when Landlock is unavailable.
+pub fn abi() -> i64 {
+    const LANDLOCK_CREATE_RULESET_VERSION: u32 = 1;
+    // SAFETY: with a null attr and size 0 this only returns the ABI version.
+    let v = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<u8>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    };
+    v.max(0)
+}
+
 /// A path that does not exist inside the sandbox simply gets no rule.
 fn open(p: impl AsRef<Path>) -> Option<PathFd> {
     PathFd::new(p.as_ref()).ok()

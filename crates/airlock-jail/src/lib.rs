@@ -99,7 +99,8 @@ pub struct Plan {
     pub envp: Vec<CString>,
     pub path_dirs: Vec<PathBuf>,
     pub workdir: PathBuf,
-    pub landlock: landlock::Rules,
+    /// `None` where the kernel has no Landlock (the caller says so).
+    pub landlock: Option<landlock::Rules>,
     pub rlimits: rlimit::Fallback,
     pub tty: bool,
     /// Enter a cgroup namespace (the sandbox has its own group).
@@ -152,6 +153,7 @@ impl Plan {
         env: Vec<(String, String)>,
         unenforced: &[cgroup::Controller],
         cgroup_ns: bool,
+        landlock_abi: i64,
     ) -> Result<Plan, JailError> {
         let workdir = spec.effective_workdir();
         let root = RootPlan::compile(
@@ -203,7 +205,7 @@ impl Plan {
             envp: cstrings(env.into_iter().map(|(k, v)| format!("{k}={v}")))?,
             path_dirs,
             workdir,
-            landlock: rules,
+            landlock: (landlock_abi > 0).then_some(rules),
             rlimits,
             tty: spec.tty,
             cgroup_ns,
@@ -524,7 +526,9 @@ fn confine(plan: &Plan, filter: &seccomp::Filter) -> Result<(), (Stage, i32)> {
     // SAFETY: prctl with integer arguments.
     sys::cvt(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })
         .map_err(e(Stage::Credentials))?;
-    landlock::restrict(&plan.landlock).map_err(|_| (Stage::Landlock, libc::EPERM))?;
+    if let Some(rules) = &plan.landlock {
+        landlock::restrict(rules).map_err(|_| (Stage::Landlock, libc::EPERM))?;
+    }
     sys::cloexec_from(3).map_err(e(Stage::Stdio))?;
     filter.apply().map_err(|_| (Stage::Seccomp, libc::EPERM))?;
     Ok(())
@@ -607,6 +611,7 @@ mod tests {
             env,
             unenforced,
             false,
+            7,
         )
         .unwrap()
     }
@@ -642,17 +647,33 @@ mod tests {
             });
         }
         let p = compile(&spec, &[]);
-        assert!(p.landlock.read_exec.contains(&PathBuf::from("/ro")));
-        assert!(p.landlock.full.contains(&PathBuf::from("/rw")));
-        assert!(p.landlock.full.contains(&PathBuf::from("/ov")));
-        assert!(!p.landlock.full.contains(&PathBuf::from("/ro")));
-        assert!(p.landlock.full.contains(&PathBuf::from("/tmp")));
-        assert!(p.landlock.full.contains(&PathBuf::from("/home/sandbox")));
-        assert!(!p
-            .landlock
+        let ll = p.landlock.as_ref().unwrap();
+        assert!(ll.read_exec.contains(&PathBuf::from("/ro")));
+        assert!(ll.full.contains(&PathBuf::from("/rw")));
+        assert!(ll.full.contains(&PathBuf::from("/ov")));
+        assert!(!ll.full.contains(&PathBuf::from("/ro")));
+        assert!(ll.full.contains(&PathBuf::from("/tmp")));
+        assert!(ll.full.contains(&PathBuf::from("/home/sandbox")));
+        assert!(!ll
             .full
             .iter()
             .any(|p| p == Path::new("/usr") || p == Path::new("/etc")));
+    }
+
+    #[test]
+    fn no_landlock_rules_where_the_kernel_has_none() {
+        let spec = SandboxSpec::new(vec!["true".into()]);
+        let p = Plan::compile(
+            &spec,
+            &HostFacts::default(),
+            IdMap::Caller { uid: 1, gid: 1 },
+            vec![],
+            &[],
+            false,
+            0,
+        )
+        .unwrap();
+        assert!(p.landlock.is_none());
     }
 
     #[test]
@@ -678,6 +699,7 @@ mod tests {
             vec![],
             &[],
             false,
+            7,
         );
         assert!(matches!(r, Err(JailError::Nul { .. })));
     }

@@ -505,6 +505,9 @@ const CLONE_NAMESPACE_FLAGS: u64 = (libc::CLONE_NEWNS
 
 const SOCKET_DOMAINS: [i32; 3] = [libc::AF_UNIX, libc::AF_INET, libc::AF_INET6];
 const SOCKET_TYPES: [i32; 3] = [libc::SOCK_STREAM, libc::SOCK_DGRAM, libc::SOCK_SEQPACKET];
+/// `socket` protocols: 0 (the default), `IPPROTO_ICMP`, `IPPROTO_TCP`,
+/// `IPPROTO_UDP`, `IPPROTO_ICMPV6`.
+const SOCKET_PROTOCOLS: [u32; 5] = [0, 1, 6, 17, 58];
 /// `SOCK_TYPE_MASK` in the kernel: the low bits of `type` that are the type;
 /// the rest are flags such as `SOCK_CLOEXEC` and `SOCK_NONBLOCK`.
 const SOCK_TYPE_MASK: u64 = 0xf;
@@ -619,6 +622,14 @@ fn policy() -> Result<BTreeMap<i64, Verdict>, SeccompError> {
                 arg: 1,
                 mask: SOCK_TYPE_MASK as u32,
                 values: SOCKET_TYPES.iter().map(|t| *t as u32).collect(),
+            },
+            // Default, TCP, UDP and ping protocols only: no SCTP, MPTCP,
+            // UDP-Lite or L2TP (less-used code, and module autoloading on
+            // kernels that have modules).
+            Check::OneOf {
+                arg: 2,
+                mask: u32::MAX,
+                values: SOCKET_PROTOCOLS.to_vec(),
             },
         ]),
     )?;
@@ -1775,6 +1786,45 @@ mod tests {
             socket_errno(&f, libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_NONBLOCK),
             0
         );
+    }
+
+    /// The protocol argument is checked too: TCP/UDP by number pass, SCTP,
+    /// MPTCP and UDP-Lite do not (on the kernel and in the evaluator,
+    /// including with high bits set).
+    #[test]
+    fn seccomp_socket_protocols() {
+        let f = filter();
+        let proto = |domain: i32, ty: i32, protocol: i64| -> i32 {
+            errno_under_filter(
+                &f,
+                libc::SYS_socket,
+                [domain as u64, ty as u64, protocol as u64, 0, 0, 0],
+            )
+        };
+        assert_eq!(
+            proto(libc::AF_INET, libc::SOCK_STREAM, libc::IPPROTO_TCP as i64),
+            0
+        );
+        assert_eq!(
+            proto(libc::AF_INET6, libc::SOCK_DGRAM, libc::IPPROTO_UDP as i64),
+            0
+        );
+        assert_eq!(proto(libc::AF_INET, libc::SOCK_STREAM, 262), EPERM); // MPTCP
+        assert_eq!(proto(libc::AF_INET, libc::SOCK_STREAM, 132), EPERM); // SCTP
+        assert_eq!(proto(libc::AF_INET, libc::SOCK_DGRAM, 136), EPERM); // UDP-Lite
+        let ev = |p: u64| {
+            eval64(
+                &f,
+                libc::SYS_socket,
+                [libc::AF_INET as u64, libc::SOCK_STREAM as u64, p, 0, 0, 0],
+            )
+        };
+        assert_eq!(ev(0), RET_ALLOW);
+        assert_eq!(ev(6), RET_ALLOW);
+        assert_eq!(ev(132), RET_EPERM);
+        // The kernel reads an int: high bits change nothing.
+        assert_eq!(ev((1 << 32) | 132), RET_EPERM);
+        assert_eq!(ev((1 << 32) | 6), RET_ALLOW);
     }
 
     #[test]

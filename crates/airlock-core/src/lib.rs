@@ -287,15 +287,7 @@ fn supervise(
             unsafe { libc::kill(agent, libc::SIGKILL) };
             host.give_up_output();
         }
-        let timeout = if result.timed_out {
-            -1
-        } else {
-            deadline
-                .saturating_duration_since(now)
-                .as_millis()
-                .min(i32::MAX as u128) as i32
-                + 1
-        };
+        let timeout = poll_timeout(deadline, now, result.timed_out);
         let mut extra = Vec::new();
         if channel_open {
             extra.push((channel.as_raw_fd(), libc::POLLIN));
@@ -390,6 +382,21 @@ fn supervise(
     }
     host.record(&mut result);
     Ok(result)
+}
+
+/// How long the host loop may sleep: until the deadline (just past it, so
+/// the wake-up finds it passed), or for good once the run has timed out and
+/// only the sandbox's end is awaited.
+pub(crate) fn poll_timeout(deadline: Instant, now: Instant, timed_out: bool) -> i32 {
+    if timed_out {
+        -1
+    } else {
+        deadline
+            .saturating_duration_since(now)
+            .as_millis()
+            .min(i32::MAX as u128 - 1) as i32
+            + 1
+    }
 }
 
 fn would_block() -> bool {

@@ -186,15 +186,7 @@ fn supervise(
             };
             host.give_up_output();
         }
-        let timeout = if result.timed_out {
-            -1
-        } else {
-            deadline
-                .saturating_duration_since(now)
-                .as_millis()
-                .min(i32::MAX as u128) as i32
-                + 1
-        };
+        let timeout = crate::poll_timeout(deadline, now, result.timed_out);
         let extra = [
             (signals.fd(), libc::POLLIN),
             (pidfd.as_raw_fd(), libc::POLLIN),

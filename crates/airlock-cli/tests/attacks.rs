@@ -126,38 +126,6 @@ fn out_of(o: Output) -> Out {
     }
 }
 
-/// `airlock` as `who` with `KEY=VALUE` in airlock's own environment. For the
-/// test user this needs `env` after `setpriv --reset-env` (which would
-/// otherwise wipe the variable before airlock ever sees it).
-fn airlock_with_env(who: Who, key: &str, value: &str) -> Option<Command> {
-    if who == Who::User && is_root() {
-        test_user_ids().or_else(|| {
-            skip("needs the unprivileged user airlock-test (run scripts/setup.sh)");
-            None
-        })?;
-        let mut c = Command::new("setpriv");
-        c.args([
-            "--reuid",
-            TEST_USER,
-            "--regid",
-            TEST_USER,
-            "--init-groups",
-            "--reset-env",
-            "--",
-            "env",
-        ])
-        .arg(format!("{key}={value}"))
-        .arg(bin())
-        .env_clear()
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-        .current_dir("/");
-        return Some(c);
-    }
-    let mut c = airlock(who)?;
-    c.env(key, value);
-    Some(c)
-}
-
 /// The host's hostname.
 fn host_hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -2386,7 +2354,7 @@ out("self_exe_reopen", try_(os.open, f"/proc/self/fd/{pfd}", os.O_WRONLY))
 fn host_environment_secrets_do_not_leak() {
     let canary = unique("env-canary");
     both(|who| {
-        let Some(mut c) = airlock_with_env(who, "AWS_SECRET_ACCESS_KEY", &canary) else {
+        let Some(mut c) = airlock_env(who, &[("AWS_SECRET_ACCESS_KEY", &canary)]) else {
             return;
         };
         let full = format!(
@@ -2423,7 +2391,7 @@ out("canary_seen", REVERSED[::-1].encode() in blob)
             ],
         );
         // And the plain `env` a user would run.
-        let Some(mut c) = airlock_with_env(who, "AWS_SECRET_ACCESS_KEY", &canary) else {
+        let Some(mut c) = airlock_env(who, &[("AWS_SECRET_ACCESS_KEY", &canary)]) else {
             return;
         };
         c.args(["run", "--", "env"]).stdin(Stdio::null());

@@ -243,23 +243,21 @@ fn host_image_hides_the_host() {
 #[test]
 fn environment_is_scrubbed() {
     both(|who| {
-        let Some(mut c) = airlock(who) else { return };
-        // Root: the variable reaches airlock directly. Rootless: through
-        // setpriv (--reset-env keeps nothing, so use env).
-        let o = if who == Who::Root {
-            c.env("AWS_SECRET_ACCESS_KEY", "canary-secret-1")
-                .env("GITHUB_TOKEN", "canary-secret-2")
-                .env("PASSED", "yes")
-                .args(["run", "--env", "PASSED", "--env", "EXTRA=1", "--", "env"])
-                .stdin(Stdio::null())
-                .output()
-                .unwrap()
-        } else {
-            c.args(["run", "--env", "EXTRA=1", "--", "env"])
-                .stdin(Stdio::null())
-                .output()
-                .unwrap()
+        let Some(mut c) = airlock_env(
+            who,
+            &[
+                ("AWS_SECRET_ACCESS_KEY", "canary-secret-1"),
+                ("GITHUB_TOKEN", "canary-secret-2"),
+                ("PASSED", "yes"),
+            ],
+        ) else {
+            return;
         };
+        let o = c
+            .args(["run", "--env", "PASSED", "--env", "EXTRA=1", "--", "env"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
         assert!(o.status.success());
         let out = String::from_utf8_lossy(&o.stdout);
         assert!(
@@ -268,11 +266,7 @@ fn environment_is_scrubbed() {
         );
         let mut keys: Vec<&str> = out.lines().map(|l| l.split('=').next().unwrap()).collect();
         keys.sort();
-        let mut want = vec!["EXTRA", "HOME", "LANG", "PATH", "TERM", "USER"];
-        if who == Who::Root {
-            want.push("PASSED");
-            want.sort();
-        }
+        let want = vec!["EXTRA", "HOME", "LANG", "PASSED", "PATH", "TERM", "USER"];
         assert_eq!(keys, want, "{who:?}: {out}");
     });
 }
@@ -646,4 +640,124 @@ fn workdir_is_created_in_writable_places() {
             assert_eq!(o.lines()[1], "sandbox", "{who:?} {wd}: {o:?}");
         }
     });
+}
+
+/// A stopped agent still dies with airlock: only the parent-death signal can
+/// reach it (it cannot read its channel's hang-up while stopped). Run by
+/// root, the credential change during set-up used to clear that signal.
+#[test]
+fn stopped_agent_dies_with_airlock() {
+    both(|who| {
+        let Some(mut c) = airlock(who) else { return };
+        let marker = format!("sleep 61.{}{}", std::process::id(), who as u8);
+        let mut child = c
+            .args([
+                "run",
+                "--timeout",
+                "20s",
+                "--",
+                "sh",
+                "-c",
+                &format!("exec {marker}"),
+            ])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        // setpriv (rootless) execs airlock: the child's pid is airlock's.
+        let airlock_pid = child.id().to_string();
+        let mut agent = None;
+        for _ in 0..300 {
+            if !host_processes_starting(&marker).is_empty() {
+                agent = std::fs::read_dir("/proc").unwrap().flatten().find_map(|e| {
+                    let st = std::fs::read_to_string(e.path().join("status")).ok()?;
+                    let ppid = st
+                        .lines()
+                        .find_map(|l| l.strip_prefix("PPid:"))?
+                        .trim()
+                        .to_string();
+                    (ppid == airlock_pid)
+                        .then(|| e.file_name().to_string_lossy().parse::<i32>().ok())?
+                });
+                if agent.is_some() {
+                    break;
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let agent = agent.expect("agent not found");
+        // SAFETY: signals processes this test started.
+        unsafe { libc::kill(agent, libc::SIGSTOP) };
+        let _ = child.kill();
+        let _ = child.wait();
+        let t = std::time::Instant::now();
+        loop {
+            let state = std::fs::read_to_string(format!("/proc/{agent}/status"))
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find(|l| l.starts_with("State:"))
+                        .map(String::from)
+                });
+            let dead = state.as_deref().is_none_or(|s| s.contains("Z"));
+            if dead && host_processes_starting(&marker).is_empty() {
+                break;
+            }
+            if t.elapsed() > std::time::Duration::from_secs(1) {
+                // SAFETY: clean up what this test started before failing.
+                unsafe { libc::kill(agent, libc::SIGKILL) };
+                panic!("{who:?}: stopped agent survived airlock's SIGKILL: {state:?}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    });
+}
+
+/// Run by root, a mounted directory's group is never lent to the sandbox:
+/// a directory owned by a normal user but group root neither shows its
+/// root-group files nor takes files (which would be group root, setgid
+/// included); a directory of the owner's own group takes them, as the
+/// owner's group.
+#[test]
+fn mount_group_is_the_owners_own_never_root() {
+    if !is_root() {
+        skip("needs root");
+        return;
+    }
+    let Some((u, g)) = test_user_ids() else {
+        skip("needs the test user");
+        return;
+    };
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let d = tempdir::Dir::new();
+    std::os::unix::fs::chown(d.path(), Some(u), Some(0)).unwrap();
+    std::fs::write(d.path().join("secret"), "root-group secret\n").unwrap();
+    std::fs::set_permissions(
+        d.path().join("secret"),
+        std::fs::Permissions::from_mode(0o640),
+    )
+    .unwrap();
+    let src = d.path().to_str().unwrap();
+    let o = py(
+        Who::Root,
+        &["--mount", &format!("{src}:/w:rw")],
+        "print(try_(open, '/w/secret'), try_(open, '/w/new', 'w'))",
+    )
+    .unwrap();
+    assert_eq!(o.lines(), ["EACCES EACCES"], "{o:?}");
+    assert!(!d.path().join("new").exists());
+    std::os::unix::fs::chown(d.path(), Some(u), Some(g)).unwrap();
+    let o = py(
+        Who::Root,
+        &["--mount", &format!("{src}:/w:rw")],
+        "open('/w/new','w').write('x'); os.chmod('/w/new', 0o2755); print(try_(open, '/w/secret'))",
+    )
+    .unwrap();
+    assert_eq!(o.lines(), ["EACCES"], "{o:?}");
+    let m = std::fs::metadata(d.path().join("new")).unwrap();
+    assert_eq!(
+        (m.uid(), m.gid()),
+        (u, g),
+        "created file's owner on the host"
+    );
+    assert_ne!(m.gid(), 0);
 }

@@ -110,6 +110,13 @@ pub mod tempdir {
 /// A `Command` for `airlock` as `who`, with a clean environment; `None`
 /// (after a loud skip) when this machine cannot run as `who`.
 pub fn airlock(who: Who) -> Option<Command> {
+    airlock_env(who, &[])
+}
+
+/// Like [`airlock`], with `env` in airlock's own environment (for the test
+/// user through `env` after `setpriv --reset-env`, which would otherwise
+/// wipe them before airlock sees them).
+pub fn airlock_env(who: Who, env: &[(&str, &str)]) -> Option<Command> {
     match who {
         Who::Root => {
             if !is_root() {
@@ -120,6 +127,7 @@ pub fn airlock(who: Who) -> Option<Command> {
             c.env_clear()
                 .env("PATH", "/usr/local/bin:/usr/bin:/bin")
                 .env("HOME", "/root")
+                .envs(env.iter().copied())
                 .current_dir("/");
             Some(c)
         }
@@ -129,6 +137,7 @@ pub fn airlock(who: Who) -> Option<Command> {
                 let mut c = Command::new(bin());
                 c.env_clear()
                     .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+                    .envs(env.iter().copied())
                     .current_dir("/");
                 return Some(c);
             }
@@ -145,7 +154,9 @@ pub fn airlock(who: Who) -> Option<Command> {
                 "--init-groups",
                 "--reset-env",
                 "--",
+                "env",
             ])
+            .args(env.iter().map(|(k, v)| format!("{k}={v}")))
             .arg(bin())
             .env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")

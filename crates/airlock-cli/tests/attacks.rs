@@ -14,11 +14,12 @@ use common::*;
 use std::collections::BTreeMap;
 use std::io::ErrorKind;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -2728,5 +2729,935 @@ fn output_flood_is_capped() {
             o.stderr.len()
         );
         assert!(o.stderr.contains("output limit"), "{who:?}: {:?}", o.stderr);
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Holes an outside attack found (each test failed on the code before its fix)
+// ---------------------------------------------------------------------------
+
+/// The uid and gid that host files of `who` belong to.
+fn owner_ids(who: Who) -> (u32, u32) {
+    match who {
+        Who::Root => (0, 0),
+        Who::User => test_user_ids().unwrap_or((0, 0)),
+    }
+}
+
+fn chown(p: &Path, (u, g): (u32, u32)) {
+    std::os::unix::fs::lchown(p, Some(u), Some(g)).unwrap();
+}
+
+/// A sandbox running attack code that talks with the test: it prints
+/// `key=value` lines, and waits on its stdin where the code says so.
+struct Live {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Live {
+    fn start(who: Who, flags: &[&str], code: &str) -> Option<Live> {
+        let mut c = airlock(who)?;
+        let full = format!("{PY_PRELUDE}\n{ATT}\n{code}");
+        c.arg("run")
+            .args(flags)
+            .args(["--", "python3", "-c", &full])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for l in std::io::BufReader::new(stdout).lines() {
+                let Ok(l) = l else { break };
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        Some(Live {
+            child,
+            lines: rx,
+            seen: Vec::new(),
+        })
+    }
+
+    /// Waits (at most 60 s) for the line `want`, keeping what came before.
+    #[track_caller]
+    fn wait_for(&mut self, want: &str) {
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let left = end.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.trim() == want => return,
+                Ok(l) => self.seen.push(l),
+                Err(_) => {
+                    let _ = self.child.kill();
+                    let o = self.child.wait_with_output_ref();
+                    panic!("never saw {want:?}; before it: {:?}; {o}", self.seen);
+                }
+            }
+        }
+    }
+
+    /// Tells the sandbox to go on (a line on its stdin).
+    fn go(&mut self) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().unwrap();
+        stdin.write_all(b"go\n").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Waits for the end (at most 60 s) and returns what it printed.
+    fn finish(mut self) -> Out {
+        drop(self.child.stdin.take());
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let status = loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                break st;
+            }
+            if std::time::Instant::now() > end {
+                let _ = self.child.kill();
+                panic!("the sandbox did not end: {:?}", self.seen);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let mut stdout = self.seen.join("\n");
+        while let Ok(l) = self.lines.recv_timeout(std::time::Duration::from_secs(5)) {
+            stdout.push('\n');
+            stdout.push_str(&l);
+        }
+        let mut stderr = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            use std::io::Read;
+            let _ = e.read_to_string(&mut stderr);
+        }
+        use std::os::unix::process::ExitStatusExt;
+        Out {
+            code: status
+                .code()
+                .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
+            stdout,
+            stderr,
+        }
+    }
+}
+
+trait ChildExt {
+    fn wait_with_output_ref(&mut self) -> String;
+}
+
+impl ChildExt for std::process::Child {
+    fn wait_with_output_ref(&mut self) -> String {
+        let _ = self.wait();
+        let mut stderr = String::new();
+        if let Some(mut e) = self.stderr.take() {
+            use std::io::Read;
+            let _ = e.read_to_string(&mut stderr);
+        }
+        format!("stderr: {stderr}")
+    }
+}
+
+/// A host unix socket listener (stream) and a datagram socket at `dir`,
+/// owned by `owner` with `mode`.
+fn host_sockets(
+    dir: &Path,
+    owner: (u32, u32),
+    mode: u32,
+) -> (
+    std::os::unix::net::UnixListener,
+    std::os::unix::net::UnixDatagram,
+) {
+    let l = std::os::unix::net::UnixListener::bind(dir.join("s")).unwrap();
+    let d = std::os::unix::net::UnixDatagram::bind(dir.join("d")).unwrap();
+    for n in ["s", "d"] {
+        chown(&dir.join(n), owner);
+        chmod(&dir.join(n), mode);
+    }
+    l.set_nonblocking(true).unwrap();
+    d.set_nonblocking(true).unwrap();
+    (l, d)
+}
+
+#[track_caller]
+fn assert_untouched(
+    who: Who,
+    what: &str,
+    l: &std::os::unix::net::UnixListener,
+    d: &std::os::unix::net::UnixDatagram,
+) {
+    match l.accept() {
+        Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+        other => panic!("{who:?}: the HOST socket {what}/s got a connection: {other:?}"),
+    }
+    let mut b = [0u8; 16];
+    match d.recv(&mut b) {
+        Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+        other => panic!("{who:?}: the HOST socket {what}/d got a datagram: {other:?}"),
+    }
+}
+
+const CONNECT_ALL: &str = r#"
+def attempt(tag, base):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    out(tag + "_stream", try_(s.connect, base + "/s"))
+    d = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    out(tag + "_dgram", try_(d.sendto, b"x", base + "/d"))
+"#;
+
+/// Attack (a full escape rootless): a host unix socket under a read-only
+/// mount — a tmux server, ssh-agent, the docker or dbus socket — takes
+/// connections from the sandbox, because a read-only bind and Landlock
+/// (ABI <= 7) do not govern `connect()`. Here: sockets owned by the mount's
+/// owner (rootless: the caller itself, mode 0600) or world-connectable
+/// (root-run: 0777, as X11's), at the top of the mount, in a subdirectory,
+/// and one created after the sandbox started; in `ro` and `overlay`
+/// mounts. Defense: `ro` mounts are read-only overlays, whose inodes have
+/// no bound socket: ECONNREFUSED, and the host listeners never see a
+/// connection or a datagram.
+#[test]
+fn host_unix_sockets_in_ro_mounts_are_unreachable() {
+    both(|who| {
+        for mode in ["ro", "overlay"] {
+            let d = scratch(who);
+            let owner = owner_ids(who);
+            let perm = if who == Who::Root { 0o777 } else { 0o600 };
+            let sub = d.path().join("sub");
+            let late = d.path().join("late");
+            for p in [&sub, &late] {
+                std::fs::create_dir(p).unwrap();
+                chown(p, owner);
+                chmod(p, 0o755);
+            }
+            let (l1, d1) = host_sockets(d.path(), owner, perm);
+            let (l2, d2) = host_sockets(&sub, owner, perm);
+            let code = format!(
+                "{CONNECT_ALL}\nattempt('top', '/m')\nattempt('sub', '/m/sub')\nprint('ready', flush=True)\nsys.stdin.readline()\nattempt('late', '/m/late')\n"
+            );
+            let m = format!("{}:/m:{mode}", d.path().display());
+            let Some(mut live) = Live::start(who, &["--mount", &m], &code) else {
+                return;
+            };
+            live.wait_for("ready");
+            let (l3, d3) = host_sockets(&late, owner, perm);
+            live.go();
+            let o = live.finish();
+            let mut want = Vec::new();
+            for t in ["top", "sub", "late"] {
+                for k in ["stream", "dgram"] {
+                    want.push((format!("{t}_{k}"), "ECONNREFUSED"));
+                }
+            }
+            let want: Vec<(&str, &str)> = want.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+            expect(who, &o, &want);
+            assert_untouched(who, mode, &l1, &d1);
+            assert_untouched(who, mode, &l2, &d2);
+            assert_untouched(who, mode, &l3, &d3);
+        }
+    });
+}
+
+/// Attack: a world-connectable host socket inside the directories the
+/// `host` image binds (/usr, /etc/ssl). Defense: the image's host parts are
+/// read-only overlays too: ECONNREFUSED.
+#[test]
+fn host_unix_sockets_in_the_image_are_unreachable() {
+    let usr = PathBuf::from("/usr/local").join(unique("sock"));
+    let ssl = PathBuf::from("/etc/ssl").join(unique("sock"));
+    if !is_root() {
+        skip("needs root to plant sockets under /usr and /etc");
+        return;
+    }
+    let _cleanup = (RmOnDrop(usr.clone()), RmOnDrop(ssl.clone()));
+    let mut keep = Vec::new();
+    for p in [&usr, &ssl] {
+        std::fs::create_dir(p).unwrap();
+        chmod(p, 0o755);
+        keep.push(host_sockets(p, (0, 0), 0o777));
+    }
+    both(|who| {
+        let code = format!(
+            "{CONNECT_ALL}\nattempt('usr', {:?})\nattempt('ssl', {:?})\n",
+            usr.display().to_string(),
+            ssl.display().to_string()
+        );
+        let Some(o) = attack(who, &[], &code) else {
+            return;
+        };
+        expect(
+            who,
+            &o,
+            &[
+                ("usr_stream", "ECONNREFUSED"),
+                ("usr_dgram", "ECONNREFUSED"),
+                ("ssl_stream", "ECONNREFUSED"),
+                ("ssl_dgram", "ECONNREFUSED"),
+            ],
+        );
+        for (l, d) in &keep {
+            assert_untouched(who, "image", l, d);
+        }
+    });
+}
+
+/// Attack: a read-only mount of a socket itself (`--mount
+/// /run/x.sock:/s:ro`) would hand the sandbox the socket. Defense: refused
+/// with a clear error (exit 125); `rw` is the way to give one on purpose.
+#[test]
+fn read_only_mount_of_a_socket_is_refused() {
+    both(|who| {
+        let d = scratch(who);
+        let (l, dg) = host_sockets(d.path(), owner_ids(who), 0o777);
+        for mode in ["ro", "overlay"] {
+            let m = format!("{}:/s:{mode}", d.path().join("s").display());
+            let Some(o) = run(who, &["run", "--mount", &m, "--", "true"]) else {
+                return;
+            };
+            assert_eq!(o.code, 125, "{who:?} {mode}: {o:?}");
+            assert!(o.stderr.contains("socket"), "{who:?} {mode}: {o:?}");
+        }
+        assert_untouched(who, "socket-mount", &l, &dg);
+    });
+}
+
+/// Attack: plant `D/data -> /dir/of/another/user` through an earlier `rw`
+/// run; a later root-run `--mount D/data:/d` would id-map the mount to the
+/// owner of what the link points at and read that user's 0600 files as
+/// their owner. Defense: a mount source reached through a symlink that is
+/// not root's is refused (both modes), and root-run mapping follows the
+/// owner of the object actually mounted only when the whole path down to it
+/// belongs to root or that owner.
+#[test]
+fn symlinked_mount_source_is_not_followed() {
+    let victim_uid = 4242;
+    both(|who| {
+        let owner = owner_ids(who);
+        let d = scratch(who);
+        std::os::unix::fs::chown(d.path(), Some(test_user_ids().map_or(0, |i| i.0)), None).unwrap();
+        // Another user's private directory (root-run), or the caller's own
+        // private directory (rootless).
+        let victim = scratch(who);
+        let vdir = victim.path().join("private");
+        std::fs::create_dir(&vdir).unwrap();
+        let vfile = vdir.join("secret");
+        write(&vfile, "victim-secret\n", 0o600);
+        let vowner = if who == Who::Root {
+            (victim_uid, victim_uid)
+        } else {
+            owner
+        };
+        chown(&vdir, vowner);
+        chown(&vfile, vowner);
+        chmod(&vdir, 0o700);
+        // What an earlier sandbox left in the rw-mounted D.
+        let link = d.path().join("data");
+        std::os::unix::fs::symlink(&vdir, &link).unwrap();
+        chown(&link, test_user_ids().unwrap_or(owner));
+        for mode in ["ro", "rw", "overlay"] {
+            let m = format!("{}:/d:{mode}", link.display());
+            let Some(o) = sh(
+                who,
+                &["--mount", &m],
+                "cat /d/secret; echo planted > /d/new",
+            ) else {
+                return;
+            };
+            assert!(!o.stdout.contains("victim-secret"), "{who:?} {mode}: {o:?}");
+            assert!(
+                !vdir.join("new").exists(),
+                "{who:?} {mode}: wrote into the victim"
+            );
+            assert_eq!(o.code, 125, "{who:?} {mode}: {o:?}");
+            assert!(o.stderr.contains("symlink"), "{who:?} {mode}: {o:?}");
+        }
+        // A symlink in the middle of the path, too.
+        let m = format!("{}/data/.:/d:ro", d.path().display());
+        let o = sh(who, &["--mount", &m], "cat /d/secret").unwrap();
+        assert!(!o.stdout.contains("victim-secret"), "{who:?}: {o:?}");
+        assert_eq!(o.code, 125, "{who:?}: {o:?}");
+        // A root-owned symlink (only root can have made it) is followed.
+        if who == Who::Root {
+            let rl = victim.path().join("root-link");
+            std::os::unix::fs::symlink(d.path(), &rl).unwrap();
+            let m = format!("{}:/d:ro", rl.display());
+            sh(who, &["--mount", &m], "test -d /d").unwrap().ok();
+        }
+    });
+}
+
+/// Attack (root-run): a directory of another user inside a directory of
+/// the caller's choosing — `--mount /home/alice/x/bobdir` — was id-mapped
+/// to bob and read as bob. Defense: the mapping follows the owner only when
+/// every directory from the last root-owned one down belongs to that
+/// owner; otherwise the mount is not mapped and bob's 0600 files stay
+/// unreadable (EACCES).
+#[test]
+fn foreign_directory_inside_a_mount_path_is_not_mapped_to_its_owner() {
+    let Some((tu, tg)) = test_user_ids() else {
+        skip("needs the test user");
+        return;
+    };
+    if !is_root() {
+        skip("id-mapped mounts are root-run only");
+        return;
+    }
+    let d = scratch(Who::User);
+    chown(d.path(), (tu, tg));
+    let other = d.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    let f = other.join("secret");
+    write(&f, "foreign-secret\n", 0o600);
+    chown(&other, (4243, 4243));
+    chown(&f, (4243, 4243));
+    let m = format!("{}:/d:ro", other.display());
+    let code = "out('read', try_(lambda: open('/d/secret').read()))";
+    let Some(o) = attack(Who::Root, &["--mount", &m], code) else {
+        return;
+    };
+    expect(Who::Root, &o, &[("read", "EACCES")]);
+    assert!(!o.stdout.contains("foreign-secret"));
+}
+
+/// Attack: exhaust the kernel quotas that are counted per host user —
+/// inotify instances and watches, queued signals — from inside; run by
+/// root, that user was host root (its `inotify_init` then failed with
+/// EMFILE). Defense: the sandbox's user namespace is created by the
+/// subordinate uid (root-run) and has bounded limits of its own; rootless,
+/// the caller keeps most of their quota. The sandbox hits its own limit
+/// first, and the owner on the host can still get what it asks for.
+#[test]
+fn kernel_quotas_of_the_host_user_are_not_exhausted() {
+    let host_watches: u64 = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_watches")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    both(|who| {
+        let code = r#"
+import signal
+libc.inotify_init1.restype = ctypes.c_int
+fds = []
+while len(fds) < 100000:
+    fd = libc.inotify_init1(0)
+    if fd < 0:
+        out("inotify_err", en(ctypes.get_errno()))
+        break
+    fds.append(fd)
+out("instances", len(fds))
+os.makedirs("/tmp/w", exist_ok=True)
+n = 0
+while n < 400000:
+    p = "/tmp/w/%d" % n
+    open(p, "w").close()
+    if libc.inotify_add_watch(fds[0], p.encode(), 2) < 0:
+        out("watch_err", en(ctypes.get_errno()))
+        break
+    n += 1
+out("watches", n)
+signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGRTMIN])
+q = 0
+while q < 200000:
+    if libc.sigqueue(os.getpid(), int(signal.SIGRTMIN), ctypes.c_void_p(0)) != 0:
+        out("sigqueue_err", en(ctypes.get_errno()))
+        break
+    q += 1
+out("queued", q)
+print("ready", flush=True)
+sys.stdin.readline()
+"#;
+        let Some(mut live) = Live::start(who, &["--timeout", "120s"], code) else {
+            return;
+        };
+        live.wait_for("ready");
+        // The owner on the host, while the sandbox holds everything it got.
+        let probe = r#"
+import ctypes, os, signal, errno
+libc = ctypes.CDLL(None, use_errno=True)
+fd = libc.inotify_init1(0)
+print("host_inotify=%s" % ("OK" if fd >= 0 else errno.errorcode[ctypes.get_errno()]))
+w = libc.inotify_add_watch(fd, b"/", 2) if fd >= 0 else -1
+print("host_watch=%s" % ("OK" if w >= 0 else errno.errorcode[ctypes.get_errno()]))
+signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGRTMIN])
+r = libc.sigqueue(os.getpid(), int(signal.SIGRTMIN), ctypes.c_void_p(0))
+print("host_sigqueue=%s" % ("OK" if r == 0 else errno.errorcode[ctypes.get_errno()]))
+"#;
+        let mut p = if who == Who::Root {
+            Command::new("/usr/bin/python3")
+        } else {
+            let mut c = Command::new("setpriv");
+            c.args([
+                "--reuid",
+                TEST_USER,
+                "--regid",
+                TEST_USER,
+                "--init-groups",
+                "/usr/bin/python3",
+            ]);
+            c
+        };
+        let host = out_of(p.args(["-c", probe]).output().unwrap());
+        live.go();
+        let o = live.finish();
+        assert_eq!(o.code, 0, "{who:?}: {o:#?}");
+        expect(
+            who,
+            &host,
+            &[
+                ("host_inotify", "OK"),
+                ("host_watch", "OK"),
+                ("host_sigqueue", "OK"),
+            ],
+        );
+        let got = kv(&o);
+        let num = |k: &str| -> u64 { got[k].parse().unwrap() };
+        assert!(num("instances") <= 64, "{who:?}: {o:#?}");
+        assert!(num("watches") <= host_watches / 2, "{who:?}: {o:#?}");
+        assert!(num("queued") <= 4096, "{who:?}: {o:#?}");
+        assert_eq!(got["inotify_err"], "EMFILE", "{who:?}");
+        assert_eq!(got["watch_err"], "ENOSPC", "{who:?}");
+        assert_eq!(got["sigqueue_err"], "EAGAIN", "{who:?}");
+    });
+}
+
+/// Attack: lock a host file through a read-only mount — `flock(LOCK_EX)` on
+/// an O_RDONLY fd held the host's `flock -n` off, and a read lease
+/// (`F_SETLEASE`) stalled a host writer's `open()` for up to 45 s.
+/// Defense: locks taken on a read-only mount stay on its overlay inode and
+/// never reach the host file; leases are refused (EPERM) everywhere.
+#[test]
+fn host_file_locks_and_leases_through_ro_mounts() {
+    both(|who| {
+        let d = scratch(who);
+        let f = d.path().join("f");
+        write(&f, "data\n", 0o644);
+        chown(&f, owner_ids(who));
+        let code = r#"
+import fcntl
+fd = os.open("/m/f", os.O_RDONLY)
+out("flock", try_(fcntl.flock, fd, fcntl.LOCK_EX | fcntl.LOCK_NB))
+out("posix", try_(fcntl.lockf, fd, fcntl.LOCK_SH | fcntl.LOCK_NB))
+F_SETLEASE = 1024
+out("lease_mount", try_(fcntl.fcntl, fd, F_SETLEASE, fcntl.F_RDLCK))
+open("/tmp/own", "w").close()
+fd2 = os.open("/tmp/own", os.O_RDONLY)
+out("lease_own", try_(fcntl.fcntl, fd2, F_SETLEASE, fcntl.F_RDLCK))
+print("ready", flush=True)
+sys.stdin.readline()
+"#;
+        let m = format!("{}:/m:ro", d.path().display());
+        let Some(mut live) = Live::start(who, &["--mount", &m], code) else {
+            return;
+        };
+        live.wait_for("ready");
+        // The host, while the sandbox holds its locks.
+        let h = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&f);
+        let flock = h.as_ref().map(|h| {
+            // SAFETY: flock on an fd we own.
+            unsafe { libc::flock(h.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) }
+        });
+        live.go();
+        let o = live.finish();
+        assert!(
+            h.is_ok(),
+            "{who:?}: host open(O_WRONLY) blocked by a lease: {h:?}"
+        );
+        assert_eq!(flock.ok(), Some(0), "{who:?}: host flock -n was held off");
+        expect(
+            who,
+            &o,
+            &[
+                ("flock", "OK"),
+                ("posix", "OK"),
+                ("lease_mount", "EPERM"),
+                ("lease_own", "EPERM"),
+            ],
+        );
+    });
+}
+
+/// Attack: take every pty of the host — one sandbox opened 3071 (its devpts
+/// had no `max=`), after which others got ENOSPC. Defense: each sandbox's
+/// devpts has a small `max`; the host can still open a pty meanwhile.
+#[test]
+fn ptys_are_capped_per_sandbox() {
+    both(|who| {
+        let code = r#"
+ptys = []
+while len(ptys) < 5000:
+    try:
+        ptys.append(os.openpty())
+    except OSError as e:
+        out("err", en(e.errno))
+        break
+out("n", len(ptys))
+print("ready", flush=True)
+sys.stdin.readline()
+"#;
+        let Some(mut live) = Live::start(who, &[], code) else {
+            return;
+        };
+        live.wait_for("ready");
+        let (mut m, mut s) = (0, 0);
+        // SAFETY: openpty writes two fds; null name/termios/winsize.
+        let r = unsafe {
+            libc::openpty(
+                &mut m,
+                &mut s,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null(),
+            )
+        };
+        if r == 0 {
+            // SAFETY: closing the fds openpty gave us.
+            unsafe {
+                libc::close(m);
+                libc::close(s);
+            }
+        }
+        live.go();
+        let o = live.finish();
+        assert_eq!(r, 0, "{who:?}: the host could not open a pty");
+        let got = kv(&o);
+        assert_eq!(got.get("err").map(String::as_str), Some("ENOSPC"), "{o:#?}");
+        let n: u64 = got["n"].parse().unwrap();
+        assert!(n <= 64, "{who:?}: {n} ptys");
+    });
+}
+
+/// Attack: with `--disk 1M`, create empty files until the kernel runs out
+/// of memory for inodes (300 k files were admitted). Defense: the tmpfs
+/// inode count is derived from --disk.
+#[test]
+fn disk_limit_caps_inodes() {
+    both(|who| {
+        let code = r#"
+n = 0
+while n < 400000:
+    try:
+        open("/tmp/f%d" % n, "w").close()
+    except OSError as e:
+        out("err", en(e.errno))
+        break
+    n += 1
+out("n", n)
+"#;
+        let Some(o) = attack(who, &["--disk", "1M"], code) else {
+            return;
+        };
+        let got = kv(&o);
+        assert_eq!(got.get("err").map(String::as_str), Some("ENOSPC"), "{o:#?}");
+        let n: u64 = got["n"].parse().unwrap();
+        assert!(n <= 1024, "{who:?}: {n} inodes under --disk 1M");
+    });
+}
+
+/// What a sandbox may have by default, derived from the host as the README
+/// says: open files per process, and a task cap that respects `pid_max` and
+/// `file-max` so that one sandbox cannot take every pid or every file.
+fn default_caps() -> (u64, u64) {
+    let read = |p: &str| -> u64 {
+        std::fs::read_to_string(p)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let nofile = 1024;
+    let tasks = 8192
+        .min(read("/proc/sys/kernel/pid_max") / 8)
+        .min(read("/proc/sys/kernel/threads-max") / 8)
+        .min(read("/proc/sys/fs/file-max") / (4 * nofile))
+        .max(256);
+    (nofile, tasks)
+}
+
+/// Attack: open files without end (2.46 M: every non-root host process
+/// then got ENFILE), or take every pid (8192 tasks per sandbox with
+/// pid_max 32768). Defense: RLIMIT_NOFILE per process and a task cap per
+/// sandbox whose product stays a fraction of file-max, and a task cap below
+/// pid_max/8; neither can be raised from inside.
+#[test]
+fn files_and_tasks_are_capped_by_default() {
+    let (nofile, tasks) = default_caps();
+    both(|who| {
+        let code = r#"
+import resource, time
+s, h = resource.getrlimit(resource.RLIMIT_NOFILE)
+out("nofile", h)
+class RL(ctypes.Structure):
+    _fields_ = [("cur", ctypes.c_ulong), ("max", ctypes.c_ulong)]
+r = RL(h + 1, h + 1)
+out("raise_nofile", "OK" if libc.setrlimit(7, ctypes.byref(r)) == 0 else en(ctypes.get_errno()))
+s, h = resource.getrlimit(resource.RLIMIT_NPROC)
+out("nproc", h)
+fs = []
+while len(fs) < 100000:
+    try:
+        fs.append(os.open("/dev/null", os.O_RDONLY))
+    except OSError as e:
+        out("open_err", en(e.errno))
+        break
+out("opened", len(fs))
+for f in fs:
+    os.close(f)
+n = 0
+while n < 20000:
+    try:
+        p = os.fork()
+    except OSError as e:
+        out("fork_err", en(e.errno))
+        break
+    if p == 0:
+        time.sleep(20)
+        os._exit(0)
+    n += 1
+out("forked", n)
+"#;
+        let Some(o) = attack(who, &[], code) else {
+            return;
+        };
+        let got = kv(&o);
+        let num = |k: &str| -> u64 { got[k].parse().unwrap() };
+        assert_eq!(num("nofile"), nofile, "{who:?}: {o:#?}");
+        assert_eq!(num("nproc"), tasks, "{who:?}: {o:#?}");
+        assert_eq!(got["raise_nofile"], "EPERM", "{who:?}");
+        assert_eq!(got["open_err"], "EMFILE", "{who:?}");
+        assert!(num("opened") < nofile, "{who:?}");
+        assert_eq!(got["fork_err"], "EAGAIN", "{who:?}");
+        assert!(num("forked") < tasks, "{who:?}: {o:#?}");
+    });
+}
+
+/// Attack: hold the timeout from outside — pass the sandbox's own stdout
+/// and stderr (SCM_RIGHTS) to a host listener's backlog, which never
+/// accepts, or to another sandbox through a shared rw directory; airlock
+/// then waited for an EOF that never came (a `--timeout 2s` run returned
+/// after 14-20 s). And after the command exits, a holder that keeps writing
+/// into the pipe kept airlock draining. Defense: once the command has ended
+/// or timed out, airlock drains what is there without waiting and
+/// finishes.
+#[test]
+fn timeout_cannot_be_held_from_outside() {
+    both(|who| {
+        let d = scratch(who);
+        chmod(d.path(), 0o777);
+        let sock = d.path().join("hold");
+        let l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        chmod(&sock, 0o777);
+        chown(&sock, owner_ids(who));
+        let pass = r#"
+import array, time
+s = socket.socket(socket.AF_UNIX)
+s.connect(PATH)
+s.sendmsg([b"x"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [1, 2]))])
+print("sent", flush=True)
+MODE
+"#;
+        let m = format!("{}:/h:rw", d.path().display());
+        // 1. The host listener never accepts; the command sleeps on.
+        let code = pass
+            .replace("PATH", "'/h/hold'")
+            .replace("MODE", "time.sleep(60)");
+        let Some((o, took)) = attack_bounded(
+            who,
+            &["--mount", &m, "--timeout", "2s"],
+            &code,
+            Duration::from_secs(30),
+        ) else {
+            return;
+        };
+        assert_eq!(o.code, 124, "{who:?}: {o:#?}");
+        assert!(took < Duration::from_secs(8), "{who:?}: took {took:?}");
+        // 2. The host accepts and keeps writing into the passed stdout
+        // after the command has exited (for 20 s at most).
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let writer = std::thread::spawn(move || {
+            use std::io::Write;
+            use std::os::fd::FromRawFd;
+            let end = Instant::now() + Duration::from_secs(20);
+            // The first connection in the backlog is the first run's.
+            while let Ok((c, _)) = l.accept() {
+                if stop2.load(Ordering::SeqCst) {
+                    return;
+                }
+                let mut fds = [-1i32; 2];
+                if recv_fds(c.as_raw_fd(), &mut fds) < 1 {
+                    continue;
+                }
+                // SAFETY: fds we just received and own.
+                let mut w = unsafe { std::fs::File::from_raw_fd(fds[0]) };
+                if fds[1] >= 0 {
+                    // SAFETY: as above.
+                    drop(unsafe { std::fs::File::from_raw_fd(fds[1]) });
+                }
+                let chunk = vec![b'z'; 4096];
+                while !stop2.load(Ordering::SeqCst) && Instant::now() < end {
+                    if w.write_all(&chunk).is_err() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        });
+        let code = pass
+            .replace("PATH", "'/h/hold'")
+            .replace("MODE", "os._exit(0)");
+        let (o, took) = attack_bounded(
+            who,
+            &["--mount", &m, "--timeout", "30s"],
+            &code,
+            Duration::from_secs(40),
+        )
+        .unwrap();
+        stop.store(true, Ordering::SeqCst);
+        // Wakes accept() up if the writer waits there.
+        let _ = std::os::unix::net::UnixStream::connect(&sock);
+        let _ = writer.join();
+        assert_eq!(o.code, 0, "{who:?}: {}", &o.stderr);
+        assert!(took < Duration::from_secs(8), "{who:?}: took {took:?}");
+    });
+}
+
+/// [`attack`], killing airlock if it has not ended after `limit`; returns
+/// what it printed and how long it took.
+fn attack_bounded(
+    who: Who,
+    flags: &[&str],
+    code: &str,
+    limit: Duration,
+) -> Option<(Out, Duration)> {
+    let mut c = airlock(who)?;
+    let full = format!("{PY_PRELUDE}\n{ATT}\n{code}");
+    c.arg("run")
+        .args(flags)
+        .args(["--", "python3", "-c", &full])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let t = Instant::now();
+    let mut child = c.spawn().unwrap();
+    let read = |r: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut v);
+            }
+            String::from_utf8_lossy(&v).into_owned()
+        })
+    };
+    let so = read(child.stdout.take().map(|s| Box::new(s) as _));
+    let se = read(child.stderr.take().map(|s| Box::new(s) as _));
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if t.elapsed() > limit {
+            let _ = child.kill();
+            break child.wait().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let took = t.elapsed();
+    use std::os::unix::process::ExitStatusExt;
+    let out = Out {
+        code: status
+            .code()
+            .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
+        stdout: so.join().unwrap_or_default(),
+        stderr: se.join().unwrap_or_default(),
+    };
+    Some((out, took))
+}
+
+/// Receives up to two fds (SCM_RIGHTS) from a unix stream socket.
+fn recv_fds(sock: i32, fds: &mut [i32; 2]) -> usize {
+    let mut data = [0u8; 16];
+    let mut iov = libc::iovec {
+        iov_base: data.as_mut_ptr().cast(),
+        iov_len: data.len(),
+    };
+    let mut cbuf = [0u64; 16];
+    // SAFETY: msghdr is plain data.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&cbuf);
+    // SAFETY: a valid msghdr over local buffers.
+    if unsafe { libc::recvmsg(sock, &mut msg, 0) } <= 0 {
+        return 0;
+    }
+    // SAFETY: walks the control messages the kernel wrote into `cbuf`.
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        if c.is_null() || (*c).cmsg_type != libc::SCM_RIGHTS {
+            return 0;
+        }
+        let n = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / 4;
+        let p = libc::CMSG_DATA(c) as *const i32;
+        for (i, slot) in fds.iter_mut().enumerate().take(n.min(2)) {
+            *slot = *p.add(i);
+        }
+        n.min(2)
+    }
+}
+
+/// Attack: a covert channel through the host's device inodes —
+/// `utime("/dev/null")` inside changed the host's /dev/null timestamps —
+/// and host facts through /proc/self/cgroup (the host's cgroup path when
+/// the sandbox had no limits). Defense: device nodes are bound read-only
+/// (EROFS; they still work for reading and writing), and the sandbox
+/// always has its own cgroup namespace (every path is "/").
+#[test]
+fn host_device_inodes_and_cgroup_paths_are_not_exposed() {
+    let devs = ["null", "zero", "full", "random", "urandom", "tty"];
+    let mtime = |d: &str| {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(Path::new("/dev").join(d)).unwrap();
+        (m.mtime(), m.mtime_nsec(), m.atime(), m.atime_nsec())
+    };
+    both(|who| {
+        let before: Vec<_> = devs.iter().map(|d| mtime(d)).collect();
+        let code = r#"
+for d in ("null", "zero", "full", "random", "urandom", "tty"):
+    out("utime_" + d, try_(os.utime, "/dev/" + d))
+    out("utime0_" + d, try_(os.utime, "/dev/" + d, (0, 0)))
+with open("/dev/null", "w") as f:
+    f.write("x")
+out("null_trunc", try_(lambda: open("/dev/null", "w").write("y")))
+out("zero", len(open("/dev/zero", "rb").read(10)))
+out("cgroup", ";".join(l.split(":", 2)[2] for l in open("/proc/self/cgroup").read().split()))
+"#;
+        let Some(o) = attack(who, &[], code) else {
+            return;
+        };
+        let after: Vec<_> = devs.iter().map(|d| mtime(d)).collect();
+        let mut want: Vec<(String, &str)> = Vec::new();
+        for d in devs {
+            want.push((format!("utime_{d}"), "EROFS"));
+            want.push((format!("utime0_{d}"), "EROFS"));
+        }
+        want.push(("null_trunc".into(), "OK"));
+        want.push(("zero".into(), "10"));
+        let want: Vec<(&str, &str)> = want.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        expect(who, &o, &want);
+        let cg = kv(&o)["cgroup"].clone();
+        assert!(
+            cg.split(';').all(|p| p == "/"),
+            "{who:?}: host cgroup paths visible: {cg}"
+        );
+        assert_eq!(before, after, "{who:?}: host device timestamps changed");
     });
 }

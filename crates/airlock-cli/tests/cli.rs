@@ -404,3 +404,102 @@ fn local_tier_joins_cgroups_before_exec() {
     assert!(!o.stdout.contains("allocated"), "{o:?}");
     assert_eq!(o.code, 137, "{o:?}");
 }
+
+/// Limits below what a sandbox needs, and a missing working directory in
+/// the local tier, are airlock's own errors: one line, exit 125.
+#[test]
+fn too_small_limits_and_missing_local_workdir_are_airlock_errors() {
+    bad(&["run", "--pids", "1", "--", "true"], "at least");
+    bad(&["run", "--memory", "1", "--", "true"], "at least");
+    bad(&["run", "--memory", "1M", "--", "true"], "at least");
+    bad(&["run", "--disk", "64k", "--", "true"], "at least");
+    bad(
+        &[
+            "run",
+            "--isolation",
+            "none",
+            "--workdir",
+            "/nonexistent-airlock-wd",
+            "--",
+            "true",
+        ],
+        "/nonexistent-airlock-wd",
+    );
+}
+
+/// --json resolves its whole path safely: a directory an earlier sandbox
+/// replaced by a symlink (through an rw mount) is refused, and a FIFO
+/// planted where the result goes cannot hang airlock before the sandbox
+/// exists (it is refused as not a regular file).
+#[test]
+fn json_refuses_symlinked_directories_and_fifos() {
+    both(|who| {
+        let Some((u, g)) = test_user_ids() else {
+            skip("needs the test user");
+            return;
+        };
+        let d = scratch(who);
+        std::os::unix::fs::chown(d.path(), Some(u), Some(g)).unwrap();
+        let victim = scratch(who);
+        let v = victim.path().join("result.json");
+        std::fs::write(&v, "precious\n").unwrap();
+        let link = d.path().join("out");
+        std::os::unix::fs::symlink(victim.path(), &link).unwrap();
+        std::os::unix::fs::lchown(&link, Some(u), Some(g)).unwrap();
+        let j = link.join("result.json");
+        let limit = std::time::Duration::from_secs(20);
+        let Some((o, _)) = run_bounded(
+            who,
+            &["run", "--json", j.to_str().unwrap(), "--", "true"],
+            limit,
+        ) else {
+            return;
+        };
+        assert_eq!(o.code, 125, "{who:?}: {o:?}");
+        assert!(o.stderr.contains("symlink"), "{who:?}: {o:?}");
+        assert_eq!(std::fs::read_to_string(&v).unwrap(), "precious\n");
+        let fifo = d.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid C string.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o666) }, 0);
+        // As a sandbox would have left it: the caller's, writable.
+        std::os::unix::fs::chown(&fifo, Some(u), Some(g)).unwrap();
+        std::fs::set_permissions(&fifo, std::os::unix::fs::PermissionsExt::from_mode(0o666))
+            .unwrap();
+        let (o, took) = run_bounded(
+            who,
+            &["run", "--json", fifo.to_str().unwrap(), "--", "true"],
+            limit,
+        )
+        .unwrap();
+        assert!(
+            took < std::time::Duration::from_secs(10),
+            "{who:?}: hung {took:?}"
+        );
+        assert_eq!(o.code, 125, "{who:?}: {o:?}");
+        assert!(o.stderr.contains("regular file"), "{who:?}: {o:?}");
+    });
+}
+
+/// Root-run rw mounts are id-mapped for the owner and the owner's own
+/// group only; files of another group cannot be written there (the kernel
+/// says EOVERFLOW, "Value too large for defined data type"). airlock says
+/// what happens and how to fix it before the command runs.
+#[test]
+fn rw_mount_with_foreign_group_files_is_explained() {
+    let Some((u, g)) = test_user_ids() else {
+        skip("needs the test user");
+        return;
+    };
+    let d = scratch(Who::User);
+    let f = d.path().join("f");
+    std::fs::write(&f, "x\n").unwrap();
+    std::os::unix::fs::chown(&f, Some(u), Some(0)).unwrap();
+    let _ = g;
+    let m = format!("{}:/w:rw", d.path().display());
+    let Some(o) = sh(Who::Root, &["--mount", &m], "echo y >> /w/f") else {
+        return;
+    };
+    assert!(o.stderr.contains("chgrp"), "{o:?}");
+    assert!(o.stderr.contains("Value too large"), "{o:?}");
+}

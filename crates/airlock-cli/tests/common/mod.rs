@@ -47,13 +47,28 @@ pub fn test_user_ids() -> Option<(u32, u32)> {
     Some((uid, gid))
 }
 
+static BIN_DIR: OnceLock<PathBuf> = OnceLock::new();
+
+/// Removes the copied binary's directory when the test process exits.
+extern "C" fn remove_bin_dir() {
+    if let Some(d) = BIN_DIR.get() {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
 /// The binary, copied once into a world-readable directory so that the
-/// unprivileged test user can run it wherever the checkout lives.
+/// unprivileged test user can run it wherever the checkout lives; the
+/// directory goes when the test process exits.
 pub fn bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let src = PathBuf::from(env!("CARGO_BIN_EXE_airlock"));
         let dir = std::env::temp_dir().join(format!("airlock-test-bin-{}", std::process::id()));
+        if BIN_DIR.set(dir.clone()).is_ok() {
+            // SAFETY: registers a plain extern "C" function with no
+            // arguments, run once at exit.
+            unsafe { libc::atexit(remove_bin_dir) };
+        }
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
         let dst = dir.join("airlock");
@@ -285,4 +300,51 @@ pub fn host_processes_matching(needle: &str) -> Vec<String> {
         }
     }
     found
+}
+
+/// Runs `airlock <args>` as `who`, killing it if it has not ended after
+/// `limit` (a hang is then a failed assertion, not a hung test). Returns
+/// what it printed and how long it took.
+pub fn run_bounded(
+    who: Who,
+    args: &[&str],
+    limit: std::time::Duration,
+) -> Option<(Out, std::time::Duration)> {
+    use std::io::Read;
+    let mut c = airlock(who)?;
+    c.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let t = std::time::Instant::now();
+    let mut child = c.spawn().unwrap();
+    let mut so = child.stdout.take().unwrap();
+    let mut se = child.stderr.take().unwrap();
+    let so = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = so.read_to_end(&mut v);
+        v
+    });
+    let se = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = se.read_to_end(&mut v);
+        v
+    });
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if t.elapsed() > limit {
+            let _ = child.kill();
+            break child.wait().unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let took = t.elapsed();
+    let o = Output {
+        status,
+        stdout: so.join().unwrap_or_default(),
+        stderr: se.join().unwrap_or_default(),
+    };
+    Some((Out::from(o), took))
 }

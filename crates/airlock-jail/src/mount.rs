@@ -1,15 +1,31 @@
 //! The sandbox's root filesystem.
 //!
-//! Compiling a spec into a [`RootPlan`] is pure. The parent then opens every
-//! bind source as a detached mount tree (`open_tree`, with `nosuid,nodev` and
-//! `ro` re-applied recursively to every submount, via `mount_setattr`) before
-//! it clones the sandbox, so sources are resolved once, with the caller's own
-//! rights, and cannot be swapped afterwards. The child builds the root on one
-//! size-capped tmpfs (the writable layer), attaching each tree onto a target
-//! that it resolves with `openat2(RESOLVE_IN_ROOT)` — symlinks inside the new
-//! root cannot point out of it — then `pivot_root`s into it, detaches the
-//! host's tree and makes `/` read-only; `/tmp`, `$HOME`, `/dev/shm` and the
-//! working directory stay writable (same tmpfs, same cap).
+//! Compiling a spec into a [`RootPlan`] is pure. The child builds the root
+//! on one size- and inode-capped tmpfs (the writable layer), attaches what
+//! the plan names onto targets it resolves with `openat2(RESOLVE_IN_ROOT)`
+//! — symlinks inside the new root cannot point out of it — then
+//! `pivot_root`s into it, detaches the host's tree and makes `/` read-only;
+//! `/tmp`, `$HOME`, `/dev/shm` and the working directory stay writable (same
+//! tmpfs, same cap).
+//!
+//! **No host socket inode is reachable through a read-only mount.** A
+//! read-only bind does not stop `connect()` to a unix socket under it (nor
+//! does Landlock up to ABI 7), so a tmux, ssh-agent, dbus or docker socket
+//! under a mounted directory would be a way out. Everything read-only from
+//! the host — the `host` image's directories and `ro` user mounts — is
+//! therefore a read-only **overlayfs** over the host directory: an
+//! overlay's inodes are its own, no socket is bound to them (`connect()`
+//! gives `ECONNREFUSED`, also for sockets created after the sandbox
+//! started), and locks and leases taken on them stay on the overlay's
+//! inodes instead of the host's files. Only `rw` mounts show host inodes
+//! themselves (see the README for what that leaves).
+//!
+//! User mount sources are resolved with [`crate::safepath`] (no symlink but
+//! root's is followed) and opened as detached trees (`open_tree`, with
+//! `nosuid,nodev` and `ro` re-applied recursively via `mount_setattr`) — by
+//! the parent with root's rights before the clone when run by root, by the
+//! child with the caller's same rights when rootless — so sources cannot be
+//! swapped between the check and the mount.
 
 use crate::sys::{self, cpath};
 use crate::ChildFail;
@@ -76,13 +92,17 @@ pub enum Entry {
         path: PathBuf,
         from: PathBuf,
     },
-    /// A read-only bind of a host path (directory or file), `noexec` for
-    /// devices.
-    Bind {
+    /// A host directory, read-only, through an overlay (no host inode, so
+    /// no host socket, under it is reachable).
+    HostDir {
         path: PathBuf,
         source: PathBuf,
-        dir: bool,
-        device: bool,
+    },
+    /// A device node of the host, bound read-only (its inode's timestamps
+    /// cannot be changed from inside), `nosuid,noexec`.
+    Device {
+        path: PathBuf,
+        source: PathBuf,
     },
 }
 
@@ -173,11 +193,9 @@ impl RootPlan {
                     path: p(name.as_str()),
                     target: t.clone(),
                 }),
-                None => e.push(Entry::Bind {
+                None => e.push(Entry::HostDir {
                     path: p(name.as_str()),
                     source: Path::new("/").join(name),
-                    dir: true,
-                    device: false,
                 }),
             }
         }
@@ -193,12 +211,7 @@ impl RootPlan {
                     path,
                     target: t.clone(),
                 },
-                HostKind::Dir => Entry::Bind {
-                    path,
-                    source,
-                    dir: true,
-                    device: false,
-                },
+                HostKind::Dir => Entry::HostDir { path, source },
                 HostKind::File => Entry::Copy { path, from: source },
             });
         }
@@ -254,11 +267,9 @@ impl RootPlan {
             mode: 0o755,
         });
         for d in &facts.devices {
-            e.push(Entry::Bind {
+            e.push(Entry::Device {
                 path: Path::new("dev").join(d),
                 source: Path::new("/dev").join(d),
-                dir: false,
-                device: true,
             });
         }
         for (link, target) in [
@@ -323,45 +334,80 @@ impl RootPlan {
     }
 }
 
-/// Detached mount trees the parent opened, in the order the child uses them.
+/// One user mount, opened.
+pub struct OpenedMount {
+    /// The detached tree of the source.
+    pub tree: OwnedFd,
+    pub is_dir: bool,
+    /// For a read-only mount of a single file: the detached tree of its
+    /// directory and its name there. The child overlays the directory and
+    /// binds the file from the overlay, so that no host inode is shown.
+    pub file_in: Option<(OwnedFd, std::ffi::OsString)>,
+}
+
+/// Detached mount trees, in the order the child uses them.
 pub struct OpenedTrees {
-    /// One per `Entry::Bind`, in entry order.
-    pub binds: Vec<OwnedFd>,
-    /// One per user mount, in `user_mounts` order; `true` if the source is a
-    /// directory.
-    pub mounts: Vec<(OwnedFd, bool)>,
+    /// One per `Entry::Device`, in entry order.
+    pub devices: Vec<OwnedFd>,
+    /// One per user mount, in `user_mounts` order.
+    pub mounts: Vec<OpenedMount>,
     /// Things the user should hear about (a mount that could not be
     /// id-mapped).
     pub notes: Vec<String>,
 }
 
-/// Parent side: open every source as a detached tree with its attributes set.
+fn source_err(m: &Mount) -> impl Fn(io::Error) -> crate::JailError + '_ {
+    move |err| crate::JailError::MountSource {
+        source_path: m.source.clone(),
+        err,
+    }
+}
+
+/// Resolves a user mount's source (see [`crate::safepath`]) and checks it
+/// is something that mode may mount. Run by the parent before anything
+/// exists (rootless, the child resolves again when it opens the tree).
+pub fn check_source(m: &Mount) -> Result<crate::safepath::Resolved, crate::JailError> {
+    let r = crate::safepath::resolve(&m.source).map_err(|err| crate::JailError::MountPath {
+        source_path: m.source.clone(),
+        err,
+    })?;
+    if r.is_socket() && m.mode != MountMode::Rw {
+        return Err(crate::JailError::MountSocket {
+            source_path: m.source.clone(),
+            mode: if m.mode == MountMode::Ro {
+                "ro"
+            } else {
+                "overlay"
+            },
+        });
+    }
+    if m.mode == MountMode::Overlay && !r.is_dir() {
+        return Err(crate::JailError::OverlayNotDir {
+            source_path: m.source.clone(),
+        });
+    }
+    Ok(r)
+}
+
+/// Opens every source as a detached tree with its attributes set: devices
+/// and user mounts (the `host` image's directories are overlaid by path in
+/// the child).
 ///
-/// `idmap_to` (run by root): the host uid/gid of the sandbox's user. Each
-/// user mount whose owner is not root is then id-mapped so that its owner
-/// appears inside as the sandbox's user, and what the sandbox creates there
-/// belongs to that owner on the host — never to the subordinate uid, never
-/// to root.
+/// `idmap_to` (run by root): the host uid/gid of the sandbox's user. A user
+/// mount is then id-mapped so that its owner appears inside as the
+/// sandbox's user, and what the sandbox creates there belongs to that owner
+/// on the host — never to the subordinate uid, never to root — when the
+/// owner is not root and the path down to it belongs to root or that owner
+/// only ([`crate::safepath::Resolved::owner_chain`]).
 pub fn open_trees(
     plan: &RootPlan,
     idmap_to: Option<(u32, u32)>,
 ) -> Result<OpenedTrees, crate::JailError> {
-    let mut binds = Vec::new();
+    let mut devices = Vec::new();
     for e in &plan.entries {
-        if let Entry::Bind {
-            source,
-            device,
-            dir,
-            ..
-        } = e
-        {
-            let mut attrs = sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID;
-            if *device {
-                attrs = sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NOEXEC;
-            } else {
-                attrs |= sys::MOUNT_ATTR_NODEV;
-            }
-            binds.push(open_one(source, *dir, attrs)?);
+        if let Entry::Device { source, .. } = e {
+            let attrs = sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NOEXEC;
+            devices.push(open_one(source, false, attrs)?);
         }
     }
     let mut mounts = Vec::new();
@@ -373,40 +419,57 @@ pub fn open_trees(
     };
     let mut namespaces: Vec<((u32, u32), OwnedFd)> = Vec::new();
     for m in &plan.user_mounts {
-        use std::os::unix::fs::MetadataExt;
-        let err = |e| crate::JailError::MountSource {
-            source_path: m.source.clone(),
-            err: e,
-        };
-        let meta = std::fs::metadata(&m.source).map_err(err)?;
+        let r = check_source(m)?;
+        let err = source_err(m);
         let mut attrs = sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV;
         if m.mode != MountMode::Rw {
             attrs |= sys::MOUNT_ATTR_RDONLY;
         }
-        let fd = open_one(&m.source, meta.is_dir(), attrs)?;
-        let owner = (meta.uid(), meta.gid());
-        // A root-owned source is never mapped, in any mode: the sandbox
-        // would hold root's owner rights over the tree — read root-only
-        // files (a mounted /etc's shadow), and with rw leave setuid-root
-        // programs behind. It stays as it is: its files appear owned by
-        // nobody and are usable only where others may.
-        let idmap_to = if owner.0 == 0 {
-            if idmap_to.is_some() {
+        let is_dir = r.is_dir();
+        // A directory is cloned with what is mounted below it; a file
+        // alone. The fd names what the walk checked: no second lookup.
+        let tree = sys::open_tree_clone_fd(r.fd.as_raw_fd(), is_dir).map_err(&err)?;
+        sys::mount_setattr(tree.as_raw_fd(), attrs, 0, is_dir).map_err(&err)?;
+        let file_in = if m.mode == MountMode::Ro && !is_dir {
+            let dir = sys::open_tree_clone_fd(r.parent.as_raw_fd(), true).map_err(&err)?;
+            sys::mount_setattr(dir.as_raw_fd(), attrs, 0, true).map_err(&err)?;
+            Some((dir, r.name.clone()))
+        } else {
+            None
+        };
+        let owner = (r.stat.st_uid, r.stat.st_gid);
+        // Whom to map, if anyone. A root-owned source is never mapped, in
+        // any mode: the sandbox would hold root's owner rights over the
+        // tree — read root-only files (a mounted /etc's shadow), and with rw
+        // leave setuid-root programs behind. Nor is one that sits below a
+        // directory of another user (who could have put it there). Either
+        // stays as it is: its files appear owned by nobody and are usable
+        // only where others may.
+        let map = match (idmap_to, r.owner_chain()) {
+            (None, _) => None,
+            (Some(_), Some(0)) => {
                 notes.push(format!(
                     "{} is owned by root, so it is not id-mapped: the sandbox sees its files as nobody's and may read or write only where others may (chown -R it to a normal user and group, e.g. alice:alice, to work in it as its owner)",
                     m.source.display()
                 ));
+                None
             }
-            None
-        } else {
-            idmap_to
+            (Some(_), None) => {
+                notes.push(format!(
+                    "{} (owned by uid {}) lies inside a directory of another user, so it is not id-mapped to its owner: the sandbox sees its files as nobody's and may read or write only where others may (mount it from a path that belongs to root or to its owner alone)",
+                    m.source.display(),
+                    owner.0
+                ));
+                None
+            }
+            (Some(host), Some(_)) => Some(host),
         };
         // The group side maps only onto the owner's own primary group: the
         // directory's group may be root or another privileged group
         // (docker, shadow), which the sandbox must neither read as nor
         // leave setgid programs of.
         let owner = (owner.0, idmap_group(owner.0, &passwd));
-        if let Some(host) = idmap_to {
+        if let Some(host) = map {
             let ns = match namespaces.iter().find(|(o, _)| *o == owner) {
                 Some((_, ns)) => Some(ns.as_raw_fd()),
                 None => match crate::userns::idmap_userns(owner, host) {
@@ -421,27 +484,108 @@ pub fn open_trees(
                 },
             };
             if let Some(ns) = ns {
-                if let Err(e) = sys::mount_setattr_userns(
-                    fd.as_raw_fd(),
-                    sys::MOUNT_ATTR_IDMAP,
-                    0,
-                    meta.is_dir(),
-                    Some(ns),
-                ) {
-                    notes.push(format!(
-                        "cannot id-map {} ({e}); its files appear owned by nobody and the sandbox user can write only where others may",
-                        m.source.display()
-                    ));
+                let mut trees = vec![tree.as_raw_fd()];
+                if let Some((dir, _)) = &file_in {
+                    trees.push(dir.as_raw_fd());
+                }
+                for (i, fd) in trees.into_iter().enumerate() {
+                    let rec = is_dir || i == 1;
+                    if let Err(e) =
+                        sys::mount_setattr_userns(fd, sys::MOUNT_ATTR_IDMAP, 0, rec, Some(ns))
+                    {
+                        notes.push(format!(
+                            "cannot id-map {} ({e}); its files appear owned by nobody and the sandbox user can write only where others may",
+                            m.source.display()
+                        ));
+                        break;
+                    }
+                }
+                if m.mode == MountMode::Rw && is_dir {
+                    if let Some(n) = foreign_ids_note(&r, owner, &m.source) {
+                        notes.push(n);
+                    }
                 }
             }
         }
-        mounts.push((fd, meta.is_dir()));
+        mounts.push(OpenedMount {
+            tree,
+            is_dir,
+            file_in,
+        });
     }
     Ok(OpenedTrees {
-        binds,
+        devices,
         mounts,
         notes,
     })
+}
+
+/// Entries looked at, at most, for [`foreign_ids_note`].
+const FOREIGN_SCAN: usize = 4096;
+
+/// An id-mapped rw mount maps its owner and the owner's own group only:
+/// files of any other user or group there cannot be written from inside
+/// (the kernel refuses with EOVERFLOW). Says so, with the fix, when the
+/// first entries of the tree hold such files.
+fn foreign_ids_note(
+    r: &crate::safepath::Resolved,
+    (uid, gid): (u32, u32),
+    source: &Path,
+) -> Option<String> {
+    // SAFETY: a valid fd and C string; the kernel returns a new fd or -1.
+    let fd = unsafe {
+        libc::openat(
+            r.fd.as_raw_fd(),
+            c".".as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: a new fd that nothing else owns.
+    let dir = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let root = std::path::PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
+    let mut queue = std::collections::VecDeque::from([root.clone()]);
+    let mut seen = 0usize;
+    let mut bad_group = None;
+    let mut bad_user = None;
+    while let Some(d) = queue.pop_front() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            seen += 1;
+            if seen > FOREIGN_SCAN {
+                break;
+            }
+            use std::os::unix::fs::MetadataExt;
+            let Ok(md) = e.metadata() else { continue };
+            let rel = e.path().strip_prefix(&root).map(Path::to_path_buf).ok();
+            if md.uid() != uid && bad_user.is_none() {
+                bad_user = rel.clone().map(|p| (p, md.uid()));
+            } else if md.gid() != gid && bad_group.is_none() {
+                bad_group = rel.clone().map(|p| (p, md.gid()));
+            }
+            if md.is_dir() && !md.file_type().is_symlink() {
+                queue.push_back(e.path());
+            }
+        }
+        if seen > FOREIGN_SCAN {
+            break;
+        }
+    }
+    let (what, path, id) = match (bad_user, bad_group) {
+        (Some((p, u)), _) => ("owned by uid", p, u),
+        (None, Some((p, g))) => ("of group", p, g),
+        (None, None) => return None,
+    };
+    Some(format!(
+        "{} is id-mapped for uid {uid} and group {gid} only: files in it that are {what} {id} (such as {}) cannot be changed from the sandbox (the kernel says \"Permission denied\", or \"Value too large for defined data type\" for chmod and utime); run `chown -R {uid}:{gid} {}` (or chgrp -R {gid}) to work in them",
+        source.display(),
+        path.display(),
+        source.display(),
+    ))
 }
 
 /// The on-disk group that an id-mapped mount owned by `uid` shows as the
@@ -483,9 +627,154 @@ fn cstring(s: String) -> CString {
     CString::new(s).unwrap_or_default()
 }
 
+/// The most ptys one sandbox's devpts hands out (the host's `kernel.pty.max`
+/// is shared by every devpts instance but the host's own).
+pub const MAX_PTYS: u32 = 64;
+/// Inodes of the root tmpfs: one per this many bytes of `--disk`, so that
+/// `--disk` also caps the kernel memory its files cost (each empty file
+/// costs about a KiB of slab)...
+pub const BYTES_PER_INODE: u64 = 4096;
+/// ...but never fewer than this (the sandbox's own /etc, /dev and
+/// directories take about fifty).
+pub const MIN_INODES: u64 = 1024;
+
+/// The tmpfs `nr_inodes` for a `--disk` size.
+pub fn inodes_for(disk: u64) -> u64 {
+    (disk / BYTES_PER_INODE).max(MIN_INODES)
+}
+
+/// An empty directory of the new root that read-only overlays use as their
+/// second (bottom) lower layer — overlayfs wants two lower layers when it
+/// has no upper one. `proc` is empty until procfs is mounted over it, which
+/// the overlays do not see (they hold the tmpfs directory itself).
+const EMPTY_LOWER: &str = "proc";
+/// On kernels before 6.13 (no layers by fd), where a lower tree is
+/// attached while an overlay is made of it (removed afterwards).
+const HOST_LOWER: &str = ".airlock-lower";
+
+/// Makes overlays whose lower layer is a detached tree. Since Linux 6.13
+/// overlayfs takes layers as fds; older kernels get the tree attached for a
+/// moment at a staging directory and named by path.
+struct Overlays {
+    /// Where trees are attached on older kernels.
+    lower_at: PathBuf,
+    /// The empty bottom layer, by path and as an `O_PATH` fd.
+    empty: PathBuf,
+    empty_fd: OwnedFd,
+    by_fd: std::cell::Cell<bool>,
+}
+
+impl Overlays {
+    fn new(stage: &Path, empty: &Path) -> Result<Overlays, ChildFail> {
+        let c = cpath(empty).map_err(|e| fail("open", empty, e))?;
+        // SAFETY: a valid C string; the kernel returns a new fd or -1.
+        let fd = sys::cvt(unsafe {
+            libc::open(
+                c.as_ptr(),
+                libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
+        })
+        .map_err(|e| fail("open", empty, e))?;
+        Ok(Overlays {
+            lower_at: stage.join(HOST_LOWER),
+            empty: empty.to_path_buf(),
+            // SAFETY: a new fd that nothing else owns.
+            empty_fd: unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) },
+            by_fd: std::cell::Cell::new(true),
+        })
+    }
+
+    /// An overlay of the detached tree `lower`: read-only over the empty
+    /// layer, or writable with `upper` = (upperdir, workdir).
+    fn make(&self, lower: &OwnedFd, upper: Option<(&Path, &Path)>) -> io::Result<OwnedFd> {
+        let mut attrs = sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV;
+        let up = upper.map(|(u, w)| {
+            (
+                cstring(u.display().to_string()),
+                cstring(w.display().to_string()),
+            )
+        });
+        // The sandbox is always in a user namespace, where only user.*
+        // xattrs can be set on an upper layer.
+        let mut opts: Vec<(&CStr, &CStr)> = vec![(c"userxattr", c"")];
+        match &up {
+            Some((u, w)) => {
+                opts.push((c"upperdir", u));
+                opts.push((c"workdir", w));
+            }
+            None => attrs |= sys::MOUNT_ATTR_RDONLY,
+        }
+        if self.by_fd.get() {
+            let mut lowers = vec![lower.as_raw_fd()];
+            if upper.is_none() {
+                // Without an upper layer overlayfs wants two lower ones.
+                lowers.push(self.empty_fd.as_raw_fd());
+            }
+            match sys::overlay_from_fds(&lowers, &opts, attrs) {
+                Ok(m) => return Ok(m),
+                Err(sys::OverlayFdError::Other(e)) => return Err(e),
+                Err(sys::OverlayFdError::Unsupported(_)) => self.by_fd.set(false),
+            }
+        }
+        std::fs::create_dir(&self.lower_at)?;
+        sys::move_mount_path(lower.as_raw_fd(), &self.lower_at)?;
+        let spec = if upper.is_some() {
+            cstring(self.lower_at.display().to_string())
+        } else {
+            cstring(format!(
+                "{}:{}",
+                self.lower_at.display(),
+                self.empty.display()
+            ))
+        };
+        opts.push((c"lowerdir", &spec));
+        let made = sys::fs_mount(c"overlay", &opts, attrs);
+        // The overlay holds its own reference to the lower layer.
+        let c = cpath(&self.lower_at)?;
+        // SAFETY: a valid C string.
+        sys::cvt(unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) })?;
+        std::fs::remove_dir(&self.lower_at)?;
+        made
+    }
+}
+
+impl RootPlan {
+    /// The host directories the `host` image overlays, one per top-level
+    /// directory (`/usr`, `/etc`), in the order first used.
+    pub fn host_layers(&self) -> Vec<PathBuf> {
+        let mut layers: Vec<PathBuf> = Vec::new();
+        for e in &self.entries {
+            if let Entry::HostDir { source, .. } = e {
+                let top = top_of(source);
+                if !layers.contains(&top) {
+                    layers.push(top);
+                }
+            }
+        }
+        layers
+    }
+}
+
+/// `/usr/lib` → `/usr`.
+fn top_of(p: &Path) -> PathBuf {
+    let mut it = p
+        .components()
+        .filter(|c| matches!(c, std::path::Component::Normal(_)));
+    match it.next() {
+        Some(c) => Path::new("/").join(c),
+        None => PathBuf::from("/"),
+    }
+}
+
 /// Child side, uid 0 of a fresh user + mount namespace: builds the root and
-/// pivots into it. Returns with `/` being the new root.
-pub fn build_root(plan: &RootPlan, trees: &OpenedTrees, rootless: bool) -> Result<(), ChildFail> {
+/// pivots into it. Returns with `/` being the new root, and what the user
+/// should hear about.
+pub fn build_root(
+    plan: &RootPlan,
+    trees: &OpenedTrees,
+    rootless: bool,
+) -> Result<Vec<String>, ChildFail> {
+    let mut notes = Vec::new();
     let stage = Path::new(STAGE);
     // SAFETY: constant C strings; changes propagation of our private copy.
     sys::cvt(unsafe {
@@ -499,10 +788,42 @@ pub fn build_root(plan: &RootPlan, trees: &OpenedTrees, rootless: bool) -> Resul
     })
     .map_err(|e| fail("make private", Path::new("/"), e))?;
 
+    // Trees the parent opened (run by root) belong to its mount namespace,
+    // and overlayfs takes only trees of ours as layers. Each is parked
+    // for a moment on the old root's /tmp — under where the new root goes,
+    // and detached with the old root in one go after pivot_root, so no
+    // umount of its own — and cloned from there as ours.
+    let mut lowers: Vec<Option<OwnedFd>> = Vec::new();
+    for (m, opened) in plan.user_mounts.iter().zip(&trees.mounts) {
+        let tree = match (&m.mode, &opened.file_in) {
+            (MountMode::Ro, Some((dir, _))) => Some((dir, true)),
+            (MountMode::Ro, None) | (MountMode::Overlay, None) => {
+                Some((&opened.tree, opened.is_dir))
+            }
+            _ => None,
+        };
+        lowers.push(match tree {
+            Some((t, recursive)) if !rootless => {
+                sys::move_mount_path(t.as_raw_fd(), stage)
+                    .map_err(|e| fail("park lower of", &m.source, e))?;
+                Some(
+                    sys::open_tree_clone(stage, recursive)
+                        .map_err(|e| fail("clone lower of", &m.source, e))?,
+                )
+            }
+            _ => None,
+        });
+    }
+
     let size = cstring(plan.disk.to_string());
+    let inodes = cstring(inodes_for(plan.disk).to_string());
     let tmpfs = sys::fs_mount(
         c"tmpfs",
-        &[(c"size", size.as_c_str()), (c"mode", c"0755")],
+        &[
+            (c"size", size.as_c_str()),
+            (c"nr_inodes", inodes.as_c_str()),
+            (c"mode", c"0755"),
+        ],
         sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV,
     )
     .map_err(|e| fail("create tmpfs (--disk)", stage, e))?;
@@ -511,10 +832,17 @@ pub fn build_root(plan: &RootPlan, trees: &OpenedTrees, rootless: bool) -> Resul
     drop(tmpfs);
 
     let root = |rel: &Path| stage.join(rel);
-    let mut bind_fds = trees.binds.iter();
+    let empty = root(Path::new(EMPTY_LOWER));
+    mkdir(&empty, 0o755)?;
+    let overlays = Overlays::new(stage, &empty)?;
+    let mut devices = trees.devices.iter();
     for e in &plan.entries {
         match e {
-            Entry::Dir { path, mode } => mkdir(&root(path), *mode)?,
+            Entry::Dir { path, mode } => {
+                if path != Path::new(EMPTY_LOWER) {
+                    mkdir(&root(path), *mode)?
+                }
+            }
             Entry::Symlink { path, target } => std::os::unix::fs::symlink(target, root(path))
                 .map_err(|e| fail("symlink", path, e))?,
             Entry::File {
@@ -526,8 +854,9 @@ pub fn build_root(plan: &RootPlan, trees: &OpenedTrees, rootless: bool) -> Resul
                 let data = std::fs::read(from).map_err(|e| fail("read host", from, e))?;
                 write_new(&root(path), &data, 0o644)?;
             }
-            Entry::Bind { path, dir, .. } => {
-                let fd = bind_fds.next().ok_or_else(|| {
+            Entry::HostDir { path, .. } => mkdir(&root(path), 0o755)?,
+            Entry::Device { path, .. } => {
+                let fd = devices.next().ok_or_else(|| {
                     fail(
                         "no opened tree for",
                         path,
@@ -535,15 +864,12 @@ pub fn build_root(plan: &RootPlan, trees: &OpenedTrees, rootless: bool) -> Resul
                     )
                 })?;
                 let t = root(path);
-                if *dir {
-                    mkdir(&t, 0o755)?;
-                } else {
-                    write_new(&t, b"", 0o644)?;
-                }
+                write_new(&t, b"", 0o644)?;
                 sys::move_mount_path(fd.as_raw_fd(), &t).map_err(|e| fail("bind onto", path, e))?;
             }
         }
     }
+    host_dirs(plan, stage, &overlays, &mut notes)?;
 
     // Writable directories: bound onto themselves so they keep `rw` when `/`
     // becomes read-only.
@@ -574,79 +900,86 @@ pub fn build_root(plan: &RootPlan, trees: &OpenedTrees, rootless: bool) -> Resul
         }
     }
 
-    mount_fs(
-        c"proc",
-        &root(Path::new("proc")),
-        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-        None,
-    )?;
-    mount_fs(
-        c"devpts",
-        &root(Path::new("dev/pts")),
-        libc::MS_NOSUID | libc::MS_NOEXEC,
-        Some(c"newinstance,ptmxmode=0666,mode=0620"),
-    )?;
-
     // The user's mounts, shallowest first, onto targets resolved inside the
-    // new root.
+    // new root. (procfs is mounted after them: the read-only overlays use
+    // the empty `proc` directory as their bottom layer.)
     let root_dir = std::fs::File::open(stage).map_err(|e| fail("open", stage, e))?;
-    let mut overlays = 0usize;
-    for (m, (tree, is_dir)) in plan.user_mounts.iter().zip(&trees.mounts) {
-        let target = make_target(root_dir.as_raw_fd(), &m.target, *is_dir)?;
+    let base = root(Path::new(OVERLAY_DIR));
+    mkdir(&base, 0o700)?;
+    let mut n_overlays = 0usize;
+    for ((m, opened), parked) in plan.user_mounts.iter().zip(&trees.mounts).zip(&lowers) {
+        let target = make_target(root_dir.as_raw_fd(), &m.target, opened.is_dir)?;
         match m.mode {
-            MountMode::Ro | MountMode::Rw => {
-                sys::move_mount_fd(tree.as_raw_fd(), target.as_raw_fd())
-                    .map_err(|e| fail("bind onto", &m.target, e))?
+            MountMode::Rw => sys::move_mount_fd(opened.tree.as_raw_fd(), target.as_raw_fd())
+                .map_err(|e| fail("bind onto", &m.target, e))?,
+            MountMode::Ro => {
+                let (tree, file) = match &opened.file_in {
+                    Some((dir, name)) => (dir, Some(name)),
+                    None => (&opened.tree, None),
+                };
+                let tree = parked.as_ref().unwrap_or(tree);
+                let ovl = overlays.make(tree, None).map_err(|e| {
+                    fail(
+                        "mount read-only (through overlayfs, which keeps host sockets and locks out of reach) of",
+                        &m.source,
+                        e,
+                    )
+                })?;
+                let shown = match file {
+                    None => ovl,
+                    Some(name) => sys::open_tree_clone_at(ovl.as_raw_fd(), Path::new(name))
+                        .map_err(|e| fail("open overlay file", &m.target, e))?,
+                };
+                sys::move_mount_fd(shown.as_raw_fd(), target.as_raw_fd())
+                    .map_err(|e| fail("overlay onto", &m.target, e))?;
             }
             MountMode::Overlay => {
-                if !*is_dir {
+                if !opened.is_dir {
                     return Err(fail(
                         "overlay needs a directory source for",
                         &m.target,
                         io::Error::from_raw_os_error(libc::ENOTDIR),
                     ));
                 }
-                let base = root(Path::new(OVERLAY_DIR));
-                if overlays == 0 {
-                    mkdir(&base, 0o700)?;
-                }
-                let lower = base.join(format!("l{overlays}"));
-                let upper = base.join(format!("u{overlays}"));
-                let work = base.join(format!("w{overlays}"));
-                mkdir(&lower, 0o700)?;
+                let upper = base.join(format!("u{n_overlays}"));
+                let work = base.join(format!("w{n_overlays}"));
                 mkdir(&upper, 0o755)?;
                 mkdir(&work, 0o700)?;
                 if !rootless {
                     chown(&upper, uid, gid)?;
                 }
-                sys::move_mount_path(tree.as_raw_fd(), &lower)
-                    .map_err(|e| fail("attach lower", &m.target, e))?;
-                let lo = cstring(lower.display().to_string());
-                let up = cstring(upper.display().to_string());
-                let wk = cstring(work.display().to_string());
-                // The sandbox is always in a user namespace, where only
-                // user.* xattrs can be set on the upper layer.
-                let opts: Vec<(&CStr, &CStr)> = vec![
-                    (c"lowerdir", &lo),
-                    (c"upperdir", &up),
-                    (c"workdir", &wk),
-                    (c"userxattr", c""),
-                ];
-                let ovl = sys::fs_mount(
-                    c"overlay",
-                    &opts,
-                    sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV,
-                )
-                .map_err(|e| fail("overlay", &m.target, e))?;
+                let ovl = overlays
+                    .make(
+                        parked.as_ref().unwrap_or(&opened.tree),
+                        Some((&upper, &work)),
+                    )
+                    .map_err(|e| fail("overlay", &m.target, e))?;
                 sys::move_mount_fd(ovl.as_raw_fd(), target.as_raw_fd())
                     .map_err(|e| fail("overlay onto", &m.target, e))?;
-                // The overlay holds its own reference to the lower layer.
-                umount_detach(&lower)?;
-                overlays += 1;
+                n_overlays += 1;
             }
         }
     }
     drop(root_dir);
+    if n_overlays == 0 {
+        rmdir(&base)?;
+    }
+
+    mount_fs(
+        c"proc",
+        &root(Path::new("proc")),
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        None,
+    )?;
+    let pts_opts = cstring(format!(
+        "newinstance,ptmxmode=0666,mode=0620,max={MAX_PTYS}"
+    ));
+    mount_fs(
+        c"devpts",
+        &root(Path::new("dev/pts")),
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        Some(&pts_opts),
+    )?;
 
     // Into the new root; the host's tree is detached and gone.
     std::env::set_current_dir(stage).map_err(|e| fail("chdir", stage, e))?;
@@ -654,7 +987,7 @@ pub fn build_root(plan: &RootPlan, trees: &OpenedTrees, rootless: bool) -> Resul
     umount_detach(Path::new("."))?;
     std::env::set_current_dir("/").map_err(|e| fail("chdir", Path::new("/"), e))?;
 
-    if overlays > 0 {
+    if n_overlays > 0 {
         let hide = sys::fs_mount(
             c"tmpfs",
             &[(c"size", c"4k"), (c"mode", c"0")],
@@ -670,7 +1003,85 @@ pub fn build_root(plan: &RootPlan, trees: &OpenedTrees, rootless: bool) -> Resul
     let slash = std::fs::File::open("/").map_err(|e| fail("open", Path::new("/"), e))?;
     sys::mount_setattr(slash.as_raw_fd(), sys::MOUNT_ATTR_RDONLY, 0, false)
         .map_err(|e| fail("make read-only", Path::new("/"), e))?;
+    Ok(notes)
+}
+
+/// The `host` image's directories: one read-only overlay per top-level
+/// host directory, its subdirectories bound into place from it. Where
+/// overlayfs refuses a host directory (a kernel without it, or mounts
+/// below it that the sandbox may not see), a read-only bind takes its
+/// place and the user hears that sockets under it stay reachable.
+fn host_dirs(
+    plan: &RootPlan,
+    stage: &Path,
+    overlays: &Overlays,
+    notes: &mut Vec<String>,
+) -> Result<(), ChildFail> {
+    let attrs = sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV;
+    let opened = |source: &Path| {
+        open_one(source, true, attrs).map_err(|e| ChildFail {
+            stage: Stage::Mounts,
+            errno: libc::EPERM,
+            detail: e.to_string(),
+        })
+    };
+    for layer in plan.host_layers() {
+        let dirs: Vec<(&PathBuf, &PathBuf)> = plan
+            .entries
+            .iter()
+            .filter_map(|e| match e {
+                Entry::HostDir { path, source } if top_of(source) == layer => Some((path, source)),
+                _ => None,
+            })
+            .collect();
+        // The lower layer is a read-only clone of the host directory, not
+        // the host's own mount: overlayfs would otherwise update the host
+        // files' access times as the sandbox reads them (a channel out).
+        let tree = opened(&layer)?;
+        let ovl = match overlays.make(&tree, None) {
+            Ok(o) => o,
+            Err(e) => {
+                notes.push(format!(
+                    "overlayfs refused {} ({e}): it is bound read-only instead, and unix sockets under it are reachable from the sandbox",
+                    layer.display()
+                ));
+                for (path, source) in dirs {
+                    let t = opened(source)?;
+                    sys::move_mount_path(t.as_raw_fd(), &stage.join(path))
+                        .map_err(|e| fail("bind onto", path, e))?;
+                }
+                continue;
+            }
+        };
+        // The whole layer in one place (`/usr`): the overlay itself.
+        if let [(path, source)] = dirs.as_slice() {
+            if **source == layer {
+                sys::move_mount_path(ovl.as_raw_fd(), &stage.join(path))
+                    .map_err(|e| fail("overlay onto", path, e))?;
+                continue;
+            }
+        }
+        for (path, source) in dirs {
+            let rel = source.strip_prefix(&layer).unwrap_or(source);
+            if rel.as_os_str().is_empty() {
+                // The whole layer (`/usr`): the overlay itself.
+                let whole = sys::open_tree_clone_at(ovl.as_raw_fd(), Path::new("."))
+                    .map_err(|e| fail("open overlay of", source, e))?;
+                sys::move_mount_path(whole.as_raw_fd(), &stage.join(path))
+                    .map_err(|e| fail("overlay onto", path, e))?;
+                continue;
+            }
+            let sub = sys::open_tree_clone_at(ovl.as_raw_fd(), rel)
+                .map_err(|e| fail("open overlay of", source, e))?;
+            sys::move_mount_path(sub.as_raw_fd(), &stage.join(path))
+                .map_err(|e| fail("bind onto", path, e))?;
+        }
+    }
     Ok(())
+}
+
+fn rmdir(p: &Path) -> Result<(), ChildFail> {
+    std::fs::remove_dir(p).map_err(|e| fail("rmdir", p, e))
 }
 
 fn mkdir(p: &Path, mode: u32) -> Result<(), ChildFail> {
@@ -861,12 +1272,19 @@ mod tests {
     #[test]
     fn host_image_layout() {
         let p = plan("/home/sandbox", &[]);
-        assert!(p.entries.contains(&Entry::Bind {
+        assert!(p.entries.contains(&Entry::HostDir {
             path: "usr".into(),
             source: "/usr".into(),
-            dir: true,
-            device: false
         }));
+        assert!(p.entries.contains(&Entry::HostDir {
+            path: "etc/ssl".into(),
+            source: "/etc/ssl".into(),
+        }));
+        // One overlay per top-level host directory.
+        assert_eq!(
+            p.host_layers(),
+            vec![PathBuf::from("/usr"), PathBuf::from("/etc")]
+        );
         assert!(p.entries.contains(&Entry::Symlink {
             path: "bin".into(),
             target: "usr/bin".into()
@@ -875,13 +1293,14 @@ mod tests {
             path: "etc/ld.so.cache".into(),
             from: "/etc/ld.so.cache".into()
         }));
-        assert!(p.entries.iter().any(
-            |e| matches!(e, Entry::Bind { path, device: true, .. } if path == Path::new("dev/null"))
-        ));
+        assert!(p
+            .entries
+            .iter()
+            .any(|e| matches!(e, Entry::Device { path, .. } if path == Path::new("dev/null"))));
         // Nothing from the host's user database, home or runtime dirs.
         for e in &p.entries {
             let path = match e {
-                Entry::Bind { source, .. } => source.clone(),
+                Entry::HostDir { source, .. } | Entry::Device { source, .. } => source.clone(),
                 Entry::Copy { from, .. } => from.clone(),
                 _ => continue,
             };
@@ -972,6 +1391,91 @@ mod tests {
         assert_eq!(idmap_group(998, pw), 65534);
         assert_eq!(idmap_group(4242, pw), 65534);
         assert_eq!(idmap_group(1000, ""), 65534);
+    }
+
+    /// Both ways of making a read-only overlay (layers by fd, Linux 6.13+,
+    /// and by path, older kernels): files read through, a unix socket in
+    /// the lower directory does not connect, the overlay is read-only.
+    /// Root only (a private mount namespace of a forked child).
+    #[test]
+    fn ro_overlay_by_fd_and_by_path() {
+        // SAFETY: geteuid cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            assert!(
+                std::env::var("AIRLOCK_TEST_MUST_RUN").as_deref() != Ok("1"),
+                "AIRLOCK_TEST_MUST_RUN=1 but this test needs root"
+            );
+            eprintln!("SKIPPED: needs root");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("airlock-ovl-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("src")).unwrap();
+        std::fs::create_dir_all(dir.join("stage/proc")).unwrap();
+        std::fs::write(dir.join("src/f"), "through\n").unwrap();
+        let _l = std::os::unix::net::UnixListener::bind(dir.join("src/s")).unwrap();
+        for by_fd in [true, false] {
+            // SAFETY: the child only uses async-signal-safe-enough calls of
+            // this single test thread's copy and exits with _exit.
+            let pid = unsafe { libc::fork() };
+            assert!(pid >= 0);
+            if pid == 0 {
+                let code = (|| -> Result<(), String> {
+                    // SAFETY: unshare takes only flags.
+                    if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+                        return Err("unshare".into());
+                    }
+                    // SAFETY: constant C strings.
+                    unsafe {
+                        libc::mount(
+                            std::ptr::null(),
+                            c"/".as_ptr(),
+                            std::ptr::null(),
+                            libc::MS_REC | libc::MS_PRIVATE,
+                            std::ptr::null(),
+                        )
+                    };
+                    let stage = dir.join("stage");
+                    let o = Overlays::new(&stage, &stage.join("proc")).map_err(|e| e.detail)?;
+                    o.by_fd.set(by_fd);
+                    let tree = open_one(&dir.join("src"), true, sys::MOUNT_ATTR_RDONLY)
+                        .map_err(|e| e.to_string())?;
+                    let ovl = o.make(&tree, None).map_err(|e| format!("make: {e}"))?;
+                    let at = dir.join("at");
+                    std::fs::create_dir_all(&at).map_err(|e| e.to_string())?;
+                    sys::move_mount_path(ovl.as_raw_fd(), &at).map_err(|e| e.to_string())?;
+                    let got = std::fs::read_to_string(at.join("f")).map_err(|e| e.to_string())?;
+                    if got != "through\n" {
+                        return Err(format!("read {got:?}"));
+                    }
+                    match std::os::unix::net::UnixStream::connect(at.join("s")) {
+                        Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {}
+                        other => return Err(format!("connect: {other:?}")),
+                    }
+                    match std::fs::write(at.join("new"), "x") {
+                        Err(e) if e.raw_os_error() == Some(libc::EROFS) => {}
+                        other => return Err(format!("write: {other:?}")),
+                    }
+                    if stage.join(HOST_LOWER).exists() {
+                        return Err("staging directory left behind".into());
+                    }
+                    Ok(())
+                })();
+                if let Err(e) = &code {
+                    eprintln!("by_fd={by_fd}: {e}");
+                }
+                // SAFETY: leaves the forked child without unwinding.
+                unsafe { libc::_exit(code.is_err() as i32) };
+            }
+            let mut st = 0;
+            // SAFETY: reaps our child.
+            unsafe { libc::waitpid(pid, &mut st, 0) };
+            assert!(
+                libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0,
+                "by_fd={by_fd}: {st}"
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -25,6 +25,8 @@
 //! * `socket`: domain (arg0) in {`AF_UNIX`, `AF_INET`, `AF_INET6`} and
 //!   `type & 0xf` (arg1) in {`SOCK_STREAM`, `SOCK_DGRAM`, `SOCK_SEQPACKET`};
 //!   so no netlink, packet or raw sockets.
+//! * `fcntl`: any command except `F_SETLEASE` (a lease stalls other
+//!   openers of the file — host processes too, through an rw mount).
 //! * `ioctl`: any command except `TIOCSTI` and `TIOCLINUX` (terminal input
 //!   injection). The command is compared on its low 32 bits only, like the
 //!   kernel reads it (`unsigned int cmd`): a 64-bit compare can be bypassed by
@@ -198,7 +200,6 @@ const UNCONDITIONAL: &[(&str, i64)] = syscall_table![
     SYS_dup,
     SYS_dup2,
     SYS_dup3,
-    SYS_fcntl,
     SYS_flock,
     SYS_pipe,
     SYS_pipe2,
@@ -632,6 +633,17 @@ fn policy() -> Result<BTreeMap<i64, Verdict>, SeccompError> {
                 values: SOCKET_PROTOCOLS.to_vec(),
             },
         ]),
+    )?;
+    // fcntl: anything but leases. A lease on a host file (an rw mount)
+    // would stall a host writer's open() for up to lease-break-time (45 s).
+    insert(
+        &mut rules,
+        "fcntl",
+        libc::SYS_fcntl,
+        Verdict::Checks(vec![Check::NoneOf {
+            arg: 1,
+            values: vec![libc::F_SETLEASE as u32],
+        }]),
     )?;
     // ioctl: anything but the terminal-injection commands.
     insert(
@@ -1126,6 +1138,7 @@ mod tests {
     const CONDITIONAL: &[&str] = &[
         "clone",
         "socket",
+        "fcntl",
         "ioctl",
         "personality",
         "mknod",
@@ -1191,6 +1204,7 @@ mod tests {
         numbers.extend([
             libc::SYS_clone,
             libc::SYS_socket,
+            libc::SYS_fcntl,
             libc::SYS_ioctl,
             libc::SYS_personality,
             libc::SYS_mknod,
@@ -1414,6 +1428,28 @@ mod tests {
         }
         // Any other architecture value is killed as well.
         assert_eq!(evaluate(&f, 0, libc::SYS_getpid, [0; 6]), RET_KILL_PROCESS);
+    }
+
+    #[test]
+    fn seccomp_eval_fcntl_leases_only() {
+        let f = filter();
+        let fc = |cmd: u64| eval64(&f, libc::SYS_fcntl, [3, cmd, 0, 0, 0, 0]);
+        assert_eq!(fc(libc::F_SETLEASE as u64), RET_EPERM);
+        // The kernel reads an int: high bits do not slip past.
+        assert_eq!(fc(libc::F_SETLEASE as u64 | 1 << 32), RET_EPERM);
+        for cmd in [
+            libc::F_GETFL,
+            libc::F_SETFL,
+            libc::F_SETFD,
+            libc::F_DUPFD_CLOEXEC,
+            libc::F_SETLK,
+            libc::F_SETLKW,
+            libc::F_OFD_SETLK,
+            libc::F_GETLEASE,
+            libc::F_SETPIPE_SZ,
+        ] {
+            assert_eq!(fc(cmd as u64), RET_ALLOW, "fcntl cmd {cmd}");
+        }
     }
 
     #[test]

@@ -78,6 +78,37 @@ pub fn open_tree_clone(path: &Path, recursive: bool) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+/// `open_tree(fd, "", AT_EMPTY_PATH | OPEN_TREE_CLONE [| AT_RECURSIVE])`:
+/// a detached copy of the mount tree at the object an (`O_PATH`) fd names,
+/// with no second path lookup.
+pub fn open_tree_clone_fd(fd: RawFd, recursive: bool) -> io::Result<OwnedFd> {
+    let mut flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | libc::AT_EMPTY_PATH as libc::c_uint;
+    if recursive {
+        flags |= libc::AT_RECURSIVE as libc::c_uint;
+    }
+    // SAFETY: an empty C string with AT_EMPTY_PATH names the fd itself.
+    let fd = cvt_long(unsafe { libc::syscall(libc::SYS_open_tree, fd, c"".as_ptr(), flags) })?;
+    // SAFETY: the kernel returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// `fstat` of an fd (an `O_PATH` fd of a symlink gives the link itself).
+pub fn fstat(fd: RawFd) -> io::Result<libc::stat> {
+    // SAFETY: stat is plain data, filled by the kernel.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a valid out-pointer; an empty path with AT_EMPTY_PATH
+    // names the fd itself.
+    cvt(unsafe {
+        libc::fstatat(
+            fd,
+            c"".as_ptr(),
+            &mut st,
+            libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })?;
+    Ok(st)
+}
+
 /// `mount_setattr(fd, "", AT_EMPTY_PATH [| AT_RECURSIVE])`.
 pub fn mount_setattr(fd: RawFd, set: u64, clear: u64, recursive: bool) -> io::Result<()> {
     mount_setattr_userns(fd, set, clear, recursive, None)
@@ -193,6 +224,97 @@ pub fn fs_mount(fstype: &CStr, options: &[(&CStr, &CStr)], attrs: u64) -> io::Re
     })?;
     // SAFETY: the kernel returned a new fd that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(m as RawFd) })
+}
+
+pub const FSCONFIG_SET_FD: libc::c_uint = 5;
+
+/// Why an overlay from fds could not be made.
+#[derive(Debug)]
+pub enum OverlayFdError {
+    /// The kernel does not take layers as fds (before Linux 6.13): the
+    /// caller may fall back to paths.
+    Unsupported(io::Error),
+    Other(io::Error),
+}
+
+/// An overlayfs instance whose lower layers are given as fds (detached
+/// trees or `O_PATH` directories: `lowerdir+` with `FSCONFIG_SET_FD`), plus
+/// string options (an empty value sets a flag), mounted detached.
+pub fn overlay_from_fds(
+    lowers: &[RawFd],
+    options: &[(&CStr, &CStr)],
+    attrs: u64,
+) -> Result<OwnedFd, OverlayFdError> {
+    use OverlayFdError::*;
+    // SAFETY: a valid C string.
+    let fs =
+        cvt_long(unsafe { libc::syscall(libc::SYS_fsopen, c"overlay".as_ptr(), FSOPEN_CLOEXEC) })
+            .map_err(Other)?;
+    // SAFETY: the kernel returned a new fd that nothing else owns.
+    let fs = unsafe { OwnedFd::from_raw_fd(fs as RawFd) };
+    for fd in lowers {
+        // SAFETY: a valid C string key, no value pointer, an fd argument.
+        cvt_long(unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                fs.as_raw_fd(),
+                FSCONFIG_SET_FD,
+                c"lowerdir+".as_ptr(),
+                std::ptr::null::<libc::c_char>(),
+                *fd,
+            )
+        })
+        .map_err(Unsupported)?;
+    }
+    for (k, v) in options {
+        let (cmd, value) = if v.is_empty() {
+            (FSCONFIG_SET_FLAG, std::ptr::null())
+        } else {
+            (FSCONFIG_SET_STRING, v.as_ptr())
+        };
+        // SAFETY: valid C strings for key and value (or a null value).
+        cvt_long(unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                fs.as_raw_fd(),
+                cmd,
+                k.as_ptr(),
+                value,
+                0,
+            )
+        })
+        .map_err(Other)?;
+    }
+    // SAFETY: no pointers are passed.
+    cvt_long(unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_CMD_CREATE,
+            std::ptr::null::<libc::c_char>(),
+            std::ptr::null::<libc::c_char>(),
+            0,
+        )
+    })
+    .map_err(Other)?;
+    // SAFETY: no pointers are passed.
+    let m = cvt_long(unsafe {
+        libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, attrs)
+    })
+    .map_err(Other)?;
+    // SAFETY: the kernel returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(m as RawFd) })
+}
+
+/// `open_tree(dir, path, OPEN_TREE_CLONE)`: a detached copy of the mount at
+/// `path` below the (detached or attached) mount `dir`, not recursive.
+pub fn open_tree_clone_at(dir: RawFd, path: &Path) -> io::Result<OwnedFd> {
+    let c = cpath(path)?;
+    let flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC;
+    // SAFETY: a valid fd and C string.
+    let fd = cvt_long(unsafe { libc::syscall(libc::SYS_open_tree, dir, c.as_ptr(), flags) })?;
+    // SAFETY: the kernel returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
 /// `openat2(dir, path, O_PATH|O_CLOEXEC [| O_NOFOLLOW], RESOLVE_IN_ROOT |

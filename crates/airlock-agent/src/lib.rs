@@ -23,6 +23,11 @@ fn send(channel: RawFd, m: &Message) {
     unsafe { libc::send(channel, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
 }
 
+/// Tells the user something about the set-up (before the command runs).
+pub fn note(channel: RawFd, text: String) {
+    send(channel, &Message::Note { text });
+}
+
 /// Reports a failure before the agent proper ran, then exits.
 pub fn fail_setup(channel: RawFd, stage: Stage, errno: i32, detail: String) -> ! {
     send(

@@ -16,6 +16,7 @@ pub mod landlock;
 pub mod mount;
 pub mod net;
 pub mod rlimit;
+pub mod safepath;
 pub mod seccomp;
 pub mod sys;
 pub mod userns;
@@ -39,6 +40,19 @@ pub enum JailError {
         #[source]
         err: io::Error,
     },
+    #[error("mount source {source_path:?}")]
+    MountPath {
+        source_path: PathBuf,
+        #[source]
+        err: safepath::PathError,
+    },
+    #[error("mount source {source_path:?} is a unix socket: a read-only ({mode}) mount would still let the sandbox connect to it; mount it rw if you mean to give the sandbox this socket")]
+    MountSocket {
+        source_path: PathBuf,
+        mode: &'static str,
+    },
+    #[error("mount source {source_path:?} is not a directory: overlay mounts need one")]
+    OverlayNotDir { source_path: PathBuf },
     #[error("cgroup {path:?}")]
     Cgroup {
         path: PathBuf,
@@ -54,6 +68,11 @@ pub enum JailError {
     #[error("cannot write the sandbox's id maps{hint}")]
     IdMap {
         hint: &'static str,
+        #[source]
+        err: io::Error,
+    },
+    #[error("cannot take the subordinate uid to create the sandbox's user namespace")]
+    Owner {
         #[source]
         err: io::Error,
     },
@@ -84,9 +103,6 @@ impl ChildFail {
 }
 
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-/// Tasks (processes and threads) a sandbox may have when `--pids` is not
-/// given: a fork bomb stops here even without cgroups.
-pub const DEFAULT_NPROC: u64 = 8192;
 
 /// Everything a container sandbox needs, computed before anything runs.
 #[derive(Debug, Clone)]
@@ -101,10 +117,10 @@ pub struct Plan {
     pub workdir: PathBuf,
     /// `None` where the kernel has no Landlock (the caller says so).
     pub landlock: Option<landlock::Rules>,
-    pub rlimits: rlimit::Fallback,
+    pub rlimits: rlimit::Rlimits,
+    /// Limits set in the sandbox's own user namespace (`/proc/sys/user`).
+    pub userns_limits: Vec<(&'static str, u64)>,
     pub tty: bool,
-    /// Enter a cgroup namespace (the sandbox has its own group).
-    pub cgroup_ns: bool,
 }
 
 /// The environment a sandbox starts with: only PATH, HOME, USER, LANG, TERM
@@ -146,13 +162,14 @@ fn cstrings(items: impl IntoIterator<Item = String>) -> Result<Vec<CString>, Jai
 impl Plan {
     /// Pure: the spec, what the host offers, and the limits that no cgroup
     /// enforces.
+    #[allow(clippy::too_many_arguments)]
     pub fn compile(
         spec: &SandboxSpec,
         facts: &HostFacts,
+        kernel: &rlimit::KernelLimits,
         idmap: IdMap,
         env: Vec<(String, String)>,
         unenforced: &[cgroup::Controller],
-        cgroup_ns: bool,
         landlock_abi: i64,
     ) -> Result<Plan, JailError> {
         let workdir = spec.effective_workdir();
@@ -189,13 +206,12 @@ impl Plan {
                 MountMode::Rw | MountMode::Overlay => rules.full.push(m.target.clone()),
             }
         }
-        let mut rlimits = rlimit::Fallback {
-            data: None,
-            nproc: Some(spec.limits.pids.unwrap_or(DEFAULT_NPROC)),
-        };
-        if unenforced.contains(&cgroup::Controller::Memory) {
-            rlimits.data = spec.limits.memory;
-        }
+        let data = unenforced
+            .contains(&cgroup::Controller::Memory)
+            .then_some(spec.limits.memory)
+            .flatten();
+        let tasks = spec.limits.pids.unwrap_or_else(|| kernel.default_tasks());
+        let rlimits = rlimit::Rlimits::sandbox(tasks, data);
         Ok(Plan {
             root,
             idmap,
@@ -207,8 +223,8 @@ impl Plan {
             workdir,
             landlock: (landlock_abi > 0).then_some(rules),
             rlimits,
+            userns_limits: kernel.userns_limits(),
             tty: spec.tty,
-            cgroup_ns,
         })
     }
 }
@@ -255,6 +271,11 @@ pub fn spawn(
     // clone; rootless, the child opens them once it owns a mount namespace
     // (open_tree needs CAP_SYS_ADMIN there), with the caller's same rights.
     let trees = if plan.idmap.is_rootless() {
+        // Checked here as well, so that a bad source is a clear error
+        // before anything exists; the child checks again as it opens.
+        for m in &plan.root.user_mounts {
+            mount::check_source(m)?;
+        }
         None
     } else {
         let host = (
@@ -280,6 +301,24 @@ pub fn spawn(
         unsafe { (OwnedFd::from_raw_fd(sp[0]), OwnedFd::from_raw_fd(sp[1])) };
     let (sync_r, sync_w) = sys::pipe_cloexec().map_err(JailError::Channel)?;
 
+    // Run by root, the sandbox's user namespace is created by the
+    // subordinate uid, not by root: the kernel charges what a user
+    // namespace's processes hold (inotify instances and watches, queued
+    // signals, message queues) up to the user that owns the namespace, and
+    // host root's own share must stay out of the sandbox's reach. The
+    // effective ids change for the clone only (real and saved stay root).
+    let owner = plan.idmap.namespace_owner();
+    if let Some((u, g)) = owner {
+        // SAFETY: credential syscalls with plain integers; -1 leaves an id.
+        let r = unsafe {
+            sys::cvt(libc::setresgid(u32::MAX, g, u32::MAX))
+                .and_then(|_| sys::cvt(libc::setresuid(u32::MAX, u, u32::MAX)))
+        };
+        if let Err(err) = r {
+            restore_root();
+            return Err(JailError::Owner { err });
+        }
+    }
     // SAFETY: raw clone with fork semantics (no new stack: the child runs on
     // a copy-on-write copy of ours). The caller is single-threaded, so the
     // child inherits a consistent heap.
@@ -293,6 +332,9 @@ pub fn spawn(
             0usize,
         )
     };
+    if pid != 0 && owner.is_some() {
+        restore_root();
+    }
     if pid < 0 {
         let err = io::Error::last_os_error();
         let hint = if matches!(
@@ -347,6 +389,16 @@ pub fn spawn(
         channel: host_end,
         notes,
     })
+}
+
+/// Back to effective root after the clone (real and saved ids are root).
+fn restore_root() {
+    // SAFETY: credential syscalls with plain integers; euid 0 is our real
+    // and saved uid, so this cannot fail for lack of privilege.
+    unsafe {
+        libc::setresuid(u32::MAX, 0, u32::MAX);
+        libc::setresgid(u32::MAX, 0, u32::MAX);
+    }
 }
 
 /// The child: PID 1 of the new namespaces. Never returns.
@@ -440,11 +492,12 @@ fn setup(plan: &Plan, trees: &Option<mount::OpenedTrees>, channel: RawFd) -> Res
         // SAFETY: exit without running the parent's destructors.
         unsafe { libc::_exit(125) };
     }
-    if plan.cgroup_ns {
-        // SAFETY: unshare takes only flags.
-        sys::cvt(unsafe { libc::unshare(libc::CLONE_NEWCGROUP) })
-            .map_err(|e| ChildFail::io(Stage::Limits, "cgroup namespace", e))?;
-    }
+    // Always a cgroup namespace of its own (rooted at the sandbox's group,
+    // which the parent has put it in by now, or airlock's): the sandbox
+    // never learns the host's cgroup paths.
+    // SAFETY: unshare takes only flags.
+    sys::cvt(unsafe { libc::unshare(libc::CLONE_NEWCGROUP) })
+        .map_err(|e| ChildFail::io(Stage::Limits, "cgroup namespace", e))?;
     let opened;
     let trees = match trees {
         Some(t) => t,
@@ -457,7 +510,26 @@ fn setup(plan: &Plan, trees: &Option<mount::OpenedTrees>, channel: RawFd) -> Res
             &opened
         }
     };
-    mount::build_root(&plan.root, trees, plan.idmap.is_rootless())?;
+    let notes = mount::build_root(&plan.root, trees, plan.idmap.is_rootless())?;
+    for text in notes {
+        airlock_agent::note(channel, text);
+    }
+    // The sandbox's own user namespace limits (it is uid 0 there, with
+    // CAP_SYS_RESOURCE): it runs out of inotify instances and watches
+    // before its owner on the host does, and creates no namespaces.
+    for (name, value) in &plan.userns_limits {
+        let p = Path::new("/proc/sys/user").join(name);
+        // A kernel without one of these simply has no such quota.
+        if let Err(e) = sys::write_file(&p, value.to_string().as_bytes()) {
+            if e.kind() != io::ErrorKind::NotFound {
+                return Err(ChildFail::io(
+                    Stage::Limits,
+                    &format!("set {}", p.display()),
+                    e,
+                ));
+            }
+        }
+    }
     let h = plan.hostname.as_bytes();
     // SAFETY: `h` is valid for its length.
     sys::cvt(unsafe { libc::sethostname(h.as_ptr().cast(), h.len()) })
@@ -604,13 +676,13 @@ mod tests {
         Plan::compile(
             spec,
             &HostFacts::default(),
+            &rlimit::KernelLimits::default(),
             IdMap::Caller {
                 uid: 1000,
                 gid: 1000,
             },
             env,
             unenforced,
-            false,
             7,
         )
         .unwrap()
@@ -666,10 +738,10 @@ mod tests {
         let p = Plan::compile(
             &spec,
             &HostFacts::default(),
+            &rlimit::KernelLimits::default(),
             IdMap::Caller { uid: 1, gid: 1 },
             vec![],
             &[],
-            false,
             0,
         )
         .unwrap();
@@ -682,7 +754,12 @@ mod tests {
         spec.limits.memory = Some(1 << 30);
         let p = compile(&spec, &[]);
         assert_eq!(p.rlimits.data, None);
-        assert_eq!(p.rlimits.nproc, Some(DEFAULT_NPROC));
+        assert_eq!(
+            p.rlimits.nproc,
+            Some(rlimit::KernelLimits::default().default_tasks())
+        );
+        assert_eq!(p.rlimits.nofile, Some(rlimit::NOFILE));
+        assert_eq!(p.rlimits.sigpending, Some(rlimit::SIGPENDING));
         let p = compile(&spec, &[cgroup::Controller::Memory]);
         assert_eq!(p.rlimits.data, Some(1 << 30));
         spec.limits.pids = Some(50);
@@ -695,10 +772,10 @@ mod tests {
         let r = Plan::compile(
             &spec,
             &HostFacts::default(),
+            &rlimit::KernelLimits::default(),
             IdMap::Caller { uid: 1, gid: 1 },
             vec![],
             &[],
-            false,
             7,
         );
         assert!(matches!(r, Err(JailError::Nul { .. })));

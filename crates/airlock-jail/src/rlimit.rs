@@ -1,8 +1,29 @@
-//! rlimits: always no core dumps; memory and process caps when no cgroup can
-//! enforce them.
+//! rlimits, and the kernel-wide limits they are derived from.
+//!
+//! Every sandbox's command gets, whatever the spec says: no core dumps; at
+//! most [`NOFILE`] open files per process; at most [`SIGPENDING`] queued
+//! signals and [`MSGQUEUE`] bytes of POSIX message queues (both counted per
+//! user, and charged up to the host user that owns the sandbox's user
+//! namespace); and a task cap (`RLIMIT_NPROC`, counted per user *in the
+//! sandbox's namespace*, so per sandbox): `--pids`, or a default derived
+//! from the host so that one sandbox can take neither every pid
+//! (`pid_max`) nor, with [`NOFILE`] files in each task, every open file of
+//! the system (`file-max`, after which every non-root process gets ENFILE).
+//! Memory falls back to `RLIMIT_DATA` only when no cgroup enforces it.
 
 use crate::sys;
 use std::io;
+
+/// Open files per process.
+pub const NOFILE: u64 = 1024;
+/// Queued signals (per user, in the sandbox).
+pub const SIGPENDING: u64 = 1024;
+/// Bytes in POSIX message queues (per user; the kernel's usual default).
+pub const MSGQUEUE: u64 = 819_200;
+/// The task cap never exceeds this by default...
+pub const MAX_DEFAULT_TASKS: u64 = 8192;
+/// ...nor falls below this.
+pub const MIN_DEFAULT_TASKS: u64 = 256;
 
 fn set(resource: libc::__rlimit_resource_t, value: u64) -> io::Result<()> {
     let r = libc::rlimit {
@@ -14,22 +35,165 @@ fn set(resource: libc::__rlimit_resource_t, value: u64) -> io::Result<()> {
     Ok(())
 }
 
-/// What the command gets in place of cgroup limits.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Fallback {
-    /// `RLIMIT_DATA` (private writable memory of each process).
-    pub data: Option<u64>,
-    /// `RLIMIT_NPROC` (processes of the command's user in its namespace).
-    pub nproc: Option<u64>,
+/// What the kernel allows the whole system, read from `/proc/sys`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelLimits {
+    pub pid_max: u64,
+    pub threads_max: u64,
+    pub file_max: u64,
+    /// Per host user: `fs.inotify.max_user_instances` / `_watches`.
+    pub inotify_instances: u64,
+    pub inotify_watches: u64,
 }
 
-pub fn apply(f: &Fallback) -> io::Result<()> {
-    set(libc::RLIMIT_CORE, 0)?;
-    if let Some(d) = f.data {
-        set(libc::RLIMIT_DATA, d)?;
+impl Default for KernelLimits {
+    /// Linux's defaults on a small machine.
+    fn default() -> Self {
+        KernelLimits {
+            pid_max: 32768,
+            threads_max: 63_000,
+            file_max: 800_000,
+            inotify_instances: 128,
+            inotify_watches: 65_536,
+        }
     }
-    if let Some(n) = f.nproc {
-        set(libc::RLIMIT_NPROC, n)?;
+}
+
+impl KernelLimits {
+    pub fn probe() -> KernelLimits {
+        let d = KernelLimits::default();
+        let read = |p: &str, dflt: u64| -> u64 {
+            std::fs::read_to_string(p)
+                .ok()
+                .and_then(|s| s.split_whitespace().next()?.parse().ok())
+                .unwrap_or(dflt)
+        };
+        KernelLimits {
+            pid_max: read("/proc/sys/kernel/pid_max", d.pid_max),
+            threads_max: read("/proc/sys/kernel/threads-max", d.threads_max),
+            file_max: read("/proc/sys/fs/file-max", d.file_max),
+            inotify_instances: read(
+                "/proc/sys/fs/inotify/max_user_instances",
+                d.inotify_instances,
+            ),
+            inotify_watches: read("/proc/sys/fs/inotify/max_user_watches", d.inotify_watches),
+        }
+    }
+
+    /// The task cap of a sandbox without `--pids`: an eighth of the pids
+    /// and threads the system has, and few enough that its tasks' open
+    /// files stay under a quarter of `file-max`.
+    pub fn default_tasks(&self) -> u64 {
+        MAX_DEFAULT_TASKS
+            .min(self.pid_max / 8)
+            .min(self.threads_max / 8)
+            .min(self.file_max / (4 * NOFILE))
+            .max(MIN_DEFAULT_TASKS)
+    }
+
+    /// The limits set in the sandbox's own user namespace
+    /// (`/proc/sys/user/*`), so that the sandbox runs out before its owner
+    /// on the host does: inotify instances and watches. (The other per-user
+    /// namespace quotas — fanotify groups and marks, namespaces of every
+    /// kind — cannot be used from inside at all: seccomp refuses
+    /// `fanotify_init`, `unshare`, `setns` and namespace flags on `clone`.)
+    pub fn userns_limits(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            (
+                "max_inotify_instances",
+                (self.inotify_instances / 4).clamp(1, 32),
+            ),
+            ("max_inotify_watches", (self.inotify_watches / 4).max(1)),
+        ]
+    }
+}
+
+/// The rlimits a command starts with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rlimits {
+    /// `RLIMIT_DATA` (private writable memory of each process): only when
+    /// no cgroup enforces `--memory`.
+    pub data: Option<u64>,
+    /// `RLIMIT_NPROC` (tasks of the command's user in its namespace).
+    pub nproc: Option<u64>,
+    /// `RLIMIT_NOFILE`.
+    pub nofile: Option<u64>,
+    /// `RLIMIT_SIGPENDING`.
+    pub sigpending: Option<u64>,
+    /// `RLIMIT_MSGQUEUE`.
+    pub msgqueue: Option<u64>,
+}
+
+impl Rlimits {
+    /// A sandbox's: the caps above, with `tasks` as the task cap.
+    pub fn sandbox(tasks: u64, data: Option<u64>) -> Rlimits {
+        Rlimits {
+            data,
+            nproc: Some(tasks),
+            nofile: Some(NOFILE),
+            sigpending: Some(SIGPENDING),
+            msgqueue: Some(MSGQUEUE),
+        }
+    }
+}
+
+pub fn apply(r: &Rlimits) -> io::Result<()> {
+    set(libc::RLIMIT_CORE, 0)?;
+    for (res, v) in [
+        (libc::RLIMIT_DATA, r.data),
+        (libc::RLIMIT_NPROC, r.nproc),
+        (libc::RLIMIT_NOFILE, r.nofile),
+        (libc::RLIMIT_SIGPENDING, r.sigpending),
+        (libc::RLIMIT_MSGQUEUE, r.msgqueue),
+    ] {
+        if let Some(v) = v {
+            set(res, v)?;
+        }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_tasks_respect_pid_max_and_file_max() {
+        let k = KernelLimits {
+            pid_max: 32768,
+            threads_max: 192_731,
+            file_max: 2_466_193,
+            ..KernelLimits::default()
+        };
+        // 2466193 / 4096 = 602 < 32768 / 8 = 4096.
+        assert_eq!(k.default_tasks(), 602);
+        assert!(k.default_tasks() * NOFILE <= k.file_max / 4);
+        let big = KernelLimits {
+            pid_max: 4_194_304,
+            threads_max: 4_000_000,
+            file_max: 100_000_000,
+            ..k
+        };
+        assert_eq!(big.default_tasks(), MAX_DEFAULT_TASKS);
+        let tiny = KernelLimits {
+            pid_max: 1024,
+            threads_max: 1024,
+            file_max: 10_000,
+            ..k
+        };
+        assert_eq!(tiny.default_tasks(), MIN_DEFAULT_TASKS);
+    }
+
+    #[test]
+    fn userns_limits_leave_the_host_user_most_of_theirs() {
+        let k = KernelLimits {
+            inotify_instances: 128,
+            inotify_watches: 192_536,
+            ..KernelLimits::default()
+        };
+        let l = k.userns_limits();
+        let get = |n: &str| l.iter().find(|(k, _)| *k == n).map(|(_, v)| *v).unwrap();
+        assert_eq!(get("max_inotify_instances"), 32);
+        assert_eq!(get("max_inotify_watches"), 48_134);
+    }
 }

@@ -51,6 +51,18 @@ impl IdMap {
         }
     }
 
+    /// Who creates (and so owns) the sandbox's user namespace: run by
+    /// root, the first subordinate ids (the sandbox's own root); rootless,
+    /// the caller (`None`: nothing to change).
+    pub fn namespace_owner(&self) -> Option<(u32, u32)> {
+        match *self {
+            IdMap::Range {
+                uid_base, gid_base, ..
+            } => Some((uid_base, gid_base)),
+            IdMap::Caller { .. } => None,
+        }
+    }
+
     pub fn is_rootless(&self) -> bool {
         matches!(self, IdMap::Caller { .. })
     }

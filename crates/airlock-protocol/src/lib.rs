@@ -116,6 +116,10 @@ pub enum Message {
         /// Peak resident set size of the largest process, in KiB.
         max_rss_kib: u64,
     },
+    /// Something the user should hear about the set-up (a fallback taken),
+    /// sent before the command starts. Printed by the host with control
+    /// characters escaped.
+    Note { text: String },
     // ---- host → agent ----
     /// Deliver a signal to the command's process group.
     Signal { signo: u8 },
@@ -127,6 +131,7 @@ const K_STARTED: u8 = 1;
 const K_SETUP_FAILED: u8 = 2;
 const K_EXEC_FAILED: u8 = 3;
 const K_EXITED: u8 = 4;
+const K_NOTE: u8 = 5;
 const K_SIGNAL: u8 = 32;
 const K_SHUTDOWN: u8 = 33;
 
@@ -154,6 +159,14 @@ impl Message {
                     end -= 1;
                 }
                 out.extend_from_slice(&detail.as_bytes()[..end]);
+            }
+            Message::Note { text } => {
+                out.push(K_NOTE);
+                let mut end = text.len().min(MAX_TEXT);
+                while !text.is_char_boundary(end) {
+                    end -= 1;
+                }
+                out.extend_from_slice(&text.as_bytes()[..end]);
             }
             Message::ExecFailed { errno } => {
                 out.push(K_EXEC_FAILED);
@@ -239,6 +252,20 @@ impl Message {
                     stage,
                     errno,
                     detail,
+                }
+            }
+            K_NOTE => {
+                let rest = body.rest();
+                if rest.len() > MAX_TEXT {
+                    return Err(ProtocolError::TooLarge {
+                        len: rest.len(),
+                        max: MAX_TEXT,
+                    });
+                }
+                Message::Note {
+                    text: std::str::from_utf8(rest)
+                        .map_err(|_| ProtocolError::Utf8)?
+                        .to_string(),
                 }
             }
             K_EXEC_FAILED => Message::ExecFailed {
@@ -390,6 +417,9 @@ mod tests {
                 detail: "bind /work: permission denied".into(),
             },
             Message::ExecFailed { errno: 2 },
+            Message::Note {
+                text: "overlayfs refused /usr".into(),
+            },
             Message::Exited {
                 code: Some(3),
                 signal: None,
@@ -430,6 +460,10 @@ mod tests {
             [14, 0, 0, 0, 1, 4, 1, 1, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0]
         );
         assert_eq!(Message::Shutdown.encode(), [2, 0, 0, 0, 1, 33]);
+        assert_eq!(
+            Message::Note { text: "hi".into() }.encode(),
+            [4, 0, 0, 0, 1, 5, b'h', b'i']
+        );
     }
 
     #[test]

@@ -238,11 +238,21 @@ fn spec_from(args: &RunArgs) -> Result<SandboxSpec> {
         } else {
             cwd.join(&m.source)
         };
-        let src =
-            std::fs::canonicalize(&src).map_err(|e| airlock_spec::SpecError::MountSource {
-                path: m.source.clone(),
-                why: e.to_string(),
-            })?;
+        // Not canonicalised: the jail resolves the path itself, following
+        // no symlink but root's (a sandbox could have planted any other in
+        // an rw mount). Checked here for a clear, early error.
+        if let Err(e) = airlock_jail::safepath::resolve(&src) {
+            if e.is_not_found() {
+                return Err(airlock_spec::SpecError::MountSource {
+                    path: m.source.clone(),
+                    why: e.to_string(),
+                }
+                .into());
+            }
+            return Err(
+                anyhow::Error::new(e).context(format!("mount source {}", m.source.display()))
+            );
+        }
         spec.mounts.push(Mount {
             source: src,
             target: m.target.clone(),
@@ -315,34 +325,85 @@ fn run(args: RunArgs, json: Option<&mut std::fs::File>) -> Result<i32> {
     Ok(result.exit_code)
 }
 
-/// Opens (creating) the --json file without following a symlink in its
-/// last component; its directory is resolved now, before the sandbox runs.
+/// Opens (creating) the --json file before any sandbox exists. A sandbox
+/// with an rw mount could have left a trap where the result goes, so the
+/// directory is reached by a walk that follows only root's symlinks
+/// (`safepath`), the file is opened from that directory without following
+/// a symlink and without blocking (a FIFO there cannot hang airlock), and
+/// only a regular file with no other hard link (no other file's content
+/// behind it) is written.
 fn open_json(p: &Path) -> Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = p
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    if !dir.is_dir() {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let abs = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .context("cannot read the current directory")?
+            .join(p)
+    };
+    let (Some(dir), Some(name)) = (abs.parent(), abs.file_name()) else {
+        bail!("cannot write --json {}: not a file name", p.display());
+    };
+    let d = airlock_jail::safepath::resolve(dir).map_err(|e| {
+        if e.is_not_found() {
+            anyhow::anyhow!(
+                "cannot write --json {}: directory {} does not exist",
+                p.display(),
+                dir.display()
+            )
+        } else if matches!(e, airlock_jail::safepath::PathError::Symlink { .. }) {
+            anyhow::anyhow!("refusing to write --json {}: {e}", p.display())
+        } else {
+            anyhow::Error::new(e).context(format!("cannot write --json {}", p.display()))
+        }
+    })?;
+    if !d.is_dir() {
         bail!(
-            "cannot write --json {}: directory {} does not exist",
+            "cannot write --json {}: {} is not a directory",
             p.display(),
             dir.display()
         );
     }
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .mode(0o644)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(p)
-        .map_err(|e| {
-            if e.raw_os_error() == Some(libc::ELOOP) {
+    let c = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(name))
+        .context("--json path contains a NUL byte")?;
+    // SAFETY: a valid dir fd and C string; the kernel returns a new fd.
+    let fd = unsafe {
+        libc::openat(
+            d.fd.as_raw_fd(),
+            c.as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC,
+            0o644,
+        )
+    };
+    if fd < 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(match e.raw_os_error() {
+            Some(libc::ELOOP) => {
                 anyhow::anyhow!("refusing to write --json {}: it is a symlink", p.display())
-            } else {
-                anyhow::Error::new(e).context(format!("cannot open --json {}", p.display()))
             }
-        })
+            Some(libc::ENXIO) => anyhow::anyhow!(
+                "refusing to write --json {}: it is not a regular file (a FIFO)",
+                p.display()
+            ),
+            _ => anyhow::Error::new(e).context(format!("cannot open --json {}", p.display())),
+        });
+    }
+    // SAFETY: a new fd that nothing else owns.
+    let f = unsafe { std::fs::File::from_raw_fd(fd) };
+    let md = f.metadata().context("cannot stat --json file")?;
+    if !md.file_type().is_file() {
+        bail!(
+            "refusing to write --json {}: it is not a regular file",
+            p.display()
+        );
+    }
+    if std::os::unix::fs::MetadataExt::nlink(&md) > 1 {
+        bail!(
+            "refusing to write --json {}: it has other hard links (writing it would change another file)",
+            p.display()
+        );
+    }
+    Ok(f)
 }
 
 fn write_json(f: &mut std::fs::File, text: &str) -> std::io::Result<()> {

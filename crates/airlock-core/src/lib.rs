@@ -200,13 +200,14 @@ fn run_container(
     } else if landlock_abi < 6 {
         notes(&format!("Landlock ABI {landlock_abi} on this kernel: the command's signals and abstract unix sockets are not scoped to the sandbox (ABI 6, Linux 6.12+)"));
     }
+    let kernel = airlock_jail::rlimit::KernelLimits::probe();
     let plan = Plan::compile(
         spec,
         &facts,
+        &kernel,
         IdMap::for_current_process(),
         env,
         &unenforced,
-        cg.is_some(),
         landlock_abi,
     )?;
     let (host, sandbox) = stdio::pair(spec.tty)?;
@@ -225,7 +226,7 @@ fn run_container(
     for n in &sb.notes {
         notes(n);
     }
-    let out = supervise(spec, &sb.channel, sb.pid, host, &signals, start);
+    let out = supervise(spec, &sb.channel, sb.pid, host, &signals, start, notes);
     let mut result = match out {
         Ok(r) => r,
         Err(e) => {
@@ -243,18 +244,45 @@ fn run_container(
     // The agent has exited (or was killed), and with it every process of
     // the namespace is being killed; reaping it waits for the kernel's
     // teardown of the namespaces.
-    let flags = if opts.wait_for_teardown || cg.is_some() {
-        0
+    // A run that timed out (or whose agent was killed) says every process
+    // was killed: it waits for that — PID 1 of a namespace becomes
+    // reapable only once every other process in it is gone — though not
+    // for ever (a task stuck in the kernel cannot hold airlock).
+    if opts.wait_for_teardown || cg.is_some() {
+        // SAFETY: reaps our own child.
+        unsafe { libc::waitpid(sb.pid, std::ptr::null_mut(), 0) };
+    } else if result.timed_out || result.status.is_none() {
+        reap_within(sb.pid, Duration::from_secs(5));
     } else {
-        libc::WNOHANG
-    };
-    // SAFETY: reaps our own child.
-    unsafe { libc::waitpid(sb.pid, std::ptr::null_mut(), flags) };
+        // SAFETY: reaps our own child if it is done; init reaps it else.
+        unsafe { libc::waitpid(sb.pid, std::ptr::null_mut(), libc::WNOHANG) };
+    }
     finish_cgroup(cg, &mut result);
     result.isolation = "container";
     result.duration_ms = start.elapsed().as_millis() as u64;
     result.finish();
     Ok(result)
+}
+
+/// Reaps `pid` (our child) once it has exited, waiting at most `limit`.
+fn reap_within(pid: libc::pid_t, limit: Duration) {
+    // SAFETY: pidfd_open on our own unreaped child.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd >= 0 {
+        let mut p = libc::pollfd {
+            fd: fd as i32,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = limit.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: one valid pollfd; then closing the fd we opened.
+        unsafe {
+            libc::poll(&mut p, 1, ms);
+            libc::close(fd as i32);
+        }
+    }
+    // SAFETY: reaps our own child if it is done.
+    unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
 }
 
 /// The host loop of a container run.
@@ -265,6 +293,7 @@ fn supervise(
     mut host: Streams,
     signals: &stdio::SignalFd,
     start: Instant,
+    notes: Notes,
 ) -> Result<RunResult, CoreError> {
     let deadline = start + spec.limits.timeout;
     let mut result = RunResult::default();
@@ -324,6 +353,12 @@ fn supervise(
                         // outside, or by the OOM killer.
                         result.signal = Some(libc::SIGKILL as u8);
                     }
+                    // The sandbox is gone (timed out, or killed): what it
+                    // wrote is in the pipes. Take that and finish, never
+                    // waiting for an end-of-file that a process it passed
+                    // its stdout to (through a unix socket) could withhold.
+                    host.close_stdin();
+                    host.drain_now(spec.limits.output, deadline);
                     continue;
                 }
                 if n < 0 {
@@ -331,6 +366,12 @@ fn supervise(
                 }
                 match Message::decode(&buf[..n as usize])? {
                     Message::Started { .. } if !started => started = true,
+                    // Set-up notes come from the agent before it runs the
+                    // command; what a taken-over agent could send later is
+                    // refused below. Control characters are escaped.
+                    Message::Note { text } if !started && !exited => {
+                        notes(&text.escape_debug().to_string())
+                    }
                     Message::Exited {
                         code,
                         signal,
@@ -362,6 +403,10 @@ fn supervise(
                             Stage::Workdir => format!(
                                 "working directory {}: {detail}",
                                 spec.effective_workdir().display()
+                            ),
+                            Stage::Mounts if errno == libc::ENOSPC => format!(
+                                "--disk {} is too small for the sandbox's own files ({detail}); give it at least a few MiB (the default is 1G)",
+                                human_size(spec.limits.disk)
                             ),
                             _ => detail,
                         };
@@ -417,6 +462,21 @@ fn send(channel: &OwnedFd, m: &Message) {
             libc::MSG_NOSIGNAL,
         )
     };
+}
+
+/// Formats a size the way users type it (`64K`, `1M`, `1.5G`).
+pub fn human_size(n: u64) -> String {
+    for (unit, shift) in [("G", 30), ("M", 20), ("K", 10)] {
+        let u = 1u64 << shift;
+        if n >= u {
+            return if n.is_multiple_of(u) {
+                format!("{}{unit}", n / u)
+            } else {
+                format!("{:.1}{unit}", n as f64 / u as f64)
+            };
+        }
+    }
+    n.to_string()
 }
 
 /// Formats a duration the way users typed it.

@@ -5,6 +5,7 @@
 
 use crate::{limits_setup, stdio, CoreError, Notes, RunResult};
 use airlock_jail::{rlimit, sys};
+use airlock_protocol::Stage;
 use airlock_spec::SandboxSpec;
 use std::ffi::CString;
 use std::io;
@@ -61,7 +62,7 @@ pub fn run(spec: &SandboxSpec, notes: Notes) -> Result<RunResult, CoreError> {
         Some(w) => w.clone(),
         None => std::env::current_dir().map_err(CoreError::io("current directory"))?,
     };
-    let fallback = rlimit::Fallback {
+    let fallback = rlimit::Rlimits {
         data: unenforced
             .contains(&airlock_jail::cgroup::Controller::Memory)
             .then_some(spec.limits.memory)
@@ -70,6 +71,7 @@ pub fn run(spec: &SandboxSpec, notes: Notes) -> Result<RunResult, CoreError> {
             .contains(&airlock_jail::cgroup::Controller::Pids)
             .then_some(spec.limits.pids)
             .flatten(),
+        ..Default::default()
     };
     let (host, sandbox) = stdio::pair(spec.tty)?;
     // Caught from before the fork on (the child resets its mask).
@@ -94,13 +96,16 @@ pub fn run(spec: &SandboxSpec, notes: Notes) -> Result<RunResult, CoreError> {
             // SAFETY: exit without unwinding in the forked child.
             unsafe { libc::_exit(125) };
         }
-        let e = child(
+        let (stage, e) = child(
             me, spec.tty, &sandbox, &fallback, &workdir, &argv, &envp, &path,
         );
-        let b = e.to_le_bytes();
-        // SAFETY: report errno to the parent and exit without unwinding.
+        let mut b = [0u8; 5];
+        b[0] = stage as u8;
+        b[1..].copy_from_slice(&e.to_le_bytes());
+        // SAFETY: report the stage and errno to the parent and exit
+        // without unwinding.
         unsafe {
-            libc::write(err_w.as_raw_fd(), b.as_ptr().cast(), 4);
+            libc::write(err_w.as_raw_fd(), b.as_ptr().cast(), 5);
             libc::_exit(127);
         }
     }
@@ -137,11 +142,35 @@ pub fn run(spec: &SandboxSpec, notes: Notes) -> Result<RunResult, CoreError> {
     }
     drop(go_w);
     let mut result = RunResult::default();
-    let mut b = [0u8; 4];
-    // SAFETY: reads up to 4 bytes; EOF means exec worked.
-    let n = unsafe { libc::read(err_r.as_raw_fd(), b.as_mut_ptr().cast(), 4) };
-    if n == 4 {
-        result.exec_errno = Some(i32::from_le_bytes(b));
+    let mut b = [0u8; 5];
+    // SAFETY: reads up to 5 bytes; EOF means exec worked.
+    let n = unsafe { libc::read(err_r.as_raw_fd(), b.as_mut_ptr().cast(), 5) };
+    if n == 5 {
+        let errno = i32::from_le_bytes([b[1], b[2], b[3], b[4]]);
+        if b[0] == Stage::Exec as u8 {
+            result.exec_errno = Some(errno);
+        } else {
+            // Set-up failed before exec: airlock's own failure (125), not
+            // the command's.
+            let stage = if b[0] == Stage::Workdir as u8 {
+                Stage::Workdir
+            } else {
+                Stage::Limits
+            };
+            let what = io::Error::from_raw_os_error(errno);
+            let detail = match stage {
+                Stage::Workdir => format!("working directory {}: {what}", workdir.display()),
+                _ => format!("{what}"),
+            };
+            // SAFETY: reaps the child, which has exited or is exiting.
+            unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+            crate::finish_cgroup(cg, &mut result);
+            return Err(CoreError::Setup {
+                stage,
+                errno,
+                detail,
+            });
+        }
     }
     let r = supervise(spec, pid, &pidfd, host, &signals, start, &mut result);
     crate::finish_cgroup(cg, &mut result);
@@ -233,12 +262,12 @@ fn child(
     parent: libc::pid_t,
     tty: bool,
     stdio: &airlock_jail::Stdio,
-    fallback: &rlimit::Fallback,
+    fallback: &rlimit::Rlimits,
     workdir: &std::path::Path,
     argv: &[CString],
     envp: &[CString],
     path: &[PathBuf],
-) -> i32 {
+) -> (Stage, i32) {
     // SAFETY: plain process-setup syscalls in the forked child.
     unsafe {
         libc::setsid();
@@ -270,13 +299,13 @@ fn child(
         }
     }
     if let Err(e) = rlimit::apply(fallback) {
-        return sys::errno_of(&e);
+        return (Stage::Limits, sys::errno_of(&e));
     }
     if let Err(e) = std::env::set_current_dir(workdir) {
-        return sys::errno_of(&e);
+        return (Stage::Workdir, sys::errno_of(&e));
     }
     if let Err(e) = sys::cloexec_from(3) {
-        return sys::errno_of(&e);
+        return (Stage::Limits, sys::errno_of(&e));
     }
-    airlock_jail::exec_search(argv, envp, path)
+    (Stage::Exec, airlock_jail::exec_search(argv, envp, path))
 }

@@ -127,6 +127,16 @@ fn set_nonblock(fd: RawFd) {
     }
 }
 
+/// Bytes waiting to be read from a pipe or pty master.
+fn queued(fd: RawFd) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int.
+    if unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) } < 0 {
+        return 0;
+    }
+    n.max(0) as usize
+}
+
 fn dup(fd: RawFd) -> Result<OwnedFd, CoreError> {
     // SAFETY: duplicates an fd we own.
     let n = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
@@ -219,21 +229,27 @@ impl Streams {
         self.out.is_none() && self.err.is_none() && !self.host.iter().any(HostOut::blocked)
     }
 
-    /// Reads whatever stdout and stderr hold right now, without waiting for
+    /// Reads what stdout and stderr hold right now — no more: whoever else
+    /// may hold their write ends (a process that escaped, or someone the
+    /// sandbox passed them to) cannot keep this going — without waiting for
     /// end-of-file, and stops reading them; then writes it out, waiting for
     /// our own reader until `until` at most. Used once the command has
-    /// exited: everything it wrote is in the pipes already, and waiting for
-    /// EOF would wait for the kernel to tear the sandbox down.
+    /// exited or the sandbox is gone: everything it wrote is in the pipes
+    /// already.
     pub fn drain_now(&mut self, limit: Option<u64>, until: Instant) {
         for (i, is_out) in [(0, true), (1, false)] {
-            while let Some(fd) = (if is_out { &self.out } else { &self.err })
+            if let Some(fd) = (if is_out { &self.out } else { &self.err })
                 .as_ref()
                 .map(|f| f.as_raw_fd())
             {
                 set_nonblock(fd);
-                self.host[i].flush(Some(until));
-                if !self.pump(is_out, limit) {
-                    break;
+                let mut left = queued(fd);
+                while left > 0 {
+                    self.host[i].flush(Some(until));
+                    match self.pump(is_out, limit) {
+                        0 => break,
+                        n => left = left.saturating_sub(n),
+                    }
                 }
             }
             if is_out {
@@ -330,10 +346,10 @@ impl Streams {
             return Err(CoreError::io("poll")(e));
         }
         if fds[0].revents != 0 {
-            self.pump(true, limit);
+            let _ = self.pump(true, limit);
         }
         if fds[1].revents != 0 {
-            self.pump(false, limit);
+            let _ = self.pump(false, limit);
         }
         if fds[2].revents != 0 {
             self.read_stdin();
@@ -400,20 +416,20 @@ impl Streams {
         }
     }
 
-    /// Moves one chunk; `true` if it read data.
-    fn pump(&mut self, is_out: bool, limit: Option<u64>) -> bool {
+    /// Moves one chunk; returns how many bytes it read.
+    fn pump(&mut self, is_out: bool, limit: Option<u64>) -> usize {
         let Some(fd) = (if is_out { &self.out } else { &self.err })
             .as_ref()
             .map(|f| f.as_raw_fd())
         else {
-            return false;
+            return 0;
         };
         // SAFETY: reads into our buffer.
         let n = unsafe { libc::read(fd, self.buf.as_mut_ptr().cast(), self.buf.len()) };
         if n < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted || e.kind() == io::ErrorKind::WouldBlock {
-                return false;
+                return 0;
             }
         }
         if n <= 0 {
@@ -423,7 +439,7 @@ impl Streams {
             } else {
                 self.err = None;
             }
-            return false;
+            return 0;
         }
         let n = n as usize;
         if is_out {
@@ -456,7 +472,7 @@ impl Streams {
             );
             let _ = airlock_jail::sys::write_all_fd(2, msg.as_bytes());
         }
-        true
+        n
     }
 }
 

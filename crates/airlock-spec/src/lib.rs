@@ -36,6 +36,13 @@ pub enum SpecError {
     Cpus { input: String, why: &'static str },
     #[error("invalid --pids {input:?}: {why}")]
     Pids { input: String, why: &'static str },
+    #[error("{what} {value} is too small: it must be at least {min}{why}")]
+    TooSmall {
+        what: &'static str,
+        value: String,
+        min: &'static str,
+        why: &'static str,
+    },
     #[error("no command given (usage: airlock run [FLAGS] -- COMMAND [ARGS...])")]
     NoCommand,
     #[error("{what} is not available with --isolation {isolation}: {why}")]
@@ -158,6 +165,14 @@ pub struct Limits {
 }
 
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+/// The smallest `--pids`: the sandbox's init process counts as one.
+pub const MIN_PIDS: u64 = 2;
+/// The smallest `--memory` (docker's minimum too): below it even the
+/// sandbox's init and a shell are killed as out of memory.
+pub const MIN_MEMORY: u64 = 6 << 20;
+/// The smallest `--disk`: the sandbox's own `/etc` and directories live on
+/// the same writable layer.
+pub const MIN_DISK: u64 = 1 << 20;
 pub const DEFAULT_DISK: u64 = 1 << 30;
 
 impl Default for Limits {
@@ -170,6 +185,44 @@ impl Default for Limits {
             disk: DEFAULT_DISK,
             output: None,
         }
+    }
+}
+
+impl Limits {
+    /// The floors below which no sandbox can start.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        let small = |what, value: String, min, why| {
+            Err(SpecError::TooSmall {
+                what,
+                value,
+                min,
+                why,
+            })
+        };
+        if let Some(p) = self.pids {
+            if p < MIN_PIDS {
+                return small(
+                    "--pids",
+                    p.to_string(),
+                    "2",
+                    " (the sandbox's init process counts as one)",
+                );
+            }
+        }
+        if let Some(m) = self.memory {
+            if m < MIN_MEMORY {
+                return small("--memory", m.to_string(), "6M", "");
+            }
+        }
+        if self.disk < MIN_DISK {
+            return small(
+                "--disk",
+                self.disk.to_string(),
+                "1M",
+                " (the sandbox's own /etc and directories live there too)",
+            );
+        }
+        Ok(())
     }
 }
 
@@ -244,6 +297,7 @@ impl SandboxSpec {
             return Err(SpecError::NoCommand);
         }
         validate_hostname(&self.hostname)?;
+        self.limits.validate()?;
         let mut seen: Vec<&Path> = Vec::new();
         for m in &self.mounts {
             validate_target(&m.target)?;
@@ -308,7 +362,14 @@ impl SandboxSpec {
 
 /// Targets airlock itself owns: a mount there would hide or replace the
 /// sandbox's own plumbing.
-const RESERVED_TARGETS: &[&str] = &["/proc", "/dev", "/sys", "/etc"];
+const RESERVED_TARGETS: &[&str] = &[
+    "/proc",
+    "/dev",
+    "/sys",
+    "/etc",
+    "/.airlock",
+    "/.airlock-lower",
+];
 
 /// A mount target must be absolute, normalised (no `.`/`..`), not `/` and not
 /// inside the kernel-interface trees.
@@ -338,7 +399,7 @@ pub fn validate_target(target: &Path) -> Result<(), SpecError> {
     }
     for r in RESERVED_TARGETS {
         if target.starts_with(r) {
-            return bad("is inside /proc, /dev, /sys or /etc, which airlock manages");
+            return bad("is inside /proc, /dev, /sys, /etc or /.airlock, which airlock manages");
         }
     }
     Ok(())
@@ -397,6 +458,31 @@ mod tests {
         assert_eq!(s.limits.timeout, DEFAULT_TIMEOUT);
         assert_eq!(s.limits.disk, DEFAULT_DISK);
         s.validate().unwrap();
+    }
+
+    #[test]
+    fn limits_have_floors() {
+        let mut s = spec();
+        s.limits.pids = Some(1);
+        assert!(matches!(
+            s.validate(),
+            Err(SpecError::TooSmall { what: "--pids", .. })
+        ));
+        s.limits.pids = Some(2);
+        s.validate().unwrap();
+        s.limits.memory = Some(1);
+        assert!(matches!(
+            s.validate(),
+            Err(SpecError::TooSmall {
+                what: "--memory",
+                ..
+            })
+        ));
+        s.limits.memory = Some(MIN_MEMORY);
+        s.validate().unwrap();
+        s.limits.disk = 0;
+        let e = s.validate().unwrap_err();
+        assert!(e.to_string().contains("at least 1M"), "{e}");
     }
 
     #[test]

@@ -652,41 +652,67 @@ const EMPTY_LOWER: &str = "proc";
 /// attached while an overlay is made of it (removed afterwards).
 const HOST_LOWER: &str = ".airlock-lower";
 
+/// Where detached mounts that are no longer needed are put: stacked on the
+/// old root's `/proc` (nothing there is used once the new root is being
+/// built), they go with the old root in the one detach after `pivot_root`.
+/// Closing the last fd of a detached mount instead would detach it there
+/// and then, and every detach waits for an RCU grace period (hundreds of
+/// µs here).
+const PARK: &str = "/proc";
+
+/// Puts a detached mount away (see [`PARK`]).
+fn park(fd: OwnedFd, what: &Path) -> Result<(), ChildFail> {
+    sys::move_mount_path(fd.as_raw_fd(), Path::new(PARK)).map_err(|e| fail("park", what, e))
+}
+
 /// Makes overlays whose lower layer is a detached tree. Since Linux 6.13
-/// overlayfs takes layers as fds; older kernels get the tree attached for a
-/// moment at a staging directory and named by path.
+/// overlayfs takes layers as fds, so nothing is attached; older kernels
+/// get the tree attached for a moment inside the (attached) new root and
+/// named by path.
 struct Overlays {
+    /// The empty bottom layer for read-only overlays (the new root's
+    /// `proc`, empty until procfs goes over it), as an `O_PATH` fd...
+    empty_fd: OwnedFd,
+    /// ...and, on older kernels, by path.
+    empty: PathBuf,
     /// Where trees are attached on older kernels.
     lower_at: PathBuf,
-    /// The empty bottom layer, by path and as an `O_PATH` fd.
-    empty: PathBuf,
-    empty_fd: OwnedFd,
-    by_fd: std::cell::Cell<bool>,
+    by_fd: bool,
 }
 
 impl Overlays {
-    fn new(stage: &Path, empty: &Path) -> Result<Overlays, ChildFail> {
-        let c = cpath(empty).map_err(|e| fail("open", empty, e))?;
-        // SAFETY: a valid C string; the kernel returns a new fd or -1.
+    /// `root` is the new root's tmpfs, still detached; `stage` is where it
+    /// will be attached.
+    fn new(root: &OwnedFd, stage: &Path) -> Result<Overlays, ChildFail> {
+        let empty = stage.join(EMPTY_LOWER);
+        // SAFETY: valid fd and C string.
+        sys::cvt(unsafe { libc::mkdirat(root.as_raw_fd(), c"proc".as_ptr(), 0o755) })
+            .map_err(|e| fail("mkdir", &empty, e))?;
+        // SAFETY: valid fd and C string; the kernel returns a new fd or -1.
         let fd = sys::cvt(unsafe {
-            libc::open(
-                c.as_ptr(),
+            libc::openat(
+                root.as_raw_fd(),
+                c"proc".as_ptr(),
                 libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
             )
         })
-        .map_err(|e| fail("open", empty, e))?;
+        .map_err(|e| fail("open", &empty, e))?;
+        // SAFETY: a new fd that nothing else owns.
+        let empty_fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        let by_fd = sys::overlay_takes_fds(empty_fd.as_raw_fd());
         Ok(Overlays {
+            empty_fd,
+            empty,
             lower_at: stage.join(HOST_LOWER),
-            empty: empty.to_path_buf(),
-            // SAFETY: a new fd that nothing else owns.
-            empty_fd: unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) },
-            by_fd: std::cell::Cell::new(true),
+            by_fd,
         })
     }
 
-    /// An overlay of the detached tree `lower`: read-only over the empty
-    /// layer, or writable with `upper` = (upperdir, workdir).
-    fn make(&self, lower: &OwnedFd, upper: Option<(&Path, &Path)>) -> io::Result<OwnedFd> {
+    /// An overlay of the detached tree `lower` (consumed: parked, or
+    /// detached on older kernels): read-only over the empty layer, or
+    /// writable with `upper` = (upperdir, workdir).
+    fn make(&self, lower: OwnedFd, upper: Option<(&Path, &Path)>) -> Result<OwnedFd, ChildFail> {
+        let what = Path::new("overlay");
         let mut attrs = sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV;
         let up = upper.map(|(u, w)| {
             (
@@ -704,20 +730,23 @@ impl Overlays {
             }
             None => attrs |= sys::MOUNT_ATTR_RDONLY,
         }
-        if self.by_fd.get() {
+        if self.by_fd {
             let mut lowers = vec![lower.as_raw_fd()];
             if upper.is_none() {
                 // Without an upper layer overlayfs wants two lower ones.
                 lowers.push(self.empty_fd.as_raw_fd());
             }
-            match sys::overlay_from_fds(&lowers, &opts, attrs) {
-                Ok(m) => return Ok(m),
-                Err(sys::OverlayFdError::Other(e)) => return Err(e),
-                Err(sys::OverlayFdError::Unsupported(_)) => self.by_fd.set(false),
-            }
+            let made = sys::overlay_from_fds(&lowers, &opts, attrs).map_err(|e| match e {
+                sys::OverlayFdError::Other(e) | sys::OverlayFdError::Unsupported(e) => {
+                    fail("make overlay of", what, e)
+                }
+            });
+            park(lower, what)?;
+            return made;
         }
-        std::fs::create_dir(&self.lower_at)?;
-        sys::move_mount_path(lower.as_raw_fd(), &self.lower_at)?;
+        mkdir(&self.lower_at, 0o700)?;
+        sys::move_mount_path(lower.as_raw_fd(), &self.lower_at)
+            .map_err(|e| fail("attach lower of", what, e))?;
         let spec = if upper.is_some() {
             cstring(self.lower_at.display().to_string())
         } else {
@@ -728,12 +757,10 @@ impl Overlays {
             ))
         };
         opts.push((c"lowerdir", &spec));
-        let made = sys::fs_mount(c"overlay", &opts, attrs);
+        let made = sys::fs_mount(c"overlay", &opts, attrs).map_err(|e| fail("make", what, e));
         // The overlay holds its own reference to the lower layer.
-        let c = cpath(&self.lower_at)?;
-        // SAFETY: a valid C string.
-        sys::cvt(unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) })?;
-        std::fs::remove_dir(&self.lower_at)?;
+        umount_detach(&self.lower_at)?;
+        rmdir(&self.lower_at)?;
         made
     }
 }
@@ -788,33 +815,7 @@ pub fn build_root(
     })
     .map_err(|e| fail("make private", Path::new("/"), e))?;
 
-    // Trees the parent opened (run by root) belong to its mount namespace,
-    // and overlayfs takes only trees of ours as layers. Each is parked
-    // for a moment on the old root's /tmp — under where the new root goes,
-    // and detached with the old root in one go after pivot_root, so no
-    // umount of its own — and cloned from there as ours.
-    let mut lowers: Vec<Option<OwnedFd>> = Vec::new();
-    for (m, opened) in plan.user_mounts.iter().zip(&trees.mounts) {
-        let tree = match (&m.mode, &opened.file_in) {
-            (MountMode::Ro, Some((dir, _))) => Some((dir, true)),
-            (MountMode::Ro, None) | (MountMode::Overlay, None) => {
-                Some((&opened.tree, opened.is_dir))
-            }
-            _ => None,
-        };
-        lowers.push(match tree {
-            Some((t, recursive)) if !rootless => {
-                sys::move_mount_path(t.as_raw_fd(), stage)
-                    .map_err(|e| fail("park lower of", &m.source, e))?;
-                Some(
-                    sys::open_tree_clone(stage, recursive)
-                        .map_err(|e| fail("clone lower of", &m.source, e))?,
-                )
-            }
-            _ => None,
-        });
-    }
-
+    // The new root: one tmpfs, the writable layer, still detached.
     let size = cstring(plan.disk.to_string());
     let inodes = cstring(inodes_for(plan.disk).to_string());
     let tmpfs = sys::fs_mount(
@@ -827,14 +828,60 @@ pub fn build_root(
         sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV,
     )
     .map_err(|e| fail("create tmpfs (--disk)", stage, e))?;
+    let overlays = Overlays::new(&tmpfs, stage)?;
+
+    // Trees the parent opened (run by root) belong to its mount namespace,
+    // and overlayfs takes only trees of ours as layers: each is parked and
+    // cloned from there as ours.
+    let mut lowers: Vec<Option<OwnedFd>> = Vec::new();
+    for (m, opened) in plan.user_mounts.iter().zip(&trees.mounts) {
+        let tree = match (&m.mode, &opened.file_in) {
+            (MountMode::Ro, Some((dir, _))) => Some((dir, true)),
+            (MountMode::Ro, None) | (MountMode::Overlay, None) => {
+                Some((&opened.tree, opened.is_dir))
+            }
+            _ => None,
+        };
+        lowers.push(match tree {
+            Some((t, recursive)) => Some(if rootless {
+                t.try_clone().map_err(|e| fail("dup", &m.source, e))?
+            } else {
+                let park_at = Path::new(PARK);
+                sys::move_mount_path(t.as_raw_fd(), park_at)
+                    .map_err(|e| fail("park lower of", &m.source, e))?;
+                sys::open_tree_clone(park_at, recursive)
+                    .map_err(|e| fail("clone lower of", &m.source, e))?
+            }),
+            None => None,
+        });
+    }
+
+    // With layers by fd, every read-only overlay is made now, before the
+    // new root is attached; older kernels make them below, by path.
+    let mut host = if overlays.by_fd {
+        Some(host_dirs(plan, &overlays, &mut notes)?)
+    } else {
+        None
+    };
+    let mut shown: Vec<Option<OwnedFd>> = Vec::new();
+    for ((m, opened), lower) in plan.user_mounts.iter().zip(&trees.mounts).zip(&mut lowers) {
+        shown.push(match m.mode {
+            MountMode::Ro if overlays.by_fd => match lower.take() {
+                Some(l) => Some(ro_mount(&overlays, m, opened, l)?),
+                None => None,
+            },
+            _ => None,
+        });
+    }
+
     sys::move_mount_path(tmpfs.as_raw_fd(), stage)
         .map_err(|e| fail("attach tmpfs at", stage, e))?;
     drop(tmpfs);
+    if host.is_none() {
+        host = Some(host_dirs(plan, &overlays, &mut notes)?);
+    }
 
     let root = |rel: &Path| stage.join(rel);
-    let empty = root(Path::new(EMPTY_LOWER));
-    mkdir(&empty, 0o755)?;
-    let overlays = Overlays::new(stage, &empty)?;
     let mut devices = trees.devices.iter();
     for e in &plan.entries {
         match e {
@@ -869,7 +916,10 @@ pub fn build_root(
             }
         }
     }
-    host_dirs(plan, stage, &overlays, &mut notes)?;
+    for (path, fd) in host.unwrap_or_default() {
+        sys::move_mount_path(fd.as_raw_fd(), &root(&path))
+            .map_err(|e| fail("bind onto", &path, e))?;
+    }
 
     // Writable directories: bound onto themselves so they keep `rw` when `/`
     // becomes read-only.
@@ -905,41 +955,17 @@ pub fn build_root(
     // the empty `proc` directory as their bottom layer.)
     let root_dir = std::fs::File::open(stage).map_err(|e| fail("open", stage, e))?;
     let base = root(Path::new(OVERLAY_DIR));
-    mkdir(&base, 0o700)?;
     let mut n_overlays = 0usize;
-    for ((m, opened), parked) in plan.user_mounts.iter().zip(&trees.mounts).zip(&lowers) {
+    let user = plan.user_mounts.iter().zip(&trees.mounts);
+    for (((m, opened), lower), made) in user.zip(lowers).zip(shown) {
         let target = make_target(root_dir.as_raw_fd(), &m.target, opened.is_dir)?;
-        match m.mode {
-            MountMode::Rw => sys::move_mount_fd(opened.tree.as_raw_fd(), target.as_raw_fd())
-                .map_err(|e| fail("bind onto", &m.target, e))?,
-            MountMode::Ro => {
-                let (tree, file) = match &opened.file_in {
-                    Some((dir, name)) => (dir, Some(name)),
-                    None => (&opened.tree, None),
-                };
-                let tree = parked.as_ref().unwrap_or(tree);
-                let ovl = overlays.make(tree, None).map_err(|e| {
-                    fail(
-                        "mount read-only (through overlayfs, which keeps host sockets and locks out of reach) of",
-                        &m.source,
-                        e,
-                    )
-                })?;
-                let shown = match file {
-                    None => ovl,
-                    Some(name) => sys::open_tree_clone_at(ovl.as_raw_fd(), Path::new(name))
-                        .map_err(|e| fail("open overlay file", &m.target, e))?,
-                };
-                sys::move_mount_fd(shown.as_raw_fd(), target.as_raw_fd())
-                    .map_err(|e| fail("overlay onto", &m.target, e))?;
-            }
-            MountMode::Overlay => {
-                if !opened.is_dir {
-                    return Err(fail(
-                        "overlay needs a directory source for",
-                        &m.target,
-                        io::Error::from_raw_os_error(libc::ENOTDIR),
-                    ));
+        let fd = match (m.mode, made, lower) {
+            (MountMode::Rw, _, _) => opened.tree.try_clone(),
+            (MountMode::Ro, Some(made), _) => Ok(made),
+            (MountMode::Ro, None, Some(lower)) => Ok(ro_mount(&overlays, m, opened, lower)?),
+            (MountMode::Overlay, _, Some(lower)) => {
+                if n_overlays == 0 {
+                    mkdir(&base, 0o700)?;
                 }
                 let upper = base.join(format!("u{n_overlays}"));
                 let work = base.join(format!("w{n_overlays}"));
@@ -948,22 +974,22 @@ pub fn build_root(
                 if !rootless {
                     chown(&upper, uid, gid)?;
                 }
-                let ovl = overlays
-                    .make(
-                        parked.as_ref().unwrap_or(&opened.tree),
-                        Some((&upper, &work)),
-                    )
-                    .map_err(|e| fail("overlay", &m.target, e))?;
-                sys::move_mount_fd(ovl.as_raw_fd(), target.as_raw_fd())
-                    .map_err(|e| fail("overlay onto", &m.target, e))?;
                 n_overlays += 1;
+                Ok(overlays.make(lower, Some((&upper, &work)))?)
+            }
+            _ => {
+                return Err(fail(
+                    "no opened tree for",
+                    &m.target,
+                    io::Error::from_raw_os_error(libc::EINVAL),
+                ))
             }
         }
+        .map_err(|e| fail("dup", &m.target, e))?;
+        sys::move_mount_fd(fd.as_raw_fd(), target.as_raw_fd())
+            .map_err(|e| fail("mount onto", &m.target, e))?;
     }
     drop(root_dir);
-    if n_overlays == 0 {
-        rmdir(&base)?;
-    }
 
     mount_fs(
         c"proc",
@@ -981,7 +1007,8 @@ pub fn build_root(
         Some(&pts_opts),
     )?;
 
-    // Into the new root; the host's tree is detached and gone.
+    // Into the new root; the host's tree is detached and gone, and with it
+    // everything parked on it.
     std::env::set_current_dir(stage).map_err(|e| fail("chdir", stage, e))?;
     sys::pivot_root_here().map_err(|e| fail("pivot_root into", stage, e))?;
     umount_detach(Path::new("."))?;
@@ -1006,17 +1033,46 @@ pub fn build_root(
     Ok(notes)
 }
 
+/// A `ro` user mount: a read-only overlay of its tree (for a single file,
+/// of its directory, the file cloned from it). Returns the detached mount
+/// to attach at the target.
+fn ro_mount(
+    overlays: &Overlays,
+    m: &Mount,
+    opened: &OpenedMount,
+    lower: OwnedFd,
+) -> Result<OwnedFd, ChildFail> {
+    let ovl = overlays.make(lower, None).map_err(|e| ChildFail {
+        detail: format!(
+            "mount {} read-only through overlayfs (which keeps host sockets and locks out of reach): {}",
+            m.source.display(),
+            e.detail
+        ),
+        ..e
+    })?;
+    match &opened.file_in {
+        None => Ok(ovl),
+        Some((_, name)) => {
+            let one = sys::open_tree_clone_at(ovl.as_raw_fd(), Path::new(name))
+                .map_err(|e| fail("open overlay file", &m.target, e))?;
+            park(ovl, &m.target)?;
+            Ok(one)
+        }
+    }
+}
+
 /// The `host` image's directories: one read-only overlay per top-level
-/// host directory, its subdirectories bound into place from it. Where
-/// overlayfs refuses a host directory (a kernel without it, or mounts
-/// below it that the sandbox may not see), a read-only bind takes its
-/// place and the user hears that sockets under it stay reachable.
+/// host directory, its subdirectories cloned from it. Returns each
+/// directory's path in the new root with the detached mount to attach
+/// there. Where overlayfs refuses a host directory (a kernel without it,
+/// or mounts below it that the sandbox may not see), a read-only clone of
+/// the directory takes its place and the user hears that sockets under it
+/// stay reachable.
 fn host_dirs(
     plan: &RootPlan,
-    stage: &Path,
     overlays: &Overlays,
     notes: &mut Vec<String>,
-) -> Result<(), ChildFail> {
+) -> Result<Vec<(PathBuf, OwnedFd)>, ChildFail> {
     let attrs = sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV;
     let opened = |source: &Path| {
         open_one(source, true, attrs).map_err(|e| ChildFail {
@@ -1025,6 +1081,7 @@ fn host_dirs(
             detail: e.to_string(),
         })
     };
+    let mut out = Vec::new();
     for layer in plan.host_layers() {
         let dirs: Vec<(&PathBuf, &PathBuf)> = plan
             .entries
@@ -1037,18 +1094,16 @@ fn host_dirs(
         // The lower layer is a read-only clone of the host directory, not
         // the host's own mount: overlayfs would otherwise update the host
         // files' access times as the sandbox reads them (a channel out).
-        let tree = opened(&layer)?;
-        let ovl = match overlays.make(&tree, None) {
+        let ovl = match overlays.make(opened(&layer)?, None) {
             Ok(o) => o,
             Err(e) => {
                 notes.push(format!(
-                    "overlayfs refused {} ({e}): it is bound read-only instead, and unix sockets under it are reachable from the sandbox",
-                    layer.display()
+                    "overlayfs refused {} ({}): it is bound read-only instead, and unix sockets under it are reachable from the sandbox",
+                    layer.display(),
+                    e.detail
                 ));
                 for (path, source) in dirs {
-                    let t = opened(source)?;
-                    sys::move_mount_path(t.as_raw_fd(), &stage.join(path))
-                        .map_err(|e| fail("bind onto", path, e))?;
+                    out.push((path.clone(), opened(source)?));
                 }
                 continue;
             }
@@ -1056,28 +1111,24 @@ fn host_dirs(
         // The whole layer in one place (`/usr`): the overlay itself.
         if let [(path, source)] = dirs.as_slice() {
             if **source == layer {
-                sys::move_mount_path(ovl.as_raw_fd(), &stage.join(path))
-                    .map_err(|e| fail("overlay onto", path, e))?;
+                out.push(((*path).clone(), ovl));
                 continue;
             }
         }
         for (path, source) in dirs {
             let rel = source.strip_prefix(&layer).unwrap_or(source);
-            if rel.as_os_str().is_empty() {
-                // The whole layer (`/usr`): the overlay itself.
-                let whole = sys::open_tree_clone_at(ovl.as_raw_fd(), Path::new("."))
-                    .map_err(|e| fail("open overlay of", source, e))?;
-                sys::move_mount_path(whole.as_raw_fd(), &stage.join(path))
-                    .map_err(|e| fail("overlay onto", path, e))?;
-                continue;
-            }
+            let rel = if rel.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                rel
+            };
             let sub = sys::open_tree_clone_at(ovl.as_raw_fd(), rel)
                 .map_err(|e| fail("open overlay of", source, e))?;
-            sys::move_mount_path(sub.as_raw_fd(), &stage.join(path))
-                .map_err(|e| fail("bind onto", path, e))?;
+            out.push((path.clone(), sub));
         }
+        park(ovl, &layer)?;
     }
-    Ok(())
+    Ok(out)
 }
 
 fn rmdir(p: &Path) -> Result<(), ChildFail> {
@@ -1411,7 +1462,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("airlock-ovl-test-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("src")).unwrap();
-        std::fs::create_dir_all(dir.join("stage/proc")).unwrap();
+        std::fs::create_dir_all(dir.join("stage")).unwrap();
         std::fs::write(dir.join("src/f"), "through\n").unwrap();
         let _l = std::os::unix::net::UnixListener::bind(dir.join("src/s")).unwrap();
         for by_fd in [true, false] {
@@ -1436,11 +1487,19 @@ mod tests {
                         )
                     };
                     let stage = dir.join("stage");
-                    let o = Overlays::new(&stage, &stage.join("proc")).map_err(|e| e.detail)?;
-                    o.by_fd.set(by_fd);
+                    let tmpfs = sys::fs_mount(c"tmpfs", &[], 0).map_err(|e| e.to_string())?;
+                    let mut o = Overlays::new(&tmpfs, &stage).map_err(|e| e.detail)?;
+                    if !o.by_fd && by_fd {
+                        return Err("this kernel does not take overlay layers by fd".into());
+                    }
+                    o.by_fd = by_fd;
+                    // Parked trees go on the (private) /proc.
+                    sys::move_mount_path(tmpfs.as_raw_fd(), &stage).map_err(|e| e.to_string())?;
                     let tree = open_one(&dir.join("src"), true, sys::MOUNT_ATTR_RDONLY)
                         .map_err(|e| e.to_string())?;
-                    let ovl = o.make(&tree, None).map_err(|e| format!("make: {e}"))?;
+                    let ovl = o
+                        .make(tree, None)
+                        .map_err(|e| format!("make: {}", e.detail))?;
                     let at = dir.join("at");
                     std::fs::create_dir_all(&at).map_err(|e| e.to_string())?;
                     sys::move_mount_path(ovl.as_raw_fd(), &at).map_err(|e| e.to_string())?;

@@ -306,6 +306,31 @@ pub fn overlay_from_fds(
     Ok(unsafe { OwnedFd::from_raw_fd(m as RawFd) })
 }
 
+/// Whether overlayfs here takes layers as fds (Linux 6.13+): tries to
+/// give a fresh overlay context `dir` as a lower layer.
+pub fn overlay_takes_fds(dir: RawFd) -> bool {
+    // SAFETY: a valid C string.
+    let Ok(fs) =
+        cvt_long(unsafe { libc::syscall(libc::SYS_fsopen, c"overlay".as_ptr(), FSOPEN_CLOEXEC) })
+    else {
+        return false;
+    };
+    // SAFETY: the kernel returned a new fd that nothing else owns.
+    let fs = unsafe { OwnedFd::from_raw_fd(fs as RawFd) };
+    // SAFETY: a valid C string key, no value pointer, an fd argument.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_SET_FD,
+            c"lowerdir+".as_ptr(),
+            std::ptr::null::<libc::c_char>(),
+            dir,
+        )
+    };
+    r == 0
+}
+
 /// `open_tree(dir, path, OPEN_TREE_CLONE)`: a detached copy of the mount at
 /// `path` below the (detached or attached) mount `dir`, not recursive.
 pub fn open_tree_clone_at(dir: RawFd, path: &Path) -> io::Result<OwnedFd> {

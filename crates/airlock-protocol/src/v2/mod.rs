@@ -5,6 +5,7 @@ pub mod fd;
 pub mod flow;
 pub mod frame;
 pub mod framer;
+pub mod fuzzing;
 pub mod host;
 pub mod kind;
 pub mod message;
@@ -21,7 +22,7 @@ pub use kind::{
 };
 pub use message::{
     Destination, DirEntry, ExitStatus, FileKind, FsError, Message, OutStream, ProcInfo,
-    RefuseReason, Stage, Stat, StdinMode, StreamKind, WinSize, WriteFlags,
+    RefuseReason, Stage, Stat, StdinMode, StreamKind, WinSize, WriteFlags, STAT_LEN,
 };
 
 /// This build's protocol version.
@@ -64,3 +65,6 @@ pub const MAX_AGENT_VERSION: usize = 64;
 pub const MAX_HOSTNAME: usize = 253;
 /// The largest pid Linux hands out (`PID_MAX_LIMIT`).
 pub const PID_MAX: u32 = 4 * 1024 * 1024;
+
+#[cfg(test)]
+mod tests;

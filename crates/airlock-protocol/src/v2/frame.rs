@@ -172,13 +172,13 @@ pub fn encode_to_vec(msg: &Message) -> Result<Vec<u8>, WireError> {
 /// the last is full ([`MAX_BODY`] bytes), and the whole message is at most
 /// `max_message` bytes: the buffer grows only with bytes that arrived and
 /// never past that cap.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Reassembler {
     partial: Option<Partial>,
     max_message: usize,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Partial {
     kind: Kind,
     id: u32,

@@ -28,7 +28,7 @@ pub const OPENED: usize = 12;
 pub fn host_with_objects(cfg: HostConfig) -> Option<HostSession> {
     let mut s = HostSession::new(cfg);
     let mut out = Vec::new();
-    s.send(&s.hello(), &mut out).ok()?;
+    s.send_hello(&mut out).ok()?;
     let ack = Message::HelloAck {
         version: VERSION,
         features: FEATURES_ALL,

@@ -86,14 +86,14 @@ enum PlanState {
     Done,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Stdin {
     Null,
     Open(SendCredit),
     Closed,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Proc {
     started: bool,
     pty: bool,
@@ -123,7 +123,7 @@ enum FileOp {
     TarIn,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct File {
     op: FileOp,
     /// host → agent data (Write, TarIn); `None` once ended or cancelled.
@@ -140,7 +140,7 @@ enum TcpPhase {
     Open,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Tcp {
     phase: TcpPhase,
     send: SendCredit,
@@ -151,7 +151,7 @@ struct Tcp {
     got_close: bool,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Obj {
     Proc(Proc),
     ProcList,
@@ -171,7 +171,7 @@ impl Obj {
 }
 
 /// The host's protocol state for one channel.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct HostSession {
     cfg: HostConfig,
     phase: Phase,
@@ -216,6 +216,12 @@ impl HostSession {
             features: self.cfg.features,
             window: self.cfg.window,
         }
+    }
+
+    /// Sends [`HostSession::hello`]: the first thing on every channel.
+    pub fn send_hello(&mut self, out: &mut Vec<u8>) -> Result<(), Misuse> {
+        let hello = self.hello();
+        self.send(&hello, out)
     }
 
     /// The handshake's outcome, once HelloAck arrived.

@@ -9,6 +9,10 @@
 //! both return early on `EAGAIN` and keep their place: a stream write may
 //! stop in the middle of a frame, and the rest goes out on the next flush.
 //!
+//! A seqpacket socket's `SO_SNDBUF` must leave room for one whole
+//! [`MAX_FRAME`] packet (Linux's default does); a packet larger than the
+//! buffer fails with `EMSGSIZE`, which is reported, never split.
+//!
 //! Backpressure: a side should stop reading while its own outbound queue
 //! is above [`OUT_HIGH_WATER`] ([`Channel::should_read`]), so that a peer
 //! that sends requests but never reads the answers cannot make it queue

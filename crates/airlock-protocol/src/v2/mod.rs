@@ -11,7 +11,7 @@ pub mod kind;
 pub mod message;
 
 pub use error::{Error, Misuse, Violation, WireError};
-pub use fd::{Channel, Transport, OUT_HIGH_WATER};
+pub use fd::{set_nonblocking, Channel, Transport, OUT_HIGH_WATER};
 pub use flow::{FlowError, RecvWindow, SendCredit, SendQueue};
 pub use frame::{encode, encode_to_vec, Frame, Reassembler, FLAG_CONT, FLAG_MORE};
 pub use framer::{SeqpacketFramer, StreamFramer};

@@ -879,7 +879,7 @@ fn shutdown() {
 /// Agent messages that refer to the ids the fixture opened (and a few it
 /// did not), with random contents.
 fn hostile_message() -> impl Strategy<Value = Message> {
-    let from_agent = message().prop_filter("sent by the agent", |m| {
+    let from_agent = small_message().prop_filter("sent by the agent", |m| {
         m.kind().direction() != Direction::HostToAgent
     });
     (from_agent, 0u32..16, any::<bool>()).prop_map(|(mut m, id, agent)| {

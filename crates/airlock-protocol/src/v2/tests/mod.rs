@@ -20,18 +20,36 @@ fn no_nul(max: usize) -> impl Strategy<Value = Vec<u8>> {
     vec(1u8..=255, 0..=max)
 }
 
-pub(crate) fn path() -> impl Strategy<Value = Vec<u8>> {
-    prop_oneof![
-        8 => vec(1u8..=255, 1..64),
-        1 => vec(1u8..=255, MAX_PATH..=MAX_PATH),
-    ]
+/// Whether strategies include maximum sizes (slow to generate in debug
+/// builds) or only small values.
+#[derive(Clone, Copy)]
+pub(crate) enum Size {
+    Small,
+    UpToMax,
 }
 
-fn data() -> impl Strategy<Value = Vec<u8>> {
-    prop_oneof![
-        8 => vec(any::<u8>(), 1..300),
-        1 => vec(any::<u8>(), MAX_DATA..=MAX_DATA),
-    ]
+pub(crate) fn path_s(size: Size) -> BoxedStrategy<Vec<u8>> {
+    let small = vec(1u8..=255, 1..64);
+    match size {
+        Size::Small => small.boxed(),
+        Size::UpToMax => prop_oneof![
+            8 => small,
+            1 => vec(1u8..=255, MAX_PATH..=MAX_PATH),
+        ]
+        .boxed(),
+    }
+}
+
+fn data_s(size: Size) -> BoxedStrategy<Vec<u8>> {
+    let small = vec(any::<u8>(), 1..300);
+    match size {
+        Size::Small => small.boxed(),
+        Size::UpToMax => prop_oneof![
+            8 => small,
+            1 => vec(any::<u8>(), MAX_DATA..=MAX_DATA),
+        ]
+        .boxed(),
+    }
 }
 
 /// Text of at most `max` bytes (the longest exactly `max`).
@@ -147,7 +165,12 @@ fn argv() -> impl Strategy<Value = Vec<Vec<u8>>> {
 
 /// A ProcStart big enough to need several frames.
 pub(crate) fn big_proc_start() -> impl Strategy<Value = Message> {
-    (host_id(), 1usize..6, 1usize..40_000).prop_map(|(id, n, len)| Message::ProcStart {
+    proc_start_up_to(40_000)
+}
+
+/// A ProcStart with up to 5 arguments of up to `max_arg` bytes.
+fn proc_start_up_to(max_arg: usize) -> impl Strategy<Value = Message> {
+    (host_id(), 1usize..6, 1usize..max_arg).prop_map(|(id, n, len)| Message::ProcStart {
         id,
         argv: (0..n).map(|i| vec![b'a' + i as u8; len]).collect(),
         env: vec![b"K=V".to_vec(); n * 100],
@@ -159,9 +182,22 @@ pub(crate) fn big_proc_start() -> impl Strategy<Value = Message> {
     })
 }
 
-/// Any message of any kind, with valid random contents.
+/// Any message of any kind, with valid random contents, up to the
+/// maximum sizes.
 pub(crate) fn message() -> impl Strategy<Value = Message> {
+    message_s(Size::UpToMax)
+}
+
+/// Any message of any kind, with valid random contents of small sizes.
+pub(crate) fn small_message() -> impl Strategy<Value = Message> {
+    message_s(Size::Small)
+}
+
+fn message_s(size: Size) -> impl Strategy<Value = Message> {
     use Message as M;
+    let path = move || path_s(size);
+    let data = move || data_s(size);
+    let big = matches!(size, Size::UpToMax);
     let session = prop_oneof![
         (1u16..10, 0u16..10, any::<u64>(), MIN_WINDOW..=MAX_WINDOW).prop_map(
             |(min_version, d, features, window)| M::Hello {
@@ -183,8 +219,17 @@ pub(crate) fn message() -> impl Strategy<Value = Message> {
                 window,
                 agent_version
             }),
-        prop_oneof![vec(any::<u8>(), 0..200), vec(any::<u8>(), 70_000..140_000)]
-            .prop_map(|data| M::Plan { data }),
+        (
+            vec(any::<u8>(), 0..200),
+            any::<bool>(),
+            70_000usize..140_000
+        )
+            .prop_map(move |(mut data, long, n)| {
+                if big && long {
+                    data.resize(n, 7);
+                }
+                M::Plan { data }
+            }),
         Just(M::Ready),
         (stage(), errno(true), text(MAX_DETAIL)).prop_map(|(stage, errno, detail)| {
             M::SetupFailed {
@@ -237,7 +282,7 @@ pub(crate) fn message() -> impl Strategy<Value = Message> {
                     StdinMode::Null
                 },
             }),
-        big_proc_start(),
+        proc_start_up_to(if big { 40_000 } else { 100 }),
         (host_id(), 1u32..=PID_MAX).prop_map(|(id, pid)| M::ProcStarted { id, pid }),
         (host_id(), stage(), errno(true)).prop_map(|(id, stage, errno)| M::ProcStartFailed {
             id,
@@ -366,16 +411,20 @@ pub(crate) fn message() -> impl Strategy<Value = Message> {
         )
             .prop_map(|(id, result)| M::FileDone { id, result }),
         (host_id(), stat()).prop_map(|(id, stat)| M::FileStatResult { id, stat }),
-        (host_id(), vec((entry_name(), stat()), 1..100)).prop_map(|(id, v)| {
-            let mut entries: Vec<DirEntry> = v
-                .into_iter()
-                .map(|(name, stat)| DirEntry { name, stat })
-                .collect();
-            while message::entries_body_len(&entries) > MAX_BODY {
-                entries.pop();
-            }
-            M::FileEntries { id, entries }
-        }),
+        (
+            host_id(),
+            vec((entry_name(), stat()), 1..if big { 100 } else { 4 })
+        )
+            .prop_map(|(id, v)| {
+                let mut entries: Vec<DirEntry> = v
+                    .into_iter()
+                    .map(|(name, stat)| DirEntry { name, stat })
+                    .collect();
+                while message::entries_body_len(&entries) > MAX_BODY {
+                    entries.pop();
+                }
+                M::FileEntries { id, entries }
+            }),
     ];
     let tcp = prop_oneof![
         (host_id(), ip(), 1u16..).prop_map(|(id, addr, port)| M::TcpConnect { id, addr, port }),

@@ -25,14 +25,11 @@ fn feed(s: &mut HostSession, m: &Message) -> Result<Option<Message>, Violation> 
 fn feed_bytes(s: &mut HostSession, b: &[u8]) -> Result<Option<Message>, Violation> {
     let mut sf = StreamFramer::new();
     sf.push(b);
-    let mut last = Ok(None);
+    let mut last = None;
     while let Some(f) = sf.next_frame()? {
-        last = s.on_frame(f);
-        if last.is_err() {
-            return last;
-        }
+        last = s.on_frame(f)?;
     }
-    last
+    Ok(last)
 }
 
 fn send(s: &mut HostSession, m: &Message) -> Result<(), Misuse> {

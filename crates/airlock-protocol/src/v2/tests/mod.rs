@@ -95,8 +95,8 @@ fn any_id() -> impl Strategy<Value = u32> {
 
 fn ip() -> impl Strategy<Value = IpAddr> {
     prop_oneof![
-        any::<[u8; 4]>().prop_map(|a| IpAddr::from(a)),
-        any::<[u8; 16]>().prop_map(|a| IpAddr::from(a)),
+        any::<[u8; 4]>().prop_map(IpAddr::from),
+        any::<[u8; 16]>().prop_map(IpAddr::from),
     ]
 }
 

@@ -1,5 +1,6 @@
 //! Protocol v2 (docs filled in below).
 
+pub mod agent;
 pub mod error;
 pub mod fd;
 pub mod flow;
@@ -10,6 +11,7 @@ pub mod host;
 pub mod kind;
 pub mod message;
 
+pub use agent::{AgentConfig, AgentSession};
 pub use error::{Error, Misuse, Violation, WireError};
 pub use fd::{set_nonblocking, Channel, Transport, OUT_HIGH_WATER};
 pub use flow::{FlowError, RecvWindow, SendCredit, SendQueue};

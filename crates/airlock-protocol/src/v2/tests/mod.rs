@@ -1,6 +1,7 @@
 //! Tests of protocol v2. Strategies here generate every message with
 //! random, valid contents.
 
+mod agent;
 mod fd;
 mod flow;
 mod fuzz;

@@ -640,3 +640,19 @@ fn one_mib_proc_start() {
     }
     assert_eq!(got, vec![m]);
 }
+
+/// The message table in the module docs lists every kind with its number
+/// and direction.
+#[test]
+fn docs_table_matches_kinds() {
+    let docs = include_str!("../mod.rs");
+    for &k in Kind::ALL {
+        let dir = match k.direction() {
+            Direction::HostToAgent => "H→A",
+            Direction::AgentToHost => "A→H",
+            Direction::Both => "both",
+        };
+        let row = format!("//! | {} | {} | {} |", k as u8, k.name(), dir);
+        assert!(docs.contains(&row), "missing or wrong row: {row}");
+    }
+}

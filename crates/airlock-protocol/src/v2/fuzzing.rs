@@ -1,5 +1,6 @@
-//! The body of the fuzz target (`crates/airlock-protocol/fuzz`), public so
-//! that a stable-Rust test runs it too.
+//! The body of the fuzz target (`crates/airlock-protocol/fuzz`), built only
+//! for tests and with the `fuzzing` feature (it panics when an invariant
+//! breaks, which is its job), so that a stable-Rust test runs it too.
 //!
 //! It plays a host that completed the handshake and opened one of each
 //! kind of object, then feeds the input, as bytes from the agent, through

@@ -193,6 +193,7 @@ pub mod fd;
 pub mod flow;
 pub mod frame;
 pub mod framer;
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod host;
 pub mod kind;

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 use super::error::{Misuse, Violation};
 use super::flow::{RecvWindow, SendCredit};
-use super::frame::{self, Frame, Reassembler};
+use super::frame::{self, Frame, Reassembler, FLAG_MORE};
 use super::host::Agreed;
 use super::kind::{Direction, Kind, FEATURES_ALL, FEATURE_PTY};
 use super::message::{Message, OutStream, StdinMode, StreamKind};
@@ -252,6 +252,20 @@ impl AgentSession {
             let f = kind.feature();
             if f & a.features != f {
                 return Err(Violation::FeatureNotNegotiated { kind, feature: f });
+            }
+        }
+        // A fragmented message is buffered only if it can be accepted once
+        // whole: one Plan, or a ProcStart with a new id.
+        if frame.flags == FLAG_MORE {
+            match kind {
+                Kind::Plan if self.plan => return Err(Violation::Duplicate { kind, id: 0 }),
+                Kind::ProcStart if frame.id <= self.last_host_id => {
+                    return Err(Violation::IdOrder {
+                        id: frame.id,
+                        last: self.last_host_id,
+                    })
+                }
+                _ => {}
             }
         }
         let Some(msg) = self.reasm.push(frame)? else {

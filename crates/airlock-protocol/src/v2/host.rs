@@ -10,15 +10,17 @@
 //!
 //! Memory: one small entry per id the host opened and has not seen finish,
 //! one per TCP offer pending (at most [`HostConfig::max_pending_offers`]) or
-//! accepted, at most [`HostConfig::max_pings`] nonces, and one reassembly
-//! buffer of at most [`MAX_MESSAGE`] bytes. Nothing the agent sends makes
-//! it grow otherwise.
+//! accepted, and at most [`HostConfig::max_pings`] nonces. No agent→host
+//! kind is fragmentable, so nothing is ever reassembled (a fragment flag
+//! is a wire error); the reassembler and a refusal of unsolicited first
+//! fragments stay as a second line. Nothing the agent sends makes the
+//! state grow otherwise.
 
 use std::collections::{HashMap, VecDeque};
 
 use super::error::{Misuse, Violation};
 use super::flow::{RecvWindow, SendCredit};
-use super::frame::{self, Frame, Reassembler};
+use super::frame::{self, Frame, Reassembler, FLAG_MORE};
 use super::kind::{Direction, Kind, FEATURES_ALL, FEATURE_PTY};
 use super::message::{Message, OutStream, StdinMode, StreamKind};
 use super::{AGENT_ID_BIT, DEFAULT_WINDOW, MAX_MESSAGE, VERSION};
@@ -315,6 +317,12 @@ impl HostSession {
             if f & a.features != f {
                 return Err(Violation::FeatureNotNegotiated { kind, feature: f });
             }
+        }
+        // A fragmented message is buffered only if it answers a request:
+        // the first fragment of a listing nobody asked for is refused
+        // before its bytes are kept.
+        if frame.flags == FLAG_MORE && !matches!(self.objects.get(&frame.id), Some(Obj::ProcList)) {
+            return Err(self.missing(kind, frame.id));
         }
         let Some(msg) = self.reasm.push(frame)? else {
             return Ok(None);

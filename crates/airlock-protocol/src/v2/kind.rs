@@ -146,7 +146,7 @@ kinds! {
     /// host→agent: list the processes the agent serves (re-attach).
     ProcList = 26, HostToAgent, Host, false, 0;
     /// agent→host: the answer to ProcList.
-    ProcListResult = 27, AgentToHost, Host, true, 0;
+    ProcListResult = 27, AgentToHost, Host, false, 0;
 
     /// host→agent: stream a file's bytes out.
     FileRead = 32, HostToAgent, Host, false, FEATURE_FILES;

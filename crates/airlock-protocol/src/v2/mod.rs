@@ -34,8 +34,11 @@
 //! byte (1) at offset 4, and is reported as [`WireError::V1Frame`].
 //!
 //! `flags`: bit 0 `MORE` (more fragments follow), bit 1 `CONT` (this frame
-//! continues a message). Other bits are reserved and refused. Only
-//! fragmentable kinds (Plan, ProcStart, ProcListResult) may carry them.
+//! continues a message). Other bits are reserved and refused. Only the
+//! fragmentable kinds, Plan and ProcStart, may carry them: no agent→host
+//! kind is fragmentable (the largest, a ProcListResult of
+//! [`MAX_LIST_PROCS`] processes, fits one frame), so the host never
+//! reassembles anything the agent sends.
 //! A message whose body exceeds [`MAX_BODY`] goes out as a first frame
 //! (`MORE`), middle frames (`MORE|CONT`) and a last frame (`CONT`), all
 //! with the same kind and id; every frame but the last is full. Per
@@ -102,7 +105,7 @@
 //! | 24 | ProcResize | H→A | host | `rows u16, cols u16` |
 //! | 25 | ProcExited | A→H | host | `0, code u8` or `1, signal u8`; `max_rss_kib u64` |
 //! | 26 | ProcList | H→A | host (request) | — |
-//! | 27 | ProcListResult | A→H | request | `count u32, (id u32, pid u32, flags u8: pty, stdin, stdout, stderr open)…` (fragmentable) |
+//! | 27 | ProcListResult | A→H | request | `count u32, (id u32, pid u32, flags u8: pty, stdin, stdout, stderr open)…` (≤ 4096) |
 //! | 32 | FileRead | H→A | host | `offset u64, len u64 (u64::MAX: to end), path` |
 //! | 33 | FileWrite | H→A | host | `mode u32, flags u8 (create, truncate, append, exclusive), path` |
 //! | 34 | FileStat | H→A | host | `follow u8, path` |
@@ -185,7 +188,7 @@
 //! [`HostSession`] validates every agent frame against what the host asked
 //! for and granted, and keeps state only for ids the host opened (plus at
 //! most [`HostConfig::max_pending_offers`] offers and [`HostConfig::max_pings`]
-//! pings, plus one reassembly buffer). The first violation poisons it.
+//! pings). The first violation poisons it.
 
 pub mod agent;
 pub mod error;

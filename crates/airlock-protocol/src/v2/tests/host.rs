@@ -856,6 +856,42 @@ fn reattach_listing() {
 }
 
 #[test]
+fn agent_fragments_are_refused() {
+    // A first fragment (MORE, full body) of a listing: no agent kind may
+    // be fragmented, so nothing is buffered, asked for or not.
+    let mut b = ((MAX_BODY + 6) as u32).to_le_bytes().to_vec();
+    b.extend_from_slice(&[Kind::ProcListResult as u8, FLAG_MORE]);
+    b.extend_from_slice(&1u32.to_le_bytes());
+    b.resize(MAX_FRAME, 0);
+    let mut s = open();
+    send(&mut s, &Message::ProcList { id: 1 }).unwrap();
+    assert!(matches!(
+        feed_bytes(&mut s, &b),
+        Err(Violation::Wire(WireError::NotFragmentable { .. }))
+    ));
+    assert_eq!(s.reassembly_buffered(), 0);
+    // The largest listing fits one frame.
+    let info = ProcInfo {
+        id: 1,
+        pid: 1,
+        pty: false,
+        stdin_open: false,
+        stdout_open: false,
+        stderr_open: false,
+    };
+    let m = Message::ProcListResult {
+        id: 1,
+        procs: vec![info; MAX_LIST_PROCS],
+    };
+    assert!(enc(&m).len() <= MAX_FRAME);
+    for &k in Kind::ALL {
+        if k.direction() != Direction::HostToAgent {
+            assert!(!k.fragmentable(), "{k}");
+        }
+    }
+}
+
+#[test]
 fn shutdown() {
     let mut s = open();
     started(&mut s, 1, false, StdinMode::Null);

@@ -8,6 +8,11 @@
 //! The host never trusts the agent: untrusted code may have taken it over.
 //! Decoding is total (every byte string gives a message or an error, never a
 //! panic) and bounded, and every field has a checked range.
+//!
+//! This module root is protocol v1, which the current agent and host still
+//! speak; [`v2`] is its successor (one long-lived agent, many streams).
+
+pub mod v2;
 
 /// The protocol generation. A peer speaking another one is refused.
 pub const VERSION: u8 = 1;

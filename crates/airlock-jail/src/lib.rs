@@ -10,16 +10,14 @@
 //! capabilities, `no_new_privs`, Landlock and the seccomp allowlist, and
 //! execs.
 
-pub mod caps;
 pub mod cgroup;
-pub mod landlock;
 pub mod mount;
 pub mod net;
-pub mod rlimit;
 pub mod safepath;
-pub mod seccomp;
-pub mod sys;
 pub mod userns;
+
+pub use airlock_confine::{caps, landlock, rlimit, seccomp};
+pub use airlock_sys as sys;
 
 use airlock_protocol::Stage;
 use airlock_spec::{MountMode, SandboxSpec, User};

@@ -670,6 +670,11 @@ impl AgentSession {
                 }
                 self.plan_answered = true;
             }
+            Message::Notice { .. } => {
+                if !self.plan || self.plan_answered {
+                    return Err(turn("notices come while the plan is applied"));
+                }
+            }
             Message::Pong { .. } => {
                 if self.pings_owed == 0 {
                     return Err(turn("no Ping to answer"));

@@ -144,6 +144,8 @@ pub enum Violation {
     },
     #[error("more than {max} TCP offers pending at once")]
     TooManyOffers { max: usize },
+    #[error("more than {limit} {kind} messages")]
+    Flood { kind: Kind, limit: usize },
     #[error("peer-chosen id {id} does not increase past {last} in the peer's id range")]
     IdOrder { id: u32, last: u32 },
     #[error("{kind} after the session ended")]

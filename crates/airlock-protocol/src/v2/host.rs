@@ -185,9 +185,14 @@ pub struct HostSession {
     last_agent_id: u32,
     pending_offers: usize,
     pings: VecDeque<u64>,
+    /// Notices received while the plan is being applied.
+    notices: usize,
     reasm: Reassembler,
     poisoned: bool,
 }
+
+/// The most Notices an agent may send while it applies the plan.
+pub const MAX_NOTICES: usize = 16;
 
 /// What [`HostSession::on_frame`] hands the host.
 pub type Received = Option<Message>;
@@ -205,6 +210,7 @@ impl HostSession {
             last_agent_id: 0,
             pending_offers: 0,
             pings: VecDeque::new(),
+            notices: 0,
             reasm: Reassembler::new(MAX_MESSAGE),
             poisoned: false,
         }
@@ -451,6 +457,18 @@ impl HostSession {
                     return Err(Violation::Unsolicited { kind, id });
                 }
                 self.plan = PlanState::Done;
+            }
+            Message::Notice { .. } => {
+                if self.plan != PlanState::Pending {
+                    return Err(Violation::Unsolicited { kind, id });
+                }
+                self.notices += 1;
+                if self.notices > MAX_NOTICES {
+                    return Err(Violation::Flood {
+                        kind,
+                        limit: MAX_NOTICES,
+                    });
+                }
             }
             Message::Pong { nonce } => match self.pings.iter().position(|n| n == nonce) {
                 Some(i) => {

@@ -122,6 +122,9 @@ kinds! {
     ShutdownDone = 10, AgentToHost, Zero, false, 0;
     /// both: the receiver of a data stream grants bytes to its sender.
     Credit = 11, Both, NonZero, false, 0;
+    /// agent→host: something the user should hear about the set-up (a
+    /// fallback taken), between Plan and Ready only.
+    Notice = 12, AgentToHost, Zero, false, 0;
 
     /// host→agent: start a process.
     ProcStart = 16, HostToAgent, Host, true, 0;

@@ -277,6 +277,10 @@ pub enum Message {
         data: Vec<u8>,
     },
     Ready,
+    /// At most [`MAX_DETAIL`] bytes (cut on encode).
+    Notice {
+        text: String,
+    },
     SetupFailed {
         stage: Stage,
         /// 0 (none) or 1..=4095.
@@ -489,6 +493,7 @@ impl Message {
             HelloAck { .. } => Kind::HelloAck,
             Plan { .. } => Kind::Plan,
             Ready => Kind::Ready,
+            Notice { .. } => Kind::Notice,
             SetupFailed { .. } => Kind::SetupFailed,
             Ping { .. } => Kind::Ping,
             Pong { .. } => Kind::Pong,
@@ -543,6 +548,7 @@ impl Message {
             | HelloAck { .. }
             | Plan { .. }
             | Ready
+            | Notice { .. }
             | SetupFailed { .. }
             | Ping { .. }
             | Pong { .. }
@@ -657,6 +663,7 @@ impl Message {
                 out.extend_from_slice(data);
             }
             Ready | Shutdown | ShutdownDone => {}
+            Notice { text } => put_bytes(out, cut_text(text, MAX_DETAIL)),
             SetupFailed {
                 stage,
                 errno,
@@ -959,6 +966,9 @@ impl Message {
                 }
             }
             Kind::Ready => Message::Ready,
+            Kind::Notice => Message::Notice {
+                text: r.text("text", MAX_DETAIL)?,
+            },
             Kind::SetupFailed => {
                 let stage = r.stage()?;
                 let errno = r.i32("errno")?;

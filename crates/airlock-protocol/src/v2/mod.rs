@@ -94,6 +94,7 @@
 //! | 9 | Shutdown | H→A | 0 | — |
 //! | 10 | ShutdownDone | A→H | 0 | — |
 //! | 11 | Credit | both | stream id | `stream u8 (1 stdin, 2 stdout, 3 stderr, 4 file, 5 tcp), bytes u32 (1..=16 MiB)` |
+//! | 12 | Notice | A→H | 0 | `text str(≤4096)`: between Plan and Ready only, at most 16 |
 //! | 16 | ProcStart | H→A | host | `uid u32, gid u32, stdin u8 (0 null, 1 pipe), pty u8 [rows u16, cols u16], cwd path, argc u32, argv bytes…, envc u32, env bytes…` (fragmentable) |
 //! | 17 | ProcStarted | A→H | host | `pid u32` |
 //! | 18 | ProcStartFailed | A→H | host | `stage u8, errno i32` |
@@ -142,7 +143,8 @@
 //!   HelloAck (a version within the host's range, features within its
 //!   offer) or SetupFailed(Handshake) when the ranges do not meet. Then
 //!   optionally one Plan, answered by Ready or SetupFailed (after which
-//!   the agent sends nothing).
+//!   the agent sends nothing); Notices (something the user should hear,
+//!   such as a fallback taken) may come before that answer.
 //! - Process: ProcStart → ProcStarted | ProcStartFailed; then ProcOutput /
 //!   ProcEof per stream (stdout only with a pty) and ProcStdin /
 //!   ProcCloseStdin / ProcSignal / ProcResize; ProcExited is the last

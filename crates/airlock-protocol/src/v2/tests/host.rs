@@ -243,6 +243,27 @@ fn unsolicited_responses() {
     .unwrap();
     assert!(feed(&mut s, &Message::Ready).is_ok());
     assert!(feed(&mut s, &Message::Ready).is_err());
+    // Notices only while the plan is applied, and not without end.
+    let notice = || Message::Notice { text: "n".into() };
+    let mut s = open();
+    assert!(matches!(
+        feed(&mut s, &notice()),
+        Err(Violation::Unsolicited { .. })
+    ));
+    let mut s = open();
+    send(&mut s, &Message::Plan { data: vec![1] }).unwrap();
+    for _ in 0..crate::v2::host::MAX_NOTICES {
+        assert!(feed(&mut s, &notice()).is_ok());
+    }
+    assert!(matches!(
+        feed(&mut s, &notice()),
+        Err(Violation::Flood { .. })
+    ));
+    let mut s = open();
+    send(&mut s, &Message::Plan { data: vec![1] }).unwrap();
+    assert!(feed(&mut s, &notice()).is_ok());
+    assert!(feed(&mut s, &Message::Ready).is_ok());
+    assert!(feed(&mut s, &notice()).is_err());
 }
 
 #[test]

@@ -232,6 +232,7 @@ fn message_s(size: Size) -> impl Strategy<Value = Message> {
                 M::Plan { data }
             }),
         Just(M::Ready),
+        text(MAX_DETAIL).prop_map(|text| M::Notice { text }),
         (stage(), errno(true), text(MAX_DETAIL)).prop_map(|(stage, errno, detail)| {
             M::SetupFailed {
                 stage,

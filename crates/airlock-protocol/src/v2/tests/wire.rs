@@ -596,6 +596,21 @@ fn encoding_refuses_what_decoding_would() {
     ));
 }
 
+/// Notice: a text, cut on encode, refused when longer on decode.
+#[test]
+fn notice_wire() {
+    let m = Message::Notice { text: "hi".into() };
+    assert_eq!(enc(&m), [12, 0, 0, 0, 12, 0, 0, 0, 0, 0, 2, 0, 0, 0, b'h', b'i']);
+    assert_eq!(decode_one(&enc(&m)), Ok(m));
+    let long = Message::Notice {
+        text: "é".repeat(MAX_DETAIL),
+    };
+    match decode_one(&enc(&long)) {
+        Ok(Message::Notice { text }) => assert!(text.len() <= MAX_DETAIL),
+        other => panic!("{other:?}"),
+    }
+}
+
 #[test]
 fn kind_table_is_consistent() {
     for &k in Kind::ALL {
@@ -603,7 +618,7 @@ fn kind_table_is_consistent() {
         assert_ne!(k as u8, 0);
         assert_ne!(k as u8, 1, "1 is kept for recognising v1 peers");
     }
-    assert_eq!(Kind::ALL.len(), 47);
+    assert_eq!(Kind::ALL.len(), 48);
 }
 
 /// A 1 MiB argv and env: fragmented, reassembled through a stream cut

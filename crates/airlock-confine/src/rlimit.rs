@@ -11,7 +11,7 @@
 //! the system (`file-max`, after which every non-root process gets ENFILE).
 //! Memory falls back to `RLIMIT_DATA` only when no cgroup enforces it.
 
-use crate::sys;
+use airlock_sys as sys;
 use std::io;
 
 /// Open files per process.
@@ -109,7 +109,7 @@ impl KernelLimits {
 }
 
 /// The rlimits a command starts with.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Rlimits {
     /// `RLIMIT_DATA` (private writable memory of each process): only when
     /// no cgroup enforces `--memory`.

@@ -1,6 +1,6 @@
 //! Capabilities: the command keeps none at all.
 
-use crate::sys;
+use airlock_sys as sys;
 use std::io;
 
 const CAP_VERSION_3: u32 = 0x2008_0522;

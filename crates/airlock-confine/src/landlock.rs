@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 const ABI_WANTED: ABI = ABI::V6;
 
 /// Which paths get which access.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Rules {
     /// Read and execute.
     pub read_exec: Vec<PathBuf>,

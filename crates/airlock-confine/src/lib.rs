@@ -1,0 +1,209 @@
+//! Confinement of one command, in the process that is about to exec it:
+//! every capability gone, `no_new_privs`, Landlock, the seccomp allowlist,
+//! rlimits, the command's own identity, a new session. Shared by every tier
+//! that confines: the agent applies it to each process it starts (container
+//! PID 1, microVM `/init`); the local tier applies the parts that make sense
+//! for your own code.
+//!
+//! One module per kernel mechanism. [`confine`] runs between fork and exec
+//! and allocates (Landlock's ruleset): its callers fork from
+//! single-threaded processes only (the agent, the local tier's spawner).
+
+pub mod caps;
+pub mod landlock;
+pub mod rlimit;
+pub mod seccomp;
+
+use airlock_sys as sys;
+use serde::{Deserialize, Serialize};
+use std::ffi::CString;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// The default `PATH` of every sandbox.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Where in a launch something failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Credentials,
+    Landlock,
+    Seccomp,
+    Limits,
+    Workdir,
+    Stdio,
+    Exec,
+}
+
+/// A launch failure: the stage and the errno.
+pub type Failure = (Stage, i32);
+
+/// How a command is confined (part of the agent's plan).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confinement {
+    /// Landlock rules (`None`: the kernel has none, or the tier wants none).
+    pub landlock: Option<landlock::Rules>,
+    pub rlimits: rlimit::Rlimits,
+    /// Drop every capability, lock the securebits and set `no_new_privs`
+    /// (everything but the local tier).
+    pub drop_privileges: bool,
+    /// Install the seccomp allowlist.
+    pub seccomp: bool,
+    /// Rootless container: the command enters a nested user namespace that
+    /// maps its uid and gid onto the sandbox's single mapped id.
+    pub nested_userns: bool,
+    /// Change to the command's uid and gid (root-run container, microVM).
+    pub set_ids: bool,
+}
+
+/// In the command's process, between fork and exec: applies `c` for a
+/// command running as `uid`/`gid` in `cwd`. `tty`: stdin is a terminal to
+/// make the controlling one.
+pub fn confine(
+    c: &Confinement,
+    filter: Option<&seccomp::Filter>,
+    uid: u32,
+    gid: u32,
+    cwd: &Path,
+    tty: bool,
+) -> Result<(), Failure> {
+    let e = |stage: Stage| move |err: io::Error| (stage, sys::errno_of(&err));
+    // Our own /proc/self files (uid_map for the nested namespace) need a
+    // dumpable process; execve sets it again anyway.
+    // SAFETY: prctl with integer arguments.
+    sys::cvt(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) })
+        .map_err(e(Stage::Credentials))?;
+    // A new session: no controlling terminal of the host's (no TIOCSTI into
+    // the caller's shell); with a pty, it becomes ours.
+    // SAFETY: setsid and ioctl on our own stdin.
+    unsafe {
+        libc::setsid();
+        if tty {
+            sys::cvt(libc::ioctl(0, libc::TIOCSCTTY, 0)).map_err(e(Stage::Stdio))?;
+        }
+        // Every signal back to its default, none blocked.
+        for sig in 1..32 {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+    rlimit::apply(&c.rlimits).map_err(e(Stage::Limits))?;
+    if c.nested_userns && uid != 0 {
+        enter_nested_userns(uid, gid).map_err(e(Stage::Credentials))?;
+    }
+    if c.drop_privileges {
+        caps::drop_bounding().map_err(e(Stage::Credentials))?;
+        caps::lock_securebits().map_err(e(Stage::Credentials))?;
+    }
+    if c.set_ids {
+        // SAFETY: credential syscalls with plain integers.
+        unsafe {
+            sys::cvt(libc::setgroups(0, std::ptr::null())).map_err(e(Stage::Credentials))?;
+            sys::cvt(libc::setresgid(gid, gid, gid)).map_err(e(Stage::Credentials))?;
+            sys::cvt(libc::setresuid(uid, uid, uid)).map_err(e(Stage::Credentials))?;
+        }
+    }
+    if c.drop_privileges {
+        caps::clear_all().map_err(e(Stage::Credentials))?;
+    }
+    std::env::set_current_dir(cwd).map_err(e(Stage::Workdir))?;
+    if c.drop_privileges {
+        // SAFETY: prctl with integer arguments.
+        sys::cvt(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })
+            .map_err(e(Stage::Credentials))?;
+    }
+    if let Some(rules) = &c.landlock {
+        landlock::restrict(rules).map_err(|_| (Stage::Landlock, libc::EPERM))?;
+    }
+    sys::cloexec_from(3).map_err(e(Stage::Stdio))?;
+    if let Some(f) = filter {
+        f.apply().map_err(|_| (Stage::Seccomp, libc::EPERM))?;
+    }
+    Ok(())
+}
+
+/// A new user namespace in which the caller's id (the sandbox's single
+/// mapped id, rootless) appears as `uid`/`gid`.
+pub fn enter_nested_userns(uid: u32, gid: u32) -> io::Result<()> {
+    // SAFETY: unshare takes only flags.
+    sys::cvt(unsafe { libc::unshare(libc::CLONE_NEWUSER) })?;
+    sys::write_file(Path::new("/proc/self/setgroups"), b"deny")?;
+    sys::write_file(
+        Path::new("/proc/self/uid_map"),
+        format!("{uid} 0 1\n").as_bytes(),
+    )?;
+    sys::write_file(
+        Path::new("/proc/self/gid_map"),
+        format!("{gid} 0 1\n").as_bytes(),
+    )?;
+    Ok(())
+}
+
+/// The `PATH` directories of an environment (`KEY=VALUE` entries).
+pub fn path_dirs(env: &[CString]) -> Vec<PathBuf> {
+    let path = env
+        .iter()
+        .find_map(|e| e.as_bytes().strip_prefix(b"PATH="))
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .unwrap_or_else(|| DEFAULT_PATH.into());
+    path.split(':')
+        .filter(|d| d.starts_with('/'))
+        .map(PathBuf::from)
+        .collect()
+}
+
+/// Executes `argv[0]` (searched in `path` unless it contains a `/`) and
+/// returns the errno if no exec worked: the first match wins; EACCES is
+/// kept if nothing better turns up (as `execvpe`).
+pub fn exec_search(argv: &[CString], envp: &[CString], path: &[PathBuf]) -> i32 {
+    let Some(arg0) = argv.first() else {
+        return libc::ENOENT;
+    };
+    let mut a: Vec<*const libc::c_char> = argv.iter().map(|s| s.as_ptr()).collect();
+    a.push(std::ptr::null());
+    let mut en: Vec<*const libc::c_char> = envp.iter().map(|s| s.as_ptr()).collect();
+    en.push(std::ptr::null());
+    let try_exec = |p: &CString| -> i32 {
+        // SAFETY: NUL-terminated argv/envp arrays of valid C strings.
+        unsafe { libc::execve(p.as_ptr(), a.as_ptr(), en.as_ptr()) };
+        io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::ENOENT)
+    };
+    if arg0.as_bytes().contains(&b'/') {
+        return try_exec(arg0);
+    }
+    let mut best = libc::ENOENT;
+    for dir in path {
+        let mut full = dir.as_os_str().as_bytes().to_vec();
+        full.push(b'/');
+        full.extend_from_slice(arg0.as_bytes());
+        let Ok(c) = CString::new(full) else { continue };
+        match try_exec(&c) {
+            libc::ENOENT | libc::ENOTDIR => {}
+            libc::EACCES => best = libc::EACCES,
+            other => return other,
+        }
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_dirs_from_the_environment() {
+        let env = vec![
+            CString::new("A=1").unwrap(),
+            CString::new("PATH=/x:rel:/y").unwrap(),
+        ];
+        assert_eq!(path_dirs(&env), vec![PathBuf::from("/x"), "/y".into()]);
+        assert_eq!(path_dirs(&[]).len(), 6);
+    }
+}

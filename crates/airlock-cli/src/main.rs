@@ -1,6 +1,8 @@
 //! `airlock`: run untrusted code in a fresh, isolated, ephemeral sandbox.
 
 mod doctor;
+mod run;
+mod stdio;
 
 use airlock_spec::{
     parse_duration, parse_env, parse_mount, parse_size, parse_user, EnvArg, Isolation, Mount,
@@ -162,6 +164,10 @@ fn cpus_arg(s: &str) -> Result<f64, String> {
 }
 
 fn main() {
+    // The sandbox's agent is this binary, exec'd under another name.
+    if airlock_agent::is_agent_invocation() {
+        airlock_agent::main();
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -285,7 +291,9 @@ fn spec_from(args: &RunArgs) -> Result<SandboxSpec> {
 
 fn run(args: RunArgs, json: Option<&mut std::fs::File>) -> Result<i32> {
     // From here on, INT/TERM/HUP/QUIT are for the command.
-    airlock_core::block_forwarded_signals();
+    stdio::block_forwarded_signals();
+    // Opened before any sandbox exists: the agent is exec'd from it.
+    let _ = airlock_jail::spawn::agent_exe();
     if args.command.is_empty() {
         bail!(airlock_spec::SpecError::NoCommand);
     }
@@ -296,26 +304,10 @@ fn run(args: RunArgs, json: Option<&mut std::fs::File>) -> Result<i32> {
             eprintln!("airlock: note: {n}");
         }
     };
-    // airlock exits right after: no need to wait for the kernel to finish
-    // tearing the sandbox's namespaces down.
-    let opts = airlock_core::RunOptions {
-        wait_for_teardown: false,
-    };
-    let result = airlock_core::run_with(&spec, &mut notes, opts)?;
+    let result = run::run(&spec, &mut notes)?;
     if !quiet {
-        if result.timed_out {
-            eprintln!(
-                "airlock: timed out after {} (--timeout); every process in the sandbox was killed",
-                airlock_core::human_duration(spec.limits.timeout)
-            );
-        } else if let Some(e) = result.exec_errno {
-            eprintln!(
-                "airlock: cannot run {:?} in the sandbox: {}",
-                spec.command[0],
-                std::io::Error::from_raw_os_error(e)
-            );
-        } else if result.oom_killed {
-            eprintln!("airlock: the sandbox ran out of memory (--memory) and the kernel killed a process in it");
+        if let Some(msg) = run::epilogue(&spec, &result) {
+            eprintln!("airlock: {msg}");
         }
     }
     if let Some(f) = json {

@@ -356,6 +356,13 @@ impl Cgroup {
         })
     }
 
+    /// Kills every process in the groups (they stay, for [`destroy`]).
+    pub fn kill_all(&self) {
+        for d in &self.dirs {
+            kill_in(d);
+        }
+    }
+
     /// Removes the groups; any process left is killed first.
     pub fn destroy(self) {
         for d in self.dirs.iter().rev() {
@@ -389,6 +396,20 @@ fn ensure_parent(parent: &Path, v2: bool, controllers: &[String]) -> io::Result<
     Ok(())
 }
 
+/// Kills every process in the group `d` (`cgroup.kill`, or one by one).
+fn kill_in(d: &Path) {
+    if crate::sys::write_file(&d.join("cgroup.kill"), b"1").is_err() {
+        let procs = std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
+        for pid in procs
+            .lines()
+            .filter_map(|p| p.trim().parse::<libc::pid_t>().ok())
+        {
+            // SAFETY: kill with a pid read from the group we own.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
 /// Kills whatever is left in a group and removes it.
 fn remove_group(d: &Path) {
     for attempt in 0..50 {
@@ -396,16 +417,7 @@ fn remove_group(d: &Path) {
             Ok(()) => return,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return,
             Err(_) => {
-                if crate::sys::write_file(&d.join("cgroup.kill"), b"1").is_err() {
-                    let procs = std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
-                    for pid in procs
-                        .lines()
-                        .filter_map(|p| p.trim().parse::<libc::pid_t>().ok())
-                    {
-                        // SAFETY: kill with a pid read from the group we own.
-                        unsafe { libc::kill(pid, libc::SIGKILL) };
-                    }
-                }
+                kill_in(d);
                 std::thread::sleep(std::time::Duration::from_millis(if attempt < 10 {
                     2
                 } else {

@@ -29,7 +29,6 @@
 
 use crate::sys::{self, cpath};
 use crate::ChildFail;
-use airlock_protocol::Stage;
 use airlock_spec::{Mount, MountMode, User};
 use std::ffi::{CStr, CString};
 use std::io;
@@ -71,7 +70,7 @@ const IMAGE_TOP: &[&str] = &["usr", "bin", "sbin", "lib", "lib32", "lib64", "lib
 const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
 /// What one path in the new root is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Entry {
     Dir {
         path: PathBuf,
@@ -162,7 +161,7 @@ impl HostFacts {
 }
 
 /// Everything the child needs to build the root.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RootPlan {
     pub disk: u64,
     pub entries: Vec<Entry>,
@@ -616,7 +615,6 @@ fn open_one(source: &Path, recursive: bool, attrs: u64) -> Result<OwnedFd, crate
 
 fn fail(what: impl Into<String>, path: &Path, e: io::Error) -> ChildFail {
     ChildFail {
-        stage: Stage::Mounts,
         errno: sys::errno_of(&e),
         detail: format!("{} {}: {e}", what.into(), path.display()),
     }
@@ -1076,7 +1074,6 @@ fn host_dirs(
     let attrs = sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV;
     let opened = |source: &Path| {
         open_one(source, true, attrs).map_err(|e| ChildFail {
-            stage: Stage::Mounts,
             errno: libc::EPERM,
             detail: e.to_string(),
         })

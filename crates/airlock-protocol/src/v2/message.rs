@@ -33,6 +33,28 @@ pub enum Stage {
 }
 
 impl Stage {
+    /// How a user reads it ("sandbox setup failed at mounts").
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Handshake => "handshake",
+            Stage::Plan => "plan",
+            Stage::UserNamespace => "user namespace",
+            Stage::Mounts => "mounts",
+            Stage::Network => "network",
+            Stage::Hostname => "hostname",
+            Stage::Credentials => "credentials",
+            Stage::Landlock => "landlock",
+            Stage::Seccomp => "seccomp",
+            Stage::Limits => "limits",
+            Stage::Workdir => "working directory",
+            Stage::Stdio => "stdio",
+            Stage::Pty => "pty",
+            Stage::Fork => "fork",
+            Stage::Exec => "exec",
+            Stage::Agent => "agent",
+        }
+    }
+
     /// Every stage, in wire order.
     pub const ALL: &'static [Stage] = &[
         Stage::Handshake,

@@ -600,7 +600,10 @@ fn encoding_refuses_what_decoding_would() {
 #[test]
 fn notice_wire() {
     let m = Message::Notice { text: "hi".into() };
-    assert_eq!(enc(&m), [12, 0, 0, 0, 12, 0, 0, 0, 0, 0, 2, 0, 0, 0, b'h', b'i']);
+    assert_eq!(
+        enc(&m),
+        [12, 0, 0, 0, 12, 0, 0, 0, 0, 0, 2, 0, 0, 0, b'h', b'i']
+    );
     assert_eq!(decode_one(&enc(&m)), Ok(m));
     let long = Message::Notice {
         text: "é".repeat(MAX_DETAIL),

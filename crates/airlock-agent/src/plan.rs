@@ -1,0 +1,63 @@
+//! What the host tells the agent to be: the plan, sent as the protocol's
+//! Plan message (JSON inside), and the fds the agent starts with.
+
+use airlock_confine::Confinement;
+use airlock_jail::RootPlan;
+use serde::{Deserialize, Serialize};
+
+pub use airlock_jail::spawn::{AGENT_ARGV0 as ARGV0, FD_CHANNEL, FD_FIRST_TREE};
+
+/// How one user mount's inherited trees look.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountShape {
+    pub is_dir: bool,
+    /// A read-only mount of one file: its name in the inherited directory
+    /// tree that follows its own tree.
+    pub file_in: Option<Vec<u8>>,
+}
+
+/// A container sandbox's set-up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerPlan {
+    pub root: RootPlan,
+    pub rootless: bool,
+    pub hostname: String,
+    /// `/proc/sys/user/*` of the sandbox's own user namespace.
+    pub userns_limits: Vec<(String, u64)>,
+    /// Run by root, the parent opened the mount trees (with root's rights,
+    /// id-mapped) and the agent inherits them from [`FD_FIRST_TREE`] on:
+    /// how many devices, and each user mount's shape. `None`: the agent
+    /// opens them itself (rootless).
+    pub inherited: Option<(usize, Vec<MountShape>)>,
+}
+
+/// Which kind of agent this is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Role {
+    /// PID 1 of a container sandbox.
+    Container(Box<ContainerPlan>),
+    /// A plain child of airlock (the local tier): no isolation to set up.
+    Local,
+}
+
+/// Everything the agent needs, from the host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentPlan {
+    pub role: Role,
+    /// How every process it starts is confined.
+    pub confinement: Confinement,
+    /// Who file operations act as (uid, gid in the sandbox).
+    pub file_user: (u32, u32),
+}
+
+impl AgentPlan {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        // A plan is plain data (strings, numbers, byte vectors): it always
+        // serialises.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    pub fn from_bytes(b: &[u8]) -> Result<AgentPlan, serde_json::Error> {
+        serde_json::from_slice(b)
+    }
+}

@@ -1,0 +1,153 @@
+//! Applying the plan: what the agent does between Plan and Ready.
+
+use crate::plan::{ContainerPlan, FD_FIRST_TREE};
+use crate::SetupError;
+use airlock_jail::mount::{self, OpenedMount, OpenedTrees};
+use airlock_protocol::v2::Stage;
+use airlock_sys as sys;
+use std::ffi::OsString;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStringExt;
+use std::path::Path;
+
+/// Container PID 1: becomes root of its user namespace, builds the root
+/// filesystem and the rest of the sandbox. Returns what the user should
+/// hear about.
+pub(crate) fn container(p: &ContainerPlan, channel: RawFd) -> Result<Vec<String>, SetupError> {
+    // Root of our user namespace. Run by root we still carry host root as
+    // our real and saved ids (unmapped here), and its groups.
+    // SAFETY: credential syscalls with plain integers.
+    unsafe {
+        if !p.rootless {
+            sys::cvt(libc::setgroups(0, std::ptr::null()))
+                .map_err(|e| SetupError::io(Stage::UserNamespace, "setgroups", e))?;
+        }
+        sys::cvt(libc::setresgid(0, 0, 0))
+            .map_err(|e| SetupError::io(Stage::UserNamespace, "setresgid", e))?;
+        sys::cvt(libc::setresuid(0, 0, 0))
+            .map_err(|e| SetupError::io(Stage::UserNamespace, "setresuid", e))?;
+    }
+    // A credential change may clear the parent-death signal: arm it again,
+    // then make sure airlock did not die in between (its end of the
+    // channel would have hung up).
+    // SAFETY: prctl with integer arguments.
+    unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
+    if sys::peer_gone(channel) {
+        // SAFETY: exits at once; nothing to clean up.
+        unsafe { libc::_exit(0) };
+    }
+    // A cgroup namespace of its own (rooted at the sandbox's group, which
+    // the host has put us in by now, or airlock's): the sandbox never
+    // learns the host's cgroup paths.
+    // SAFETY: unshare takes only flags.
+    sys::cvt(unsafe { libc::unshare(libc::CLONE_NEWCGROUP) })
+        .map_err(|e| SetupError::io(Stage::Limits, "cgroup namespace", e))?;
+    let trees = match &p.inherited {
+        Some((devices, shapes)) => inherited(*devices, shapes),
+        None => mount::open_trees(&p.root, None).map_err(|e| SetupError {
+            stage: Stage::Mounts,
+            errno: libc::EPERM,
+            detail: error_chain(&e),
+        })?,
+    };
+    let notes = mount::build_root(&p.root, &trees, p.rootless).map_err(|f| SetupError {
+        stage: Stage::Mounts,
+        errno: f.errno,
+        detail: f.detail,
+    })?;
+    drop(trees);
+    let h = p.hostname.as_bytes();
+    // SAFETY: `h` is valid for its length.
+    sys::cvt(unsafe { libc::sethostname(h.as_ptr().cast(), h.len()) })
+        .map_err(|e| SetupError::io(Stage::Hostname, "sethostname", e))?;
+    airlock_jail::net::loopback_up()
+        .map_err(|e| SetupError::io(Stage::Network, "bring up lo", e))?;
+    // The sandbox's own user namespace limits (we are uid 0 there, with
+    // CAP_SYS_RESOURCE): it runs out of inotify instances and watches
+    // before its owner on the host does.
+    for (name, value) in &p.userns_limits {
+        let path = Path::new("/proc/sys/user").join(name);
+        // A kernel without one of these simply has no such quota.
+        if let Err(e) = sys::write_file(&path, value.to_string().as_bytes()) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                return Err(SetupError::io(
+                    Stage::Limits,
+                    format!("set {}", path.display()),
+                    e,
+                ));
+            }
+        }
+    }
+    non_dumpable()?;
+    Ok(notes)
+}
+
+/// Nothing in the sandbox may ptrace the agent, read its memory, or open
+/// its `/proc/<pid>/{root,exe,mem,environ}`.
+pub(crate) fn non_dumpable() -> Result<(), SetupError> {
+    // SAFETY: prctl with integer arguments.
+    sys::cvt(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) })
+        .map_err(|e| SetupError::io(Stage::Agent, "PR_SET_DUMPABLE", e))?;
+    Ok(())
+}
+
+/// The local tier: what it starts (and their orphans) stay its children,
+/// so that it can kill them all.
+pub(crate) fn local() -> Result<(), SetupError> {
+    // SAFETY: prctl with integer arguments.
+    sys::cvt(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) })
+        .map_err(|e| SetupError::io(Stage::Agent, "PR_SET_CHILD_SUBREAPER", e))?;
+    Ok(())
+}
+
+/// The mount trees the parent opened, from [`FD_FIRST_TREE`] on.
+fn inherited(devices: usize, shapes: &[crate::plan::MountShape]) -> OpenedTrees {
+    let mut next = FD_FIRST_TREE;
+    let mut take = || {
+        let fd = next;
+        next += 1;
+        // SAFETY: the spawner placed an open fd at each of these numbers
+        // for us, and nothing else owns them.
+        unsafe { OwnedFd::from_raw_fd(fd) }
+    };
+    let devices = (0..devices).map(|_| take()).collect();
+    let mounts = shapes
+        .iter()
+        .map(|s| {
+            let tree = take();
+            let file_in = s
+                .file_in
+                .as_ref()
+                .map(|name| (take(), OsString::from_vec(name.clone())));
+            OpenedMount {
+                tree,
+                is_dir: s.is_dir,
+                file_in,
+            }
+        })
+        .collect();
+    OpenedTrees {
+        devices,
+        mounts,
+        notes: Vec::new(),
+    }
+}
+
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

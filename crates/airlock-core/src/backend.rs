@@ -1,0 +1,264 @@
+//! Backends: how a tier starts its agent and what its processes get by
+//! default. The container and local tiers are here; the microVM tier will
+//! be a third behind the same trait.
+
+use crate::facts::Facts;
+use crate::CoreError;
+use airlock_agent::{AgentPlan, ContainerPlan, MountShape, Role};
+use airlock_confine::{rlimit::Rlimits, Confinement};
+use airlock_jail::cgroup::{Cgroup, Controller};
+use airlock_jail::mount::{self, Entry};
+use airlock_jail::spawn::{self, Agent, AgentSpawn};
+use airlock_jail::Plan;
+use airlock_spec::{Isolation, SandboxSpec, User};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+
+/// A started agent and the plan to send it.
+pub struct Spawned {
+    pub agent: Agent,
+    pub plan: AgentPlan,
+    /// What the user should hear about the set-up.
+    pub notes: Vec<String>,
+}
+
+/// One isolation tier.
+pub trait Backend {
+    fn isolation(&self) -> Isolation;
+    /// Starts the agent for `spec`, in `cgroup` if there is one; `stream`:
+    /// a byte-stream channel instead of a seqpacket one.
+    fn spawn(
+        &self,
+        spec: &SandboxSpec,
+        facts: &Facts,
+        cgroup: Option<&Cgroup>,
+        unenforced: &[Controller],
+        stream: bool,
+    ) -> Result<Spawned, CoreError>;
+    /// The environment a process starts with, before its own variables.
+    fn env(&self, spec: &SandboxSpec) -> Vec<(String, String)>;
+    /// Where a process starts unless it says otherwise.
+    fn cwd(&self, spec: &SandboxSpec) -> Result<PathBuf, CoreError>;
+    /// The ids a process runs as inside.
+    fn user(&self, spec: &SandboxSpec) -> User;
+    /// Stops everything at once: the agent and every process it started
+    /// (`started`: their pids, each its own process group).
+    fn kill(&self, agent: &Agent, started: &[i32]);
+}
+
+/// The backend for a spec's tier.
+pub fn for_spec(spec: &SandboxSpec) -> Result<Box<dyn Backend>, CoreError> {
+    match spec.isolation {
+        Isolation::Container => Ok(Box::new(Container)),
+        Isolation::None => Ok(Box::new(Local)),
+        Isolation::Microvm => Err(CoreError::MicrovmUnavailable),
+    }
+}
+
+/// The container tier.
+pub struct Container;
+
+impl Backend for Container {
+    fn isolation(&self) -> Isolation {
+        Isolation::Container
+    }
+
+    fn spawn(
+        &self,
+        spec: &SandboxSpec,
+        facts: &Facts,
+        cgroup: Option<&Cgroup>,
+        unenforced: &[Controller],
+        stream: bool,
+    ) -> Result<Spawned, CoreError> {
+        let plan = Plan::compile(
+            spec,
+            &facts.image,
+            &facts.kernel,
+            facts.idmap,
+            unenforced,
+            facts.landlock_abi,
+        );
+        let rootless = plan.idmap.is_rootless();
+        let mut notes = Vec::new();
+        let mut inherit: Vec<OwnedFd> = Vec::new();
+        let inherited = if rootless {
+            // Checked here for a clear error before anything exists; the
+            // agent opens the trees itself, with the caller's same rights.
+            for m in &plan.root.user_mounts {
+                mount::check_source(m)?;
+            }
+            None
+        } else {
+            // Run by root, sources are opened here, with root's rights,
+            // and id-mapped before the sandbox exists.
+            let host = (
+                plan.idmap.host_uid(plan.user.uid).unwrap_or(u32::MAX),
+                plan.idmap.host_gid(plan.user.gid).unwrap_or(u32::MAX),
+            );
+            let trees = mount::open_trees(&plan.root, Some(host))?;
+            notes.extend(trees.notes);
+            let devices = plan
+                .root
+                .entries
+                .iter()
+                .filter(|e| matches!(e, Entry::Device { .. }))
+                .count();
+            inherit.extend(trees.devices);
+            let mut shapes = Vec::new();
+            for m in trees.mounts {
+                shapes.push(MountShape {
+                    is_dir: m.is_dir,
+                    file_in: m.file_in.as_ref().map(|(_, name)| name.as_bytes().to_vec()),
+                });
+                inherit.push(m.tree);
+                if let Some((dir, _)) = m.file_in {
+                    inherit.push(dir);
+                }
+            }
+            Some((devices, shapes))
+        };
+        let agent = spawn::spawn_agent(AgentSpawn {
+            idmap: Some(plan.idmap),
+            cgroup,
+            inherit,
+            stream,
+        })?;
+        let agent_plan = AgentPlan {
+            role: Role::Container(Box::new(ContainerPlan {
+                root: plan.root,
+                rootless,
+                hostname: plan.hostname,
+                userns_limits: plan
+                    .userns_limits
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), *v))
+                    .collect(),
+                inherited,
+            })),
+            confinement: plan.confinement,
+            file_user: (plan.user.uid, plan.user.gid),
+        };
+        Ok(Spawned {
+            agent,
+            plan: agent_plan,
+            notes,
+        })
+    }
+
+    fn env(&self, spec: &SandboxSpec) -> Vec<(String, String)> {
+        airlock_jail::base_env(spec, |k| std::env::var(k).ok())
+    }
+
+    fn cwd(&self, spec: &SandboxSpec) -> Result<PathBuf, CoreError> {
+        Ok(spec.effective_workdir())
+    }
+
+    fn user(&self, spec: &SandboxSpec) -> User {
+        spec.user
+    }
+
+    fn kill(&self, agent: &Agent, _started: &[i32]) {
+        // SAFETY: the agent is our unreaped child; as PID 1 of the
+        // sandbox's PID namespace, its death kills everything in it.
+        unsafe { libc::kill(agent.pid, libc::SIGKILL) };
+    }
+}
+
+/// The local tier: your own code, no isolation; a scrubbed environment,
+/// limits, the timeout.
+pub struct Local;
+
+impl Backend for Local {
+    fn isolation(&self) -> Isolation {
+        Isolation::None
+    }
+
+    fn spawn(
+        &self,
+        spec: &SandboxSpec,
+        _facts: &Facts,
+        cgroup: Option<&Cgroup>,
+        unenforced: &[Controller],
+        stream: bool,
+    ) -> Result<Spawned, CoreError> {
+        let rlimits = Rlimits {
+            data: unenforced
+                .contains(&Controller::Memory)
+                .then_some(spec.limits.memory)
+                .flatten(),
+            nproc: unenforced
+                .contains(&Controller::Pids)
+                .then_some(spec.limits.pids)
+                .flatten(),
+            ..Rlimits::default()
+        };
+        let agent = spawn::spawn_agent(AgentSpawn {
+            idmap: None,
+            cgroup,
+            inherit: Vec::new(),
+            stream,
+        })?;
+        // SAFETY: getuid/getgid cannot fail.
+        let ids = unsafe { (libc::getuid(), libc::getgid()) };
+        Ok(Spawned {
+            agent,
+            plan: AgentPlan {
+                role: Role::Local,
+                confinement: Confinement {
+                    rlimits,
+                    ..Confinement::default()
+                },
+                file_user: ids,
+            },
+            notes: Vec::new(),
+        })
+    }
+
+    fn env(&self, spec: &SandboxSpec) -> Vec<(String, String)> {
+        let host = |k: &str| std::env::var(k).ok();
+        let mut env: Vec<(String, String)> = Vec::new();
+        for k in ["PATH", "HOME", "USER", "LANG", "TERM", "TZ"] {
+            if let Some(v) = host(k) {
+                env.push((k.into(), v));
+            }
+        }
+        if !env.iter().any(|(k, _)| k == "PATH") {
+            env.push(("PATH".into(), airlock_confine::DEFAULT_PATH.into()));
+        }
+        for (k, v) in &spec.env {
+            env.retain(|(ek, _)| ek != k);
+            env.push((k.clone(), v.clone()));
+        }
+        env
+    }
+
+    fn cwd(&self, spec: &SandboxSpec) -> Result<PathBuf, CoreError> {
+        match &spec.workdir {
+            Some(w) => Ok(w.clone()),
+            None => std::env::current_dir().map_err(|err| CoreError::Io {
+                what: "current directory",
+                err,
+            }),
+        }
+    }
+
+    fn user(&self, _spec: &SandboxSpec) -> User {
+        // SAFETY: getuid/getgid cannot fail.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        User { uid, gid }
+    }
+
+    fn kill(&self, agent: &Agent, started: &[i32]) {
+        // SAFETY: each pid is a process the agent started and reported;
+        // it called setsid, so its group has its id. The agent is our
+        // unreaped child.
+        unsafe {
+            for &p in started {
+                libc::kill(-p, libc::SIGKILL);
+            }
+            libc::kill(agent.pid, libc::SIGKILL);
+        }
+    }
+}

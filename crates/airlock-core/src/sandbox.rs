@@ -1,0 +1,883 @@
+//! A sandbox, from the host: its lifecycle, the channel to its agent, and
+//! the events the agent's messages become.
+//!
+//! The handle is sans-loop: the caller polls [`Sandbox::fd`] (readable;
+//! writable when [`Sandbox::wants_write`]) and [`Sandbox::pidfd`], calls
+//! [`Sandbox::on_readable`] / [`Sandbox::on_writable`], and takes
+//! [`Event`]s with [`Sandbox::next_event`] — or calls [`Sandbox::wait`],
+//! which does all of that. Every message from the agent goes through
+//! `HostSession`, which refuses anything the host did not ask for or grant:
+//! a violation is an error for this sandbox, never a panic.
+
+use crate::backend::{self, Backend};
+use crate::facts::Facts;
+use crate::CoreError;
+use airlock_jail::cgroup::{self, Cgroup, Controller, Layout};
+use airlock_jail::spawn::Agent;
+use airlock_protocol::v2::{
+    self, Channel, DirEntry, ExitStatus, FsError, HostConfig, HostSession, Message, OutStream,
+    Stage, Stat, StdinMode, StreamKind, Transport, WinSize, WriteFlags, MAX_DATA,
+};
+use airlock_spec::{Isolation, SandboxSpec, User};
+use std::collections::{BTreeMap, VecDeque};
+use std::net::IpAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Where a sandbox is in its life. Every transition is in [`Sandbox`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// The agent is applying the plan.
+    Creating,
+    Running,
+    /// Asked to stop; the agent is killing everything.
+    Stopping,
+    /// The agent is gone.
+    Stopped,
+    /// Set-up failed, or the agent broke the protocol.
+    Failed,
+}
+
+/// Something that happened in a sandbox.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// The plan is applied: the sandbox runs.
+    Ready,
+    /// Something the user should hear about (a fallback taken).
+    Notice(String),
+    /// The set-up failed; the sandbox is over.
+    SetupFailed {
+        stage: Stage,
+        errno: i32,
+        detail: String,
+    },
+    Started {
+        id: u32,
+        pid: u32,
+    },
+    StartFailed {
+        id: u32,
+        stage: Stage,
+        errno: i32,
+    },
+    Output {
+        id: u32,
+        stream: OutStream,
+        data: Vec<u8>,
+    },
+    Eof {
+        id: u32,
+        stream: OutStream,
+    },
+    Exited {
+        id: u32,
+        status: ExitStatus,
+        max_rss_kib: u64,
+    },
+    FileData {
+        id: u32,
+        data: Vec<u8>,
+    },
+    FileDone {
+        id: u32,
+        result: Result<u64, FsError>,
+    },
+    FileStat {
+        id: u32,
+        stat: Stat,
+    },
+    FileEntries {
+        id: u32,
+        entries: Vec<DirEntry>,
+    },
+    TcpOpened {
+        id: u32,
+    },
+    TcpFailed {
+        id: u32,
+        errno: i32,
+    },
+    TcpData {
+        id: u32,
+        data: Vec<u8>,
+    },
+    TcpShutdown {
+        id: u32,
+    },
+    TcpClosed {
+        id: u32,
+        reset: bool,
+    },
+    Pong {
+        nonce: u64,
+    },
+    /// The agent is gone (it exited, was killed, or closed the channel).
+    AgentGone,
+}
+
+/// A process to start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessSpec {
+    pub argv: Vec<String>,
+    /// Variables on top of the backend's base environment.
+    pub env: Vec<(String, String)>,
+    /// `None`: the sandbox's working directory.
+    pub cwd: Option<PathBuf>,
+    /// `None`: the sandbox's user.
+    pub user: Option<User>,
+    /// A terminal of this size (rows, cols).
+    pub pty: Option<(u16, u16)>,
+    /// A stdin stream (else `/dev/null`; with a pty, the terminal's input).
+    pub stdin: bool,
+}
+
+impl ProcessSpec {
+    pub fn new(argv: Vec<String>) -> ProcessSpec {
+        ProcessSpec {
+            argv,
+            env: Vec::new(),
+            cwd: None,
+            user: None,
+            pty: None,
+            stdin: false,
+        }
+    }
+}
+
+/// How to create a sandbox.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CreateOptions {
+    /// Use a byte-stream channel (as a VM has) instead of a seqpacket one.
+    pub stream_channel: bool,
+}
+
+/// What is known once a sandbox is gone.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Teardown {
+    /// Peak memory of the sandbox (its cgroup), if it had one.
+    pub peak_memory_bytes: Option<u64>,
+    /// The kernel's OOM killer killed something in it.
+    pub oom_killed: bool,
+}
+
+/// A sandbox and the channel to its agent.
+pub struct Sandbox {
+    state: State,
+    spec: SandboxSpec,
+    backend: Box<dyn Backend>,
+    agent: Agent,
+    reaped: bool,
+    ch: Channel,
+    sess: HostSession,
+    cg: Option<Cgroup>,
+    unenforced: Vec<Controller>,
+    events: VecDeque<Event>,
+    /// Processes started and not yet exited: id → pid (0 until started).
+    procs: BTreeMap<u32, u32>,
+    notes: Vec<String>,
+}
+
+/// The cgroups a spec's limits need, the limits that fall back to rlimits
+/// (with what the user should hear), and clean-up of groups that dead
+/// airlock processes left behind.
+fn limits_setup(
+    spec: &SandboxSpec,
+    notes: &mut Vec<String>,
+) -> Result<(Option<Cgroup>, Vec<Controller>), CoreError> {
+    let l = cgroup::Limits {
+        memory: spec.limits.memory,
+        pids: spec.limits.pids,
+        cpus: spec.limits.cpus,
+    };
+    if l == cgroup::Limits::default() {
+        return Ok((None, Vec::new()));
+    }
+    let layout = Layout::detect();
+    cgroup::reap_stale(&layout);
+    let setup = Cgroup::create(&layout, &cgroup::group_name(crate::unique()), &l)?;
+    for c in &setup.unenforced {
+        notes.push(match c {
+            Controller::Memory => "no cgroup memory controller is available to this user: --memory is NOT a sandbox-wide limit here; each process is held to it with RLIMIT_DATA, which does not count shared mappings (run as root, or delegate a cgroup v2 subtree to this user, for a real limit)".to_string(),
+            Controller::Pids => "no cgroup pids controller is available to this user: --pids is enforced with RLIMIT_NPROC instead".to_string(),
+            Controller::Cpu => "no cgroup cpu controller is available to this user: --cpus is NOT enforced (run as root, or delegate a cgroup v2 subtree to this user)".to_string(),
+        });
+    }
+    Ok((setup.cgroup, setup.unenforced))
+}
+
+fn bytes(p: &Path) -> Vec<u8> {
+    p.as_os_str().as_bytes().to_vec()
+}
+
+impl Sandbox {
+    /// Validates `spec`, starts its agent and sends it the plan; returns
+    /// once the agent has answered the handshake (the plan is applied in
+    /// the background: [`Event::Ready`] or [`Event::SetupFailed`] follows,
+    /// and processes may be started at once).
+    pub fn create(spec: &SandboxSpec, opts: CreateOptions) -> Result<Sandbox, CoreError> {
+        spec.validate()?;
+        let backend = backend::for_spec(spec)?;
+        let facts = Facts::get();
+        let mut notes = Vec::new();
+        if backend.isolation() == Isolation::Container {
+            if facts.landlock_abi == 0 {
+                notes.push("this kernel has no Landlock: the sandbox runs without its filesystem-confinement layer (see airlock doctor)".into());
+            } else if facts.landlock_abi < 6 {
+                notes.push(format!("Landlock ABI {} on this kernel: the command's signals and abstract unix sockets are not scoped to the sandbox (ABI 6, Linux 6.12+)", facts.landlock_abi));
+            }
+        }
+        let (cg, unenforced) = limits_setup(spec, &mut notes)?;
+        let spawned =
+            match backend.spawn(spec, facts, cg.as_ref(), &unenforced, opts.stream_channel) {
+                Ok(s) => s,
+                Err(e) => {
+                    if let Some(cg) = cg {
+                        cg.destroy();
+                    }
+                    return Err(e);
+                }
+            };
+        notes.extend(spawned.notes);
+        let transport = if opts.stream_channel {
+            Transport::Stream
+        } else {
+            Transport::Seqpacket
+        };
+        let ch = Channel::new(spawned.agent.channel.as_raw_fd(), transport);
+        let mut sb = Sandbox {
+            state: State::Creating,
+            spec: spec.clone(),
+            backend,
+            agent: spawned.agent,
+            reaped: false,
+            ch,
+            sess: HostSession::new(HostConfig::default()),
+            cg,
+            unenforced,
+            events: VecDeque::new(),
+            procs: BTreeMap::new(),
+            notes,
+        };
+        if let Err(e) = sb.handshake(&spawned.plan.to_bytes()) {
+            sb.kill();
+            sb.reap(true);
+            return Err(e);
+        }
+        Ok(sb)
+    }
+
+    /// Hello, the agent's HelloAck (waited for), then the Plan.
+    fn handshake(&mut self, plan: &[u8]) -> Result<(), CoreError> {
+        let _ = v2::set_nonblocking(self.ch.fd(), true);
+        let hello = self.sess.hello();
+        self.send(&hello)?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.sess.agreed().is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(CoreError::AgentMisbehaved {
+                    what: "no answer to Hello within 30 s".into(),
+                });
+            }
+            self.poll_once(Some(left))?;
+            if let Some(Event::SetupFailed {
+                stage,
+                errno,
+                detail,
+            }) = self.events.front().cloned()
+            {
+                return Err(CoreError::Setup {
+                    stage,
+                    errno,
+                    detail,
+                });
+            }
+            if self.state == State::Stopped {
+                return Err(CoreError::AgentMisbehaved {
+                    what: "the agent exited during the handshake".into(),
+                });
+            }
+        }
+        self.send(&Message::Plan {
+            data: plan.to_vec(),
+        })?;
+        Ok(())
+    }
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    pub fn spec(&self) -> &SandboxSpec {
+        &self.spec
+    }
+
+    /// The sandbox's isolation tier.
+    pub fn isolation(&self) -> Isolation {
+        self.backend.isolation()
+    }
+
+    /// The agent's pid on the host.
+    pub fn agent_pid(&self) -> i32 {
+        self.agent.pid
+    }
+
+    /// What the user should hear about the set-up so far (taken).
+    pub fn take_notes(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.notes)
+    }
+
+    /// Limits that no cgroup enforces (rlimit fallbacks).
+    pub fn unenforced(&self) -> &[Controller] {
+        &self.unenforced
+    }
+
+    fn send(&mut self, m: &Message) -> Result<(), CoreError> {
+        self.sess
+            .send(m, self.ch.outbound())
+            .map_err(|e| CoreError::Misuse(e.to_string()))?;
+        self.flush()
+    }
+
+    fn flush(&mut self) -> Result<(), CoreError> {
+        match self.ch.flush() {
+            Ok(_) => Ok(()),
+            // The agent is gone: its exit (pidfd) ends the sandbox.
+            Err(_) => Ok(()),
+        }
+    }
+
+    fn next_id(&self) -> Result<u32, CoreError> {
+        self.sess
+            .next_id()
+            .ok_or_else(|| CoreError::Misuse("out of request ids".into()))
+    }
+
+    /// Starts a process; its events carry the returned id.
+    pub fn start(&mut self, p: &ProcessSpec) -> Result<u32, CoreError> {
+        let id = self.next_id()?;
+        let mut env = self.backend.env(&self.spec);
+        for (k, v) in &p.env {
+            env.retain(|(ek, _)| ek != k);
+            env.push((k.clone(), v.clone()));
+        }
+        let cwd = match &p.cwd {
+            Some(c) => c.clone(),
+            None => self.backend.cwd(&self.spec)?,
+        };
+        let user = p.user.unwrap_or_else(|| self.backend.user(&self.spec));
+        let m = Message::ProcStart {
+            id,
+            argv: p.argv.iter().map(|a| a.as_bytes().to_vec()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| format!("{k}={v}").into_bytes())
+                .collect(),
+            cwd: bytes(&cwd),
+            uid: user.uid,
+            gid: user.gid,
+            pty: p.pty.map(|(rows, cols)| WinSize { rows, cols }),
+            stdin: if p.stdin {
+                StdinMode::Pipe
+            } else {
+                StdinMode::Null
+            },
+        };
+        self.send(&m)?;
+        self.procs.insert(id, 0);
+        Ok(id)
+    }
+
+    /// How many bytes of stdin process `id` takes now (its credit).
+    pub fn stdin_credit(&self, id: u32) -> usize {
+        self.sess.send_credit(id, StreamKind::Stdin).unwrap_or(0) as usize
+    }
+
+    /// Sends what the credit allows of `data` to process `id`'s stdin;
+    /// returns how much was taken.
+    pub fn write_stdin(&mut self, id: u32, data: &[u8]) -> Result<usize, CoreError> {
+        self.send_data(id, StreamKind::Stdin, data)
+    }
+
+    fn send_data(&mut self, id: u32, stream: StreamKind, data: &[u8]) -> Result<usize, CoreError> {
+        let credit = self.sess.send_credit(id, stream).unwrap_or(0) as usize;
+        let n = data.len().min(credit);
+        let mut off = 0;
+        while off < n {
+            let end = (off + MAX_DATA).min(n);
+            let chunk = data[off..end].to_vec();
+            let m = match stream {
+                StreamKind::Stdin => Message::ProcStdin { id, data: chunk },
+                StreamKind::File => Message::FileData { id, data: chunk },
+                _ => Message::TcpData { id, data: chunk },
+            };
+            self.sess
+                .send(&m, self.ch.outbound())
+                .map_err(|e| CoreError::Misuse(e.to_string()))?;
+            off = end;
+        }
+        self.flush()?;
+        Ok(n)
+    }
+
+    pub fn close_stdin(&mut self, id: u32) -> Result<(), CoreError> {
+        self.send(&Message::ProcCloseStdin { id })
+    }
+
+    pub fn signal(&mut self, id: u32, signo: i32) -> Result<(), CoreError> {
+        self.send(&Message::ProcSignal {
+            id,
+            signo: signo.clamp(1, 64) as u8,
+        })
+    }
+
+    pub fn resize(&mut self, id: u32, rows: u16, cols: u16) -> Result<(), CoreError> {
+        self.send(&Message::ProcResize {
+            id,
+            size: WinSize { rows, cols },
+        })
+    }
+
+    /// The host drained `n` bytes of an output stream: the agent may send
+    /// that much more.
+    pub fn consumed(&mut self, id: u32, stream: StreamKind, n: usize) -> Result<(), CoreError> {
+        self.sess
+            .consumed(id, stream, n, self.ch.outbound())
+            .map_err(|e| CoreError::Misuse(e.to_string()))?;
+        self.flush()
+    }
+
+    pub fn ping(&mut self, nonce: u64) -> Result<(), CoreError> {
+        self.send(&Message::Ping { nonce })
+    }
+
+    // ---- files ----
+
+    fn file_request(&mut self, make: impl FnOnce(u32) -> Message) -> Result<u32, CoreError> {
+        let id = self.next_id()?;
+        self.send(&make(id))?;
+        Ok(id)
+    }
+
+    pub fn read_file(&mut self, path: &Path, offset: u64, len: u64) -> Result<u32, CoreError> {
+        self.file_request(|id| Message::FileRead {
+            id,
+            path: bytes(path),
+            offset,
+            len,
+        })
+    }
+
+    pub fn write_file(
+        &mut self,
+        path: &Path,
+        mode: u32,
+        flags: WriteFlags,
+    ) -> Result<u32, CoreError> {
+        self.file_request(|id| Message::FileWrite {
+            id,
+            path: bytes(path),
+            mode,
+            flags,
+        })
+    }
+
+    /// Sends what the credit allows of an upload's `data`; returns how
+    /// much was taken.
+    pub fn file_data(&mut self, id: u32, data: &[u8]) -> Result<usize, CoreError> {
+        self.send_data(id, StreamKind::File, data)
+    }
+
+    /// An upload (write or tar-in) is complete.
+    pub fn file_end(&mut self, id: u32) -> Result<(), CoreError> {
+        self.send(&Message::FileEnd { id })
+    }
+
+    pub fn file_cancel(&mut self, id: u32) -> Result<(), CoreError> {
+        self.send(&Message::FileCancel { id })
+    }
+
+    /// How many upload bytes the agent takes now for request `id`.
+    pub fn file_credit(&self, id: u32) -> usize {
+        self.sess.send_credit(id, StreamKind::File).unwrap_or(0) as usize
+    }
+
+    pub fn stat(&mut self, path: &Path, follow: bool) -> Result<u32, CoreError> {
+        self.file_request(|id| Message::FileStat {
+            id,
+            path: bytes(path),
+            follow,
+        })
+    }
+
+    pub fn list(&mut self, path: &Path) -> Result<u32, CoreError> {
+        self.file_request(|id| Message::FileList {
+            id,
+            path: bytes(path),
+        })
+    }
+
+    pub fn mkdir(&mut self, path: &Path, mode: u32, parents: bool) -> Result<u32, CoreError> {
+        self.file_request(|id| Message::FileMkdir {
+            id,
+            path: bytes(path),
+            mode,
+            parents,
+        })
+    }
+
+    pub fn remove(&mut self, path: &Path, recursive: bool) -> Result<u32, CoreError> {
+        self.file_request(|id| Message::FileRemove {
+            id,
+            path: bytes(path),
+            recursive,
+        })
+    }
+
+    pub fn rename(&mut self, from: &Path, to: &Path) -> Result<u32, CoreError> {
+        self.file_request(|id| Message::FileRename {
+            id,
+            from: bytes(from),
+            to: bytes(to),
+        })
+    }
+
+    pub fn chmod(&mut self, path: &Path, mode: u32) -> Result<u32, CoreError> {
+        self.file_request(|id| Message::FileChmod {
+            id,
+            path: bytes(path),
+            mode,
+        })
+    }
+
+    /// A tar archive of the directory `path` (as FileData events).
+    pub fn tar_out(&mut self, path: &Path) -> Result<u32, CoreError> {
+        self.file_request(|id| Message::TarOut {
+            id,
+            path: bytes(path),
+        })
+    }
+
+    /// Unpacks a tar archive (sent with [`Sandbox::file_data`], ended with
+    /// [`Sandbox::file_end`]) into the directory `path`.
+    pub fn tar_in(&mut self, path: &Path) -> Result<u32, CoreError> {
+        self.file_request(|id| Message::TarIn {
+            id,
+            path: bytes(path),
+        })
+    }
+
+    // ---- TCP ----
+
+    /// Opens a TCP stream to `port` on the sandbox's loopback.
+    pub fn tcp_connect(&mut self, addr: IpAddr, port: u16) -> Result<u32, CoreError> {
+        self.file_request(|id| Message::TcpConnect { id, addr, port })
+    }
+
+    pub fn tcp_send(&mut self, id: u32, data: &[u8]) -> Result<usize, CoreError> {
+        self.send_data(id, StreamKind::Tcp, data)
+    }
+
+    pub fn tcp_credit(&self, id: u32) -> usize {
+        self.sess.send_credit(id, StreamKind::Tcp).unwrap_or(0) as usize
+    }
+
+    pub fn tcp_shutdown(&mut self, id: u32) -> Result<(), CoreError> {
+        self.send(&Message::TcpShutdownWrite { id })
+    }
+
+    pub fn tcp_close(&mut self, id: u32, reset: bool) -> Result<(), CoreError> {
+        self.send(&Message::TcpClose { id, reset })
+    }
+
+    // ---- the loop ----
+
+    /// The channel's fd: poll it for reading (and writing when
+    /// [`Sandbox::wants_write`]).
+    pub fn fd(&self) -> RawFd {
+        self.ch.fd()
+    }
+
+    /// Readable once the agent has exited.
+    pub fn pidfd(&self) -> RawFd {
+        self.agent.pidfd.as_raw_fd()
+    }
+
+    pub fn wants_write(&self) -> bool {
+        self.ch.wants_write()
+    }
+
+    pub fn on_writable(&mut self) -> Result<(), CoreError> {
+        self.flush()
+    }
+
+    /// Reads every frame there is and turns them into events.
+    pub fn on_readable(&mut self) -> Result<(), CoreError> {
+        loop {
+            if self.state == State::Stopped || self.state == State::Failed {
+                return Ok(());
+            }
+            let frame = match self.ch.recv() {
+                Ok(Some(f)) => f,
+                Ok(None) => return Ok(()),
+                Err(_) => {
+                    self.gone();
+                    return Ok(());
+                }
+            };
+            let msg = match self.sess.on_frame(frame) {
+                Ok(Some(m)) => m,
+                Ok(None) => continue,
+                Err(v) => {
+                    // The agent is not to be trusted any more.
+                    self.state = State::Failed;
+                    self.kill();
+                    return Err(CoreError::AgentMisbehaved {
+                        what: v.to_string(),
+                    });
+                }
+            };
+            self.event(msg);
+        }
+    }
+
+    /// The agent exited (its pidfd is readable).
+    pub fn on_agent_exit(&mut self) {
+        // What it sent before it exited is still in the channel.
+        let _ = self.on_readable();
+        self.reap(false);
+        self.gone();
+    }
+
+    fn gone(&mut self) {
+        if self.state != State::Stopped && self.state != State::Failed {
+            self.state = State::Stopped;
+        }
+        if self.events.back() != Some(&Event::AgentGone) {
+            self.events.push_back(Event::AgentGone);
+        }
+    }
+
+    fn event(&mut self, m: Message) {
+        let e = match m {
+            Message::Ready => {
+                if self.state == State::Creating {
+                    self.state = State::Running;
+                }
+                Event::Ready
+            }
+            Message::Notice { text } => Event::Notice(text),
+            Message::SetupFailed {
+                stage,
+                errno,
+                detail,
+            } => {
+                self.state = State::Failed;
+                Event::SetupFailed {
+                    stage,
+                    errno,
+                    detail,
+                }
+            }
+            Message::ProcStarted { id, pid } => {
+                self.procs.insert(id, pid);
+                Event::Started { id, pid }
+            }
+            Message::ProcStartFailed { id, stage, errno } => {
+                self.procs.remove(&id);
+                Event::StartFailed { id, stage, errno }
+            }
+            Message::ProcOutput { id, stream, data } => Event::Output { id, stream, data },
+            Message::ProcEof { id, stream } => Event::Eof { id, stream },
+            Message::ProcExited {
+                id,
+                status,
+                max_rss_kib,
+            } => {
+                self.procs.remove(&id);
+                Event::Exited {
+                    id,
+                    status,
+                    max_rss_kib,
+                }
+            }
+            Message::FileData { id, data } => Event::FileData { id, data },
+            Message::FileDone { id, result } => Event::FileDone { id, result },
+            Message::FileStatResult { id, stat } => Event::FileStat { id, stat },
+            Message::FileEntries { id, entries } => Event::FileEntries { id, entries },
+            Message::TcpOpened { id } => Event::TcpOpened { id },
+            Message::TcpFailed { id, errno } => Event::TcpFailed { id, errno },
+            Message::TcpData { id, data } => Event::TcpData { id, data },
+            Message::TcpShutdownWrite { id } => Event::TcpShutdown { id },
+            Message::TcpClose { id, reset } => Event::TcpClosed { id, reset },
+            Message::Pong { nonce } => Event::Pong { nonce },
+            Message::ShutdownDone => {
+                self.state = State::Stopped;
+                return;
+            }
+            // Offers (egress) are refused until a network policy exists;
+            // the session has validated it.
+            Message::TcpOffer { id, .. } => {
+                let _ = self.send(&Message::TcpRefuse {
+                    id,
+                    reason: v2::RefuseReason::Policy,
+                });
+                return;
+            }
+            _ => return,
+        };
+        self.events.push_back(e);
+    }
+
+    pub fn next_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// One round of waiting (at most `timeout`) on the channel and the
+    /// agent's exit.
+    fn poll_once(&mut self, timeout: Option<Duration>) -> Result<(), CoreError> {
+        let mut pfd = [
+            libc::pollfd {
+                fd: self.ch.fd(),
+                events: libc::POLLIN
+                    | if self.ch.wants_write() {
+                        libc::POLLOUT
+                    } else {
+                        0
+                    },
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: self.agent.pidfd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        let ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as i32);
+        // SAFETY: two valid pollfds.
+        let n = unsafe { libc::poll(pfd.as_mut_ptr(), 2, ms) };
+        if n <= 0 {
+            return Ok(());
+        }
+        if pfd[0].revents & libc::POLLOUT != 0 {
+            self.on_writable()?;
+        }
+        if pfd[0].revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
+            self.on_readable()?;
+        }
+        if pfd[1].revents != 0 {
+            self.on_agent_exit();
+        }
+        Ok(())
+    }
+
+    /// The next event, waiting at most `timeout` (`None`: for ever).
+    pub fn wait(&mut self, timeout: Option<Duration>) -> Result<Option<Event>, CoreError> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            if let Some(e) = self.events.pop_front() {
+                return Ok(Some(e));
+            }
+            if self.state == State::Stopped {
+                return Ok(None);
+            }
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left.is_some_and(|l| l.is_zero()) {
+                return Ok(None);
+            }
+            self.poll_once(left)?;
+        }
+    }
+
+    /// Stops everything at once (SIGKILL).
+    pub fn kill(&mut self) {
+        if self.reaped {
+            return;
+        }
+        let started: Vec<i32> = self
+            .procs
+            .values()
+            .filter(|&&p| p > 0)
+            .map(|&p| p as i32)
+            .collect();
+        if self.backend.isolation() == Isolation::None {
+            // The local agent kills what it started, and what those left
+            // behind, if it still can: ask it first.
+            if self.state == State::Running || self.state == State::Creating {
+                let _ = self.send(&Message::Shutdown);
+                self.state = State::Stopping;
+                let end = Instant::now() + Duration::from_millis(500);
+                while self.state != State::Stopped && Instant::now() < end {
+                    let left = end.saturating_duration_since(Instant::now());
+                    if self.poll_once(Some(left)).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        self.backend.kill(&self.agent, &started);
+        if let Some(cg) = &self.cg {
+            cg.kill_all();
+        }
+        if self.state != State::Failed {
+            self.state = State::Stopping;
+        }
+    }
+
+    /// Reaps the agent: waiting for it (up to 5 s when `wait`), or only if
+    /// it has exited.
+    fn reap(&mut self, wait: bool) {
+        if self.reaped {
+            return;
+        }
+        if wait {
+            let mut p = libc::pollfd {
+                fd: self.agent.pidfd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            unsafe { libc::poll(&mut p, 1, 5000) };
+        }
+        // SAFETY: reaps our own child if it has exited.
+        let r = unsafe { libc::waitpid(self.agent.pid, std::ptr::null_mut(), libc::WNOHANG) };
+        if r == self.agent.pid {
+            self.reaped = true;
+        }
+    }
+
+    /// Ends the sandbox. `wait`: until the agent and (container) every
+    /// process of the sandbox is gone — PID 1 of a namespace is reapable
+    /// only once everything else in it is — at most 5 s; a CLI about to
+    /// exit need not wait (the kernel is already killing everything), but
+    /// with cgroups the groups can only be removed once empty.
+    pub fn close(mut self, wait: bool) -> Teardown {
+        if !self.reaped {
+            if self.state != State::Stopped {
+                self.kill();
+            }
+            self.reap(wait || self.cg.is_some());
+        }
+        let mut t = Teardown::default();
+        if let Some(cg) = self.cg.take() {
+            t.peak_memory_bytes = cg.peak_memory();
+            t.oom_killed = cg.oom_killed();
+            cg.destroy();
+        }
+        t
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        if !self.reaped {
+            self.kill();
+            self.reap(false);
+        }
+        if let Some(cg) = self.cg.take() {
+            cg.destroy();
+        }
+    }
+}

@@ -46,6 +46,17 @@ if ! command -v cargo >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cargo rustc >/dev/null
 fi
 
+# The declared minimum Rust version (rust-version in Cargo.toml), for the
+# test script's check that it really builds the code. Only with rustup,
+# and only for the tests: a failure here is not fatal.
+msrv=$(sed -n 's/^rust-version = "\(.*\)"/\1/p' Cargo.toml)
+if [ -n "${AIRLOCK_SETUP_NO_INSTALL:-}" ] && command -v rustup >/dev/null 2>&1 &&
+    ! rustup toolchain list | grep -q "^$msrv"; then
+    log "installing Rust $msrv (the minimum version the tests check)"
+    rustup toolchain install "$msrv" --profile minimal >/dev/null 2>&1 ||
+        log "note: could not install Rust $msrv; the minimum-version check will be skipped"
+fi
+
 # The unprivileged user the rootless tests run as.
 if ! id -u airlock-test >/dev/null 2>&1; then
     log "creating user airlock-test"

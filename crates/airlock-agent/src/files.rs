@@ -18,8 +18,8 @@ use airlock_protocol::v2::{
 };
 use airlock_sys as sys;
 use std::collections::BTreeMap;
-use std::ffi::{CStr, CString, OsStr};
-use std::io::{self, Read, Write};
+use std::ffi::{CStr, CString};
+use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
@@ -943,14 +943,4 @@ pub(crate) fn clean_relative(p: &Path) -> io::Result<PathBuf> {
         ));
     }
     Ok(out)
-}
-
-pub(crate) fn os(b: &[u8]) -> &OsStr {
-    OsStr::from_bytes(b)
-}
-
-pub(crate) fn read_all(mut r: impl Read) -> io::Result<Vec<u8>> {
-    let mut v = Vec::new();
-    r.read_to_end(&mut v)?;
-    Ok(v)
 }

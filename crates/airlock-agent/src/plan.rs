@@ -48,6 +48,9 @@ pub struct AgentPlan {
     pub confinement: Confinement,
     /// Who file operations act as (uid, gid in the sandbox).
     pub file_user: (u32, u32),
+    /// Report start-up timing marks (a notice before Ready).
+    #[serde(default)]
+    pub trace_timing: bool,
 }
 
 impl AgentPlan {

@@ -3,7 +3,7 @@
 
 use crate::plan::{AgentPlan, Role};
 use crate::serve::{Out, Token};
-use airlock_confine::{self as confine, seccomp::Filter};
+use airlock_confine::{self as confine, Prepared};
 use airlock_protocol::v2::{
     ExitStatus, Message, OutStream, ProcInfo, Stage, StdinMode, StreamKind, WinSize, MAX_DATA,
 };
@@ -35,11 +35,10 @@ pub(crate) struct Procs {
     by_pid: HashMap<i32, u32>,
     /// File-transfer helpers (pid → file request id).
     helpers: HashMap<i32, u32>,
-    filter: Option<Filter>,
-    want_filter: bool,
+    /// The confinement, prepared at the first launch (after set-up).
+    prepared: Option<Prepared>,
     /// A container run by root: ptys are given to the process's user.
     chown_pty: bool,
-    local: bool,
     buf: Vec<u8>,
 }
 
@@ -137,18 +136,16 @@ fn open_pty(ws: WinSize) -> Result<(OwnedFd, OwnedFd), (Stage, i32)> {
 
 impl Procs {
     pub fn new(plan: &AgentPlan) -> Procs {
-        let (chown_pty, local) = match &plan.role {
-            Role::Container(c) => (!c.rootless, false),
-            Role::Local => (false, true),
+        let chown_pty = match &plan.role {
+            Role::Container(c) => !c.rootless,
+            Role::Local => false,
         };
         Procs {
             map: BTreeMap::new(),
             by_pid: HashMap::new(),
             helpers: HashMap::new(),
-            filter: None,
-            want_filter: plan.confinement.seccomp,
+            prepared: None,
             chown_pty,
-            local,
             buf: vec![0u8; MAX_DATA],
         }
     }
@@ -300,9 +297,10 @@ impl Procs {
         let env = cs(env)?;
         let path = confine::path_dirs(&env);
         let cwd = PathBuf::from(OsString::from_vec(cwd));
-        if self.want_filter && self.filter.is_none() {
-            self.filter =
-                Some(confine::seccomp::compile().map_err(|_| (Stage::Seccomp, libc::EINVAL))?);
+        sys::timing::mark("proc start");
+        if self.prepared.is_none() {
+            self.prepared =
+                Some(confine::prepare(&plan.confinement).map_err(|(st, e)| (stage_of(st), e))?);
         }
         // The child's stdio, and our ends.
         let (child, ours_out, ours_err, ours_in) = match pty {
@@ -340,7 +338,9 @@ impl Procs {
             }
         };
         let (err_r, err_w) = pipe()?;
-        let filter = self.filter.as_ref();
+        let Some(prep) = self.prepared.as_ref() else {
+            return Err((Stage::Exec, libc::EINVAL));
+        };
         let tty = pty.is_some();
         // SAFETY: the agent is single-threaded, so the child is a
         // consistent copy of it; it only confines itself and execs.
@@ -362,7 +362,7 @@ impl Procs {
                     libc::dup2(fd.as_raw_fd(), i as i32);
                 }
             }
-            let fail = match confine::confine(&plan.confinement, filter, uid, gid, &cwd, tty) {
+            let fail = match confine::confine(&plan.confinement, prep, uid, gid, &cwd, tty) {
                 Ok(()) => (Stage::Exec, confine::exec_search(&argv, &env, &path)),
                 Err((stage, e)) => (stage_of(stage), e),
             };

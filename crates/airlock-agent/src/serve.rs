@@ -84,13 +84,17 @@ fn transport_of(fd: RawFd) -> Transport {
 /// The agent process: waits for the spawner's go, then serves the channel
 /// on [`FD_CHANNEL`].
 pub(crate) fn run() -> Result<(), Served> {
+    sys::timing::mark("exec'd");
     // Signals the host's airlock ignored stay so across exec.
     reset_signals();
+    // Our name in ps and /proc/PID/comm (exec'd from an fd, it is a number).
+    // SAFETY: prctl with a valid C string.
+    unsafe { libc::prctl(libc::PR_SET_NAME, c"airlock-agent".as_ptr(), 0, 0, 0) };
     // A container's PID 1 comes back from here in its namespaces; the
     // process airlock exec'd exits in it.
-    airlock_jail::spawn::agent_bootstrap();
+    let boot = airlock_jail::spawn::agent_bootstrap();
     let transport = transport_of(FD_CHANNEL);
-    match serve(FD_CHANNEL, transport) {
+    match serve_with(FD_CHANNEL, transport, boot.net_ready) {
         Served::Shutdown => Ok(()),
         other => Err(other),
     }
@@ -102,7 +106,9 @@ fn reset_signals() {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-        for sig in 1..32 {
+        // Every disposition but SIGPIPE's is what each command starts
+        // with (our own handlers, we have none, would be reset by exec).
+        for sig in 1..=libc::SIGRTMAX() {
             if sig != libc::SIGKILL && sig != libc::SIGSTOP {
                 libc::signal(sig, libc::SIG_DFL);
             }
@@ -115,6 +121,10 @@ fn reset_signals() {
 
 /// Serves one channel until Shutdown or until the host goes away.
 pub fn serve(channel: RawFd, transport: Transport) -> Served {
+    serve_with(channel, transport, false)
+}
+
+fn serve_with(channel: RawFd, transport: Transport, net_ready: bool) -> Served {
     let mut ch = Channel::new(channel, transport);
     let mut sess = AgentSession::new(AgentConfig {
         features: FEATURES_ALL & !v2::FEATURE_EGRESS,
@@ -122,7 +132,7 @@ pub fn serve(channel: RawFd, transport: Transport) -> Served {
         ..AgentConfig::default()
     });
     // Blocking until the handshake and the plan are done.
-    let plan = match handshake(&mut ch, &mut sess) {
+    let plan = match handshake(&mut ch, &mut sess, net_ready) {
         Ok(p) => p,
         Err(s) => return s,
     };
@@ -144,7 +154,11 @@ pub fn serve(channel: RawFd, transport: Transport) -> Served {
 }
 
 /// Hello → HelloAck, then Plan → (set-up) → Ready. Blocking.
-fn handshake(ch: &mut Channel, sess: &mut AgentSession) -> Result<AgentPlan, Served> {
+fn handshake(
+    ch: &mut Channel,
+    sess: &mut AgentSession,
+    net_ready: bool,
+) -> Result<AgentPlan, Served> {
     let _ = v2::set_nonblocking(ch.fd(), false);
     loop {
         let frame = match ch.recv() {
@@ -170,7 +184,21 @@ fn handshake(ch: &mut Channel, sess: &mut AgentSession) -> Result<AgentPlan, Ser
                 }
             }
             Message::Plan { data } => {
-                let plan = apply_plan(ch, sess, &data)?;
+                sys::timing::mark("plan");
+                let plan = apply_plan(ch, sess, &data, net_ready)?;
+                if plan.trace_timing {
+                    let text = sys::timing::marks()
+                        .iter()
+                        .map(|(l, t)| format!("{}={t}", l.replace(' ', "_")))
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                    let _ = sess.send(
+                        &Message::Notice {
+                            text: format!("timing: {text}"),
+                        },
+                        ch.outbound(),
+                    );
+                }
                 let _ = sess.send(&Message::Ready, ch.outbound());
                 let _ = ch.flush();
                 return Ok(plan);
@@ -191,7 +219,12 @@ fn handshake(ch: &mut Channel, sess: &mut AgentSession) -> Result<AgentPlan, Ser
     }
 }
 
-fn apply_plan(ch: &mut Channel, sess: &mut AgentSession, data: &[u8]) -> Result<AgentPlan, Served> {
+fn apply_plan(
+    ch: &mut Channel,
+    sess: &mut AgentSession,
+    data: &[u8],
+    net_ready: bool,
+) -> Result<AgentPlan, Served> {
     let fail = |ch: &mut Channel, sess: &mut AgentSession, stage, errno, detail: String| {
         let _ = sess.send(
             &Message::SetupFailed {
@@ -217,7 +250,7 @@ fn apply_plan(ch: &mut Channel, sess: &mut AgentSession, data: &[u8]) -> Result<
         }
     };
     let notes = match &plan.role {
-        Role::Container(c) => setup::container(c, ch.fd()),
+        Role::Container(c) => setup::container(c, ch.fd(), net_ready),
         Role::Local => setup::local().map(|()| Vec::new()),
     };
     match notes {
@@ -258,13 +291,6 @@ pub(crate) struct Agent {
 }
 
 impl Agent {
-    fn out(&mut self) -> Out<'_> {
-        Out {
-            sess: &mut self.sess,
-            ch: &mut self.ch,
-        }
-    }
-
     fn run(&mut self) -> Served {
         let mut pfds: Vec<libc::pollfd> = Vec::with_capacity(64);
         let mut tokens: Vec<Token> = Vec::with_capacity(64);

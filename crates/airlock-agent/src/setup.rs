@@ -13,7 +13,11 @@ use std::path::Path;
 /// Container PID 1: becomes root of its user namespace, builds the root
 /// filesystem and the rest of the sandbox. Returns what the user should
 /// hear about.
-pub(crate) fn container(p: &ContainerPlan, channel: RawFd) -> Result<Vec<String>, SetupError> {
+pub(crate) fn container(
+    p: &ContainerPlan,
+    channel: RawFd,
+    net_ready: bool,
+) -> Result<Vec<String>, SetupError> {
     // Root of our user namespace. Run by root we still carry host root as
     // our real and saved ids (unmapped here), and its groups.
     // SAFETY: credential syscalls with plain integers.
@@ -50,6 +54,7 @@ pub(crate) fn container(p: &ContainerPlan, channel: RawFd) -> Result<Vec<String>
     // SAFETY: unshare takes only flags.
     sys::cvt(unsafe { libc::unshare(libc::CLONE_NEWCGROUP) })
         .map_err(|e| SetupError::io(Stage::Limits, "cgroup namespace", e))?;
+    sys::timing::mark("ids+cgroupns");
     let trees = match &p.inherited {
         Some((devices, shapes)) => inherited(*devices, shapes),
         None => mount::open_trees(&p.root, None).map_err(|e| SetupError {
@@ -64,12 +69,15 @@ pub(crate) fn container(p: &ContainerPlan, channel: RawFd) -> Result<Vec<String>
         detail: f.detail,
     })?;
     drop(trees);
+    sys::timing::mark("root built");
     let h = p.hostname.as_bytes();
     // SAFETY: `h` is valid for its length.
     sys::cvt(unsafe { libc::sethostname(h.as_ptr().cast(), h.len()) })
         .map_err(|e| SetupError::io(Stage::Hostname, "sethostname", e))?;
-    airlock_jail::net::loopback_up()
-        .map_err(|e| SetupError::io(Stage::Network, "bring up lo", e))?;
+    if !net_ready {
+        airlock_jail::net::loopback_up()
+            .map_err(|e| SetupError::io(Stage::Network, "bring up lo", e))?;
+    }
     // The sandbox's own user namespace limits (we are uid 0 there, with
     // CAP_SYS_RESOURCE): it runs out of inotify instances and watches
     // before its owner on the host does.
@@ -87,6 +95,7 @@ pub(crate) fn container(p: &ContainerPlan, channel: RawFd) -> Result<Vec<String>
         }
     }
     non_dumpable()?;
+    sys::timing::mark("set up");
     Ok(notes)
 }
 

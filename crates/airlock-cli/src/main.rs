@@ -168,6 +168,18 @@ fn main() {
     if airlock_agent::is_agent_invocation() {
         airlock_agent::main();
     }
+    // `airlock run`: the sandbox's agent is started before anything else
+    // (exec'd from airlock's own binary, opened now, before any sandbox
+    // exists), so that its start-up runs on another CPU while this process
+    // parses its arguments and works out the plan.
+    airlock_core::timing::mark("main");
+    let early_agent = if std::env::args_os().nth(1).is_some_and(|a| a == "run") {
+        // Most runs are container runs; a local one starts its own agent.
+        airlock_core::prespawn(airlock_spec::Isolation::Container, false).ok()
+    } else {
+        None
+    };
+    airlock_core::timing::mark("prespawned");
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -186,6 +198,7 @@ fn main() {
     };
     let code = match cli.cmd {
         Cmd::Run(args) => {
+            let agent = early_agent;
             // The result file is opened now, before any sandbox exists: a
             // sandbox that can write where it lives (an rw mount) could
             // otherwise plant a symlink there for airlock to write through.
@@ -196,7 +209,7 @@ fn main() {
                     std::process::exit(EXIT_AIRLOCK);
                 }
             };
-            match run(*args, json.as_mut()) {
+            match run(*args, agent, json.as_mut()) {
                 Ok(code) => code,
                 Err(e) => {
                     let msg = chain(&e);
@@ -289,11 +302,13 @@ fn spec_from(args: &RunArgs) -> Result<SandboxSpec> {
     Ok(spec)
 }
 
-fn run(args: RunArgs, json: Option<&mut std::fs::File>) -> Result<i32> {
+fn run(
+    args: RunArgs,
+    agent: Option<airlock_core::PendingAgent>,
+    json: Option<&mut std::fs::File>,
+) -> Result<i32> {
     // From here on, INT/TERM/HUP/QUIT are for the command.
     stdio::block_forwarded_signals();
-    // Opened before any sandbox exists: the agent is exec'd from it.
-    let _ = airlock_jail::spawn::agent_exe();
     if args.command.is_empty() {
         bail!(airlock_spec::SpecError::NoCommand);
     }
@@ -304,7 +319,7 @@ fn run(args: RunArgs, json: Option<&mut std::fs::File>) -> Result<i32> {
             eprintln!("airlock: note: {n}");
         }
     };
-    let result = run::run(&spec, &mut notes)?;
+    let result = run::run(&spec, agent, &mut notes)?;
     if !quiet {
         if let Some(msg) = run::epilogue(&spec, &result) {
             eprintln!("airlock: {msg}");

@@ -106,7 +106,12 @@ fn kind_of(i: usize) -> StreamKind {
 }
 
 /// Runs `spec` to completion; `note` hears what the user should know.
-pub fn run(spec: &SandboxSpec, note: &mut dyn FnMut(&str)) -> Result<RunResult, CoreError> {
+/// `agent`: one started early (see `airlock_core::prespawn`).
+pub fn run(
+    spec: &SandboxSpec,
+    agent: Option<airlock_core::PendingAgent>,
+    note: &mut dyn FnMut(&str),
+) -> Result<RunResult, CoreError> {
     let start = Instant::now();
     let deadline = start + spec.limits.timeout;
     // Caught from now on, so a signal during start-up is forwarded, not
@@ -115,7 +120,13 @@ pub fn run(spec: &SandboxSpec, note: &mut dyn FnMut(&str)) -> Result<RunResult, 
         what: "signalfd",
         err,
     })?;
-    let mut sb = Sandbox::create(spec, Default::default())?;
+    let mut sb = Sandbox::create(
+        spec,
+        airlock_core::CreateOptions {
+            stream_channel: false,
+            agent,
+        },
+    )?;
     for n in sb.take_notes() {
         note(&n);
     }
@@ -148,13 +159,17 @@ pub fn run(spec: &SandboxSpec, note: &mut dyn FnMut(&str)) -> Result<RunResult, 
     let mut stdin_open = true;
     let mut stdin_buf: Vec<u8> = Vec::new();
     let mut rbuf = vec![0u8; 64 * 1024];
+    let mut agent_marks = Vec::new();
 
     loop {
         // Events first: they may end the run.
         while let Some(e) = sb.next_event() {
             match e {
                 Event::Ready | Event::Started { .. } | Event::Pong { .. } => {}
-                Event::Notice(t) => note(&t.escape_debug().to_string()),
+                Event::Notice(t) => match airlock_core::timing::parse_notice(&t) {
+                    Some(marks) => agent_marks.extend(marks),
+                    None => note(&t.escape_debug().to_string()),
+                },
                 Event::SetupFailed {
                     stage,
                     errno,
@@ -194,7 +209,11 @@ pub fn run(spec: &SandboxSpec, note: &mut dyn FnMut(&str)) -> Result<RunResult, 
                     } else {
                         out[i].push(&data[..keep])
                     };
-                    owed[i] += keep - done;
+                    // `done` may include bytes queued earlier: everything
+                    // queued is owed until it is written (or given up).
+                    owed[i] += keep;
+                    let done = done.min(owed[i]);
+                    owed[i] -= done;
                     // Dropped bytes and bytes written are consumed.
                     sb.consumed(id, kind_of(i), data.len() - keep + done)?;
                 }
@@ -355,6 +374,8 @@ pub fn run(spec: &SandboxSpec, note: &mut dyn FnMut(&str)) -> Result<RunResult, 
     // channel closes.
     let wait = result.timed_out || gone || result.status.is_none();
     let t = sb.close(wait);
+    airlock_core::timing::mark("closed");
+    airlock_core::timing::print(&agent_marks);
     if t.peak_memory_bytes.is_some() {
         result.peak_memory_bytes = t.peak_memory_bytes;
     }

@@ -23,13 +23,18 @@ pub struct Rules {
 pub enum LandlockError {
     #[error("landlock ruleset: {0}")]
     Ruleset(#[from] landlock::RulesetError),
+    #[error("landlock ruleset: {0}")]
+    Dup(std::io::Error),
     #[error("landlock is not enforced by this kernel")]
     NotEnforced,
 }
 
-/// Applies the rules to the calling process. Returns the status so the
-/// caller can tell full from partial enforcement.
-pub fn restrict(rules: &Rules) -> Result<RulesetStatus, LandlockError> {
+/// A ruleset built once (paths opened and added in the sandbox's final
+/// root) and applied to each process the agent starts.
+pub struct Prepared(landlock::RulesetCreated);
+
+/// Builds the ruleset for `rules`, resolving their paths now.
+pub fn prepare(rules: &Rules) -> Result<Prepared, LandlockError> {
     let all = AccessFs::from_all(ABI_WANTED);
     let read = AccessFs::from_read(ABI_WANTED);
     let mut rs = Ruleset::default()
@@ -64,11 +69,26 @@ pub fn restrict(rules: &Rules) -> Result<RulesetStatus, LandlockError> {
             open(p).map(|fd| Ok::<_, landlock::RulesetError>(PathBeneath::new(fd, all))),
         )?;
     }
-    let status = rs.restrict_self()?;
-    if status.ruleset == RulesetStatus::NotEnforced {
-        return Err(LandlockError::NotEnforced);
+    Ok(Prepared(rs))
+}
+
+impl Prepared {
+    /// Restricts the calling process (sets `no_new_privs` too). Fails
+    /// unless the kernel enforces the ruleset.
+    pub fn restrict_self(&self) -> Result<RulesetStatus, LandlockError> {
+        let rs = self.0.try_clone().map_err(LandlockError::Dup)?;
+        let status = rs.restrict_self()?;
+        if status.ruleset == RulesetStatus::NotEnforced {
+            return Err(LandlockError::NotEnforced);
+        }
+        Ok(status.ruleset)
     }
-    Ok(status.ruleset)
+}
+
+/// Applies the rules to the calling process. Returns the status so the
+/// caller can tell full from partial enforcement.
+pub fn restrict(rules: &Rules) -> Result<RulesetStatus, LandlockError> {
+    prepare(rules)?.restrict_self()
 }
 
 /// The kernel's Landlock ABI version, or 0 when Landlock is unavailable.

@@ -57,12 +57,47 @@ pub struct Confinement {
     pub set_ids: bool,
 }
 
-/// In the command's process, between fork and exec: applies `c` for a
-/// command running as `uid`/`gid` in `cwd`. `tty`: stdin is a terminal to
-/// make the controlling one.
+/// What is done once per sandbox, in the agent, before its first
+/// process: the seccomp filter compiled, the Landlock ruleset built (its
+/// paths resolved in the sandbox's final root) and, where the agent may,
+/// its own bounding set emptied, which every process it starts inherits.
+/// Each launch then only applies them ([`confine`]).
+pub struct Prepared {
+    filter: Option<seccomp::Filter>,
+    landlock: Option<landlock::Prepared>,
+    /// The agent's bounding set is empty already.
+    bounding_empty: bool,
+}
+
+/// Prepares `c` in the calling process (the agent, after its set-up).
+pub fn prepare(c: &Confinement) -> Result<Prepared, Failure> {
+    let filter = if c.seccomp {
+        Some(seccomp::compile().map_err(|_| (Stage::Seccomp, libc::EINVAL))?)
+    } else {
+        None
+    };
+    let landlock = match &c.landlock {
+        Some(rules) => Some(landlock::prepare(rules).map_err(|_| (Stage::Landlock, libc::EPERM))?),
+        None => None,
+    };
+    // The agent never execs, so an empty bounding set costs it nothing
+    // (it keeps what it has); it spares each launch forty-odd syscalls.
+    let bounding_empty = c.drop_privileges && caps::drop_bounding().is_ok();
+    Ok(Prepared {
+        filter,
+        landlock,
+        bounding_empty,
+    })
+}
+
+/// In the command's process, between fork and exec: applies `c` (as
+/// prepared in the agent) for a command running as `uid`/`gid` in `cwd`.
+/// `tty`: stdin is a terminal to make the controlling one. The caller's
+/// signal handlers are reset by the exec; it must have reset any other
+/// disposition it inherited (the agent does at start) but `SIGPIPE`.
 pub fn confine(
     c: &Confinement,
-    filter: Option<&seccomp::Filter>,
+    prep: &Prepared,
     uid: u32,
     gid: u32,
     cwd: &Path,
@@ -82,12 +117,9 @@ pub fn confine(
         if tty {
             sys::cvt(libc::ioctl(0, libc::TIOCSCTTY, 0)).map_err(e(Stage::Stdio))?;
         }
-        // Every signal back to its default, none blocked.
-        for sig in 1..32 {
-            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                libc::signal(sig, libc::SIG_DFL);
-            }
-        }
+        // The agent ignores SIGPIPE (ignored signals survive exec); the
+        // command gets the default, and no signal blocked.
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
@@ -97,7 +129,10 @@ pub fn confine(
         enter_nested_userns(uid, gid).map_err(e(Stage::Credentials))?;
     }
     if c.drop_privileges {
-        caps::drop_bounding().map_err(e(Stage::Credentials))?;
+        // A nested user namespace starts with a full bounding set.
+        if !prep.bounding_empty || (c.nested_userns && uid != 0) {
+            caps::drop_bounding().map_err(e(Stage::Credentials))?;
+        }
         caps::lock_securebits().map_err(e(Stage::Credentials))?;
     }
     if c.set_ids {
@@ -117,11 +152,12 @@ pub fn confine(
         sys::cvt(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })
             .map_err(e(Stage::Credentials))?;
     }
-    if let Some(rules) = &c.landlock {
-        landlock::restrict(rules).map_err(|_| (Stage::Landlock, libc::EPERM))?;
+    if let Some(rs) = &prep.landlock {
+        rs.restrict_self()
+            .map_err(|_| (Stage::Landlock, libc::EPERM))?;
     }
     sys::cloexec_from(3).map_err(e(Stage::Stdio))?;
-    if let Some(f) = filter {
+    if let Some(f) = &prep.filter {
         f.apply().map_err(|_| (Stage::Seccomp, libc::EPERM))?;
     }
     Ok(())

@@ -8,7 +8,7 @@ use airlock_agent::{AgentPlan, ContainerPlan, MountShape, Role};
 use airlock_confine::{rlimit::Rlimits, Confinement};
 use airlock_jail::cgroup::{Cgroup, Controller};
 use airlock_jail::mount::{self, Entry};
-use airlock_jail::spawn::{self, Agent, AgentSpawn};
+use airlock_jail::spawn::{Agent, AgentSpawn, Pending};
 use airlock_jail::Plan;
 use airlock_spec::{Isolation, SandboxSpec, User};
 use std::os::fd::OwnedFd;
@@ -26,15 +26,15 @@ pub struct Spawned {
 /// One isolation tier.
 pub trait Backend {
     fn isolation(&self) -> Isolation;
-    /// Starts the agent for `spec`, in `cgroup` if there is one; `stream`:
-    /// a byte-stream channel instead of a seqpacket one.
+    /// Starts the (pre-spawned) agent for `spec`, in `cgroup` if there is
+    /// one.
     fn spawn(
         &self,
+        pending: Pending,
         spec: &SandboxSpec,
         facts: &Facts,
         cgroup: Option<&Cgroup>,
         unenforced: &[Controller],
-        stream: bool,
     ) -> Result<Spawned, CoreError>;
     /// The environment a process starts with, before its own variables.
     fn env(&self, spec: &SandboxSpec) -> Vec<(String, String)>;
@@ -66,11 +66,11 @@ impl Backend for Container {
 
     fn spawn(
         &self,
+        pending: Pending,
         spec: &SandboxSpec,
         facts: &Facts,
         cgroup: Option<&Cgroup>,
         unenforced: &[Controller],
-        stream: bool,
     ) -> Result<Spawned, CoreError> {
         let plan = Plan::compile(
             spec,
@@ -119,11 +119,10 @@ impl Backend for Container {
             }
             Some((devices, shapes))
         };
-        let agent = spawn::spawn_agent(AgentSpawn {
+        let agent = pending.start(AgentSpawn {
             idmap: Some(plan.idmap),
             cgroup,
             inherit,
-            stream,
         })?;
         let agent_plan = AgentPlan {
             role: Role::Container(Box::new(ContainerPlan {
@@ -139,6 +138,7 @@ impl Backend for Container {
             })),
             confinement: plan.confinement,
             file_user: (plan.user.uid, plan.user.gid),
+            trace_timing: crate::timing::on(),
         };
         Ok(Spawned {
             agent,
@@ -177,11 +177,11 @@ impl Backend for Local {
 
     fn spawn(
         &self,
+        pending: Pending,
         spec: &SandboxSpec,
         _facts: &Facts,
         cgroup: Option<&Cgroup>,
         unenforced: &[Controller],
-        stream: bool,
     ) -> Result<Spawned, CoreError> {
         let rlimits = Rlimits {
             data: unenforced
@@ -194,11 +194,10 @@ impl Backend for Local {
                 .flatten(),
             ..Rlimits::default()
         };
-        let agent = spawn::spawn_agent(AgentSpawn {
+        let agent = pending.start(AgentSpawn {
             idmap: None,
             cgroup,
             inherit: Vec::new(),
-            stream,
         })?;
         // SAFETY: getuid/getgid cannot fail.
         let ids = unsafe { (libc::getuid(), libc::getgid()) };
@@ -211,6 +210,7 @@ impl Backend for Local {
                     ..Confinement::default()
                 },
                 file_user: ids,
+                trace_timing: crate::timing::on(),
             },
             notes: Vec::new(),
         })

@@ -25,7 +25,7 @@ impl Facts {
             image: HostFacts::probe(),
             kernel: KernelLimits::probe(),
             landlock_abi: airlock_jail::landlock::abi(),
-            idmap: IdMap::for_current_process(),
+            idmap: idmap(),
         }
     }
 
@@ -34,4 +34,11 @@ impl Facts {
         static F: OnceLock<Facts> = OnceLock::new();
         F.get_or_init(Facts::probe)
     }
+}
+
+/// How a container sandbox's ids map onto the host for this caller
+/// (reads /etc/subuid and /etc/subgid once).
+pub fn idmap() -> IdMap {
+    static M: OnceLock<IdMap> = OnceLock::new();
+    *M.get_or_init(IdMap::for_current_process)
 }

@@ -10,7 +10,9 @@ pub mod sandbox;
 
 pub use backend::Backend;
 pub use facts::Facts;
-pub use sandbox::{CreateOptions, Event, ProcessSpec, Sandbox, State, Teardown};
+pub use sandbox::{
+    prespawn, CreateOptions, Event, PendingAgent, ProcessSpec, Sandbox, State, Teardown,
+};
 
 pub use airlock_protocol::v2::{
     DirEntry, ExitStatus, FileKind, FsError, OutStream, Stage, Stat, StreamKind, WriteFlags,
@@ -103,5 +105,56 @@ mod tests {
         assert_eq!(human_size(1 << 20), "1M");
         assert_eq!(human_size(3 << 29), "1.5G");
         assert_eq!(human_size(100), "100");
+    }
+}
+
+/// Opt-in start-up timing (`AIRLOCK_TRACE_TIMING=1`): marks of this
+/// process and, sent along as a notice, of the agent, printed to stderr as
+/// microseconds since the first mark.
+pub mod timing {
+    use std::sync::OnceLock;
+
+    static ON: OnceLock<bool> = OnceLock::new();
+
+    /// Whether timing is on (checked once).
+    pub fn on() -> bool {
+        *ON.get_or_init(|| std::env::var_os("AIRLOCK_TRACE_TIMING").is_some())
+    }
+
+    /// Records `what` if timing is on.
+    pub fn mark(what: &'static str) {
+        if on() {
+            airlock_sys::timing::mark(what);
+        }
+    }
+
+    /// Prints this process's marks and `extra` (the agent's), in order.
+    pub fn print(extra: &[(String, u64)]) {
+        if !on() {
+            return;
+        }
+        let mut all: Vec<(String, u64)> = airlock_sys::timing::marks()
+            .into_iter()
+            .map(|(l, t)| (l.to_string(), t))
+            .chain(extra.iter().cloned())
+            .collect();
+        all.sort_by_key(|m| m.1);
+        let t0 = all.first().map(|m| m.1).unwrap_or(0);
+        for (l, t) in all {
+            eprintln!("airlock: timing {:>7} us  {l}", t - t0);
+        }
+    }
+
+    /// An agent's timing notice: `timing: label=us label=us ...`.
+    pub fn parse_notice(text: &str) -> Option<Vec<(String, u64)>> {
+        let rest = text.strip_prefix("timing:")?;
+        Some(
+            rest.split_whitespace()
+                .filter_map(|kv| {
+                    let (k, v) = kv.rsplit_once('=')?;
+                    Some((format!("agent: {k}"), v.parse().ok()?))
+                })
+                .collect(),
+        )
     }
 }

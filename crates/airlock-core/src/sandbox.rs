@@ -10,7 +10,7 @@
 //! a violation is an error for this sandbox, never a panic.
 
 use crate::backend::{self, Backend};
-use crate::facts::Facts;
+use crate::facts::{self, Facts};
 use crate::CoreError;
 use airlock_jail::cgroup::{self, Cgroup, Controller, Layout};
 use airlock_jail::spawn::Agent;
@@ -147,10 +147,35 @@ impl ProcessSpec {
 }
 
 /// How to create a sandbox.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Default)]
 pub struct CreateOptions {
     /// Use a byte-stream channel (as a VM has) instead of a seqpacket one.
     pub stream_channel: bool,
+    /// An agent started early with [`prespawn`] (its exec then overlaps
+    /// with the caller's own work); else one is started now.
+    pub agent: Option<PendingAgent>,
+}
+
+/// An agent exec'd ahead of its sandbox.
+pub struct PendingAgent {
+    pending: airlock_jail::spawn::Pending,
+    stream: bool,
+}
+
+/// Starts an agent now, for a sandbox of tier `isolation` created soon
+/// (`stream`: with a byte-stream channel). For a container, its namespaces
+/// are created right away too.
+pub fn prespawn(isolation: Isolation, stream: bool) -> Result<PendingAgent, CoreError> {
+    // Only the id mapping is needed now (the rest of the facts is probed
+    // while the agent starts).
+    let idmap = match isolation {
+        Isolation::Container => Some(facts::idmap()),
+        _ => None,
+    };
+    Ok(PendingAgent {
+        pending: airlock_jail::spawn::prespawn(stream, idmap)?,
+        stream,
+    })
 }
 
 /// What is known once a sandbox is gone.
@@ -217,9 +242,19 @@ impl Sandbox {
     /// the background: [`Event::Ready`] or [`Event::SetupFailed`] follows,
     /// and processes may be started at once).
     pub fn create(spec: &SandboxSpec, opts: CreateOptions) -> Result<Sandbox, CoreError> {
+        crate::timing::mark("create");
         spec.validate()?;
         let backend = backend::for_spec(spec)?;
+        let want = match backend.isolation() {
+            Isolation::Container => Some(facts::idmap()),
+            _ => None,
+        };
+        let pending = match opts.agent {
+            Some(p) if p.stream == opts.stream_channel && p.pending.idmap() == want => p,
+            _ => prespawn(backend.isolation(), opts.stream_channel)?,
+        };
         let facts = Facts::get();
+        crate::timing::mark("facts");
         let mut notes = Vec::new();
         if backend.isolation() == Isolation::Container {
             if facts.landlock_abi == 0 {
@@ -229,16 +264,17 @@ impl Sandbox {
             }
         }
         let (cg, unenforced) = limits_setup(spec, &mut notes)?;
-        let spawned =
-            match backend.spawn(spec, facts, cg.as_ref(), &unenforced, opts.stream_channel) {
-                Ok(s) => s,
-                Err(e) => {
-                    if let Some(cg) = cg {
-                        cg.destroy();
-                    }
-                    return Err(e);
+        crate::timing::mark("limits");
+        let spawned = match backend.spawn(pending.pending, spec, facts, cg.as_ref(), &unenforced) {
+            Ok(s) => s,
+            Err(e) => {
+                if let Some(cg) = cg {
+                    cg.destroy();
                 }
-            };
+                return Err(e);
+            }
+        };
+        crate::timing::mark("spawned");
         notes.extend(spawned.notes);
         let transport = if opts.stream_channel {
             Transport::Stream
@@ -268,38 +304,13 @@ impl Sandbox {
         Ok(sb)
     }
 
-    /// Hello, the agent's HelloAck (waited for), then the Plan.
+    /// Hello and the Plan at once: the agent answers Hello with HelloAck
+    /// and then applies the plan; nothing waits for a round trip. A refused
+    /// version or a failed set-up comes back as [`Event::SetupFailed`].
     fn handshake(&mut self, plan: &[u8]) -> Result<(), CoreError> {
         let _ = v2::set_nonblocking(self.ch.fd(), true);
         let hello = self.sess.hello();
         self.send(&hello)?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.sess.agreed().is_none() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(CoreError::AgentMisbehaved {
-                    what: "no answer to Hello within 30 s".into(),
-                });
-            }
-            self.poll_once(Some(left))?;
-            if let Some(Event::SetupFailed {
-                stage,
-                errno,
-                detail,
-            }) = self.events.front().cloned()
-            {
-                return Err(CoreError::Setup {
-                    stage,
-                    errno,
-                    detail,
-                });
-            }
-            if self.state == State::Stopped {
-                return Err(CoreError::AgentMisbehaved {
-                    what: "the agent exited during the handshake".into(),
-                });
-            }
-        }
         self.send(&Message::Plan {
             data: plan.to_vec(),
         })?;
@@ -663,6 +674,7 @@ impl Sandbox {
     fn event(&mut self, m: Message) {
         let e = match m {
             Message::Ready => {
+                crate::timing::mark("ready");
                 if self.state == State::Creating {
                     self.state = State::Running;
                 }
@@ -682,6 +694,7 @@ impl Sandbox {
                 }
             }
             Message::ProcStarted { id, pid } => {
+                crate::timing::mark("started");
                 self.procs.insert(id, pid);
                 Event::Started { id, pid }
             }
@@ -696,6 +709,7 @@ impl Sandbox {
                 status,
                 max_rss_kib,
             } => {
+                crate::timing::mark("exited");
                 self.procs.remove(&id);
                 Event::Exited {
                     id,

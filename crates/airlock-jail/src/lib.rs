@@ -70,6 +70,8 @@ pub enum JailError {
         #[source]
         err: io::Error,
     },
+    #[error("too many mounts: at most {max}")]
+    TooManyMounts { max: usize },
     #[error("cannot open airlock's own binary to start the sandbox's agent")]
     AgentExe(#[source] io::Error),
     #[error("cannot create the host-agent channel")]

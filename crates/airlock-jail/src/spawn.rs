@@ -49,7 +49,7 @@ pub const CONFIG_CONTAINER: u8 = 2;
 pub const REPORT_PID: u8 = 1;
 /// Report tag: the clone failed, errno follows (u32 LE).
 pub const REPORT_ERRNO: u8 = 2;
-/// The namespaces of a container sandbox.
+/// The namespaces PID 1 is cloned into.
 pub const NS_FLAGS: libc::c_int = libc::CLONE_NEWUSER
     | libc::CLONE_NEWPID
     | libc::CLONE_NEWNS
@@ -85,16 +85,13 @@ pub fn agent_exe() -> io::Result<RawFd> {
     }
 }
 
-/// How to start an agent.
+/// How to start an agent that is already exec'd ([`prespawn`]).
 pub struct AgentSpawn<'a> {
     /// Container tier: the sandbox's id mapping. `None`: the local tier.
     pub idmap: Option<IdMap>,
     pub cgroup: Option<&'a Cgroup>,
-    /// Mount trees the agent inherits from [`FD_FIRST_TREE`] on.
+    /// Mount trees the agent gets from [`FD_FIRST_TREE`] on.
     pub inherit: Vec<OwnedFd>,
-    /// The channel is a byte stream (`SOCK_STREAM`) instead of a
-    /// `SOCK_SEQPACKET` socketpair.
-    pub stream: bool,
 }
 
 /// A started agent.
@@ -158,10 +155,35 @@ fn send_ctl(fd: RawFd, msg: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// Starts an agent (see the module docs).
-pub fn spawn_agent(s: AgentSpawn<'_>) -> Result<Agent, JailError> {
+/// The most mount trees one sandbox passes to its agent (one control
+/// message carries them all).
+pub const MAX_TREES: usize = 240;
+
+/// An agent exec'd ahead of its sandbox: its exec, its start-up and (for
+/// a container) the creation of the sandbox's namespaces run on another
+/// CPU while airlock works out the plan; [`Pending::start`] finishes it.
+pub struct Pending {
+    pid: libc::pid_t,
+    channel: OwnedFd,
+    ctl: OwnedFd,
+    /// What it was told to be: a container with this mapping, or the
+    /// local tier.
+    idmap: Option<IdMap>,
+    /// Run by root: the helper making the sandbox's network namespace.
+    netns: Option<crate::net::NetnsMaker>,
+    done: bool,
+}
+
+/// Config flag: the sandbox's network namespace follows on the control
+/// socket (made by [`crate::net::NetnsMaker`]).
+pub const CONFIG_NETNS_FOLLOWS: u8 = 1;
+
+/// Forks and execs the agent (see the module docs), its configuration
+/// already waiting on its control socket: a container with `idmap`, or
+/// (`None`) the local tier.
+pub fn prespawn(stream: bool, idmap: Option<IdMap>) -> Result<Pending, JailError> {
     let exe = agent_exe().map_err(JailError::AgentExe)?;
-    let (ours, theirs) = socketpair(if s.stream {
+    let (ours, theirs) = socketpair(if stream {
         libc::SOCK_STREAM
     } else {
         libc::SOCK_SEQPACKET
@@ -174,20 +196,16 @@ pub fn spawn_agent(s: AgentSpawn<'_>) -> Result<Agent, JailError> {
             .map_err(JailError::Channel)?;
     // SAFETY: a new fd that nothing else owns.
     let null = unsafe { OwnedFd::from_raw_fd(null) };
-
     // Every fd the agent gets, and the binary's, duplicated above every
     // target number so that the child's dup3s never overwrite one another.
-    let mut wanted: Vec<(RawFd, RawFd)> = vec![
+    let wanted: [(RawFd, RawFd); 5] = [
         (null.as_raw_fd(), 0),
         (null.as_raw_fd(), 1),
         (null.as_raw_fd(), 2),
         (theirs.as_raw_fd(), FD_CHANNEL),
         (ctl_theirs.as_raw_fd(), FD_CONTROL),
     ];
-    for (i, t) in s.inherit.iter().enumerate() {
-        wanted.push((t.as_raw_fd(), FD_FIRST_TREE + i as RawFd));
-    }
-    let first_free = FD_FIRST_TREE + s.inherit.len() as RawFd;
+    let first_free = FD_FIRST_TREE;
     let high = |fd: RawFd| -> Result<OwnedFd, JailError> {
         // SAFETY: duplicates an fd we own.
         let d = sys::cvt(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, first_free + 8) })
@@ -195,7 +213,7 @@ pub fn spawn_agent(s: AgentSpawn<'_>) -> Result<Agent, JailError> {
         // SAFETY: a new fd that nothing else owns.
         Ok(unsafe { OwnedFd::from_raw_fd(d) })
     };
-    let mut dups: Vec<OwnedFd> = Vec::with_capacity(wanted.len() + 1);
+    let mut dups: Vec<OwnedFd> = Vec::with_capacity(wanted.len());
     let mut moves = Vec::with_capacity(wanted.len());
     for (from, to) in wanted {
         let d = high(from)?;
@@ -211,85 +229,218 @@ pub fn spawn_agent(s: AgentSpawn<'_>) -> Result<Agent, JailError> {
         argv: [argv0.as_ptr(), std::ptr::null()],
         envp: [std::ptr::null()],
     };
-    // SAFETY: fork. The child only calls async-signal-safe functions on
-    // `args`, prepared above, then execs or exits.
-    let pid = unsafe { libc::fork() };
-    if pid == 0 {
-        child(&args);
-    }
+    // The configuration, there before the agent starts reading.
+    let cfg = match idmap {
+        None => vec![CONFIG_LOCAL],
+        Some(m) => {
+            let (uid, gid) = m.namespace_owner().unwrap_or((u32::MAX, u32::MAX));
+            let mut c = vec![CONFIG_CONTAINER];
+            c.extend_from_slice(&uid.to_le_bytes());
+            c.extend_from_slice(&gid.to_le_bytes());
+            // Run by root, the network namespace is made beside the
+            // agent's start (rootless, PID 1 is cloned into a new one).
+            c.push(if m.is_rootless() {
+                0
+            } else {
+                CONFIG_NETNS_FOLLOWS
+            });
+            c
+        }
+    };
+    send_ctl(ctl.as_raw_fd(), &cfg).map_err(JailError::Channel)?;
+    // First the network namespace's helper (its work is the longest),
+    // then the agent: each starts on a CPU of its own.
+    let netns = match idmap {
+        Some(m) if !m.is_rootless() => match crate::net::NetnsMaker::spawn(ctl.as_raw_fd()) {
+            Ok(n) => Some(n),
+            Err(_) => {
+                // The agent makes its own: tell it none follows.
+                let none = [crate::net::NETNS_TAG, libc::EAGAIN as u8];
+                send_ctl(ctl.as_raw_fd(), &none).map_err(JailError::Channel)?;
+                None
+            }
+        },
+        _ => None,
+    };
+    // vfork semantics: the child shares our memory on a stack of its own
+    // and we wait until it has exec'd (no page tables copied).
+    let mut stack = vec![0u8; CHILD_STACK];
+    // SAFETY: the stack is ours and outlives the child's use of it (we
+    // are suspended until it execs or exits); the child function only
+    // makes async-signal-safe calls on `args`.
+    let pid = unsafe {
+        let top = stack.as_mut_ptr().add(CHILD_STACK - 64);
+        let top = top.sub(top as usize % 16);
+        libc::clone(
+            child_main,
+            top.cast(),
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            (&args as *const ChildArgs).cast_mut().cast(),
+        )
+    };
+    drop(stack);
     if pid < 0 {
         return Err(JailError::Channel(io::Error::last_os_error()));
     }
-    drop(dups);
-    drop(exe);
-    drop(theirs);
-    drop(ctl_theirs);
-    drop(null);
-    let kill = |p: libc::pid_t| {
-        // SAFETY: kills and reaps our own child.
-        unsafe {
-            libc::kill(p, libc::SIGKILL);
-            libc::waitpid(p, std::ptr::null_mut(), 0);
-        }
-    };
-    // Everything the agent starts is in the sandbox's groups from its
-    // first instruction.
-    if let Some(cg) = s.cgroup {
-        if let Err(e) = cg.add(pid) {
-            kill(pid);
-            return Err(e);
+    Ok(Pending {
+        pid,
+        channel: ours,
+        ctl,
+        idmap,
+        netns,
+        done: false,
+    })
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if !self.done {
+            // SAFETY: kills and reaps our own child, never started.
+            unsafe {
+                libc::kill(self.pid, libc::SIGKILL);
+                libc::waitpid(self.pid, std::ptr::null_mut(), 0);
+            }
         }
     }
-    let Some(map) = s.idmap else {
-        // The local tier: this process is the agent.
-        if let Err(e) = send_ctl(ctl.as_raw_fd(), &[CONFIG_LOCAL]) {
-            kill(pid);
+}
+
+/// Sends `msg` with `fds` attached (SCM_RIGHTS).
+fn send_with_fds(sock: RawFd, msg: &[u8], fds: &[RawFd]) -> io::Result<()> {
+    let mut iov = libc::iovec {
+        iov_base: msg.as_ptr() as *mut libc::c_void,
+        iov_len: msg.len(),
+    };
+    let space = if fds.is_empty() {
+        0
+    } else {
+        // SAFETY: CMSG_SPACE is a pure size computation.
+        unsafe { libc::CMSG_SPACE(std::mem::size_of_val(fds) as u32) as usize }
+    };
+    let mut cbuf = vec![0u64; space.div_ceil(8)];
+    // SAFETY: msghdr is plain data.
+    let mut m: libc::msghdr = unsafe { std::mem::zeroed() };
+    m.msg_iov = &mut iov;
+    m.msg_iovlen = 1;
+    if !fds.is_empty() {
+        m.msg_control = cbuf.as_mut_ptr().cast();
+        m.msg_controllen = space;
+        // SAFETY: the control buffer has room for one header and the fds
+        // (CMSG_SPACE above); CMSG_* walk only that buffer.
+        unsafe {
+            let c = libc::CMSG_FIRSTHDR(&m);
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of_val(fds) as u32) as usize;
+            std::ptr::copy_nonoverlapping(
+                fds.as_ptr(),
+                libc::CMSG_DATA(c) as *mut RawFd,
+                fds.len(),
+            );
+        }
+    }
+    // SAFETY: a valid msghdr over live buffers.
+    let r = unsafe { libc::sendmsg(sock, &m, libc::MSG_NOSIGNAL) };
+    if r != msg.len() as isize {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+impl Pending {
+    /// What it was started as (a container with this mapping, or local).
+    pub fn idmap(&self) -> Option<IdMap> {
+        self.idmap
+    }
+
+    /// Finishes the start: puts the agent in `cgroup` (so that nothing it
+    /// starts escapes the limits) and, for a container, writes PID 1's id
+    /// maps and hands it its mount trees. `s.idmap` must be what the agent
+    /// was pre-spawned with.
+    pub fn start(mut self, s: AgentSpawn<'_>) -> Result<Agent, JailError> {
+        if s.inherit.len() > MAX_TREES {
+            return Err(JailError::TooManyMounts { max: MAX_TREES });
+        }
+        if s.idmap != self.idmap {
+            return Err(JailError::Channel(io::Error::from_raw_os_error(
+                libc::EINVAL,
+            )));
+        }
+        let kill = |p: libc::pid_t| {
+            // SAFETY: kills and reaps our own child.
+            unsafe {
+                libc::kill(p, libc::SIGKILL);
+                libc::waitpid(p, std::ptr::null_mut(), 0);
+            }
+        };
+        let ctl = self.ctl.as_raw_fd();
+        let Some(map) = s.idmap else {
+            // The local tier: this process is the agent; it starts nothing
+            // before the handshake, which comes after this.
+            if let Some(cg) = s.cgroup {
+                cg.add(self.pid)?;
+            }
+            self.done = true;
+            return finish(
+                self.pid,
+                self.channel.try_clone().map_err(JailError::Channel)?,
+                kill,
+            );
+        };
+        let report = recv_ctl(ctl, Duration::from_secs(30));
+        // The network namespace's helper is done (or never needed).
+        drop(self.netns.take());
+        // The exec'd agent has done its part (or failed): reap it.
+        self.done = true;
+        // SAFETY: reaps our own child.
+        unsafe { libc::waitpid(self.pid, std::ptr::null_mut(), 0) };
+        let report = report.map_err(JailError::Channel)?;
+        let word = |b: &[u8]| u32::from_le_bytes([b[1], b[2], b[3], b[4]]);
+        let pid1 = match report.as_slice() {
+            b if b.len() == 5 && b[0] == REPORT_PID => word(b) as libc::pid_t,
+            b if b.len() == 5 && b[0] == REPORT_ERRNO => {
+                let err = io::Error::from_raw_os_error(word(b) as i32);
+                let hint = if matches!(
+                    err.raw_os_error(),
+                    Some(libc::EPERM) | Some(libc::ENOSPC) | Some(libc::EACCES)
+                ) {
+                    USERNS_HINT
+                } else {
+                    ""
+                };
+                return Err(JailError::Clone { hint, err });
+            }
+            _ => {
+                return Err(JailError::Channel(io::Error::from_raw_os_error(
+                    libc::EPROTO,
+                )))
+            }
+        };
+        if let Err(err) = map.write_for(pid1) {
+            kill(pid1);
+            let hint = if map.is_rootless() { USERNS_HINT } else { "" };
+            return Err(JailError::IdMap { hint, err });
+        }
+        if let Some(cg) = s.cgroup {
+            if let Err(e) = cg.add(pid1) {
+                kill(pid1);
+                return Err(e);
+            }
+        }
+        // Let PID 1 go, with its mount trees.
+        let fds: Vec<RawFd> = s.inherit.iter().map(|f| f.as_raw_fd()).collect();
+        let mut go = vec![b'1'];
+        go.extend_from_slice(&(fds.len() as u32).to_le_bytes());
+        if let Err(e) = send_with_fds(ctl, &go, &fds) {
+            kill(pid1);
             return Err(JailError::Channel(e));
         }
-        return finish(pid, ours, kill);
-    };
-    let (uid, gid) = map.namespace_owner().unwrap_or((u32::MAX, u32::MAX));
-    let mut cfg = vec![CONFIG_CONTAINER];
-    cfg.extend_from_slice(&uid.to_le_bytes());
-    cfg.extend_from_slice(&gid.to_le_bytes());
-    let report = send_ctl(ctl.as_raw_fd(), &cfg)
-        .and_then(|()| recv_ctl(ctl.as_raw_fd(), Duration::from_secs(30)));
-    // The exec'd agent has done its part (or failed): reap it.
-    // SAFETY: reaps our own child.
-    unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
-    let report = report.map_err(JailError::Channel)?;
-    let word = |b: &[u8]| u32::from_le_bytes([b[1], b[2], b[3], b[4]]);
-    let pid1 = match report.as_slice() {
-        b if b.len() == 5 && b[0] == REPORT_PID => word(b) as libc::pid_t,
-        b if b.len() == 5 && b[0] == REPORT_ERRNO => {
-            let err = io::Error::from_raw_os_error(word(b) as i32);
-            let hint = if matches!(
-                err.raw_os_error(),
-                Some(libc::EPERM) | Some(libc::ENOSPC) | Some(libc::EACCES)
-            ) {
-                USERNS_HINT
-            } else {
-                ""
-            };
-            return Err(JailError::Clone { hint, err });
-        }
-        _ => {
-            return Err(JailError::Channel(io::Error::from_raw_os_error(
-                libc::EPROTO,
-            )))
-        }
-    };
-    if let Err(err) = map.write_for(pid1) {
-        kill(pid1);
-        let hint = if map.is_rootless() { USERNS_HINT } else { "" };
-        return Err(JailError::IdMap { hint, err });
+        drop(s.inherit);
+        finish(
+            pid1,
+            self.channel.try_clone().map_err(JailError::Channel)?,
+            kill,
+        )
     }
-    // Let PID 1 go.
-    if let Err(e) = send_ctl(ctl.as_raw_fd(), b"1") {
-        kill(pid1);
-        return Err(JailError::Channel(e));
-    }
-    finish(pid1, ours, kill)
 }
 
 fn finish(
@@ -312,7 +463,17 @@ fn finish(
     })
 }
 
-/// The child, between fork and exec: async-signal-safe calls only.
+/// The stack of the child that execs the agent.
+const CHILD_STACK: usize = 64 * 1024;
+
+extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` points at the ChildArgs of our suspended parent.
+    let a = unsafe { &*(arg as *const ChildArgs) };
+    child(a)
+}
+
+/// The child, between clone and exec: async-signal-safe calls only (it
+/// shares its parent's memory; the parent waits).
 fn child(a: &ChildArgs) -> ! {
     // SAFETY: every call here is an async-signal-safe syscall wrapper on
     // fds and memory prepared before the fork; _exit never returns.
@@ -355,27 +516,93 @@ fn child(a: &ChildArgs) -> ! {
     }
 }
 
+/// Receives one control message and the fds attached to it.
+fn recv_with_fds(sock: RawFd) -> io::Result<(Vec<u8>, Vec<RawFd>)> {
+    let mut data = [0u8; 64];
+    let mut iov = libc::iovec {
+        iov_base: data.as_mut_ptr().cast(),
+        iov_len: data.len(),
+    };
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    let space =
+        unsafe { libc::CMSG_SPACE((MAX_TREES * std::mem::size_of::<RawFd>()) as u32) as usize };
+    let mut cbuf = vec![0u64; space.div_ceil(8)];
+    // SAFETY: msghdr is plain data.
+    let mut m: libc::msghdr = unsafe { std::mem::zeroed() };
+    m.msg_iov = &mut iov;
+    m.msg_iovlen = 1;
+    m.msg_control = cbuf.as_mut_ptr().cast();
+    m.msg_controllen = space;
+    // SAFETY: a valid msghdr over live buffers.
+    let n = unsafe { libc::recvmsg(sock, &mut m, libc::MSG_CMSG_CLOEXEC) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut fds = Vec::new();
+    // SAFETY: walks the control messages the kernel wrote into `cbuf`.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&m);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let k = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize)
+                    / std::mem::size_of::<RawFd>();
+                let p = libc::CMSG_DATA(c) as *const RawFd;
+                for i in 0..k {
+                    fds.push(*p.add(i));
+                }
+            }
+            c = libc::CMSG_NXTHDR(&m, c);
+        }
+    }
+    Ok((data[..n as usize].to_vec(), fds))
+}
+
 /// In the exec'd agent, first thing: reads the configuration. For a
 /// container, takes the subordinate ids if asked (dropping host root for
 /// good), clones PID 1 into the sandbox's namespaces as a child of airlock,
 /// reports its pid and exits; PID 1 returns from here once airlock has
-/// written its id maps, with every capability in its new user namespace.
-/// For the local tier, returns at once. Never returns on failure.
-pub fn agent_bootstrap() {
-    let mut b = [0u8; 16];
-    // SAFETY: receives into a local buffer from our control socket.
-    let n = unsafe { libc::recv(FD_CONTROL, b.as_mut_ptr().cast(), b.len(), 0) };
+/// written its id maps and handed it its mount trees, with every capability
+/// in its new user namespace. For the local tier, returns at once. Never
+/// returns on failure.
+pub fn agent_bootstrap() -> Bootstrap {
     let exit = |code| -> ! {
         // SAFETY: leaves at once.
         unsafe { libc::_exit(code) }
     };
+    let mut b = [0u8; 16];
+    // SAFETY: receives into a local buffer from our control socket.
+    let n = unsafe { libc::recv(FD_CONTROL, b.as_mut_ptr().cast(), b.len(), 0) };
+    sys::timing::mark("config");
     if n == 1 && b[0] == CONFIG_LOCAL {
         // SAFETY: closing our control socket once.
         unsafe { libc::close(FD_CONTROL) };
-        return;
+        return Bootstrap { net_ready: false };
     }
-    if n != 9 || b[0] != CONFIG_CONTAINER {
+    if n != 10 || b[0] != CONFIG_CONTAINER {
         exit(125);
+    }
+    let mut flags = NS_FLAGS;
+    let mut net_ready = false;
+    if b[9] & CONFIG_NETNS_FOLLOWS != 0 {
+        // The namespace airlock's helper made (run by root; we still are).
+        // Without it PID 1 gets a new one of its own.
+        if let Ok((msg, fds)) = recv_with_fds(FD_CONTROL) {
+            for fd in fds {
+                // SAFETY: a received fd we own; setns on a namespace fd.
+                unsafe {
+                    if !net_ready
+                        && msg.len() == 2
+                        && msg == [crate::net::NETNS_TAG, 0]
+                        && libc::setns(fd, libc::CLONE_NEWNET) == 0
+                    {
+                        net_ready = true;
+                        flags &= !libc::CLONE_NEWNET;
+                    }
+                    libc::close(fd);
+                }
+            }
+        }
+        sys::timing::mark("netns");
     }
     let uid = u32::from_le_bytes([b[1], b[2], b[3], b[4]]);
     let gid = u32::from_le_bytes([b[5], b[6], b[7], b[8]]);
@@ -386,22 +613,23 @@ pub fn agent_bootstrap() {
     };
     // SAFETY: geteuid cannot fail; credential syscalls with plain ids.
     unsafe {
-        if uid != u32::MAX && libc::geteuid() != uid {
-            if libc::setgroups(0, std::ptr::null()) != 0
+        if uid != u32::MAX
+            && libc::geteuid() != uid
+            && (libc::setgroups(0, std::ptr::null()) != 0
                 || libc::setresgid(gid, gid, gid) != 0
-                || libc::setresuid(uid, uid, uid) != 0
-            {
-                report(REPORT_ERRNO, libc::EPERM as u32);
-                exit(125);
-            }
+                || libc::setresuid(uid, uid, uid) != 0)
+        {
+            report(REPORT_ERRNO, libc::EPERM as u32);
+            exit(125);
         }
     }
+    sys::timing::mark("clone");
     // SAFETY: raw clone with fork semantics (this process is single-
     // threaded); CLONE_PARENT makes PID 1 airlock's child.
     let pid = unsafe {
         libc::syscall(
             libc::SYS_clone,
-            (NS_FLAGS | libc::CLONE_PARENT | libc::SIGCHLD) as libc::c_ulong,
+            (flags | libc::CLONE_PARENT | libc::SIGCHLD) as libc::c_ulong,
             0usize,
             0usize,
             0usize,
@@ -430,12 +658,53 @@ pub fn agent_bootstrap() {
             0,
         )
     };
-    // Wait for the go: the id maps are written.
-    let mut go = [0u8; 1];
-    // SAFETY: receives one byte into a local buffer.
-    if unsafe { libc::recv(FD_CONTROL, go.as_mut_ptr().cast(), 1, 0) } != 1 {
+    sys::timing::mark("pid 1");
+    // Wait for the go (the id maps are written), with the mount trees.
+    let (go, fds) = match recv_with_fds(FD_CONTROL) {
+        Ok(x) => x,
+        Err(_) => exit(125),
+    };
+    if go.len() != 5 || go[0] != b'1' {
+        exit(125);
+    }
+    let count = u32::from_le_bytes([go[1], go[2], go[3], go[4]]) as usize;
+    if count != fds.len() {
         exit(125);
     }
     // SAFETY: closing our control socket once.
     unsafe { libc::close(FD_CONTROL) };
+    // The mount trees, where the agent expects them: first out of the way
+    // (above every target number), then into place.
+    let above = FD_FIRST_TREE + count as RawFd + 8;
+    let mut high = Vec::with_capacity(count);
+    for fd in &fds {
+        // SAFETY: duplicates and closes fds we received and own.
+        let h = unsafe {
+            let h = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, above);
+            libc::close(*fd);
+            h
+        };
+        if h < 0 {
+            exit(125);
+        }
+        high.push(h);
+    }
+    for (i, h) in high.into_iter().enumerate() {
+        // SAFETY: dup3 onto a free number, then closing the copy.
+        unsafe {
+            if libc::dup3(h, FD_FIRST_TREE + i as RawFd, 0) < 0 {
+                exit(125);
+            }
+            libc::close(h);
+        }
+    }
+    sys::timing::mark("go");
+    Bootstrap { net_ready }
+}
+
+/// What [`agent_bootstrap`] did.
+pub struct Bootstrap {
+    /// PID 1 is in a network namespace whose `lo` is up already (one that
+    /// airlock's helper made; PID 1 cannot configure it).
+    pub net_ready: bool,
 }

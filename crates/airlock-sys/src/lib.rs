@@ -504,3 +504,111 @@ pub fn peer_gone(fd: RawFd) -> bool {
     let n = unsafe { libc::poll(&mut p, 1, 0) };
     n > 0 && p.revents & (libc::POLLHUP | libc::POLLRDHUP | libc::POLLERR) != 0
 }
+
+/// Start-up timing marks: a fixed table filled without allocating (safe in
+/// a forked child), read out by whoever wants to show them
+/// (`AIRLOCK_TRACE_TIMING=1`). Times are `CLOCK_MONOTONIC` microseconds, so
+/// marks of different processes line up.
+pub mod timing {
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+    const SLOTS: usize = 32;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    static TIMES: [AtomicU64; SLOTS] = [const { AtomicU64::new(0) }; SLOTS];
+    static LABELS: [AtomicUsize; SLOTS] = [const { AtomicUsize::new(0) }; SLOTS];
+    static LABEL_LENS: [AtomicUsize; SLOTS] = [const { AtomicUsize::new(0) }; SLOTS];
+
+    /// `CLOCK_MONOTONIC` in microseconds.
+    pub fn now_us() -> u64 {
+        let mut t = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes one timespec.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+        t.tv_sec as u64 * 1_000_000 + t.tv_nsec as u64 / 1000
+    }
+
+    /// Records `label` now (the first 32 marks are kept).
+    pub fn mark(label: &'static str) {
+        let i = NEXT.fetch_add(1, Ordering::Relaxed);
+        if i < SLOTS {
+            TIMES[i].store(now_us(), Ordering::Relaxed);
+            LABELS[i].store(label.as_ptr() as usize, Ordering::Relaxed);
+            LABEL_LENS[i].store(label.len(), Ordering::Release);
+        }
+    }
+
+    /// The marks so far: (label, time).
+    pub fn marks() -> Vec<(&'static str, u64)> {
+        let n = NEXT.load(Ordering::Acquire).min(SLOTS);
+        (0..n)
+            .filter_map(|i| {
+                let len = LABEL_LENS[i].load(Ordering::Acquire);
+                let ptr = LABELS[i].load(Ordering::Relaxed) as *const u8;
+                if ptr.is_null() {
+                    return None;
+                }
+                // SAFETY: `ptr`/`len` were stored together from a
+                // `&'static str` by `mark`.
+                let s =
+                    unsafe { std::str::from_utf8_unchecked(std::slice::from_raw_parts(ptr, len)) };
+                Some((s, TIMES[i].load(Ordering::Relaxed)))
+            })
+            .collect()
+    }
+}
+
+/// System calls that touch no memory of the process but their arguments:
+/// no `errno` (thread-local, and a `CLONE_VM` child shares it with its
+/// parent), no allocation. For code that runs beside its parent in the
+/// same address space. Returns the kernel's value: `-errno` on failure.
+pub mod raw {
+    /// # Safety
+    /// As the system call `nr` with these arguments.
+    #[cfg(target_arch = "x86_64")]
+    pub unsafe fn syscall6(nr: libc::c_long, a: [usize; 6]) -> isize {
+        let ret: isize;
+        // SAFETY: the x86-64 system call convention; rcx and r11 are
+        // clobbered by `syscall`; the caller vouches for the arguments.
+        unsafe {
+            std::arch::asm!(
+                "syscall",
+                inlateout("rax") nr as isize => ret,
+                in("rdi") a[0],
+                in("rsi") a[1],
+                in("rdx") a[2],
+                in("r10") a[3],
+                in("r8") a[4],
+                in("r9") a[5],
+                lateout("rcx") _,
+                lateout("r11") _,
+                options(nostack),
+            );
+        }
+        ret
+    }
+
+    /// # Safety
+    /// As the system call `nr` with these arguments.
+    #[cfg(target_arch = "aarch64")]
+    pub unsafe fn syscall6(nr: libc::c_long, a: [usize; 6]) -> isize {
+        let ret: isize;
+        // SAFETY: the AArch64 system call convention; the caller vouches
+        // for the arguments.
+        unsafe {
+            std::arch::asm!(
+                "svc 0",
+                in("x8") nr,
+                inlateout("x0") a[0] as isize => ret,
+                in("x1") a[1],
+                in("x2") a[2],
+                in("x3") a[3],
+                in("x4") a[4],
+                in("x5") a[5],
+                options(nostack),
+            );
+        }
+        ret
+    }
+}

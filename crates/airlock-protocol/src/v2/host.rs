@@ -191,6 +191,32 @@ pub struct HostSession {
     poisoned: bool,
 }
 
+/// Whether the host may send `k` before HelloAck (requests that carry no
+/// data).
+fn pipelinable(k: Kind) -> bool {
+    matches!(
+        k,
+        Kind::Plan
+            | Kind::Ping
+            | Kind::ProcStart
+            | Kind::ProcCloseStdin
+            | Kind::ProcSignal
+            | Kind::ProcResize
+            | Kind::ProcList
+            | Kind::FileRead
+            | Kind::FileWrite
+            | Kind::FileStat
+            | Kind::FileList
+            | Kind::FileMkdir
+            | Kind::FileRemove
+            | Kind::FileRename
+            | Kind::FileChmod
+            | Kind::TarOut
+            | Kind::TarIn
+            | Kind::TcpConnect
+    )
+}
+
 /// The most Notices an agent may send while it applies the plan.
 pub const MAX_NOTICES: usize = 16;
 
@@ -444,6 +470,21 @@ impl HostSession {
                     agent_version: agent_version.clone(),
                 });
                 self.phase = Phase::Open;
+                // Requests sent before the agent's window was known start
+                // with it now.
+                for o in self.objects.values_mut() {
+                    match o {
+                        Obj::Proc(Proc {
+                            stdin: Stdin::Open(c),
+                            ..
+                        }) if c.window() == 0 => *c = SendCredit::new(*window),
+                        Obj::File(File {
+                            upload: Some(c), ..
+                        }) if c.window() == 0 => *c = SendCredit::new(*window),
+                        Obj::Tcp(t) if t.send.window() == 0 => t.send = SendCredit::new(*window),
+                        _ => {}
+                    }
+                }
             }
             Message::SetupFailed { .. } => {
                 if self.phase == Phase::HelloSent || self.plan == PlanState::Pending {
@@ -813,6 +854,10 @@ impl HostSession {
         match (self.phase, kind) {
             (Phase::Idle, Kind::Hello) => {}
             (Phase::Idle, _) => return turn("the session starts with Hello"),
+            // Requests that carry no data may follow Hello at once (the
+            // agent reads them after its HelloAck); data needs the agent's
+            // window, known from HelloAck.
+            (Phase::HelloSent, k) if pipelinable(k) => {}
             (Phase::HelloSent, _) => return turn("waiting for HelloAck"),
             (Phase::Open, Kind::Hello) => return turn("Hello was already sent"),
             (Phase::Open, _) => {}

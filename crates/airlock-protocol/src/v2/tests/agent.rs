@@ -270,8 +270,15 @@ fn echo_over_socketpair_with_a_stalled_neighbour() {
         ..AgentConfig::default()
     });
     host.send_hello(hc.outbound()).unwrap();
-    host.send(&start(1, StdinMode::Pipe), &mut Vec::new())
-        .unwrap_err(); // before HelloAck: refused
+    // Before HelloAck, data is refused (no window yet).
+    host.send(
+        &Message::ProcStdin {
+            id: 1,
+            data: vec![0],
+        },
+        &mut Vec::new(),
+    )
+    .unwrap_err();
     let total = 4 * 1024 * 1024usize;
     let mut stdin_sent = 0usize;
     let mut echoed = 0usize;

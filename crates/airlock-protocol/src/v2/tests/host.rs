@@ -140,10 +140,30 @@ fn handshake_rules() {
         Err(Misuse::OutOfTurn { .. })
     ));
     s.send_hello(&mut Vec::new()).unwrap();
+    // Requests without data may follow Hello at once (pipelined); data
+    // waits for the agent's window, which HelloAck brings.
+    send(&mut s, &Message::Ping { nonce: 1 }).unwrap();
+    send(&mut s, &start(1, false, StdinMode::Pipe)).unwrap();
     assert!(matches!(
-        send(&mut s, &Message::Ping { nonce: 1 }),
+        send(
+            &mut s,
+            &Message::ProcStdin {
+                id: 1,
+                data: vec![1]
+            }
+        ),
         Err(Misuse::OutOfTurn { .. })
     ));
+    assert!(send(
+        &mut s,
+        &Message::Hello {
+            min_version: 2,
+            max_version: 2,
+            features: 0,
+            window: 1 << 16
+        }
+    )
+    .is_err());
 }
 
 #[test]

@@ -576,7 +576,12 @@ impl Files {
                 }
                 Err(e) => done(out, id, Err(e)),
             },
-            Message::TarIn { id, path } => match self.start_tar(&path, false) {
+            // Unpacking creates the directory (and its parents) first, as
+            // `docker cp` does.
+            Message::TarIn { id, path } => match self
+                .as_user(|| self.mkdir(&path, 0o755, true))
+                .and_then(|()| self.start_tar(&path, false))
+            {
                 Ok((pipe, err, pid)) => {
                     self.ops.insert(
                         id,

@@ -51,6 +51,10 @@ pub struct AgentPlan {
     /// Report start-up timing marks (a notice before Ready).
     #[serde(default)]
     pub trace_timing: bool,
+    /// A one-shot sandbox (`airlock run`): the agent exits (killing what is
+    /// left) once every process it started has exited and been reported.
+    #[serde(default)]
+    pub exit_when_idle: bool,
 }
 
 impl AgentPlan {

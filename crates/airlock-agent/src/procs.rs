@@ -9,10 +9,8 @@ use airlock_protocol::v2::{
 };
 use airlock_sys as sys;
 use std::collections::{BTreeMap, HashMap};
-use std::ffi::{CString, OsString};
+use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStringExt;
-use std::path::PathBuf;
 
 /// One process the host started.
 struct Proc {
@@ -37,6 +35,10 @@ pub(crate) struct Procs {
     helpers: HashMap<i32, u32>,
     /// The confinement, prepared at the first launch (after set-up).
     prepared: Option<Prepared>,
+    /// The stack the children that exec commands run on.
+    stack: Vec<u8>,
+    /// A process was ever started.
+    started_any: bool,
     /// A container run by root: ptys are given to the process's user.
     chown_pty: bool,
     buf: Vec<u8>,
@@ -60,10 +62,6 @@ fn stage_of(s: confine::Stage) -> Stage {
         confine::Stage::Stdio => Stage::Stdio,
         confine::Stage::Exec => Stage::Exec,
     }
-}
-
-fn stage_byte(s: Stage) -> u8 {
-    s as u8
 }
 
 fn errno() -> i32 {
@@ -134,6 +132,66 @@ fn open_pty(ws: WinSize) -> Result<(OwnedFd, OwnedFd), (Stage, i32)> {
     Ok((master, slave))
 }
 
+/// The stack of the children that exec commands (one at a time).
+const CHILD_STACK: usize = 256 * 1024;
+
+/// What a command's child needs, prepared by the agent before the clone.
+struct ChildCtx<'a> {
+    stdio: [RawFd; 3],
+    confinement: &'a confine::Confinement,
+    prep: &'a Prepared,
+    uid: u32,
+    gid: u32,
+    cwd: &'a std::ffi::CStr,
+    tty: bool,
+    exec: &'a confine::ExecPlan,
+    /// Where the child leaves its failure (the agent is suspended until it
+    /// execs or exits, then reads it).
+    fail: std::cell::Cell<Option<(Stage, i32)>>,
+    /// A forked child (own address space) writes it here instead: stage
+    /// byte and errno (LE). -1: none.
+    fail_pipe: RawFd,
+}
+
+extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the ChildCtx of the agent, suspended in clone.
+    let ctx = unsafe { &*(arg as *const ChildCtx<'_>) };
+    // SAFETY: plain fd and process syscalls on our own fd table.
+    unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
+        for (i, fd) in ctx.stdio.iter().enumerate() {
+            libc::dup2(*fd, i as i32);
+        }
+    }
+    let fail = match confine::confine(
+        ctx.confinement,
+        ctx.prep,
+        ctx.uid,
+        ctx.gid,
+        ctx.cwd,
+        ctx.tty,
+    ) {
+        Ok(()) => (Stage::Exec, ctx.exec.exec()),
+        Err((stage, e)) => (stage_of(stage), e),
+    };
+    ctx.fail.set(Some(fail));
+    if ctx.fail_pipe >= 0 {
+        let mut msg = [0u8; 5];
+        msg[0] = fail.0 as u8;
+        msg[1..].copy_from_slice(&fail.1.to_le_bytes());
+        // SAFETY: writes 5 bytes from a local buffer.
+        unsafe { libc::write(ctx.fail_pipe, msg.as_ptr().cast(), msg.len()) };
+    }
+    // SAFETY: leaves without running anything of the agent's.
+    unsafe { libc::_exit(127) }
+}
+
 impl Procs {
     pub fn new(plan: &AgentPlan) -> Procs {
         let chown_pty = match &plan.role {
@@ -145,9 +203,16 @@ impl Procs {
             by_pid: HashMap::new(),
             helpers: HashMap::new(),
             prepared: None,
+            stack: Vec::new(),
+            started_any: false,
             chown_pty,
             buf: vec![0u8; MAX_DATA],
         }
+    }
+
+    /// Processes were started and every one has exited and been reported.
+    pub fn finished_all(&self) -> bool {
+        self.started_any && self.map.is_empty()
     }
 
     pub fn adopt_helper(&mut self, (pid, file_id): (i32, u32)) {
@@ -192,22 +257,25 @@ impl Procs {
                 gid,
                 pty,
                 stdin,
-            } => match self.spawn(&argv, &env, cwd, uid, gid, pty, stdin, plan) {
-                Ok(p) => {
-                    let pid = p.pid;
-                    self.by_pid.insert(pid, id);
-                    self.map.insert(id, p);
-                    out.send(Message::ProcStarted {
+            } => {
+                self.started_any = true;
+                match self.spawn(&argv, &env, cwd, uid, gid, pty, stdin, plan) {
+                    Ok(p) => {
+                        let pid = p.pid;
+                        self.by_pid.insert(pid, id);
+                        self.map.insert(id, p);
+                        out.send(Message::ProcStarted {
+                            id,
+                            pid: pid as u32,
+                        });
+                    }
+                    Err((stage, errno)) => out.send(Message::ProcStartFailed {
                         id,
-                        pid: pid as u32,
-                    });
+                        stage,
+                        errno: errno.clamp(1, 4095),
+                    }),
                 }
-                Err((stage, errno)) => out.send(Message::ProcStartFailed {
-                    id,
-                    stage,
-                    errno: errno.clamp(1, 4095),
-                }),
-            },
+            }
             Message::ProcStdin { id, data } => {
                 let n = data.len();
                 match self.map.get_mut(&id) {
@@ -293,10 +361,8 @@ impl Procs {
                 .map(|a| CString::new(a.clone()).map_err(|_| (Stage::Exec, libc::EINVAL)))
                 .collect()
         };
-        let argv = cs(argv)?;
-        let env = cs(env)?;
-        let path = confine::path_dirs(&env);
-        let cwd = PathBuf::from(OsString::from_vec(cwd));
+        let exec = confine::ExecPlan::new(cs(argv)?, cs(env)?);
+        let cwd = CString::new(cwd).map_err(|_| (Stage::Workdir, libc::EINVAL))?;
         sys::timing::mark("proc start");
         if self.prepared.is_none() {
             self.prepared =
@@ -337,78 +403,112 @@ impl Procs {
                 ([in_r, out_w, err_w], Some(out_r), Some(err_r), in_w)
             }
         };
-        let (err_r, err_w) = pipe()?;
         let Some(prep) = self.prepared.as_ref() else {
             return Err((Stage::Exec, libc::EINVAL));
         };
-        let tty = pty.is_some();
-        // SAFETY: the agent is single-threaded, so the child is a
-        // consistent copy of it; it only confines itself and execs.
-        let pid = unsafe { libc::fork() };
+        // A child that must change its address space's state (see
+        // needs_own_mm) gets one of its own: a plain fork, whose failure
+        // comes back through a pipe.
+        let own_mm = confine::needs_own_mm(&plan.confinement, uid);
+        let (err_r, err_w) = if own_mm {
+            let (r, w) = pipe()?;
+            (Some(r), Some(w))
+        } else {
+            (None, None)
+        };
+        let ctx = ChildCtx {
+            stdio: [
+                child[0].as_raw_fd(),
+                child[1].as_raw_fd(),
+                child[2].as_raw_fd(),
+            ],
+            confinement: &plan.confinement,
+            prep,
+            uid,
+            gid,
+            cwd: &cwd,
+            tty: pty.is_some(),
+            exec: &exec,
+            fail: std::cell::Cell::new(None),
+            fail_pipe: err_w.as_ref().map_or(-1, |w| w.as_raw_fd()),
+        };
+        if self.stack.is_empty() {
+            self.stack = vec![0u8; CHILD_STACK];
+        }
+        // vfork semantics: the child runs on its own stack in our memory
+        // (no page tables copied, no copy-on-write faults after) while we
+        // wait; it allocates nothing, confines itself and execs, or leaves
+        // its failure in `ctx.fail` and exits.
+        // SAFETY: fork: the agent is single-threaded, and the child only
+        // confines itself and execs (or reports and exits). clone: the stack
+        // is ours and unused while we are suspended; the child only reads
+        // `ctx` and sets `ctx.fail`, both alive until clone returns (after
+        // the child's exec or exit).
+        let pid = unsafe {
+            if own_mm {
+                let pid = libc::fork();
+                if pid == 0 {
+                    if let Some(r) = &err_r {
+                        libc::close(r.as_raw_fd());
+                    }
+                    child_main((&ctx as *const ChildCtx<'_>).cast_mut().cast());
+                }
+                pid
+            } else {
+                let top = self.stack.as_mut_ptr().add(CHILD_STACK - 64);
+                let top = top.sub(top as usize % 16);
+                libc::clone(
+                    child_main,
+                    top.cast(),
+                    libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+                    (&ctx as *const ChildCtx<'_>).cast_mut().cast(),
+                )
+            }
+        };
+        drop(err_w);
+        if let (Some(r), true) = (&err_r, pid > 0) {
+            let mut msg = [0u8; 5];
+            let mut got = 0;
+            while got < msg.len() {
+                // SAFETY: reads into the unfilled part of `msg`.
+                let n = unsafe {
+                    libc::read(
+                        r.as_raw_fd(),
+                        msg[got..].as_mut_ptr().cast(),
+                        msg.len() - got,
+                    )
+                };
+                if n < 0 && errno() == libc::EINTR {
+                    continue;
+                }
+                if n <= 0 {
+                    break;
+                }
+                got += n as usize;
+            }
+            if got == msg.len() {
+                let stage = Stage::from_u8(msg[0]).unwrap_or(Stage::Exec);
+                ctx.fail.set(Some((
+                    stage,
+                    i32::from_le_bytes([msg[1], msg[2], msg[3], msg[4]]),
+                )));
+            }
+        }
         if pid < 0 {
             return Err((Stage::Fork, errno()));
         }
-        if pid == 0 {
-            // SAFETY: plain fd and process syscalls in the child.
-            unsafe {
-                libc::prctl(
-                    libc::PR_SET_PDEATHSIG,
-                    libc::SIGKILL as libc::c_ulong,
-                    0,
-                    0,
-                    0,
-                );
-                for (i, fd) in child.iter().enumerate() {
-                    libc::dup2(fd.as_raw_fd(), i as i32);
-                }
-            }
-            let fail = match confine::confine(&plan.confinement, prep, uid, gid, &cwd, tty) {
-                Ok(()) => (Stage::Exec, confine::exec_search(&argv, &env, &path)),
-                Err((stage, e)) => (stage_of(stage), e),
-            };
-            let mut msg = [0u8; 5];
-            msg[0] = stage_byte(fail.0);
-            msg[1..].copy_from_slice(&fail.1.to_le_bytes());
-            // SAFETY: writes 5 bytes from a local buffer, then exits.
-            unsafe {
-                libc::write(err_w.as_raw_fd(), msg.as_ptr().cast(), msg.len());
-                libc::_exit(127);
-            }
-        }
         drop(child);
-        drop(err_w);
-        let mut msg = [0u8; 5];
-        let mut got = 0;
-        while got < msg.len() {
-            // SAFETY: reads into the unfilled part of `msg`.
-            let n = unsafe {
-                libc::read(
-                    err_r.as_raw_fd(),
-                    msg[got..].as_mut_ptr().cast(),
-                    msg.len() - got,
-                )
-            };
-            if n < 0 && errno() == libc::EINTR {
-                continue;
-            }
-            if n <= 0 {
-                break;
-            }
-            got += n as usize;
-        }
-        if got == msg.len() {
+        if let Some(fail) = ctx.fail.get() {
             // SAFETY: reaps the child that failed before exec.
             unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
-            let stage = Stage::from_u8(msg[0]).unwrap_or(Stage::Exec);
-            let e = i32::from_le_bytes([msg[1], msg[2], msg[3], msg[4]]);
-            return Err((stage, e));
+            return Err(fail);
         }
         for fd in [&ours_out, &ours_err, &ours_in].into_iter().flatten() {
             set_nonblock(fd.as_raw_fd());
         }
         Ok(Proc {
             pid,
-            pty: tty,
+            pty: pty.is_some(),
             out: [ours_out, ours_err],
             stdin: ours_in,
             stdin_buf: Vec::new(),
@@ -485,15 +585,16 @@ impl Procs {
         }
         let mut eof = false;
         if want > 0 {
-            // SAFETY: reads into our buffer, at most its length.
-            let n = unsafe { libc::read(fd.as_raw_fd(), self.buf.as_mut_ptr().cast(), want) };
+            // Read straight into the message's own buffer (no copy).
+            let mut data: Vec<u8> = Vec::with_capacity(want);
+            // SAFETY: reads at most `want` bytes into the vector's spare
+            // capacity, which has room for them.
+            let n = unsafe { libc::read(fd.as_raw_fd(), data.as_mut_ptr().cast(), want) };
             if n > 0 {
                 let n = n as usize;
-                out.send(Message::ProcOutput {
-                    id,
-                    stream,
-                    data: self.buf[..n].to_vec(),
-                });
+                // SAFETY: the kernel initialised the first `n` bytes.
+                unsafe { data.set_len(n) };
+                out.send(Message::ProcOutput { id, stream, data });
                 if p.exited.is_some() {
                     p.drain[w] -= n;
                     eof = p.drain[w] == 0;

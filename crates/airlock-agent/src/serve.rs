@@ -385,6 +385,11 @@ impl Agent {
             if self.ch.wants_write() && self.ch.flush().is_err() {
                 return self.stop(Served::HostGone);
             }
+            // A one-shot sandbox ends with its last process, once the host
+            // has everything: its teardown then overlaps with the host's.
+            if self.plan.exit_when_idle && self.procs.finished_all() && !self.ch.wants_write() {
+                return self.stop(Served::Shutdown);
+            }
         }
     }
 

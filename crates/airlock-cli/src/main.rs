@@ -184,6 +184,8 @@ fn main() {
         Ok(c) => c,
         Err(e) => {
             use clap::error::ErrorKind;
+            // The agent started early is not needed: it goes first.
+            drop(early_agent);
             if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
                 let _ = e.print();
                 std::process::exit(0);
@@ -205,6 +207,7 @@ fn main() {
             let mut json = match args.json.as_deref().map(open_json).transpose() {
                 Ok(j) => j,
                 Err(e) => {
+                    drop(agent);
                     eprintln!("airlock: {}", chain(&e));
                     std::process::exit(EXIT_AIRLOCK);
                 }

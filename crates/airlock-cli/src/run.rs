@@ -124,6 +124,9 @@ pub fn run(
         spec,
         airlock_core::CreateOptions {
             stream_channel: false,
+            // One process, drained as fast as our stdout takes it.
+            window: Some(2 << 20),
+            one_shot: true,
             agent,
         },
     )?;
@@ -368,12 +371,9 @@ pub fn run(
             o.flush(Some(deadline));
         }
     }
-    // A run that timed out (or whose agent was killed) says every process
-    // was killed: it waits for that (at most 5 s). A normal end need not
-    // wait: the agent kills everything as soon as this process's end of the
-    // channel closes.
-    let wait = result.timed_out || gone || result.status.is_none();
-    let t = sb.close(wait);
+    // The sandbox is gone (and its agent reaped) before we are: with
+    // one_shot it is ending already, its teardown overlapping ours.
+    let t = sb.close();
     airlock_core::timing::mark("closed");
     airlock_core::timing::print(&agent_marks);
     if t.peak_memory_bytes.is_some() {

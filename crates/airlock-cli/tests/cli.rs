@@ -4,15 +4,22 @@
 mod common;
 use common::*;
 
-/// Everything airlock might leave behind on the host.
+/// Everything airlock might leave behind on the host: its cgroups (v1
+/// controllers and the v2 hierarchies), and orphaned agents (an agent whose
+/// airlock is gone has been reparented to init).
 fn host_traces() -> Vec<String> {
     let mut v = Vec::new();
-    for p in [
-        "/sys/fs/cgroup/memory/airlock",
-        "/sys/fs/cgroup/pids/airlock",
-        "/sys/fs/cgroup/cpu/airlock",
-    ] {
-        if let Ok(rd) = std::fs::read_dir(p) {
+    let mut parents = vec![
+        "/sys/fs/cgroup/airlock".to_string(),
+        "/sys/fs/cgroup/unified/airlock".to_string(),
+    ];
+    if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
+        for e in rd.flatten() {
+            parents.push(e.path().join("airlock").display().to_string());
+        }
+    }
+    for p in parents {
+        if let Ok(rd) = std::fs::read_dir(&p) {
             for e in rd.flatten() {
                 if e.path().is_dir() {
                     v.push(e.path().display().to_string());
@@ -20,6 +27,22 @@ fn host_traces() -> Vec<String> {
             }
         }
     }
+    if let Ok(rd) = std::fs::read_dir("/proc") {
+        for e in rd.flatten() {
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            // "PID (comm) STATE PPID ..."
+            if let Some((_, rest)) = stat.split_once("(airlock-agent) ") {
+                if rest.split_whitespace().nth(1) == Some("1") {
+                    v.push(format!(
+                        "orphaned agent {}",
+                        e.file_name().to_string_lossy()
+                    ));
+                }
+            }
+        }
+    }
+    v.sort();
+    v.dedup();
     v
 }
 
@@ -39,10 +62,19 @@ fn bad(args: &[&str], expect: &str) {
         "{args:?}: expected {expect:?} in {}",
         lines[0]
     );
-    // Nothing was started or created.
-    let after = host_traces();
-    let new: Vec<_> = after.iter().filter(|p| !before.contains(p)).collect();
-    assert!(new.is_empty(), "{args:?} left {new:?}");
+    // Nothing was left behind. (Agents of other tests' sandboxes may be
+    // seen in their last milliseconds, reparented while they tear down: a
+    // trace must last to count.)
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        let after = host_traces();
+        let new: Vec<_> = after.iter().filter(|p| !before.contains(p)).collect();
+        if new.is_empty() {
+            break;
+        }
+        assert!(std::time::Instant::now() < end, "{args:?} left {new:?}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 #[test]

@@ -19,31 +19,57 @@ fn host_responsive(who: Who) {
     );
 }
 
-/// A fork bomb under --pids stops at the limit; the run ends by itself
-/// (timeout) and everything is killed.
+/// A fork bomb under --pids stops at the limit: a monitor started before
+/// it counts the sandbox's tasks and never sees more than the limit, the
+/// bomb's forks fail (EAGAIN), the run ends at its timeout with everything
+/// killed, and the host stays responsive. Without the limit the count
+/// passes 64 within the first second (the default task cap is higher).
 #[test]
 fn fork_bomb_is_contained() {
     both(|who| {
         let t = Instant::now();
-        let Some(o) = sh(
+        let Some(o) = py(
             who,
-            &["--pids", "64", "--timeout", "3s"],
-            "bomb() { bomb | bomb & }; bomb; sleep 10",
+            &["--pids", "64", "--timeout", "4s"],
+            concat!(
+                "import subprocess,time\n",
+                "p=subprocess.Popen(['sh','-c','bomb() { bomb | bomb & }; bomb; sleep 30'])\n",
+                "def tasks(d):\n",
+                "    try: return len(os.listdir(f'/proc/{d}/task'))\n",
+                "    except OSError: return 0\n",
+                "most=0\n",
+                "end=time.time()+2.5\n",
+                "while time.time()<end:\n",
+                "    most=max(most,sum(tasks(d) for d in os.listdir('/proc') if d.isdigit()))\n",
+                "print('most', most, flush=True)\n",
+                "time.sleep(30)\n",
+            ),
         ) else {
             return;
         };
         assert_eq!(o.code, 124, "{who:?}: {o:?}");
+        let most: u32 = o
+            .lines()
+            .iter()
+            .find_map(|l| l.strip_prefix("most "))
+            .unwrap_or_else(|| panic!("{who:?}: no count: {o:?}"))
+            .parse()
+            .unwrap();
+        assert!(most <= 64, "{who:?}: {most} tasks under --pids 64");
         assert!(
-            t.elapsed() < Duration::from_secs(8),
-            "{who:?}: took {:?}",
-            t.elapsed()
+            most >= 40,
+            "{who:?}: the bomb never got going ({most} tasks)"
         );
         assert!(
-            o.stderr.contains("fork")
-                || o.stderr.contains("Resource temporarily unavailable")
-                || o.stderr.contains("timed out"),
-            "{who:?}: {}",
+            o.stderr.contains("Cannot fork")
+                || o.stderr.contains("Resource temporarily unavailable"),
+            "{who:?}: no fork failed: {}",
             o.stderr
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "{who:?}: took {:?}",
+            t.elapsed()
         );
         host_responsive(who);
     });
@@ -235,35 +261,51 @@ fn endless_loop_times_out() {
     });
 }
 
-/// --cpus caps CPU time (root: cgroup; rootless: announced as not enforced).
+/// Whether this host gives root a cgroup cpu controller (v1, or v2 with
+/// `cpu` enabled).
+fn cpu_controller() -> bool {
+    std::path::Path::new("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").exists()
+        || [
+            "/sys/fs/cgroup/cgroup.controllers",
+            "/sys/fs/cgroup/unified/cgroup.controllers",
+        ]
+        .iter()
+        .any(|p| std::fs::read_to_string(p).is_ok_and(|c| c.split_whitespace().any(|w| w == "cpu")))
+}
+
+/// --cpus caps CPU time where a cpu controller exists; where none does the
+/// run says so, and its CPU time shows the note is true.
 #[test]
 fn cpu_limit() {
-    let Some(o) = sh(
-        Who::Root,
-        &["--cpus", "0.2", "--timeout", "1s"],
-        "while :; do :; done",
-    ) else {
-        return;
-    };
-    assert_eq!(o.code, 124);
-    // Measure: user+sys time of a 1 s busy loop under 0.2 CPUs.
-    let Some(o) = py(
-        Who::Root,
-        &["--cpus", "0.2"],
-        "import time\nt=time.time()\nwhile time.time()-t<1.0: pass\nprint(round(time.process_time(),2))",
-    ) else {
-        return;
-    };
-    let cpu: f64 = o.lines()[0].parse().unwrap();
-    assert!(cpu < 0.45, "a 0.2-CPU sandbox used {cpu}s of CPU in 1s");
-    let Some(o) = sh(Who::User, &["--cpus", "1"], "true") else {
-        return;
-    };
-    assert_eq!(o.code, 0);
-    if !is_root() || !std::path::Path::new("/sys/fs/cgroup/cpu").exists() {
-        return;
-    }
-    assert!(o.stderr.contains("--cpus is NOT enforced"), "{o:?}");
+    both(|who| {
+        // CPU time of a 2 s busy loop (wall clock) under 0.2 CPUs.
+        let Some(o) = py(
+            who,
+            &["--cpus", "0.2"],
+            "import time\nt=time.time()\nwhile time.time()-t<2.0: pass\nprint(round(time.process_time(),2))",
+        ) else {
+            return;
+        };
+        assert_eq!(o.code, 0, "{who:?}: {o:?}");
+        let cpu: f64 = o.lines()[0].parse().unwrap();
+        let noted = o.stderr.contains("--cpus is NOT enforced");
+        if who == Who::Root && cpu_controller() {
+            assert!(!noted, "{who:?}: {o:?}");
+            assert!(
+                cpu < 0.8,
+                "{who:?}: a 0.2-CPU sandbox used {cpu}s of CPU in 2s"
+            );
+            assert!(cpu > 0.1, "{who:?}: the loop never ran ({cpu}s)");
+        } else if noted {
+            // Not enforced, and said so: the loop had the CPU.
+            assert!(cpu > 1.0, "{who:?}: noted as unenforced but used {cpu}s");
+        } else {
+            assert!(
+                cpu < 0.8,
+                "{who:?}: not limited ({cpu}s) and no note: {o:?}"
+            );
+        }
+    });
 }
 
 /// Cgroups made for a run are removed afterwards, and stale ones left by a
@@ -316,7 +358,8 @@ fn cgroups_cleaned_up() {
     }
 }
 
-/// Everything in the sandbox ends with the command, within a second.
+/// Everything in the sandbox ends with the command (promptly: the bound is
+/// generous for a busy 2-core machine).
 #[test]
 fn background_processes_die_with_the_command() {
     both(|who| {
@@ -328,7 +371,7 @@ fn background_processes_die_with_the_command() {
         let t = Instant::now();
         while !host_processes_starting(&marker).is_empty() {
             assert!(
-                t.elapsed() < Duration::from_secs(1),
+                t.elapsed() < Duration::from_secs(5),
                 "{who:?}: survived the command"
             );
             std::thread::sleep(Duration::from_millis(10));

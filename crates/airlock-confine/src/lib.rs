@@ -18,8 +18,8 @@ use airlock_sys as sys;
 use serde::{Deserialize, Serialize};
 use std::ffi::CString;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::os::unix::ffi::OsStringExt;
+use std::path::PathBuf;
 
 /// The default `PATH` of every sandbox.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -90,8 +90,16 @@ pub fn prepare(c: &Confinement) -> Result<Prepared, Failure> {
     })
 }
 
+/// Whether confining a command as `uid` changes state of the whole address
+/// space (it makes the process dumpable to write its nested user
+/// namespace's maps): its child must then be a real fork, not one that
+/// shares the agent's memory, whose dumpability would change with it.
+pub fn needs_own_mm(c: &Confinement, uid: u32) -> bool {
+    c.nested_userns && uid != 0
+}
+
 /// In the command's process, between fork and exec: applies `c` (as
-/// prepared in the agent) for a command running as `uid`/`gid` in `cwd`.
+/// prepared in the agent) without allocating for a command running as `uid`/`gid` in `cwd`.
 /// `tty`: stdin is a terminal to make the controlling one. The caller's
 /// signal handlers are reset by the exec; it must have reset any other
 /// disposition it inherited (the agent does at start) but `SIGPIPE`.
@@ -100,15 +108,10 @@ pub fn confine(
     prep: &Prepared,
     uid: u32,
     gid: u32,
-    cwd: &Path,
+    cwd: &std::ffi::CStr,
     tty: bool,
 ) -> Result<(), Failure> {
     let e = |stage: Stage| move |err: io::Error| (stage, sys::errno_of(&err));
-    // Our own /proc/self files (uid_map for the nested namespace) need a
-    // dumpable process; execve sets it again anyway.
-    // SAFETY: prctl with integer arguments.
-    sys::cvt(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) })
-        .map_err(e(Stage::Credentials))?;
     // A new session: no controlling terminal of the host's (no TIOCSTI into
     // the caller's shell); with a pty, it becomes ours.
     // SAFETY: setsid and ioctl on our own stdin.
@@ -125,7 +128,14 @@ pub fn confine(
         libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
     }
     rlimit::apply(&c.rlimits).map_err(e(Stage::Limits))?;
-    if c.nested_userns && uid != 0 {
+    if needs_own_mm(c, uid) {
+        // Our own /proc/self files (uid_map for the nested namespace) need
+        // a dumpable process (execve sets it again anyway). Dumpability
+        // belongs to the address space: this runs only in a child with one
+        // of its own (see needs_own_mm).
+        // SAFETY: prctl with integer arguments.
+        sys::cvt(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) })
+            .map_err(e(Stage::Credentials))?;
         enter_nested_userns(uid, gid).map_err(e(Stage::Credentials))?;
     }
     if c.drop_privileges {
@@ -146,7 +156,8 @@ pub fn confine(
     if c.drop_privileges {
         caps::clear_all().map_err(e(Stage::Credentials))?;
     }
-    std::env::set_current_dir(cwd).map_err(e(Stage::Workdir))?;
+    // SAFETY: chdir with a valid C string.
+    sys::cvt(unsafe { libc::chdir(cwd.as_ptr()) }).map_err(e(Stage::Workdir))?;
     if c.drop_privileges {
         // SAFETY: prctl with integer arguments.
         sys::cvt(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })
@@ -164,20 +175,55 @@ pub fn confine(
 }
 
 /// A new user namespace in which the caller's id (the sandbox's single
-/// mapped id, rootless) appears as `uid`/`gid`.
+/// mapped id, rootless) appears as `uid`/`gid`. Allocates nothing (it runs
+/// in a child that shares the agent's memory).
 pub fn enter_nested_userns(uid: u32, gid: u32) -> io::Result<()> {
     // SAFETY: unshare takes only flags.
     sys::cvt(unsafe { libc::unshare(libc::CLONE_NEWUSER) })?;
-    sys::write_file(Path::new("/proc/self/setgroups"), b"deny")?;
-    sys::write_file(
-        Path::new("/proc/self/uid_map"),
-        format!("{uid} 0 1\n").as_bytes(),
-    )?;
-    sys::write_file(
-        Path::new("/proc/self/gid_map"),
-        format!("{gid} 0 1\n").as_bytes(),
-    )?;
-    Ok(())
+    write_small(c"/proc/self/setgroups", b"deny")?;
+    let mut buf = [0u8; 32];
+    write_small(c"/proc/self/uid_map", id_map_line(uid, &mut buf))?;
+    let mut buf = [0u8; 32];
+    write_small(c"/proc/self/gid_map", id_map_line(gid, &mut buf))
+}
+
+/// `"{id} 0 1\n"` in `buf`.
+fn id_map_line(id: u32, buf: &mut [u8; 32]) -> &[u8] {
+    let mut digits = [0u8; 10];
+    let mut n = id;
+    let mut k = 0;
+    loop {
+        digits[k] = b'0' + (n % 10) as u8;
+        k += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let mut len = 0;
+    for i in (0..k).rev() {
+        buf[len] = digits[i];
+        len += 1;
+    }
+    buf[len..len + 5].copy_from_slice(b" 0 1\n");
+    &buf[..len + 5]
+}
+
+/// Writes `data` to `path` in one write (proc files), without allocating.
+fn write_small(path: &std::ffi::CStr, data: &[u8]) -> io::Result<()> {
+    // SAFETY: a valid C string; the kernel returns a new fd or -1.
+    let fd = sys::cvt(unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) })?;
+    // SAFETY: writes from a live buffer, then closes the fd we opened.
+    unsafe {
+        let n = libc::write(fd, data.as_ptr().cast(), data.len());
+        let e = io::Error::last_os_error();
+        libc::close(fd);
+        if n == data.len() as isize {
+            Ok(())
+        } else {
+            Err(e)
+        }
+    }
 }
 
 /// The `PATH` directories of an environment (`KEY=VALUE` entries).
@@ -193,40 +239,67 @@ pub fn path_dirs(env: &[CString]) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Executes `argv[0]` (searched in `path` unless it contains a `/`) and
-/// returns the errno if no exec worked: the first match wins; EACCES is
-/// kept if nothing better turns up (as `execvpe`).
-pub fn exec_search(argv: &[CString], envp: &[CString], path: &[PathBuf]) -> i32 {
-    let Some(arg0) = argv.first() else {
-        return libc::ENOENT;
-    };
-    let mut a: Vec<*const libc::c_char> = argv.iter().map(|s| s.as_ptr()).collect();
-    a.push(std::ptr::null());
-    let mut en: Vec<*const libc::c_char> = envp.iter().map(|s| s.as_ptr()).collect();
-    en.push(std::ptr::null());
-    let try_exec = |p: &CString| -> i32 {
-        // SAFETY: NUL-terminated argv/envp arrays of valid C strings.
-        unsafe { libc::execve(p.as_ptr(), a.as_ptr(), en.as_ptr()) };
-        io::Error::last_os_error()
-            .raw_os_error()
-            .unwrap_or(libc::ENOENT)
-    };
-    if arg0.as_bytes().contains(&b'/') {
-        return try_exec(arg0);
-    }
-    let mut best = libc::ENOENT;
-    for dir in path {
-        let mut full = dir.as_os_str().as_bytes().to_vec();
-        full.push(b'/');
-        full.extend_from_slice(arg0.as_bytes());
-        let Ok(c) = CString::new(full) else { continue };
-        match try_exec(&c) {
-            libc::ENOENT | libc::ENOTDIR => {}
-            libc::EACCES => best = libc::EACCES,
-            other => return other,
+/// A command ready to exec without allocating (its caller may be a child
+/// that shares the agent's memory): the argument and environment arrays
+/// and every path to try, worked out beforehand.
+pub struct ExecPlan {
+    _argv: Vec<CString>,
+    _env: Vec<CString>,
+    argv_p: Vec<*const libc::c_char>,
+    env_p: Vec<*const libc::c_char>,
+    /// `argv[0]` itself when it holds a `/`, else it under each `PATH`
+    /// directory in order.
+    candidates: Vec<CString>,
+}
+
+impl ExecPlan {
+    pub fn new(argv: Vec<CString>, env: Vec<CString>) -> ExecPlan {
+        let candidates = match argv.first() {
+            None => Vec::new(),
+            Some(a) if a.as_bytes().contains(&b'/') => vec![a.clone()],
+            Some(a) => path_dirs(&env)
+                .into_iter()
+                .filter_map(|d| {
+                    let mut full = d.into_os_string().into_vec();
+                    full.push(b'/');
+                    full.extend_from_slice(a.as_bytes());
+                    CString::new(full).ok()
+                })
+                .collect(),
+        };
+        let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|s| s.as_ptr()).collect();
+        argv_p.push(std::ptr::null());
+        let mut env_p: Vec<*const libc::c_char> = env.iter().map(|s| s.as_ptr()).collect();
+        env_p.push(std::ptr::null());
+        ExecPlan {
+            _argv: argv,
+            _env: env,
+            argv_p,
+            env_p,
+            candidates,
         }
     }
-    best
+
+    /// Executes the command (the first candidate that works, as
+    /// `execvpe`); returns the errno if none did (EACCES is kept if nothing
+    /// better turns up). Allocates nothing.
+    pub fn exec(&self) -> i32 {
+        let mut best = libc::ENOENT;
+        for c in &self.candidates {
+            // SAFETY: NUL-terminated arrays of pointers into C strings this
+            // plan owns.
+            unsafe { libc::execve(c.as_ptr(), self.argv_p.as_ptr(), self.env_p.as_ptr()) };
+            match io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::ENOENT)
+            {
+                libc::ENOENT | libc::ENOTDIR => {}
+                libc::EACCES => best = libc::EACCES,
+                other => return other,
+            }
+        }
+        best
+    }
 }
 
 #[cfg(test)]

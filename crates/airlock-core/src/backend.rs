@@ -10,7 +10,7 @@ use airlock_jail::cgroup::{Cgroup, Controller};
 use airlock_jail::mount::{self, Entry};
 use airlock_jail::spawn::{Agent, AgentSpawn, Pending};
 use airlock_jail::Plan;
-use airlock_spec::{Isolation, SandboxSpec, User};
+use airlock_spec::{Isolation, User, ValidSpec};
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
@@ -31,24 +31,24 @@ pub trait Backend {
     fn spawn(
         &self,
         pending: Pending,
-        spec: &SandboxSpec,
+        spec: &ValidSpec,
         facts: &Facts,
         cgroup: Option<&Cgroup>,
         unenforced: &[Controller],
     ) -> Result<Spawned, CoreError>;
     /// The environment a process starts with, before its own variables.
-    fn env(&self, spec: &SandboxSpec) -> Vec<(String, String)>;
+    fn env(&self, spec: &ValidSpec) -> Vec<(String, String)>;
     /// Where a process starts unless it says otherwise.
-    fn cwd(&self, spec: &SandboxSpec) -> Result<PathBuf, CoreError>;
+    fn cwd(&self, spec: &ValidSpec) -> Result<PathBuf, CoreError>;
     /// The ids a process runs as inside.
-    fn user(&self, spec: &SandboxSpec) -> User;
+    fn user(&self, spec: &ValidSpec) -> User;
     /// Stops everything at once: the agent and every process it started
     /// (`started`: their pids, each its own process group).
     fn kill(&self, agent: &Agent, started: &[i32]);
 }
 
 /// The backend for a spec's tier.
-pub fn for_spec(spec: &SandboxSpec) -> Result<Box<dyn Backend>, CoreError> {
+pub fn for_spec(spec: &ValidSpec) -> Result<Box<dyn Backend>, CoreError> {
     match spec.isolation {
         Isolation::Container => Ok(Box::new(Container)),
         Isolation::None => Ok(Box::new(Local)),
@@ -67,7 +67,7 @@ impl Backend for Container {
     fn spawn(
         &self,
         pending: Pending,
-        spec: &SandboxSpec,
+        spec: &ValidSpec,
         facts: &Facts,
         cgroup: Option<&Cgroup>,
         unenforced: &[Controller],
@@ -139,6 +139,7 @@ impl Backend for Container {
             confinement: plan.confinement,
             file_user: (plan.user.uid, plan.user.gid),
             trace_timing: crate::timing::on(),
+            exit_when_idle: false,
         };
         Ok(Spawned {
             agent,
@@ -147,15 +148,15 @@ impl Backend for Container {
         })
     }
 
-    fn env(&self, spec: &SandboxSpec) -> Vec<(String, String)> {
+    fn env(&self, spec: &ValidSpec) -> Vec<(String, String)> {
         airlock_jail::base_env(spec, |k| std::env::var(k).ok())
     }
 
-    fn cwd(&self, spec: &SandboxSpec) -> Result<PathBuf, CoreError> {
+    fn cwd(&self, spec: &ValidSpec) -> Result<PathBuf, CoreError> {
         Ok(spec.effective_workdir())
     }
 
-    fn user(&self, spec: &SandboxSpec) -> User {
+    fn user(&self, spec: &ValidSpec) -> User {
         spec.user
     }
 
@@ -178,7 +179,7 @@ impl Backend for Local {
     fn spawn(
         &self,
         pending: Pending,
-        spec: &SandboxSpec,
+        spec: &ValidSpec,
         _facts: &Facts,
         cgroup: Option<&Cgroup>,
         unenforced: &[Controller],
@@ -211,12 +212,13 @@ impl Backend for Local {
                 },
                 file_user: ids,
                 trace_timing: crate::timing::on(),
+                exit_when_idle: false,
             },
             notes: Vec::new(),
         })
     }
 
-    fn env(&self, spec: &SandboxSpec) -> Vec<(String, String)> {
+    fn env(&self, spec: &ValidSpec) -> Vec<(String, String)> {
         let host = |k: &str| std::env::var(k).ok();
         let mut env: Vec<(String, String)> = Vec::new();
         for k in ["PATH", "HOME", "USER", "LANG", "TERM", "TZ"] {
@@ -234,7 +236,7 @@ impl Backend for Local {
         env
     }
 
-    fn cwd(&self, spec: &SandboxSpec) -> Result<PathBuf, CoreError> {
+    fn cwd(&self, spec: &ValidSpec) -> Result<PathBuf, CoreError> {
         match &spec.workdir {
             Some(w) => Ok(w.clone()),
             None => std::env::current_dir().map_err(|err| CoreError::Io {
@@ -244,7 +246,7 @@ impl Backend for Local {
         }
     }
 
-    fn user(&self, _spec: &SandboxSpec) -> User {
+    fn user(&self, _spec: &ValidSpec) -> User {
         // SAFETY: getuid/getgid cannot fail.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         User { uid, gid }

@@ -19,6 +19,14 @@ pub use airlock_protocol::v2::{
 };
 
 use airlock_jail::JailError;
+
+/// Uses the airlock binary at `path` as every sandbox's agent (exec'd as
+/// `airlock-agent`), instead of this process's own executable. For programs
+/// that link the core but are not the airlock binary; call it before the
+/// first sandbox. Fails if an agent binary was already chosen.
+pub fn use_agent_binary(path: &std::path::Path) -> std::io::Result<()> {
+    airlock_jail::spawn::set_agent_exe(path)
+}
 use airlock_spec::SpecError;
 use std::io;
 use std::time::Duration;

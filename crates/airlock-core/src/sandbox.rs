@@ -18,7 +18,7 @@ use airlock_protocol::v2::{
     self, Channel, DirEntry, ExitStatus, FsError, HostConfig, HostSession, Message, OutStream,
     Stage, Stat, StdinMode, StreamKind, Transport, WinSize, WriteFlags, MAX_DATA,
 };
-use airlock_spec::{Isolation, SandboxSpec, User};
+use airlock_spec::{Isolation, SandboxSpec, User, ValidSpec};
 use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, RawFd};
@@ -154,6 +154,15 @@ pub struct CreateOptions {
     /// An agent started early with [`prespawn`] (its exec then overlaps
     /// with the caller's own work); else one is started now.
     pub agent: Option<PendingAgent>,
+    /// The host's receive window per output stream (bytes the agent may
+    /// send ahead of what the caller consumed; `None`: 256 KiB). The host
+    /// holds at most this much per unread stream; a caller that drains
+    /// promptly (`airlock run`) gets more throughput from a larger one.
+    pub window: Option<u32>,
+    /// One-shot (`airlock run`): the sandbox ends by itself once every
+    /// process it was asked to start has exited and been reported (its
+    /// teardown then overlaps with the caller's own end).
+    pub one_shot: bool,
 }
 
 /// An agent exec'd ahead of its sandbox.
@@ -190,7 +199,7 @@ pub struct Teardown {
 /// A sandbox and the channel to its agent.
 pub struct Sandbox {
     state: State,
-    spec: SandboxSpec,
+    spec: ValidSpec,
     backend: Box<dyn Backend>,
     agent: Agent,
     reaped: bool,
@@ -243,7 +252,9 @@ impl Sandbox {
     /// and processes may be started at once).
     pub fn create(spec: &SandboxSpec, opts: CreateOptions) -> Result<Sandbox, CoreError> {
         crate::timing::mark("create");
-        spec.validate()?;
+        // The only gate: every backend takes a validated spec.
+        let spec: ValidSpec = spec.clone().validated()?;
+        let spec = &spec;
         let backend = backend::for_spec(spec)?;
         let want = match backend.isolation() {
             Isolation::Container => Some(facts::idmap()),
@@ -265,15 +276,16 @@ impl Sandbox {
         }
         let (cg, unenforced) = limits_setup(spec, &mut notes)?;
         crate::timing::mark("limits");
-        let spawned = match backend.spawn(pending.pending, spec, facts, cg.as_ref(), &unenforced) {
-            Ok(s) => s,
-            Err(e) => {
-                if let Some(cg) = cg {
-                    cg.destroy();
+        let mut spawned =
+            match backend.spawn(pending.pending, spec, facts, cg.as_ref(), &unenforced) {
+                Ok(s) => s,
+                Err(e) => {
+                    if let Some(cg) = cg {
+                        cg.destroy();
+                    }
+                    return Err(e);
                 }
-                return Err(e);
-            }
-        };
+            };
         crate::timing::mark("spawned");
         notes.extend(spawned.notes);
         let transport = if opts.stream_channel {
@@ -289,13 +301,20 @@ impl Sandbox {
             agent: spawned.agent,
             reaped: false,
             ch,
-            sess: HostSession::new(HostConfig::default()),
+            sess: HostSession::new(HostConfig {
+                window: opts
+                    .window
+                    .unwrap_or(v2::DEFAULT_WINDOW)
+                    .clamp(v2::MIN_WINDOW, v2::MAX_WINDOW),
+                ..HostConfig::default()
+            }),
             cg,
             unenforced,
             events: VecDeque::new(),
             procs: BTreeMap::new(),
             notes,
         };
+        spawned.plan.exit_when_idle = opts.one_shot;
         if let Err(e) = sb.handshake(&spawned.plan.to_bytes()) {
             sb.kill();
             sb.reap(true);
@@ -633,6 +652,15 @@ impl Sandbox {
             let frame = match self.ch.recv() {
                 Ok(Some(f)) => f,
                 Ok(None) => return Ok(()),
+                // Bytes that are no frame: the agent is not to be trusted
+                // any more.
+                Err(v2::Error::Wire(w)) => {
+                    self.state = State::Failed;
+                    self.kill();
+                    return Err(CoreError::AgentMisbehaved {
+                        what: w.to_string(),
+                    });
+                }
                 Err(_) => {
                     self.gone();
                     return Ok(());
@@ -862,17 +890,19 @@ impl Sandbox {
         }
     }
 
-    /// Ends the sandbox. `wait`: until the agent and (container) every
-    /// process of the sandbox is gone — PID 1 of a namespace is reapable
-    /// only once everything else in it is — at most 5 s; a CLI about to
-    /// exit need not wait (the kernel is already killing everything), but
-    /// with cgroups the groups can only be removed once empty.
-    pub fn close(mut self, wait: bool) -> Teardown {
+    /// Ends the sandbox: kills everything in it and waits (at most 5 s)
+    /// until its agent is gone and reaped — PID 1 of a namespace is
+    /// reapable only once everything else in it is. Always waited for: a
+    /// child left unreaped would be reparented to init, and not every init
+    /// reaps (container inits, some VM agents), so it would stay a zombie.
+    pub fn close(mut self) -> Teardown {
         if !self.reaped {
             if self.state != State::Stopped {
                 self.kill();
             }
-            self.reap(wait || self.cg.is_some());
+            crate::timing::mark("killed");
+            self.reap(true);
+            crate::timing::mark("reaped");
         }
         let mut t = Teardown::default();
         if let Some(cg) = self.cg.take() {
@@ -888,7 +918,7 @@ impl Drop for Sandbox {
     fn drop(&mut self) {
         if !self.reaped {
             self.kill();
-            self.reap(false);
+            self.reap(true);
         }
         if let Some(cg) = self.cg.take() {
             cg.destroy();

@@ -29,6 +29,7 @@ use crate::{sys, JailError};
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -64,22 +65,43 @@ AppArmor profile for airlock); elsewhere check `sysctl user.max_user_namespaces`
 or use `airlock run --isolation microvm`. `airlock doctor` checks all of this";
 
 /// The running binary, opened once, before any sandbox exists.
-pub fn agent_exe() -> io::Result<RawFd> {
-    static EXE: OnceLock<Result<OwnedFd, i32>> = OnceLock::new();
-    let r = EXE.get_or_init(|| {
-        // SAFETY: a constant C string; the kernel returns a new fd or -1.
-        let fd =
-            unsafe { libc::open(c"/proc/self/exe".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
-        if fd < 0 {
-            Err(io::Error::last_os_error()
-                .raw_os_error()
-                .unwrap_or(libc::EIO))
-        } else {
-            // SAFETY: a new fd that nothing else owns.
-            Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-        }
+static AGENT_EXE: OnceLock<Result<OwnedFd, i32>> = OnceLock::new();
+
+fn open_exe(path: &std::ffi::CStr) -> Result<OwnedFd, i32> {
+    // SAFETY: a valid C string; the kernel returns a new fd or -1.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        Err(io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO))
+    } else {
+        // SAFETY: a new fd that nothing else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+}
+
+/// Uses the airlock binary at `path` as every sandbox's agent, instead of
+/// this process's own executable (for programs that link the core but are
+/// not airlock: tests, embedders). Opened now, before any sandbox exists;
+/// fails if an agent binary was already chosen.
+pub fn set_agent_exe(path: &Path) -> io::Result<()> {
+    let c = sys::cpath(path)?;
+    let mut result = Err(io::Error::from_raw_os_error(libc::EBUSY));
+    AGENT_EXE.get_or_init(|| {
+        let r = open_exe(&c);
+        result = r
+            .as_ref()
+            .map(|_| ())
+            .map_err(|e| io::Error::from_raw_os_error(*e));
+        r
     });
-    match r {
+    result
+}
+
+/// The agent's binary: airlock's own executable, opened once, before any
+/// sandbox exists (a sandbox can never replace what later agents run).
+pub fn agent_exe() -> io::Result<RawFd> {
+    match AGENT_EXE.get_or_init(|| open_exe(c"/proc/self/exe")) {
         Ok(fd) => Ok(fd.as_raw_fd()),
         Err(e) => Err(io::Error::from_raw_os_error(*e)),
     }
@@ -294,11 +316,48 @@ pub fn prespawn(stream: bool, idmap: Option<IdMap>) -> Result<Pending, JailError
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        if !self.done {
+        if self.done {
+            return;
+        }
+        if self.idmap.is_none() {
             // SAFETY: kills and reaps our own child, never started.
             unsafe {
                 libc::kill(self.pid, libc::SIGKILL);
                 libc::waitpid(self.pid, std::ptr::null_mut(), 0);
+            }
+            return;
+        }
+        // A container agent may have cloned PID 1 already (our child) and
+        // only its report tells us its pid. Nothing more is coming from us
+        // (it sees EOF, goes on without a network namespace if it waited
+        // for one, reports, and exits); then the report, if any, is here.
+        // SAFETY: shutdown of our own socket.
+        unsafe { libc::shutdown(self.ctl.as_raw_fd(), libc::SHUT_WR) };
+        let end = std::time::Instant::now() + Duration::from_secs(2);
+        loop {
+            // SAFETY: reaps our own child if it has exited.
+            let r = unsafe { libc::waitpid(self.pid, std::ptr::null_mut(), libc::WNOHANG) };
+            if r != 0 {
+                break;
+            }
+            if std::time::Instant::now() >= end {
+                // SAFETY: kills and reaps our own child.
+                unsafe {
+                    libc::kill(self.pid, libc::SIGKILL);
+                    libc::waitpid(self.pid, std::ptr::null_mut(), 0);
+                }
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if let Ok(r) = recv_ctl(self.ctl.as_raw_fd(), Duration::ZERO) {
+            if r.len() == 5 && r[0] == REPORT_PID {
+                let pid1 = u32::from_le_bytes([r[1], r[2], r[3], r[4]]) as libc::pid_t;
+                // SAFETY: PID 1 is our child (CLONE_PARENT), unreaped.
+                unsafe {
+                    libc::kill(pid1, libc::SIGKILL);
+                    libc::waitpid(pid1, std::ptr::null_mut(), 0);
+                }
             }
         }
     }
@@ -658,6 +717,8 @@ pub fn agent_bootstrap() -> Bootstrap {
             0,
         )
     };
+    // Had airlock died before the parent-death signal was armed, the wait
+    // for the go below ends at once (its end of the socket is closed).
     sys::timing::mark("pid 1");
     // Wait for the go (the id maps are written), with the mount trees.
     let (go, fds) = match recv_with_fds(FD_CONTROL) {

@@ -43,6 +43,14 @@ pub enum SpecError {
         min: &'static str,
         why: &'static str,
     },
+    #[error("{what} {value} is too large: it must be at most {max}")]
+    TooLarge {
+        what: &'static str,
+        value: String,
+        max: &'static str,
+    },
+    #[error("{what} contains a NUL byte, which no path, argument or variable may hold")]
+    Nul { what: &'static str },
     #[error("no command given (usage: airlock run [FLAGS] -- COMMAND [ARGS...])")]
     NoCommand,
     #[error("{what} is not available with --isolation {isolation}: {why}")]
@@ -222,9 +230,62 @@ impl Limits {
                 " (the sandbox's own /etc and directories live there too)",
             );
         }
+        let large = |what, value: String, max| Err(SpecError::TooLarge { what, value, max });
+        if self.disk > MAX_SIZE {
+            return large("--disk", self.disk.to_string(), "1P");
+        }
+        if let Some(m) = self.memory {
+            if m > MAX_SIZE {
+                return large("--memory", m.to_string(), "1P");
+            }
+        }
+        if let Some(o) = self.output {
+            if o > MAX_SIZE {
+                return large("--output-limit", o.to_string(), "1P");
+            }
+        }
+        if let Some(p) = self.pids {
+            if p > MAX_PIDS {
+                return large(
+                    "--pids",
+                    p.to_string(),
+                    "4194304 (the kernel's own maximum)",
+                );
+            }
+        }
+        if let Some(c) = self.cpus {
+            if !c.is_finite() || !(MIN_CPUS..=MAX_CPUS).contains(&c) {
+                return Err(SpecError::Cpus {
+                    input: c.to_string(),
+                    why: "a number of cores between 0.01 and 4096",
+                });
+            }
+        }
+        if self.timeout.is_zero() {
+            return small("--timeout", "0".into(), "1ms", "");
+        }
+        if self.timeout > MAX_TIMEOUT {
+            return large(
+                "--timeout",
+                format!("{}s", self.timeout.as_secs()),
+                "365 days",
+            );
+        }
         Ok(())
     }
 }
+
+/// The largest size of anything (`--memory`, `--disk`, `--output-limit`):
+/// 1 PiB. Larger values are mistakes, and some would wrap to "unlimited"
+/// where the kernel parses them.
+pub const MAX_SIZE: u64 = 1 << 50;
+/// The kernel's own maximum number of tasks (`pid_max` cannot exceed it).
+pub const MAX_PIDS: u64 = 4_194_304;
+pub const MIN_CPUS: f64 = 0.01;
+pub const MAX_CPUS: f64 = 4096.0;
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+/// Ids inside the sandbox are below this (the mapping covers 65536 ids).
+pub const MAX_ID: u32 = 65536;
 
 /// Network policy. Only `none` (loopback only) exists so far.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -296,8 +357,39 @@ impl SandboxSpec {
         if self.command.is_empty() || self.command[0].is_empty() {
             return Err(SpecError::NoCommand);
         }
+        if self.command.iter().any(|a| a.contains('\0')) {
+            return Err(SpecError::Nul {
+                what: "the command",
+            });
+        }
+        for (k, v) in &self.env {
+            validate_env_key(k)?;
+            if v.contains('\0') {
+                return Err(SpecError::Nul {
+                    what: "an --env value",
+                });
+            }
+        }
+        if self.user.uid >= MAX_ID || self.user.gid >= MAX_ID {
+            return Err(SpecError::User {
+                input: format!("{}:{}", self.user.uid, self.user.gid),
+                why: "ids inside the sandbox are below 65536",
+            });
+        }
         validate_hostname(&self.hostname)?;
         self.limits.validate()?;
+        for m in &self.mounts {
+            if m.source.as_os_str().as_encoded_bytes().contains(&0) {
+                return Err(SpecError::Nul {
+                    what: "a mount source",
+                });
+            }
+        }
+        if let Some(w) = &self.workdir {
+            if w.as_os_str().as_encoded_bytes().contains(&0) {
+                return Err(SpecError::Nul { what: "--workdir" });
+            }
+        }
         let mut seen: Vec<&Path> = Vec::new();
         for m in &self.mounts {
             validate_target(&m.target)?;
@@ -360,6 +452,40 @@ impl SandboxSpec {
     }
 }
 
+/// A spec that passed [`SandboxSpec::validate`]: the only kind a backend
+/// accepts, so that every check holds for the CLI, a JSON spec and the API
+/// alike.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidSpec(SandboxSpec);
+
+impl ValidSpec {
+    pub fn into_inner(self) -> SandboxSpec {
+        self.0
+    }
+}
+
+impl std::ops::Deref for ValidSpec {
+    type Target = SandboxSpec;
+    fn deref(&self) -> &SandboxSpec {
+        &self.0
+    }
+}
+
+impl TryFrom<SandboxSpec> for ValidSpec {
+    type Error = SpecError;
+    fn try_from(s: SandboxSpec) -> Result<ValidSpec, SpecError> {
+        s.validate()?;
+        Ok(ValidSpec(s))
+    }
+}
+
+impl SandboxSpec {
+    /// Validates the spec into the form backends take.
+    pub fn validated(self) -> Result<ValidSpec, SpecError> {
+        ValidSpec::try_from(self)
+    }
+}
+
 /// Targets airlock itself owns: a mount there would hide or replace the
 /// sandbox's own plumbing.
 const RESERVED_TARGETS: &[&str] = &[
@@ -403,6 +529,21 @@ pub fn validate_target(target: &Path) -> Result<(), SpecError> {
         }
     }
     Ok(())
+}
+
+/// A variable name: letters, digits and `_`, not starting with a digit.
+pub fn validate_env_key(key: &str) -> Result<(), SpecError> {
+    let ok = !key.is_empty()
+        && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !key.as_bytes()[0].is_ascii_digit();
+    if ok {
+        Ok(())
+    } else {
+        Err(SpecError::Env {
+            input: key.to_string(),
+            why: "a name is letters, digits and '_', not starting with a digit",
+        })
+    }
 }
 
 fn validate_hostname(h: &str) -> Result<(), SpecError> {
@@ -582,5 +723,40 @@ mod tests {
         assert_eq!(User::SANDBOX.home(), PathBuf::from("/home/sandbox"));
         assert_eq!(User::ROOT.home(), PathBuf::from("/root"));
         assert_eq!(User { uid: 5, gid: 5 }.name(), "u5");
+    }
+
+    /// A JSON spec (the API's way in) meets every check the CLI's parsers
+    /// make: nothing out of range reaches a backend.
+    #[test]
+    fn json_specs_are_held_to_every_range() {
+        let bad = [
+            r#"{"command":["true"],"limits":{"timeout":60000,"memory":null,"pids":null,"cpus":null,"disk":0,"output":null}}"#,
+            r#"{"command":["true"],"limits":{"timeout":60000,"memory":null,"pids":null,"cpus":null,"disk":18446744073709551615,"output":null}}"#,
+            r#"{"command":["true"],"limits":{"timeout":60000,"memory":0,"pids":null,"cpus":null,"disk":1048576,"output":null}}"#,
+            r#"{"command":["true"],"limits":{"timeout":60000,"memory":null,"pids":0,"cpus":null,"disk":1048576,"output":null}}"#,
+            r#"{"command":["true"],"limits":{"timeout":60000,"memory":null,"pids":99999999,"cpus":null,"disk":1048576,"output":null}}"#,
+            r#"{"command":["true"],"limits":{"timeout":60000,"memory":null,"pids":null,"cpus":0.0,"disk":1048576,"output":null}}"#,
+            r#"{"command":["true"],"limits":{"timeout":60000,"memory":null,"pids":null,"cpus":100000.0,"disk":1048576,"output":null}}"#,
+            r#"{"command":["true"],"limits":{"timeout":0,"memory":null,"pids":null,"cpus":null,"disk":1048576,"output":null}}"#,
+            r#"{"command":["true"],"user":{"uid":70000,"gid":0}}"#,
+            r#"{"command":["true"],"env":[["1X","y"]]}"#,
+            r#"{"command":["true"],"env":[["X","a\u0000b"]]}"#,
+            r#"{"command":["tr\u0000ue"]}"#,
+            r#"{"command":[]}"#,
+            r#"{"command":["true"],"hostname":"no spaces"}"#,
+            r#"{"command":["true"],"workdir":"rel"}"#,
+            r#"{"command":["true"],"mounts":[{"source":"/tmp","target":"/proc/x"}]}"#,
+            r#"{"command":["true"],"mounts":[{"source":"tmp","target":"/x"}]}"#,
+        ];
+        for j in bad {
+            let s: SandboxSpec = serde_json::from_str(j).unwrap_or_else(|e| panic!("{j}: {e}"));
+            assert!(s.clone().validated().is_err(), "accepted: {j}");
+        }
+        let good: SandboxSpec = serde_json::from_str(
+            r#"{"command":["true"],"limits":{"timeout":60000,"memory":67108864,"pids":64,"cpus":0.5,"disk":1048576,"output":0}}"#,
+        )
+        .unwrap();
+        let v = good.clone().validated().unwrap();
+        assert_eq!(*v, good);
     }
 }

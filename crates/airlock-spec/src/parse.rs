@@ -151,16 +151,13 @@ pub fn parse_env(input: &str) -> Result<EnvArg, SpecError> {
         Some((k, v)) => (k, Some(v)),
         None => (input, None),
     };
-    if key.is_empty() {
-        return Err(bad("empty variable name"));
-    }
-    if !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        || key.as_bytes()[0].is_ascii_digit()
-    {
-        return Err(bad(
-            "a name is letters, digits and '_', not starting with a digit",
-        ));
-    }
+    crate::validate_env_key(key).map_err(|_| {
+        bad(if key.is_empty() {
+            "empty variable name"
+        } else {
+            "a name is letters, digits and '_', not starting with a digit"
+        })
+    })?;
     Ok(match value {
         Some(v) => EnvArg::Set(key.to_string(), v.to_string()),
         None => EnvArg::Copy(key.to_string()),

@@ -125,22 +125,32 @@ pub fn encode(msg: &Message, out: &mut Vec<u8>) -> Result<usize, WireError> {
     let kind = msg.kind();
     let id = msg.id();
     check_id(kind, id)?;
-    let mut body = Vec::new();
-    msg.encode_body(&mut body)?;
+    // The body goes straight after a header-sized gap (one copy of the
+    // data, not two); the header is filled in once the length is known.
+    let start = out.len();
+    out.resize(start + HEADER_LEN, 0);
+    if let Err(e) = msg.encode_body(out) {
+        out.truncate(start);
+        return Err(e);
+    }
+    let body_len = out.len() - start - HEADER_LEN;
     let max = if kind.fragmentable() {
         MAX_MESSAGE
     } else {
         MAX_BODY
     };
-    if body.len() > max {
+    if body_len > max {
+        out.truncate(start);
         return Err(WireError::MessageTooLarge { kind, max });
     }
-    if body.len() <= MAX_BODY {
-        out.reserve(HEADER_LEN + body.len());
-        push_header(out, kind, 0, id, body.len());
-        out.extend_from_slice(&body);
+    if body_len <= MAX_BODY {
+        let mut h = Vec::with_capacity(HEADER_LEN);
+        push_header(&mut h, kind, 0, id, body_len);
+        out[start..start + HEADER_LEN].copy_from_slice(&h);
         return Ok(1);
     }
+    let body = out.split_off(start + HEADER_LEN);
+    out.truncate(start);
     let n = body.len().div_ceil(MAX_BODY);
     out.reserve(n * HEADER_LEN + body.len());
     for (i, chunk) in body.chunks(MAX_BODY).enumerate() {

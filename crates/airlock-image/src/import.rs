@@ -30,6 +30,9 @@ impl ImportOptions {
     }
 }
 
+/// Most files in the outer archive (blobs and metadata, not layer entries).
+const MAX_ARCHIVE_FILES: u64 = 100_000;
+
 /// Largest JSON document (manifest, index, config) we read.
 const MAX_DOC: u64 = 16 << 20;
 
@@ -96,11 +99,11 @@ fn stage_archive(
             why: format!("not a tar archive: {e}"),
         })?;
         for (n, entry) in entries.enumerate() {
-            if n as u64 > opts.limits.max_entries {
+            if n as u64 > MAX_ARCHIVE_FILES {
                 return Err(ImageError::Limit {
                     what: format!("the number of files in {what}"),
-                    limit: opts.limits.max_entries,
-                    hint: "raise --max-entries if the archive is genuine",
+                    limit: MAX_ARCHIVE_FILES,
+                    hint: "an image archive holds a few files per layer",
                 });
             }
             let mut entry = entry.map_err(|e| ImageError::Format {
@@ -447,7 +450,7 @@ pub(crate) fn finish(
         txn.put_blob_bytes(manifest_bytes, Some(&manifest_digest), &what)?;
     }
     let cdigest = m.config.digest(&what)?;
-    let cbytes = read_small(txn, &cdigest, &what, "image")?;
+    let cbytes = read_small(txn, &cdigest, &what, "archive or the store")?;
     let config = ImageConfig::parse(&cbytes, &format!("config {}", cdigest.short()))?;
     if !config.os.is_empty() && config.os != "linux" {
         return Err(ImageError::Format {
@@ -473,7 +476,7 @@ pub(crate) fn finish(
             return Err(ImageError::MissingBlob {
                 what: format!("{what} (layer {i})"),
                 digest: d.to_string(),
-                source_kind: "image",
+                source_kind: "archive or the store",
             });
         }
         layers.push(LayerRecord {

@@ -183,6 +183,7 @@ struct Applier<'a> {
     opts: ApplyOptions,
     as_root: bool,
     max_path: usize,
+    max_entries: u64,
     entries_left: &'a mut u64,
     bytes_left: u64,
     created: HashSet<Vec<u8>>,
@@ -206,12 +207,14 @@ pub fn apply_layer(
     let stream = decompress(blob).map_err(|e| lerr(format!("cannot read: {e}")))?;
     let mut hr = HashReader::new(stream, budget.bytes_left);
     let root = fsx::open_dir(tree)?;
+    let max_bytes = budget.limits.max_bytes;
     let mut ap = Applier {
         root,
         layer: layer.to_string(),
         opts,
         as_root: fsx::is_root(),
         max_path: budget.limits.max_path,
+        max_entries: budget.limits.max_entries,
         entries_left: &mut budget.entries_left,
         bytes_left: budget.bytes_left,
         created: HashSet::new(),
@@ -223,9 +226,9 @@ pub fn apply_layer(
             .and_then(|i| i.downcast_ref::<OverLimit>())
             .is_some()
     };
-    let limit_err = |limit: u64| ImageError::Limit {
+    let limit_err = |_left: u64| ImageError::Limit {
         what: format!("the uncompressed size of the image (at layer {layer})"),
-        limit,
+        limit: max_bytes,
         hint: "a decompression bomb, or raise --max-size",
     };
     {
@@ -338,7 +341,7 @@ impl Applier<'_> {
         if *self.entries_left == 0 {
             return Err(ImageError::Limit {
                 what: "the number of entries in the image".into(),
-                limit: 0,
+                limit: self.max_entries,
                 hint: "raise --max-entries if the image is genuine",
             });
         }
@@ -596,7 +599,7 @@ impl Applier<'_> {
                 )
                 .map_err(|e| self.ioerr(&raw, "create", e.into()))?;
                 let mut f = File::from(fd);
-                let n = io::copy(&mut entry, &mut f).map_err(|e| self.ioerr(&raw, "write", e))?;
+                let n = self.copy_data(&raw, &mut entry, &mut f)?;
                 if n != size {
                     return Err(self.refuse(
                         &raw,
@@ -664,6 +667,43 @@ impl Applier<'_> {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Copies an entry's data, telling a bad layer (read side) from a
+    /// failing store (write side).
+    fn copy_data(&self, raw: &[u8], r: &mut impl Read, w: &mut File) -> Result<u64> {
+        use std::io::Write as _;
+        let mut buf = vec![0u8; 1 << 16];
+        let mut n = 0u64;
+        loop {
+            let k = match r.read(&mut buf) {
+                Ok(0) => return Ok(n),
+                Ok(k) => k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    if e.get_ref()
+                        .and_then(|i| i.downcast_ref::<OverLimit>())
+                        .is_some()
+                    {
+                        return Err(ImageError::Io {
+                            op: "read",
+                            path: fsx::join(Path::new("/"), raw),
+                            source: e,
+                        });
+                    }
+                    return Err(ImageError::Layer {
+                        layer: self.layer.clone(),
+                        why: format!(
+                            "corrupt or truncated stream in entry {:?}: {e}",
+                            String::from_utf8_lossy(raw)
+                        ),
+                    });
+                }
+            };
+            w.write_all(&buf[..k])
+                .map_err(|e| self.ioerr(raw, "write", e))?;
+            n += k as u64;
+        }
     }
 
     /// Directory owners, modes and times, deepest first, once their

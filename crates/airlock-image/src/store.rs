@@ -243,7 +243,8 @@ impl Store {
         self.root.join("rootfs").join(&rec.rootfs)
     }
 
-    pub(crate) fn tree_dir(&self, key: &str) -> PathBuf {
+    /// The tree stored under `key` (e.g. [`ImageRecord::rootfs`]).
+    pub fn tree_dir(&self, key: &str) -> PathBuf {
         self.root.join("rootfs").join(key)
     }
 

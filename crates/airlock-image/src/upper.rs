@@ -86,6 +86,8 @@ fn whiteout_header() -> tar::Header {
     let mut h = tar::Header::new_gnu();
     h.set_entry_type(tar::EntryType::Regular);
     h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
     h.set_size(0);
     h.set_mtime(0);
     h

@@ -897,3 +897,524 @@ fn dockerfile_errors_are_clear() {
     o.ok();
     assert_eq!(inspect(Who::Root, state.path(), "onhost")["base"], "host");
 }
+
+/// A token server for the registry's `auth: token` (RS256 JWTs with the
+/// signing certificate in `x5c`, which the registry's rootcertbundle
+/// trusts), on loopback. It grants what is asked to `user:secret`.
+mod registry {
+    use super::*;
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::process::{Child, Command};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    pub const USER: &str = "user";
+    pub const PASS: &str = "secret";
+
+    pub struct Registry {
+        pub addr: String,
+        pub dir: tempdir::Dir,
+        child: Child,
+        /// Sign tokens with a key the registry does not trust.
+        pub bad_key: Arc<AtomicBool>,
+    }
+
+    impl Drop for Registry {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    fn b64url(b: &[u8]) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+    }
+
+    fn openssl(args: &[&str], dir: &Path) {
+        let o = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+
+    fn free_port() -> u16 {
+        TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    fn token(dir: &Path, bad: bool, scope: &str) -> String {
+        let (key, cert) = if bad {
+            ("bad.key", "bad.pem")
+        } else {
+            ("key.pem", "cert.pem")
+        };
+        let pem = std::fs::read_to_string(dir.join(cert)).unwrap();
+        let der_b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        let header = serde_json::json!({"typ": "JWT", "alg": "RS256", "x5c": [der_b64]});
+        let mut access = Vec::new();
+        // scope=repository:NAME:ACTIONS
+        if let Some(rest) = scope.strip_prefix("repository:") {
+            if let Some((name, actions)) = rest.rsplit_once(':') {
+                access.push(serde_json::json!({"type": "repository", "name": name, "actions": actions.split(',').collect::<Vec<_>>()}));
+            }
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let claims = serde_json::json!({
+            "iss": "airlock-test-issuer", "sub": USER, "aud": "airlock-test",
+            "exp": now + 600, "nbf": now - 10, "iat": now, "jti": format!("{now}-{}", access.len()),
+            "access": access,
+        });
+        let signing = format!(
+            "{}.{}",
+            b64url(header.to_string().as_bytes()),
+            b64url(claims.to_string().as_bytes())
+        );
+        let input = dir.join(format!("sign-{}", std::process::id()));
+        std::fs::write(&input, &signing).unwrap();
+        let o = Command::new("openssl")
+            .args(["dgst", "-sha256", "-sign", key])
+            .arg(&input)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(o.status.success());
+        format!("{signing}.{}", b64url(&o.stdout))
+    }
+
+    fn serve(stream: TcpStream, dir: &Path, bad: bool) {
+        use base64::Engine;
+        let mut r = BufReader::new(stream.try_clone().unwrap());
+        let mut line = String::new();
+        if r.read_line(&mut line).is_err() {
+            return;
+        }
+        let mut auth = None;
+        loop {
+            let mut h = String::new();
+            if r.read_line(&mut h).is_err() || h.trim().is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                if k.eq_ignore_ascii_case("authorization") {
+                    auth = Some(v.trim().to_string());
+                }
+            }
+        }
+        let path = line.split_whitespace().nth(1).unwrap_or("");
+        let query = path.split_once('?').map(|(_, q)| q).unwrap_or("");
+        let mut scope = String::new();
+        for kv in query.split('&') {
+            if let Some(v) = kv.strip_prefix("scope=") {
+                scope = v
+                    .replace("%3A", ":")
+                    .replace("%2C", ",")
+                    .replace("%2F", "/");
+            }
+        }
+        let want = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASS}"))
+        );
+        let (status, body) = if auth.as_deref() == Some(want.as_str()) {
+            let t = token(dir, bad, &scope);
+            (
+                "200 OK",
+                serde_json::json!({"token": t, "access_token": t, "expires_in": 600}).to_string(),
+            )
+        } else {
+            (
+                "401 Unauthorized",
+                r#"{"errors":[{"code":"UNAUTHORIZED","message":"bad credentials"}]}"#.to_string(),
+            )
+        };
+        let mut s = stream;
+        let _ = write!(s, "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+    }
+
+    /// Starts the token server and `docker-registry` on loopback, or skips.
+    pub fn start() -> Option<Registry> {
+        for tool in ["docker-registry", "skopeo", "openssl"] {
+            if Command::new("sh")
+                .arg("-c")
+                .arg(format!("command -v {tool}"))
+                .output()
+                .map(|o| !o.status.success())
+                .unwrap_or(true)
+            {
+                skip(&format!(
+                    "{tool} is not installed (scripts/setup.sh installs it)"
+                ));
+                return None;
+            }
+        }
+        let dir = tempdir::Dir::new();
+        let d = dir.path().to_path_buf();
+        for k in ["key", "bad"] {
+            let (key, cert) = if k == "key" {
+                ("key.pem", "cert.pem")
+            } else {
+                ("bad.key", "bad.pem")
+            };
+            openssl(
+                &[
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-keyout",
+                    key,
+                    "-out",
+                    cert,
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=airlock-test-token",
+                ],
+                &d,
+            );
+        }
+        let tl = TcpListener::bind("127.0.0.1:0").unwrap();
+        let tport = tl.local_addr().unwrap().port();
+        let bad_key = Arc::new(AtomicBool::new(false));
+        {
+            let d = d.clone();
+            let bad = bad_key.clone();
+            std::thread::spawn(move || {
+                for s in tl.incoming().flatten() {
+                    serve(s, &d, bad.load(Ordering::SeqCst));
+                }
+            });
+        }
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        std::fs::write(
+            d.join("config.yml"),
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}/data\nhttp:\n  addr: {addr}\nauth:\n  token:\n    realm: http://127.0.0.1:{tport}/token\n    service: airlock-test\n    issuer: airlock-test-issuer\n    rootcertbundle: {}/cert.pem\n",
+                d.display(),
+                d.display()
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(d.join("registry.log")).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(d.join("config.yml"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let reg = Registry {
+            addr: addr.clone(),
+            dir,
+            child,
+            bad_key,
+        };
+        for _ in 0..100 {
+            if TcpStream::connect(&addr).is_ok() {
+                return Some(reg);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!(
+            "the registry did not start: {}",
+            std::fs::read_to_string(reg.dir.path().join("registry.log")).unwrap_or_default()
+        );
+    }
+
+    impl Registry {
+        /// `skopeo copy` of an OCI archive into REPO:TAG; the manifest digest.
+        pub fn push(&self, archive: &Path, repo_tag: &str, all: bool) -> String {
+            let d = self.dir.path();
+            std::fs::write(
+                d.join("policy.json"),
+                r#"{"default":[{"type":"insecureAcceptAnything"}]}"#,
+            )
+            .unwrap();
+            let digest = d.join("digest");
+            let mut c = Command::new("skopeo");
+            c.env("HOME", d)
+                .arg("--policy")
+                .arg(d.join("policy.json"))
+                .args([
+                    "copy",
+                    "--quiet",
+                    "--dest-tls-verify=false",
+                    "--dest-creds",
+                    &format!("{USER}:{PASS}"),
+                ])
+                .arg("--digestfile")
+                .arg(&digest);
+            if all {
+                c.arg("--all");
+            }
+            let o = c
+                .arg(format!("oci-archive:{}", archive.display()))
+                .arg(format!("docker://{}/{repo_tag}", self.addr))
+                .output()
+                .unwrap();
+            assert!(
+                o.status.success(),
+                "skopeo: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            std::fs::read_to_string(digest).unwrap().trim().to_string()
+        }
+
+        /// The registry's stored copy of a blob.
+        pub fn blob_data(&self, digest: &str) -> PathBuf {
+            let hex = digest.strip_prefix("sha256:").unwrap();
+            self.dir.path().join(format!(
+                "data/docker/registry/v2/blobs/sha256/{}/{hex}/data",
+                &hex[..2]
+            ))
+        }
+    }
+}
+
+/// `airlock image ARGS` with stdin and extra environment.
+fn image_in(state: &Path, args: &[&str], env: &[(&str, &str)], stdin: &str) -> Out {
+    use std::io::Write;
+    let sd = state.display().to_string();
+    let mut e = vec![("AIRLOCK_STATE_DIR", sd.as_str())];
+    e.extend_from_slice(env);
+    let mut c = airlock_env(Who::Root, &e).unwrap();
+    c.arg("image")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut ch = c.spawn().unwrap();
+    ch.stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let o = ch.wait_with_output().unwrap();
+    Out {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn pull_from_a_local_registry_with_token_auth() {
+    let Some(_) = airlock(Who::Root) else { return };
+    let Some(reg) = registry::start() else { return };
+    let state = tempdir::Dir::new();
+    let work = tempdir::Dir::new();
+    let t0 = std::time::Instant::now();
+
+    // A multi-platform index: linux/amd64 is the multilayer image,
+    // linux/arm64 something else; and a plain single image.
+    let amd = multilayer();
+    let arm = img(&[(tar(&[f("arch", "arm64")]), Comp::Gzip)], config());
+    let mut files = oci_files(&amd);
+    let arm_files = oci_files(&arm);
+    for (k, v) in &arm_files {
+        if k.starts_with("blobs/") {
+            files.insert(k.clone(), v.clone());
+        }
+    }
+    let manifest_of = |f: &std::collections::BTreeMap<String, Vec<u8>>| {
+        let idx: serde_json::Value = serde_json::from_slice(&f["index.json"]).unwrap();
+        idx["manifests"][0].clone()
+    };
+    let mut ma = manifest_of(&files);
+    let mut mr = manifest_of(&arm_files);
+    ma.as_object_mut().unwrap().remove("annotations");
+    mr.as_object_mut().unwrap().remove("annotations");
+    mr["platform"] = serde_json::json!({"architecture": "arm64", "os": "linux"});
+    let list = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [mr, ma],
+    }))
+    .unwrap();
+    files.insert(blob_name(&list), list.clone());
+    files.insert(
+        "index.json".into(),
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [{"mediaType": "application/vnd.oci.image.index.v1+json", "digest": airlock_image::Digest::of(&list).to_string(), "size": list.len()}],
+        }))
+        .unwrap(),
+    );
+    let multi = work.path().join("multi.tar");
+    std::fs::write(&multi, tar_files(&files)).unwrap();
+    reg.push(&multi, "airlock/multi:v1", true);
+    let single = work.path().join("single.tar");
+    std::fs::write(&single, tar_files(&oci_files(&multilayer()))).unwrap();
+    let digest = reg.push(&single, "airlock/single:v1", false);
+
+    let r = |p: &str| format!("{}/{p}", reg.addr);
+    let creds = [
+        "--username",
+        registry::USER,
+        "--password-stdin",
+        "--insecure",
+        "-q",
+    ];
+    let pull = |reference: &str, name: &str, pw: &str| {
+        let mut a = vec!["pull", reference, "--name", name];
+        a.extend_from_slice(&creds);
+        image_in(state.path(), &a, &[], pw)
+    };
+
+    // By tag, through the manifest list: the amd64 image.
+    let o = pull(&r("airlock/multi:v1"), "multi", registry::PASS);
+    o.ok();
+    assert_eq!(
+        snapshot(&rootfs(Who::Root, state.path(), "multi")),
+        expected_tree(0, 0, (1000, 1000))
+    );
+    assert_eq!(
+        inspect(Who::Root, state.path(), "multi")["defaults"]["working_dir"],
+        "/work"
+    );
+    // By digest.
+    let o = pull(
+        &r(&format!("airlock/single@{digest}")),
+        "bydigest",
+        registry::PASS,
+    );
+    o.ok();
+    assert_eq!(o.stdout.trim(), digest);
+    assert_eq!(
+        snapshot(&rootfs(Who::Root, state.path(), "bydigest")),
+        expected_tree(0, 0, (1000, 1000))
+    );
+    // Credentials from docker's config.json.
+    let dc = work.path().join("docker");
+    std::fs::create_dir_all(&dc).unwrap();
+    use base64::Engine;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!(
+        "{}:{}",
+        registry::USER,
+        registry::PASS
+    ));
+    std::fs::write(
+        dc.join("config.json"),
+        serde_json::json!({"auths": {reg.addr.clone(): {"auth": auth}}}).to_string(),
+    )
+    .unwrap();
+    let dcs = dc.display().to_string();
+    let o = image_in(
+        state.path(),
+        &[
+            "pull",
+            &r("airlock/single:v1"),
+            "--name",
+            "fromconfig",
+            "--insecure",
+            "-q",
+        ],
+        &[("DOCKER_CONFIG", &dcs)],
+        "",
+    );
+    o.ok();
+    assert_eq!(o.stdout.trim(), digest);
+
+    // Wrong password, no credentials, a token the registry does not trust.
+    let o = pull(&r("airlock/single:v1"), "x", "wrong");
+    assert_eq!(o.code, 125, "{o:?}");
+    assert!(o.stderr.contains("authentication failed"), "{o:?}");
+    assert_eq!(o.stderr.lines().count(), 1, "{o:?}");
+    let o = image_in(
+        state.path(),
+        &[
+            "pull",
+            &r("airlock/single:v1"),
+            "--name",
+            "x",
+            "--insecure",
+            "-q",
+        ],
+        &[],
+        "",
+    );
+    assert_eq!(o.code, 125, "{o:?}");
+    assert!(o.stderr.contains("authentication failed"), "{o:?}");
+    reg.bad_key.store(true, std::sync::atomic::Ordering::SeqCst);
+    let o = pull(&r("airlock/single:v1"), "x", registry::PASS);
+    reg.bad_key
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(o.code, 125, "{o:?}");
+    assert!(
+        o.stderr.contains("cannot fetch the manifest") && o.stderr.contains("refused the token"),
+        "{o:?}"
+    );
+    assert_eq!(o.stderr.lines().count(), 1, "{o:?}");
+    // Plain HTTP only for loopback.
+    let o = image_in(
+        state.path(),
+        &[
+            "pull",
+            "registry.example.com/x:1",
+            "--name",
+            "x",
+            "--insecure",
+            "-q",
+        ],
+        &[],
+        "",
+    );
+    assert_eq!(o.code, 125, "{o:?}");
+    assert!(o.stderr.contains("refusing plain HTTP"), "{o:?}");
+
+    // A manifest whose content no longer matches its digest: refused by
+    // tag and by digest, and nothing is kept.
+    let before = entries(&state.path().join("images/blobs/sha256")).len();
+    let data = reg.blob_data(&digest);
+    let mut m = std::fs::read_to_string(&data).unwrap();
+    let at = m.find("\"size\":").unwrap() + 7;
+    let digit = m.as_bytes()[at];
+    let flipped = if digit == b'9' {
+        '8'
+    } else {
+        (digit + 1) as char
+    };
+    m.replace_range(at..at + 1, &flipped.to_string());
+    std::fs::write(&data, &m).unwrap();
+    for reference in [
+        r("airlock/single:v1"),
+        r(&format!("airlock/single@{digest}")),
+    ] {
+        let o = pull(&reference, "tampered", registry::PASS);
+        assert_eq!(o.code, 125, "{o:?}");
+        assert!(
+            o.stderr.contains("digest mismatch") && o.stderr.contains(&digest),
+            "{o:?}"
+        );
+        assert_eq!(o.stderr.lines().count(), 1, "{o:?}");
+    }
+    assert!(
+        image(Who::Root, state.path(), &["inspect", "tampered"])
+            .unwrap()
+            .code
+            == 125
+    );
+    assert_eq!(
+        entries(&state.path().join("images/blobs/sha256")).len(),
+        before
+    );
+    assert_eq!(
+        entries(&state.path().join("images/tmp")),
+        Vec::<String>::new()
+    );
+    eprintln!("registry test: {:?}", t0.elapsed());
+}

@@ -219,6 +219,12 @@ fn describe(e: &oci_client::errors::OciDistributionError) -> String {
         }
         src = c.source();
     }
+    if matches!(
+        e,
+        oci_client::errors::OciDistributionError::UnauthorizedError { .. }
+    ) {
+        s.push_str(" (the registry refused the token or credentials)");
+    }
     s.replace('\n', " ")
 }
 
@@ -228,14 +234,23 @@ async fn manifest(
     auth: &RegistryAuth,
     registry: &str,
 ) -> Result<(Vec<u8>, Digest)> {
+    use oci_client::errors::{DigestError, OciDistributionError};
     let (body, got) = client
         .pull_manifest_raw(r, auth, oci::ACCEPTED_MANIFESTS)
         .await
-        .map_err(|e| {
-            rerr(
+        .map_err(|e| match e {
+            OciDistributionError::DigestError(DigestError::VerificationError {
+                expected,
+                actual,
+            }) => ImageError::DigestMismatch {
+                what: format!("manifest of {r}"),
+                expected,
+                actual,
+            },
+            e => rerr(
                 registry,
                 format!("cannot fetch the manifest of {r}: {}", describe(&e)),
-            )
+            ),
         })?;
     let body = body.to_vec();
     let actual = Digest::of(&body);

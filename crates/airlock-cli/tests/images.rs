@@ -1418,3 +1418,74 @@ fn pull_from_a_local_registry_with_token_auth() {
     );
     eprintln!("registry test: {:?}", t0.elapsed());
 }
+
+/// Slow (about a minute: it downloads Debian packages from the archive the
+/// host's apt uses), so kept as light as mmdebstrap allows: variant `apt`
+/// plus python3.
+#[test]
+fn slow_debian_image_with_mmdebstrap() {
+    let Some(_) = airlock(Who::Root) else { return };
+    if std::process::Command::new("sh")
+        .arg("-c")
+        .arg("command -v mmdebstrap")
+        .output()
+        .map(|o| !o.status.success())
+        .unwrap_or(true)
+    {
+        skip("mmdebstrap is not installed (scripts/setup.sh installs it)");
+        return;
+    }
+    let state = tempdir::Dir::new();
+    let t0 = std::time::Instant::now();
+    let o = image(
+        Who::Root,
+        state.path(),
+        &[
+            "build",
+            "--debian",
+            "bookworm",
+            "--packages",
+            "python3",
+            "--name",
+            "py",
+        ],
+    )
+    .unwrap();
+    o.ok();
+    eprintln!("mmdebstrap image: {:?}", t0.elapsed());
+    let v = inspect(Who::Root, state.path(), "py");
+    assert_eq!(v["layers"].as_array().unwrap().len(), 1);
+    assert_eq!(v["defaults"]["cmd"], serde_json::json!(["bash"]));
+    let root = PathBuf::from(v["rootfs_path"].as_str().unwrap());
+    let py = std::fs::symlink_metadata(root.join("usr/bin/python3")).unwrap();
+    assert!(py.file_type().is_symlink());
+    let target = std::fs::read_link(root.join("usr/bin/python3")).unwrap();
+    assert!(root.join("usr/bin").join(&target).is_file(), "{target:?}");
+    assert!(root.join("usr/bin/apt-get").is_file());
+    assert!(std::fs::read_to_string(root.join("etc/os-release"))
+        .unwrap()
+        .contains("bookworm"));
+    // No device nodes in an image.
+    let o = std::process::Command::new("find")
+        .arg(&root)
+        .args(["(", "-type", "c", "-o", "-type", "b", ")", "-print"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "");
+    // A bad package name is one clear line.
+    let o = image(
+        Who::Root,
+        state.path(),
+        &[
+            "build",
+            "--debian",
+            "bookworm",
+            "--packages",
+            "--evil",
+            "--name",
+            "x",
+        ],
+    )
+    .unwrap();
+    assert_eq!(o.code, 125);
+}

@@ -26,14 +26,14 @@ pub enum ImageCmd {
         name: String,
     },
     /// Import a `docker save` archive, an OCI archive or an OCI layout directory.
-    Import(ImportArgs),
+    Import(Box<ImportArgs>),
     /// Pull an image from an OCI registry (distribution API v2).
-    Pull(PullArgs),
+    Pull(Box<PullArgs>),
     /// Build an image from a Dockerfile, or a Debian image with mmdebstrap.
     #[command(
         after_help = "Examples:\n  airlock image build --debian bookworm --packages python3,git --name py\n  airlock image build -f Dockerfile --name app ."
     )]
-    Build(BuildArgs),
+    Build(Box<BuildArgs>),
     /// Forget the build cache and remove what no image uses.
     Prune,
 }
@@ -328,7 +328,7 @@ pub fn run(cmd: ImageCmd) -> Result<i32> {
             done(&bars, "pulled", &rec);
             Ok(0)
         }
-        ImageCmd::Build(a) => build(&store, a),
+        ImageCmd::Build(a) => build(&store, *a),
         ImageCmd::Prune => {
             store.prune()?;
             Ok(0)

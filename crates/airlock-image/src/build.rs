@@ -277,7 +277,7 @@ pub fn build(
                 vars.insert(k.to_string(), v.to_string());
             }
         }
-        let x = |w: &str| dockerfile::expand(w, &vars, esc).map_err(|why| serr(why));
+        let x = |w: &str| dockerfile::expand(w, &vars, esc).map_err(&serr);
         let mut produced: Option<(StepLayer, bool)> = None;
         match &ins.inst {
             Inst::From { .. } => {}
@@ -571,7 +571,7 @@ pub fn build(
 enum BaseImage {
     Scratch,
     Host,
-    Image(ImageRecord),
+    Image(Box<ImageRecord>),
 }
 
 /// FROM: `scratch`, `host`, an image in the store, `debian:<suite>`
@@ -588,14 +588,16 @@ fn resolve_base(
         _ => {}
     }
     if let Ok(rec) = store.get(image) {
-        return Ok(BaseImage::Image(rec));
+        return Ok(BaseImage::Image(Box::new(rec)));
     }
     if let Some(suite) = image.strip_prefix("debian:") {
         if !suite.is_empty() && suite.bytes().all(|b| b.is_ascii_lowercase()) {
             let mut d = DebianOptions::new(image, suite);
             d.import.limits = opts.limits;
             d.mirror = opts.base.debian_mirror.clone();
-            return Ok(BaseImage::Image(debian::build_debian(store, &d, progress)?));
+            return Ok(BaseImage::Image(Box::new(debian::build_debian(
+                store, &d, progress,
+            )?)));
         }
     }
     let mut p = opts.base.pull.clone();
@@ -604,7 +606,9 @@ fn resolve_base(
         limits: opts.limits,
         allow_setuid: false,
     };
-    Ok(BaseImage::Image(pull::pull(store, image, &p, progress)?))
+    Ok(BaseImage::Image(Box::new(pull::pull(
+        store, image, &p, progress,
+    )?)))
 }
 
 struct State {
@@ -1013,12 +1017,9 @@ fn plan_copy(
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         if md.is_dir() {
-            let target = if found.len() > 1 && !single_dir {
-                dest_rel.clone()
-            } else {
-                dest_rel.clone()
-            };
-            // Contents of the directory go into the destination.
+            // The contents of a directory go into the destination (as
+            // with docker, also when several directories are copied).
+            let target = dest_rel.clone();
             let mut stack = vec![(host.clone(), rel.clone(), target.clone(), 0usize)];
             while let Some((hdir, crel, drel, depth)) = stack.pop() {
                 if depth > fsx::MAX_DEPTH {
@@ -1076,12 +1077,8 @@ fn plan_copy(
             }
         } else if md.is_file() {
             if add && is_tar_file(&host) {
-                let target = if dest_is_dir {
-                    dest_rel.clone()
-                } else {
-                    dest_rel.clone()
-                };
-                items.push((target, Item::Extract { host }));
+                // A local tar is unpacked into the destination directory.
+                items.push((dest_rel.clone(), Item::Extract { host }));
             } else {
                 let d = if dest_is_dir {
                     under(&dest_rel, &base_name)

@@ -198,10 +198,8 @@ fn size_dir(dir: BorrowedFd<'_>, seen: &mut HashSet<(u64, u64)>, depth: usize) -
                 let sub = open_subdir(dir, &name)?;
                 total += size_dir(sub.as_fd(), seen, depth + 1)?;
             }
-            FileType::RegularFile => {
-                if st.st_nlink <= 1 || seen.insert((st.st_dev, st.st_ino)) {
-                    total += st.st_size as u64;
-                }
+            FileType::RegularFile if st.st_nlink <= 1 || seen.insert((st.st_dev, st.st_ino)) => {
+                total += st.st_size as u64;
             }
             _ => {}
         }

@@ -1489,3 +1489,44 @@ fn slow_debian_image_with_mmdebstrap() {
     .unwrap();
     assert_eq!(o.code, 125);
 }
+
+#[test]
+fn a_killed_import_leaves_no_image_and_its_staging_is_removed() {
+    let Some(_) = airlock(Who::Root) else { return };
+    let state = tempdir::Dir::new();
+    let work = tempdir::Dir::new();
+    // Big enough to take a while to extract: 2000 files of 32 KiB.
+    let zeros = "\0".repeat(32 << 10);
+    let files: Vec<E> = (0..2000).map(|i| f(Box::leak(format!("d{}/f{i}", i % 40).into_boxed_str()), &zeros)).collect();
+    let p = work.path().join("big.tar");
+    std::fs::write(&p, tar_files(&oci_files(&img(&[(tar(&files), Comp::None)], config())))).unwrap();
+    let sd = state.path().display().to_string();
+    let mut c = airlock_env(Who::Root, &[("AIRLOCK_STATE_DIR", sd.as_str())]).unwrap();
+    let mut ch = c.args(["image", "import", p.to_str().unwrap(), "--name", "big", "-q"]).stdin(Stdio::null()).spawn().unwrap();
+    // Kill it once it is extracting (its tree is staged under tmp/).
+    let t0 = std::time::Instant::now();
+    let staging = state.path().join("images/tmp");
+    loop {
+        let busy = entries(&staging).iter().any(|d| !entries(&staging.join(d).join("trees")).is_empty());
+        if busy || t0.elapsed() > std::time::Duration::from_secs(20) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    ch.kill().unwrap();
+    let st = ch.wait().unwrap();
+    if st.success() {
+        skip("the import finished before it could be killed");
+        return;
+    }
+    let o = image(Who::Root, state.path(), &["ls", "-q"]).unwrap();
+    assert_eq!(o.stdout.trim(), "", "{o:?}");
+    assert_eq!(entries(&state.path().join("images/rootfs")), Vec::<String>::new());
+    assert!(!entries(&staging).is_empty(), "the killed import left its staging directory");
+    // The next writer removes it.
+    let small = work.path().join("small.tar");
+    std::fs::write(&small, tar_files(&oci_files(&img(&[(tar(&[f("a", "a")]), Comp::None)], config())))).unwrap();
+    image(Who::Root, state.path(), &["import", small.to_str().unwrap(), "--name", "small", "-q"]).unwrap().ok();
+    assert_eq!(entries(&staging), Vec::<String>::new());
+    assert_eq!(image(Who::Root, state.path(), &["ls", "-q"]).unwrap().stdout.trim(), "small");
+}

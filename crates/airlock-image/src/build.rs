@@ -224,7 +224,6 @@ pub fn build(
         cmd_inherited: true,
         history: Vec::new(),
     };
-    let mut base_diff_ids = Vec::new();
     let mut base_history = Vec::new();
     match &base_rec {
         BaseImage::Scratch => {}
@@ -235,11 +234,6 @@ pub fn build(
             st.defaults = rec.defaults.clone();
             st.base = rec.base;
             st.setuid = rec.setuid;
-            base_diff_ids = rec
-                .layers
-                .iter()
-                .map(|l| l.diff_id.clone())
-                .collect::<Vec<_>>();
             if let Ok(cb) = store.read_blob(&rec.config_digest) {
                 if let Ok(c) = ImageConfig::parse(&cb, "base config") {
                     base_history = c.history;
@@ -247,7 +241,6 @@ pub fn build(
             }
         }
     }
-    let _ = base_diff_ids;
     let mut args: BTreeMap<String, String> = BTreeMap::new();
     let mut reports = Vec::new();
     let ignore = match std::fs::read_to_string(ctx.join(".dockerignore")) {
@@ -828,7 +821,9 @@ fn context_paths(ctx: &Path) -> Vec<String> {
 
 /// A name in the image's /etc/passwd or /etc/group, read without
 /// following symlinks out of the tree.
-fn lookup_id(tree: &Path, file: &str, name: &str) -> Option<u32> {
+/// The entry `name` of the image's `/etc/passwd` or `/etc/group`, as its
+/// fields; read without following symlinks out of the tree.
+fn etc_entry(tree: &Path, file: &str, name: &str) -> Option<Vec<String>> {
     let root = fsx::open_dir(tree).ok()?;
     let etc = fsx::open_dir_beneath(root.as_fd(), b"etc").ok()?;
     let fd = rfs::openat(
@@ -840,37 +835,36 @@ fn lookup_id(tree: &Path, file: &str, name: &str) -> Option<u32> {
     .ok()?;
     let mut s = String::new();
     File::from(fd).take(1 << 20).read_to_string(&mut s).ok()?;
-    s.lines().find_map(|l| {
-        let mut f = l.split(':');
-        (f.next()? == name).then_some(())?;
-        f.next()?;
-        f.next()?.parse().ok()
-    })
+    s.lines()
+        .map(|l| l.split(':').map(String::from).collect::<Vec<_>>())
+        .find(|f| f.first().is_some_and(|n| n == name))
 }
 
+/// `--chown USER[:GROUP]`: numbers, or names from the image's passwd and
+/// group files; without a group, the user's primary group.
 fn parse_chown(tree: &Path, spec: &str) -> std::result::Result<(u32, u32), String> {
     let (u, g) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
     };
-    let uid = match u.parse::<u32>() {
-        Ok(n) => n,
-        Err(_) => lookup_id(tree, "passwd", u)
-            .ok_or_else(|| format!("--chown: no user {u:?} in the image's /etc/passwd"))?,
+    let field = |f: &[String], i: usize| f.get(i).and_then(|x| x.parse::<u32>().ok());
+    let (uid, primary) = match u.parse::<u32>() {
+        Ok(n) => (n, n),
+        Err(_) => {
+            let f = etc_entry(tree, "passwd", u)
+                .ok_or_else(|| format!("--chown: no user {u:?} in the image's /etc/passwd"))?;
+            match (field(&f, 2), field(&f, 3)) {
+                (Some(uid), Some(gid)) => (uid, gid),
+                _ => return Err(format!("--chown: bad /etc/passwd entry for {u:?}")),
+            }
+        }
     };
     let gid = match g {
-        None => match u.parse::<u32>() {
-            Ok(n) => n,
-            Err(_) => {
-                // The user's primary group.
-                let root = fsx::open_dir(tree).map_err(|e| e.to_string())?;
-                let _ = root;
-                lookup_id(tree, "group", u).unwrap_or(uid)
-            }
-        },
+        None => primary,
         Some(g) => match g.parse::<u32>() {
             Ok(n) => n,
-            Err(_) => lookup_id(tree, "group", g)
+            Err(_) => etc_entry(tree, "group", g)
+                .and_then(|f| field(&f, 2))
                 .ok_or_else(|| format!("--chown: no group {g:?} in the image's /etc/group"))?,
         },
     };
@@ -1225,6 +1219,22 @@ fn write_copy(plan: &CopyPlan, w: &mut dyn Write) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chown_names_from_the_image() {
+        let t = std::env::temp_dir().join(format!("airlock-chown-{}", std::process::id()));
+        std::fs::create_dir_all(t.join("etc")).unwrap();
+        std::fs::write(t.join("etc/passwd"), "root:x:0:0::/root:/bin/sh\napp:x:1001:1002::/home/app:/bin/sh\n").unwrap();
+        std::fs::write(t.join("etc/group"), "root:x:0:\nstaff:x:50:\n").unwrap();
+        assert_eq!(parse_chown(&t, "app"), Ok((1001, 1002)));
+        assert_eq!(parse_chown(&t, "app:staff"), Ok((1001, 50)));
+        assert_eq!(parse_chown(&t, "5:6"), Ok((5, 6)));
+        assert_eq!(parse_chown(&t, "7"), Ok((7, 7)));
+        assert!(parse_chown(&t, "nobody").unwrap_err().contains("no user"));
+        assert!(parse_chown(&t, "app:wheel").unwrap_err().contains("no group"));
+        assert!(parse_chown(&t, "70000").unwrap_err().contains("below 65536"));
+        std::fs::remove_dir_all(&t).unwrap();
+    }
 
     #[test]
     fn absolute_paths() {

@@ -1329,6 +1329,38 @@ fn pull_from_a_local_registry_with_token_auth() {
     o.ok();
     assert_eq!(o.stdout.trim(), digest);
 
+    // A Dockerfile FROM a registry reference pulls it first.
+    let ctx = work.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {}\nCOPY x /x\n", r("airlock/single:v1")),
+    )
+    .unwrap();
+    std::fs::write(ctx.join("x"), "x").unwrap();
+    let df = ctx.join("Dockerfile").display().to_string();
+    let cs = ctx.display().to_string();
+    let mut a = vec!["build", "-f", df.as_str(), "--name", "onpulled"];
+    a.extend_from_slice(&creds);
+    a.push(cs.as_str());
+    image_in(state.path(), &a, &[], registry::PASS).ok();
+    let tree = snapshot(&rootfs(Who::Root, state.path(), "onpulled"));
+    assert!(
+        tree.contains(&"f 644 0:0 x =x".to_string())
+            && tree.contains(&"f 644 0:0 b.txt =b".to_string()),
+        "{tree:?}"
+    );
+    assert!(
+        image(
+            Who::Root,
+            state.path(),
+            &["inspect", &r("airlock/single:v1")]
+        )
+        .unwrap()
+        .code
+            == 0
+    );
+
     // Wrong password, no credentials, a token the registry does not trust.
     let o = pull(&r("airlock/single:v1"), "x", "wrong");
     assert_eq!(o.code, 125, "{o:?}");
@@ -1497,17 +1529,41 @@ fn a_killed_import_leaves_no_image_and_its_staging_is_removed() {
     let work = tempdir::Dir::new();
     // Big enough to take a while to extract: 2000 files of 32 KiB.
     let zeros = "\0".repeat(32 << 10);
-    let files: Vec<E> = (0..2000).map(|i| f(Box::leak(format!("d{}/f{i}", i % 40).into_boxed_str()), &zeros)).collect();
+    let files: Vec<E> = (0..2000)
+        .map(|i| {
+            f(
+                Box::leak(format!("d{}/f{i}", i % 40).into_boxed_str()),
+                &zeros,
+            )
+        })
+        .collect();
     let p = work.path().join("big.tar");
-    std::fs::write(&p, tar_files(&oci_files(&img(&[(tar(&files), Comp::None)], config())))).unwrap();
+    std::fs::write(
+        &p,
+        tar_files(&oci_files(&img(&[(tar(&files), Comp::None)], config()))),
+    )
+    .unwrap();
     let sd = state.path().display().to_string();
     let mut c = airlock_env(Who::Root, &[("AIRLOCK_STATE_DIR", sd.as_str())]).unwrap();
-    let mut ch = c.args(["image", "import", p.to_str().unwrap(), "--name", "big", "-q"]).stdin(Stdio::null()).spawn().unwrap();
+    let mut ch = c
+        .args([
+            "image",
+            "import",
+            p.to_str().unwrap(),
+            "--name",
+            "big",
+            "-q",
+        ])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
     // Kill it once it is extracting (its tree is staged under tmp/).
     let t0 = std::time::Instant::now();
     let staging = state.path().join("images/tmp");
     loop {
-        let busy = entries(&staging).iter().any(|d| !entries(&staging.join(d).join("trees")).is_empty());
+        let busy = entries(&staging)
+            .iter()
+            .any(|d| !entries(&staging.join(d).join("trees")).is_empty());
         if busy || t0.elapsed() > std::time::Duration::from_secs(20) {
             break;
         }
@@ -1521,12 +1577,37 @@ fn a_killed_import_leaves_no_image_and_its_staging_is_removed() {
     }
     let o = image(Who::Root, state.path(), &["ls", "-q"]).unwrap();
     assert_eq!(o.stdout.trim(), "", "{o:?}");
-    assert_eq!(entries(&state.path().join("images/rootfs")), Vec::<String>::new());
-    assert!(!entries(&staging).is_empty(), "the killed import left its staging directory");
+    assert_eq!(
+        entries(&state.path().join("images/rootfs")),
+        Vec::<String>::new()
+    );
+    assert!(
+        !entries(&staging).is_empty(),
+        "the killed import left its staging directory"
+    );
     // The next writer removes it.
     let small = work.path().join("small.tar");
-    std::fs::write(&small, tar_files(&oci_files(&img(&[(tar(&[f("a", "a")]), Comp::None)], config())))).unwrap();
-    image(Who::Root, state.path(), &["import", small.to_str().unwrap(), "--name", "small", "-q"]).unwrap().ok();
+    std::fs::write(
+        &small,
+        tar_files(&oci_files(&img(
+            &[(tar(&[f("a", "a")]), Comp::None)],
+            config(),
+        ))),
+    )
+    .unwrap();
+    image(
+        Who::Root,
+        state.path(),
+        &["import", small.to_str().unwrap(), "--name", "small", "-q"],
+    )
+    .unwrap()
+    .ok();
     assert_eq!(entries(&staging), Vec::<String>::new());
-    assert_eq!(image(Who::Root, state.path(), &["ls", "-q"]).unwrap().stdout.trim(), "small");
+    assert_eq!(
+        image(Who::Root, state.path(), &["ls", "-q"])
+            .unwrap()
+            .stdout
+            .trim(),
+        "small"
+    );
 }

@@ -1224,15 +1224,23 @@ mod tests {
     fn chown_names_from_the_image() {
         let t = std::env::temp_dir().join(format!("airlock-chown-{}", std::process::id()));
         std::fs::create_dir_all(t.join("etc")).unwrap();
-        std::fs::write(t.join("etc/passwd"), "root:x:0:0::/root:/bin/sh\napp:x:1001:1002::/home/app:/bin/sh\n").unwrap();
+        std::fs::write(
+            t.join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\napp:x:1001:1002::/home/app:/bin/sh\n",
+        )
+        .unwrap();
         std::fs::write(t.join("etc/group"), "root:x:0:\nstaff:x:50:\n").unwrap();
         assert_eq!(parse_chown(&t, "app"), Ok((1001, 1002)));
         assert_eq!(parse_chown(&t, "app:staff"), Ok((1001, 50)));
         assert_eq!(parse_chown(&t, "5:6"), Ok((5, 6)));
         assert_eq!(parse_chown(&t, "7"), Ok((7, 7)));
         assert!(parse_chown(&t, "nobody").unwrap_err().contains("no user"));
-        assert!(parse_chown(&t, "app:wheel").unwrap_err().contains("no group"));
-        assert!(parse_chown(&t, "70000").unwrap_err().contains("below 65536"));
+        assert!(parse_chown(&t, "app:wheel")
+            .unwrap_err()
+            .contains("no group"));
+        assert!(parse_chown(&t, "70000")
+            .unwrap_err()
+            .contains("below 65536"));
         std::fs::remove_dir_all(&t).unwrap();
     }
 

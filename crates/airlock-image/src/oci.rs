@@ -128,7 +128,8 @@ pub fn pick_platform<'a>(idx: &'a Index, what: &str) -> Result<&'a Descriptor> {
         return Ok(d);
     }
     match images.as_slice() {
-        [only] if only.platform.is_none() => Ok(only),
+        // No platform anywhere (a `docker save` of several images): the first.
+        [first, ..] if images.iter().all(|d| d.platform.is_none()) => Ok(first),
         _ => Err(ImageError::Format {
             what: what.to_string(),
             why: format!(
@@ -269,4 +270,67 @@ pub struct DockerSaveEntry {
     pub repo_tags: Option<Vec<String>>,
     #[serde(rename = "Layers")]
     pub layers: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn idx(plats: &[Option<(&str, &str)>]) -> Index {
+        Index {
+            schema_version: 2,
+            media_type: None,
+            manifests: plats
+                .iter()
+                .enumerate()
+                .map(|(i, p)| Descriptor {
+                    media_type: MT_OCI_MANIFEST.into(),
+                    digest: format!("sha256:{i:064x}"),
+                    size: 1,
+                    platform: p.map(|(os, arch)| Platform {
+                        architecture: arch.into(),
+                        os: os.into(),
+                        variant: None,
+                    }),
+                    annotations: None,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn platforms() {
+        let pick = |i: &Index| pick_platform(i, "t").map(|d| d.digest.clone());
+        let i = idx(&[
+            Some(("linux", "arm64")),
+            Some(("unknown", "unknown")),
+            Some(("linux", "amd64")),
+        ]);
+        assert_eq!(pick(&i).unwrap(), format!("sha256:{:064x}", 2));
+        assert_eq!(
+            pick(&idx(&[None, None])).unwrap(),
+            format!("sha256:{:064x}", 0)
+        );
+        let e = pick(&idx(&[
+            Some(("linux", "arm64")),
+            Some(("windows", "amd64")),
+        ]))
+        .unwrap_err();
+        assert!(e.to_string().contains("linux/arm64, windows/amd64"), "{e}");
+    }
+
+    #[test]
+    fn documents() {
+        assert!(matches!(
+            parse_doc(br#"{"schemaVersion":2,"manifests":[]}"#, "t"),
+            Ok(Doc::Index(_))
+        ));
+        assert!(parse_doc(br#"{"schemaVersion":1,"fsLayers":[]}"#, "t")
+            .unwrap_err()
+            .to_string()
+            .contains("schema 1"));
+        assert!(parse_doc(b"nope", "t").is_err());
+        let m = br#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","config":{"mediaType":"x","digest":"sha256:00","size":1},"layers":[]}"#;
+        assert!(matches!(parse_doc(m, "t"), Ok(Doc::Manifest(_))));
+    }
 }

@@ -74,6 +74,7 @@ pub struct Index {
 }
 
 /// A manifest-like document: an image manifest or an index / manifest list.
+#[derive(Debug)]
 pub enum Doc {
     Manifest(Manifest),
     Index(Index),

@@ -28,6 +28,23 @@ if [ ${#need[@]} -gt 0 ]; then
     apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
+# The image tests: mmdebstrap (Debian images), docker-registry and skopeo
+# (a real registry on loopback, filled from archives the tests make),
+# openssl (the registry test's token server signs with it), libcap2-bin
+# (file capabilities), zstd.
+need=()
+for p in mmdebstrap docker-registry skopeo openssl libcap2-bin zstd; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
+done
+if [ ${#need[@]} -gt 0 ]; then
+    log "installing ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+# The docker-registry package enables a system service on port 5000; the
+# tests start their own registries and need none running.
+
 # Node.js: any package that provides /usr/bin/node will do (Debian's
 # nodejs, or NodeSource's if the machine has it).
 if [ ! -x /usr/bin/node ]; then

@@ -1,6 +1,7 @@
 //! `airlock`: run untrusted code in a fresh, isolated, ephemeral sandbox.
 
 mod doctor;
+mod image;
 mod run;
 mod stdio;
 
@@ -38,6 +39,11 @@ Examples:\n  airlock run -- python3 -c 'print(1)'\n  airlock run --mount ./repo:
     Run(Box<RunArgs>),
     /// Check what this machine's kernel offers each tier, with fixes.
     Doctor,
+    /// Manage images: ls, rm, inspect, import, pull, build.
+    Image {
+        #[command(subcommand)]
+        cmd: image::ImageCmd,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -227,6 +233,13 @@ fn main() {
             }
         }
         Cmd::Doctor => doctor::run(),
+        Cmd::Image { cmd } => match image::run(cmd) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("airlock: {}", chain(&e));
+                EXIT_AIRLOCK
+            }
+        },
     };
     std::process::exit(code);
 }

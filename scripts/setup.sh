@@ -101,6 +101,10 @@ fi
 if [ -z "${AIRLOCK_SETUP_NO_INSTALL:-}" ]; then
     log "building airlock (release, static)"
     bin=$(bash scripts/build-release.sh)
-    install -m 0755 "$bin" /usr/local/bin/airlock
-    log "installed /usr/local/bin/airlock"
+    # airlock, and the programs it runs from beside itself: the sandbox's
+    # agent and the registry client.
+    for p in airlock airlock-agent airlock-pull; do
+        install -m 0755 "$(dirname "$bin")/$p" "/usr/local/bin/$p"
+    done
+    log "installed /usr/local/bin/airlock (with airlock-agent and airlock-pull)"
 fi

@@ -1,7 +1,8 @@
 //! `airlock image ...`: the image store from the command line.
 
 use airlock_image::{
-    BuildOptions, DebianOptions, ImageRecord, ImportOptions, Limits, Progress, PullOptions, Store,
+    BuildOptions, DebianOptions, ImageRecord, ImportOptions, Limits, Progress, PullOptions, Puller,
+    Store,
 };
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
@@ -175,14 +176,14 @@ fn build_arg(s: &str) -> Result<(String, String), String> {
 }
 
 /// Bars on a terminal, step lines otherwise, nothing with --quiet.
-struct Bars {
+pub(crate) struct Bars {
     quiet: bool,
     tty: bool,
     bar: Mutex<Option<ProgressBar>>,
 }
 
 impl Bars {
-    fn new(quiet: bool) -> Bars {
+    pub(crate) fn new(quiet: bool) -> Bars {
         Bars {
             quiet,
             tty: std::io::stderr().is_terminal(),
@@ -289,8 +290,9 @@ fn pull_opts(name: &str, r: &RegistryArgs, c: &CommonArgs) -> Result<PullOptions
     Ok(p)
 }
 
-/// Runs an `image` subcommand; the exit code.
-pub fn run(cmd: ImageCmd) -> Result<i32> {
+/// Runs an `image` subcommand; the exit code. `puller(quiet)` brings
+/// registry images (`pull`, and FROM a registry reference in `build`).
+pub fn run(cmd: ImageCmd, puller: &dyn Fn(bool) -> Box<dyn Puller>) -> Result<i32> {
     let store = Store::open_default().context("cannot open the image store")?;
     match cmd {
         ImageCmd::Ls(a) => ls(&store, &a),
@@ -324,11 +326,11 @@ pub fn run(cmd: ImageCmd) -> Result<i32> {
             let name = a.name.clone().unwrap_or_else(|| a.reference.clone());
             let bars = Bars::new(a.common.quiet);
             let p = pull_opts(&name, &a.registry, &a.common)?;
-            let rec = airlock_image::pull(&store, &a.reference, &p, &bars)?;
+            let rec = puller(a.common.quiet).pull(&store, &a.reference, &p, &bars)?;
             done(&bars, "pulled", &rec);
             Ok(0)
         }
-        ImageCmd::Build(a) => build(&store, *a),
+        ImageCmd::Build(a) => build(&store, *a, puller),
         ImageCmd::Prune => {
             store.prune()?;
             Ok(0)
@@ -347,8 +349,9 @@ fn done(bars: &Bars, what: &str, rec: &ImageRecord) {
     println!("{}", rec.manifest_digest);
 }
 
-fn build(store: &Store, a: BuildArgs) -> Result<i32> {
+fn build(store: &Store, a: BuildArgs, puller: &dyn Fn(bool) -> Box<dyn Puller>) -> Result<i32> {
     let bars = Bars::new(a.common.quiet);
+    let puller = puller(a.common.quiet);
     if let Some(suite) = &a.debian {
         let mut d = DebianOptions::new(&a.name, suite);
         d.import = import_opts(&a.name, &a.common);
@@ -374,7 +377,7 @@ fn build(store: &Store, a: BuildArgs) -> Result<i32> {
     o.base.debian_mirror = a.mirror.clone();
     o.base.pull = pull_opts(&a.name, &a.registry, &a.common)?;
     // RUN steps need the sandbox runner, which is not wired in yet.
-    let report = airlock_image::build(store, &o, None, &bars)?;
+    let report = airlock_image::build(store, &o, None, Some(puller.as_ref()), &bars)?;
     let cached = report.steps.iter().filter(|s| s.cached).count();
     let layers = report.steps.iter().filter(|s| s.layer).count();
     bars.note(&format!("{cached} of {layers} layer steps from the cache"));
@@ -529,5 +532,76 @@ mod tests {
         );
         assert_eq!(human_size(999), "999B");
         assert_eq!(human_size(1_500_000), "1.5MB");
+    }
+}
+
+/// What `airlock-pull` is asked to do (JSON on its stdin).
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct PullRequest {
+    pub state_dir: PathBuf,
+    pub reference: String,
+    pub opts: PullOptions,
+    pub quiet: bool,
+}
+
+/// Pulls with the `airlock-pull` program installed beside this one (the
+/// registry client lives there, out of every sandbox's start-up).
+pub(crate) struct HelperPuller {
+    pub quiet: bool,
+}
+
+impl Puller for HelperPuller {
+    fn pull(
+        &self,
+        store: &Store,
+        reference: &str,
+        opts: &PullOptions,
+        progress: &dyn Progress,
+    ) -> airlock_image::Result<ImageRecord> {
+        use std::io::Write;
+        let fail = |why: String| airlock_image::ImageError::Registry {
+            registry: reference.to_string(),
+            why,
+        };
+        progress.done();
+        let exe = std::env::current_exe()
+            .ok()
+            .and_then(|e| e.parent().map(|d| d.join("airlock-pull")))
+            .filter(|p| p.exists())
+            .ok_or_else(|| {
+                fail("the airlock-pull program is not installed beside airlock".into())
+            })?;
+        let state_dir = store
+            .root()
+            .parent()
+            .map(PathBuf::from)
+            .ok_or_else(|| fail("the store has no state directory".into()))?;
+        let req = PullRequest {
+            state_dir,
+            reference: reference.to_string(),
+            opts: opts.clone(),
+            quiet: self.quiet,
+        };
+        let body = serde_json::to_vec(&req).map_err(|e| fail(e.to_string()))?;
+        let mut child = std::process::Command::new(&exe)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| fail(format!("cannot start {}: {e}", exe.display())))?;
+        if let Some(mut i) = child.stdin.take() {
+            i.write_all(&body)
+                .map_err(|e| fail(format!("cannot talk to airlock-pull: {e}")))?;
+        }
+        let out = child
+            .wait_with_output()
+            .map_err(|e| fail(format!("airlock-pull: {e}")))?;
+        if !out.status.success() {
+            let why = serde_json::from_slice::<serde_json::Value>(&out.stdout)
+                .ok()
+                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(String::from))
+                .unwrap_or_else(|| format!("airlock-pull failed ({})", out.status));
+            return Err(airlock_image::ImageError::Reported(why));
+        }
+        serde_json::from_slice(&out.stdout).map_err(|e| fail(format!("airlock-pull's answer: {e}")))
     }
 }

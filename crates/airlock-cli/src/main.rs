@@ -233,13 +233,15 @@ fn main() {
             }
         }
         Cmd::Doctor => doctor::run(),
-        Cmd::Image { cmd } => match image::run(cmd) {
-            Ok(code) => code,
-            Err(e) => {
-                eprintln!("airlock: {}", chain(&e));
-                EXIT_AIRLOCK
+        Cmd::Image { cmd } => {
+            match image::run(cmd, &|quiet| Box::new(image::HelperPuller { quiet })) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("airlock: {}", chain(&e));
+                    EXIT_AIRLOCK
+                }
             }
-        },
+        }
     };
     std::process::exit(code);
 }

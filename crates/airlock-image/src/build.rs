@@ -16,7 +16,7 @@ use crate::error::{ImageError, Result};
 use crate::import::{tree_key, ImportOptions};
 use crate::layer::{self, Limits};
 use crate::oci::{self, Descriptor, History, ImageConfig, Manifest};
-use crate::pull::{self, PullOptions};
+use crate::pull::PullOptions;
 use crate::store::{
     self, Base, CacheEntry, ImageDefaults, ImageRecord, LayerRecord, Ownership, Store, Txn,
 };
@@ -136,6 +136,7 @@ pub fn build(
     store: &Store,
     opts: &BuildOptions,
     runner: Option<&dyn StepRunner>,
+    puller: Option<&dyn crate::Puller>,
     progress: &dyn Progress,
 ) -> Result<BuildReport> {
     store::validate_name(&opts.name)?;
@@ -206,12 +207,13 @@ pub fn build(
     };
     let image = dockerfile::expand(image, &meta, esc).map_err(|w| derr(from.line, w))?;
     progress.phase(&format!("FROM {image}"), None);
-    let base_rec = resolve_base(store, &image, opts, progress).map_err(|e| ImageError::Step {
-        file: file.clone(),
-        line: from.line,
-        instruction: format!("FROM {image}"),
-        why: e.to_string(),
-    })?;
+    let base_rec =
+        resolve_base(store, &image, opts, puller, progress).map_err(|e| ImageError::Step {
+            file: file.clone(),
+            line: from.line,
+            instruction: format!("FROM {image}"),
+            why: e.to_string(),
+        })?;
     progress.done();
 
     let mut txn = store.begin()?;
@@ -573,6 +575,7 @@ fn resolve_base(
     store: &Store,
     image: &str,
     opts: &BuildOptions,
+    puller: Option<&dyn crate::Puller>,
     progress: &dyn Progress,
 ) -> Result<BaseImage> {
     match image {
@@ -599,9 +602,13 @@ fn resolve_base(
         limits: opts.limits,
         allow_setuid: false,
     };
-    Ok(BaseImage::Image(Box::new(pull::pull(
-        store, image, &p, progress,
-    )?)))
+    let puller = puller.ok_or_else(|| ImageError::Registry {
+        registry: image.to_string(),
+        why: "pulling from a registry is not available here".into(),
+    })?;
+    Ok(BaseImage::Image(Box::new(
+        puller.pull(store, image, &p, progress)?,
+    )))
 }
 
 struct State {

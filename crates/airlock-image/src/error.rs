@@ -65,6 +65,9 @@ pub enum ImageError {
     #[error("registry {registry}: {why}")]
     Registry { registry: String, why: String },
     /// A reference (REF of `image pull`, or a FROM) we cannot parse.
+    /// Reported by a helper program (`airlock-pull`), already worded.
+    #[error("{0}")]
+    Reported(String),
     #[error("invalid image reference {input:?}: {why}")]
     BadReference { input: String, why: String },
     /// Plain HTTP asked for a registry that is neither loopback nor named.

@@ -13,7 +13,7 @@ use std::io::{self, Read};
 use std::path::Path;
 
 /// What an import (or pull) needs besides its source.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ImportOptions {
     pub name: String,
     pub limits: Limits,

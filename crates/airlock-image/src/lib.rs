@@ -48,6 +48,34 @@ pub trait Progress: Sync {
     fn note(&self, _msg: &str) {}
 }
 
+/// Brings a registry image into the store. The registry client is a
+/// separate program in airlock (`airlock-pull`): its TLS and HTTP stack
+/// would otherwise load with every `airlock run` and every agent.
+pub trait Puller {
+    fn pull(
+        &self,
+        store: &Store,
+        reference: &str,
+        opts: &PullOptions,
+        progress: &dyn Progress,
+    ) -> Result<ImageRecord>;
+}
+
+/// Pulls in this process, with the registry client linked in.
+pub struct RegistryPuller;
+
+impl Puller for RegistryPuller {
+    fn pull(
+        &self,
+        store: &Store,
+        reference: &str,
+        opts: &PullOptions,
+        progress: &dyn Progress,
+    ) -> Result<ImageRecord> {
+        pull::pull(store, reference, opts, progress)
+    }
+}
+
 /// Reports nothing.
 pub struct Silent;
 impl Progress for Silent {}

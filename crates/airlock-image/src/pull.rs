@@ -18,7 +18,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 /// How to reach the registry.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct PullOptions {
     pub import: ImportOptions,
     /// Username and password (e.g. from `--username` + `--password-stdin`).

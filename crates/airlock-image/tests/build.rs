@@ -87,7 +87,7 @@ fn run_steps_through_the_seam_are_cached_and_invalidated() {
     let opts = BuildOptions::new("img", &ctx.join("Dockerfile"), &ctx);
     let r = FakeRunner::default();
 
-    let rep = build(&store, &opts, Some(&r), &Silent).unwrap();
+    let rep = build(&store, &opts, Some(&r), None, &Silent).unwrap();
     {
         let calls = r.calls.borrow();
         assert_eq!(calls.len(), 2);
@@ -118,7 +118,7 @@ fn run_steps_through_the_seam_are_cached_and_invalidated() {
 
     // Second build: every layer step from the cache, no run.
     r.calls.borrow_mut().clear();
-    let rep2 = build(&store, &opts, Some(&r), &Silent).unwrap();
+    let rep2 = build(&store, &opts, Some(&r), None, &Silent).unwrap();
     assert_eq!(r.calls.borrow().len(), 0);
     assert!(rep2.steps.iter().filter(|s| s.layer).all(|s| s.cached));
     assert_eq!(rep2.image.chain_id, rep.image.chain_id);
@@ -126,7 +126,7 @@ fn run_steps_through_the_seam_are_cached_and_invalidated() {
     // The copied file changes: COPY and both RUNs again.
     setup(&ctx, "two", "1");
     r.calls.borrow_mut().clear();
-    let rep3 = build(&store, &opts, Some(&r), &Silent).unwrap();
+    let rep3 = build(&store, &opts, Some(&r), None, &Silent).unwrap();
     assert_eq!(r.calls.borrow().len(), 2);
     let cached: Vec<(usize, bool)> = rep3
         .steps
@@ -144,7 +144,7 @@ fn run_steps_through_the_seam_are_cached_and_invalidated() {
     // An ENV change re-keys everything after it.
     setup(&ctx, "two", "2");
     r.calls.borrow_mut().clear();
-    let rep4 = build(&store, &opts, Some(&r), &Silent).unwrap();
+    let rep4 = build(&store, &opts, Some(&r), None, &Silent).unwrap();
     assert_eq!(r.calls.borrow().len(), 2);
     assert_eq!(
         std::fs::read_to_string(store.rootfs_path(&rep4.image).join("a")).unwrap(),
@@ -154,7 +154,7 @@ fn run_steps_through_the_seam_are_cached_and_invalidated() {
     // A failing step is an error naming its line; nothing is recorded.
     std::fs::write(ctx.join("Dockerfile"), "FROM scratch\nRUN fail\n").unwrap();
     let o = BuildOptions::new("bad", &ctx.join("Dockerfile"), &ctx);
-    let e = build(&store, &o, Some(&r), &Silent)
+    let e = build(&store, &o, Some(&r), None, &Silent)
         .unwrap_err()
         .to_string();
     assert!(
@@ -163,7 +163,9 @@ fn run_steps_through_the_seam_are_cached_and_invalidated() {
     );
     assert!(store.get("bad").is_err());
     // Without a runner, RUN says so.
-    let e = build(&store, &o, None, &Silent).unwrap_err().to_string();
+    let e = build(&store, &o, None, None, &Silent)
+        .unwrap_err()
+        .to_string();
     assert!(
         e.contains("RUN steps need the sandbox runner: not wired yet"),
         "{e}"

@@ -98,13 +98,40 @@ pub fn set_agent_exe(path: &Path) -> io::Result<()> {
     result
 }
 
-/// The agent's binary: airlock's own executable, opened once, before any
-/// sandbox exists (a sandbox can never replace what later agents run).
+/// The agent's binary, opened once, before any sandbox exists (a sandbox
+/// can never replace what later agents run): `airlock-agent` beside
+/// airlock's own executable — a small static program, cheaper to exec
+/// than all of airlock — when it is there and no one but root or we may
+/// change it; else airlock's own executable, which can be the agent too.
 pub fn agent_exe() -> io::Result<RawFd> {
-    match AGENT_EXE.get_or_init(|| open_exe(c"/proc/self/exe")) {
+    match AGENT_EXE.get_or_init(|| sibling_agent().unwrap_or_else(|| open_exe(c"/proc/self/exe"))) {
         Ok(fd) => Ok(fd.as_raw_fd()),
         Err(e) => Err(io::Error::from_raw_os_error(*e)),
     }
+}
+
+/// `airlock-agent` in the directory of our own executable, if trusted:
+/// the file and its directory owned by root or by us, and writable by
+/// no one else.
+fn sibling_agent() -> Option<Result<OwnedFd, i32>> {
+    use std::os::unix::fs::MetadataExt;
+    let exe = std::fs::read_link("/proc/self/exe").ok()?;
+    let dir = exe.parent()?;
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let trusted = |m: &std::fs::Metadata| (m.uid() == 0 || m.uid() == me) && m.mode() & 0o022 == 0;
+    if !trusted(&std::fs::metadata(dir).ok()?) {
+        return None;
+    }
+    let path = dir.join(AGENT_ARGV0);
+    let c = sys::cpath(&path).ok()?;
+    let fd = open_exe(&c).ok()?;
+    // The file we opened, not the name: it is what will be exec'd.
+    let st = sys::fstat(fd.as_raw_fd()).ok()?;
+    let ok = (st.st_uid == 0 || st.st_uid == me)
+        && st.st_mode & 0o022 == 0
+        && st.st_mode & libc::S_IFMT == libc::S_IFREG;
+    ok.then_some(Ok(fd))
 }
 
 /// How to start an agent that is already exec'd ([`prespawn`]).

@@ -71,6 +71,15 @@ pub fn bin() -> PathBuf {
         }
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // airlock and the programs it runs from beside itself.
+        for name in ["airlock-agent", "airlock-pull"] {
+            let s = src.with_file_name(name);
+            if s.exists() {
+                let d = dir.join(name);
+                std::fs::copy(&s, &d).unwrap();
+                std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+            }
+        }
         let dst = dir.join("airlock");
         std::fs::copy(&src, &dst).unwrap();
         std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o755)).unwrap();

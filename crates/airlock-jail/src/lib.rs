@@ -305,6 +305,10 @@ mod tests {
         );
         assert_eq!(r.nofile, Some(rlimit::NOFILE));
         assert_eq!(r.sigpending, Some(rlimit::SIGPENDING));
+        // A quarter of the usual per-user message-queue budget, 64 KiB of
+        // locked memory.
+        assert_eq!(r.msgqueue, Some(204_800));
+        assert_eq!(r.memlock, Some(64 * 1024));
         let p = compile(&spec, &[cgroup::Controller::Memory]);
         assert_eq!(p.confinement.rlimits.data, Some(1 << 30));
         spec.limits.pids = Some(50);

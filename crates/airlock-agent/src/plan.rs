@@ -14,9 +14,12 @@ pub struct MountShape {
 }
 
 /// The trees a root-run agent inherits from [`FD_FIRST_TREE`] on, in this
-/// order: one tree per device node, one per user mount.
+/// order: its own `/dev` (a tmpfs with its device nodes, when airlock
+/// could make one), one tree per host device node (when it could not), one
+/// per user mount.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Inherited {
+    pub dev_fs: bool,
     pub devices: usize,
     pub mounts: Vec<MountShape>,
 }

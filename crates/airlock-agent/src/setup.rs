@@ -125,6 +125,7 @@ fn inherited(i: &crate::plan::Inherited) -> OpenedTrees {
         // for us, and nothing else owns them.
         unsafe { OwnedFd::from_raw_fd(fd) }
     };
+    let dev_fs = i.dev_fs.then(&mut take);
     let devices = (0..i.devices).map(|_| take()).collect();
     let mounts = i
         .mounts
@@ -136,6 +137,7 @@ fn inherited(i: &crate::plan::Inherited) -> OpenedTrees {
         .collect();
     OpenedTrees {
         devices,
+        dev_fs,
         mounts,
         notes: Vec::new(),
     }

@@ -93,13 +93,16 @@ impl Backend for Container {
             None
         } else {
             // Run by root, sources are opened here, with root's rights,
-            // and id-mapped before the sandbox exists.
+            // and id-mapped before the sandbox exists; the device nodes
+            // are made here.
             let host = (
                 plan.idmap.host_uid(plan.user.uid).unwrap_or(u32::MAX),
                 plan.idmap.host_gid(plan.user.gid).unwrap_or(u32::MAX),
             );
             let trees = mount::open_trees(&plan.root, host)?;
             notes.extend(trees.notes);
+            let dev_fs = trees.dev_fs.is_some();
+            inherit.extend(trees.dev_fs);
             let devices = trees.devices.len();
             inherit.extend(trees.devices);
             let mut mounts = Vec::new();
@@ -107,7 +110,11 @@ impl Backend for Container {
                 mounts.push(MountShape { is_dir: m.is_dir });
                 inherit.push(m.tree);
             }
-            Some(Inherited { devices, mounts })
+            Some(Inherited {
+                dev_fs,
+                devices,
+                mounts,
+            })
         };
         let agent = pending.start(AgentSpawn {
             idmap: Some(plan.idmap),

@@ -32,13 +32,19 @@
 //! private read-only copy of that inode (up to [`COPY_MAX`]; larger ones
 //! are that inode itself, read-only); only directories and regular files
 //! can be mounted `ro`.
+//!
+//! Run by root, the sandbox's device nodes are its own: its whole `/dev`
+//! is a small read-only tmpfs the parent makes ([`private_dev`]), so no
+//! lock, inotify watch or timestamp of the nodes is shared with the
+//! host's. Rootless, no node can be made: the host's are bound read-only
+//! into a `/dev` on the sandbox's tmpfs.
 
 use crate::sys::{self, cpath};
 use crate::ChildFail;
 use airlock_spec::{Mount, MountMode, User};
 use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 /// Where the child attaches the new root before pivoting into it. Only the
@@ -72,8 +78,15 @@ const ETC_FROM_HOST: &[&str] = &[
 ];
 /// Top-level entries of the `host` image.
 const IMAGE_TOP: &[&str] = &["usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32"];
-/// Device nodes bound from the host.
-const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+/// The sandbox's device nodes: name, major, minor (Linux's fixed numbers).
+const DEVICES: &[(&str, u32, u32)] = &[
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
 /// Files up to this size are copied into the sandbox for a `ro` mount of a
 /// single file; larger ones are bound (that very inode, read-only).
 pub const COPY_MAX: u64 = 16 << 20;
@@ -106,12 +119,29 @@ pub enum Entry {
         path: PathBuf,
         source: PathBuf,
     },
-    /// A device node of the host, bound read-only (its inode's timestamps
-    /// cannot be changed from inside), `nosuid,noexec`.
+    /// A character device, read-only (its timestamps cannot be changed
+    /// from inside), `nosuid,noexec`: the sandbox's own node when run by
+    /// root (in [`private_dev`]), the host's `source` bound rootless.
     Device {
         path: PathBuf,
         source: PathBuf,
+        /// (major, minor).
+        dev: (u32, u32),
     },
+}
+
+impl Entry {
+    /// Where in the new root it goes.
+    pub fn path(&self) -> &Path {
+        match self {
+            Entry::Dir { path, .. }
+            | Entry::Symlink { path, .. }
+            | Entry::File { path, .. }
+            | Entry::Copy { path, .. }
+            | Entry::HostDir { path, .. }
+            | Entry::Device { path, .. } => path,
+        }
+    }
 }
 
 /// What the host offers the `host` image: gathered by [`HostFacts::probe`],
@@ -160,7 +190,7 @@ impl HostFacts {
             };
             f.etc.push((n.to_string(), kind));
         }
-        for d in DEVICES {
+        for (d, _, _) in DEVICES {
             if Path::new("/dev").join(d).exists() {
                 f.devices.push(d.to_string());
             }
@@ -275,9 +305,13 @@ impl RootPlan {
             mode: 0o755,
         });
         for d in &facts.devices {
+            let Some(&(_, major, minor)) = DEVICES.iter().find(|(n, _, _)| n == d) else {
+                continue;
+            };
             e.push(Entry::Device {
                 path: Path::new("dev").join(d),
                 source: Path::new("/dev").join(d),
+                dev: (major, minor),
             });
         }
         for (link, target) in [
@@ -352,8 +386,12 @@ pub struct OpenedMount {
 
 /// Detached mount trees, in the order the child uses them.
 pub struct OpenedTrees {
-    /// One per `Entry::Device`, in entry order.
+    /// The host's device nodes (rootless), one per `Entry::Device`, in
+    /// entry order; empty when `dev_fs` holds the sandbox's own.
     pub devices: Vec<OwnedFd>,
+    /// Run by root: the sandbox's own `/dev` ([`private_dev`]), which the
+    /// child attaches there.
+    pub dev_fs: Option<OwnedFd>,
     /// One per user mount, in `user_mounts` order.
     pub mounts: Vec<OpenedMount>,
     /// Things the user should hear about (a mount that could not be
@@ -492,8 +530,9 @@ fn mount_attrs(m: &Mount) -> u64 {
 }
 
 /// Run by root, before the sandbox exists: opens every source as a
-/// detached tree with its attributes set — devices and user mounts (the
-/// `host` image's directories are overlaid by path in the child).
+/// detached tree with its attributes set — the user mounts and the
+/// sandbox's own `/dev` ([`private_dev`]) (the `host` image's
+/// directories are overlaid by path in the child).
 ///
 /// `idmap_to`: the host uid/gid of the sandbox's user. A user mount is
 /// id-mapped so that its owner appears inside as the sandbox's user, and
@@ -502,7 +541,6 @@ fn mount_attrs(m: &Mount) -> u64 {
 /// root and the path down to it belongs to root or that owner only
 /// ([`crate::safepath::Resolved::owner_chain`]).
 pub fn open_trees(plan: &RootPlan, idmap_to: (u32, u32)) -> Result<OpenedTrees, crate::JailError> {
-    let devices = host_devices(plan)?;
     let mut notes = Vec::new();
     let mut mounts = Vec::new();
     let passwd = if !plan.user_mounts.is_empty() {
@@ -586,8 +624,20 @@ pub fn open_trees(plan: &RootPlan, idmap_to: (u32, u32)) -> Result<OpenedTrees, 
         }
         mounts.push(OpenedMount { tree, is_dir });
     }
+    let (devices, dev_fs) = match private_dev(plan) {
+        Ok(fs) => (Vec::new(), Some(fs)),
+        Err(e) => {
+            // Where root may not make device nodes (a container without
+            // CAP_MKNOD): the host's, bound read-only, and the user hears.
+            notes.push(format!(
+                "cannot make the sandbox's own device nodes ({e}): the host's /dev/null, /dev/zero, ... are bound read-only instead (locks and inotify watches on them are shared with the host)"
+            ));
+            (host_devices(plan)?, None)
+        }
+    };
     Ok(OpenedTrees {
         devices,
+        dev_fs,
         mounts,
         notes,
     })
@@ -619,6 +669,7 @@ pub fn open_pinned_trees(
     }
     Ok(OpenedTrees {
         devices,
+        dev_fs: None,
         mounts,
         notes: Vec::new(),
     })
@@ -634,6 +685,129 @@ fn host_devices(plan: &RootPlan) -> Result<Vec<OwnedFd>, crate::JailError> {
         }
     }
     Ok(devices)
+}
+
+/// Run by root, in the initial user namespace: the sandbox's own `/dev`.
+/// A small tmpfs (detached: `fsopen`/`fsmount`, a few inodes, no data)
+/// gets what the plan puts below `dev/` — a character device per
+/// `Entry::Device` (mode 0666, root's), the symlinks (`fd`, `stdin`, ...)
+/// and directories (`pts`), and mount points for the writable directories
+/// there (`shm`, a working directory) — and turns read-only
+/// (`nosuid,noexec`); the child attaches it as `/dev`. (No user mount
+/// targets `/dev`: the spec refuses it.)
+/// Made here because nodes on a filesystem mounted inside a user
+/// namespace never open; one mount for all of `/dev` because binding each
+/// node on its own costs a clone here and a mount there per node, on the
+/// start-up path.
+pub fn private_dev(plan: &RootPlan) -> io::Result<OwnedFd> {
+    let dev = Path::new("dev");
+    let below = |p: &Path| -> Option<PathBuf> {
+        let p = p.strip_prefix("/").unwrap_or(p);
+        p.strip_prefix(dev)
+            .ok()
+            .filter(|r| !r.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+    };
+    let inodes = plan.entries.iter().filter(|e| below(e.path()).is_some()).count()
+        + plan
+            .writable
+            .iter()
+            .filter_map(|(d, _, _)| below(d))
+            .map(|r| r.components().count())
+            .sum::<usize>()
+        // Its root, and a few to spare.
+        + 4;
+    let inodes = cstring(inodes.to_string());
+    let fs = sys::fs_mount(
+        c"tmpfs",
+        &[(c"nr_inodes", inodes.as_c_str()), (c"mode", c"0755")],
+        sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NOEXEC,
+    )?;
+    let root = fs.as_raw_fd();
+    for e in &plan.entries {
+        match e {
+            Entry::Device {
+                path,
+                dev: (major, minor),
+                ..
+            } => {
+                let Some(r) = below(path) else { continue };
+                let c = sys::cpath(&r)?;
+                // SAFETY: a valid fd and C string; makes a character device.
+                sys::cvt(unsafe {
+                    libc::mknodat(
+                        root,
+                        c.as_ptr(),
+                        libc::S_IFCHR | 0o666,
+                        libc::makedev(*major, *minor),
+                    )
+                })?;
+                // The umask took some bits off.
+                // SAFETY: a valid fd and C string.
+                sys::cvt(unsafe { libc::fchmodat(root, c.as_ptr(), 0o666, 0) })?;
+            }
+            Entry::Symlink { path, target } => {
+                let Some(r) = below(path) else { continue };
+                let (c, t) = (sys::cpath(&r)?, sys::cpath(target)?);
+                // SAFETY: valid C strings and fd.
+                sys::cvt(unsafe { libc::symlinkat(t.as_ptr(), root, c.as_ptr()) })?;
+            }
+            Entry::Dir { path, .. } => {
+                if let Some(r) = below(path) {
+                    dev_mkdirs(root, &r)?;
+                }
+            }
+            Entry::File { path, .. } | Entry::Copy { path, .. } | Entry::HostDir { path, .. } => {
+                if below(path).is_some() {
+                    return Err(io::Error::from_raw_os_error(libc::EINVAL));
+                }
+            }
+        }
+    }
+    for (dir, _, _) in &plan.writable {
+        if let Some(r) = below(dir) {
+            dev_mkdirs(root, &r)?;
+        }
+    }
+    sys::mount_setattr(root, sys::MOUNT_ATTR_RDONLY, 0, false)?;
+    Ok(fs)
+}
+
+/// Creates the directory `rel` and those on its way (mode 0755) below the
+/// directory `root`, never following a symlink; what exists is kept.
+fn dev_mkdirs(root: RawFd, rel: &Path) -> io::Result<()> {
+    let mut held: Option<OwnedFd> = None;
+    let n = rel.components().count();
+    for (i, c) in rel.components().enumerate() {
+        let std::path::Component::Normal(name) = c else {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        };
+        let dir = held.as_ref().map_or(root, |d| d.as_raw_fd());
+        let c = sys::cpath(Path::new(name))?;
+        // SAFETY: a valid fd and C string.
+        if unsafe { libc::mkdirat(dir, c.as_ptr(), 0o755) } == 0 {
+            // SAFETY: as above; the umask may have taken bits off.
+            sys::cvt(unsafe { libc::fchmodat(dir, c.as_ptr(), 0o755, 0) })?;
+        } else {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EEXIST) {
+                return Err(e);
+            }
+        }
+        if i + 1 < n {
+            // SAFETY: a valid fd and C string; O_NOFOLLOW refuses a symlink.
+            let fd = sys::cvt(unsafe {
+                libc::openat(
+                    dir,
+                    c.as_ptr(),
+                    libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                )
+            })?;
+            // SAFETY: a new fd that nothing else owns.
+            held = Some(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
+        }
+    }
+    Ok(())
 }
 
 /// Entries looked at, at most, for [`foreign_ids_note`].
@@ -1008,12 +1182,43 @@ pub fn build_root(
     }
 
     let root = |rel: &Path| stage.join(rel);
+    let uid = plan.user.uid;
+    let gid = plan.user.gid;
+    // Run by root, `/dev` is the parent's tmpfs with everything below it
+    // (the sandbox's own device nodes). The writable directories there
+    // (/dev/shm) are directories of the sandbox's tmpfs (same --disk),
+    // made where the parent's /dev will hide them and bound into it.
+    let dev = Path::new("dev");
+    let in_dev = |p: &Path| trees.dev_fs.is_some() && p.starts_with(dev) && p != dev;
+    let mut dev_attached = false;
+    let mut rooms = Vec::new();
     let mut devices = trees.devices.iter();
     for e in &plan.entries {
         match e {
+            Entry::Dir { path, .. } | Entry::Symlink { path, .. } | Entry::Device { path, .. }
+                if in_dev(path) => {}
             Entry::Dir { path, mode } => {
                 if path != Path::new(EMPTY_LOWER) {
                     mkdir(&root(path), *mode)?
+                }
+                if let (Some(fs), true) = (&trees.dev_fs, path == dev) {
+                    for (dir, mode, owned) in &plan.writable {
+                        if in_dev(dir) {
+                            let t = root(dir);
+                            mkdir_all(&t)?;
+                            set_mode(&t, *mode)?;
+                            if *owned && !rootless {
+                                chown(&t, uid, gid)?;
+                            }
+                            rooms.push(
+                                sys::open_tree_clone(&t, false)
+                                    .map_err(|e| fail("open", dir, e))?,
+                            );
+                        }
+                    }
+                    sys::move_mount_path(fs.as_raw_fd(), &root(path))
+                        .map_err(|e| fail("attach the sandbox's own /dev at", path, e))?;
+                    dev_attached = true;
                 }
             }
             Entry::Symlink { path, target } => std::os::unix::fs::symlink(target, root(path))
@@ -1042,17 +1247,34 @@ pub fn build_root(
             }
         }
     }
+    if trees.dev_fs.is_some() && !dev_attached {
+        return Err(fail(
+            "no place in the plan for",
+            dev,
+            io::Error::from_raw_os_error(libc::EINVAL),
+        ));
+    }
     for (path, fd) in host.unwrap_or_default() {
         sys::move_mount_path(fd.as_raw_fd(), &root(&path))
             .map_err(|e| fail("bind onto", &path, e))?;
     }
 
     // Writable directories: bound onto themselves so they keep `rw` when `/`
-    // becomes read-only.
-    let uid = plan.user.uid;
-    let gid = plan.user.gid;
+    // becomes read-only (below the parent's /dev: made above).
+    let mut rooms = rooms.into_iter();
     for (dir, mode, owned) in &plan.writable {
         let t = root(dir);
+        if in_dev(dir) {
+            let room = rooms.next().ok_or_else(|| {
+                fail(
+                    "no room made for",
+                    dir,
+                    io::Error::from_raw_os_error(libc::EINVAL),
+                )
+            })?;
+            sys::move_mount_path(room.as_raw_fd(), &t).map_err(|e| fail("bind onto", dir, e))?;
+            continue;
+        }
         mkdir_all(&t)?;
         set_mode(&t, *mode)?;
         if *owned && !rootless {
@@ -1827,6 +2049,74 @@ mod tests {
             );
         }
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn is_root() -> bool {
+        // SAFETY: geteuid cannot fail.
+        unsafe { libc::geteuid() == 0 }
+    }
+
+    fn skip_unless_root() -> bool {
+        if is_root() {
+            return false;
+        }
+        assert!(
+            std::env::var("AIRLOCK_TEST_MUST_RUN").as_deref() != Ok("1"),
+            "AIRLOCK_TEST_MUST_RUN=1 but this test needs root"
+        );
+        eprintln!("SKIPPED: needs root");
+        true
+    }
+
+    /// The sandbox's own /dev (root-run): the plan's nodes with Linux's
+    /// numbers and mode 0666, its symlinks and directories, a mount point
+    /// for /dev/shm, read-only; nothing else.
+    #[test]
+    fn private_dev_has_the_plans_nodes_read_only() {
+        if skip_unless_root() {
+            return;
+        }
+        let mut f = facts();
+        f.devices = vec!["null".into(), "zero".into(), "tty".into()];
+        let p = RootPlan::compile(
+            &f,
+            User::SANDBOX,
+            "box",
+            Path::new("/home/sandbox"),
+            &[],
+            1 << 20,
+        );
+        let fs = private_dev(&p).unwrap();
+        let at = |name: &CStr| {
+            // SAFETY: stat is plain data, filled by the kernel.
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            // SAFETY: a valid fd, C string and out-pointer.
+            let r = unsafe {
+                libc::fstatat(
+                    fs.as_raw_fd(),
+                    name.as_ptr(),
+                    &mut st,
+                    libc::AT_SYMLINK_NOFOLLOW,
+                )
+            };
+            (r == 0).then_some(st)
+        };
+        for (name, major, minor) in [(c"null", 1, 3), (c"zero", 1, 5), (c"tty", 5, 0)] {
+            let st = at(name).unwrap();
+            assert_eq!(st.st_mode, libc::S_IFCHR | 0o666, "{name:?}");
+            assert_eq!(st.st_rdev, libc::makedev(major, minor), "{name:?}");
+        }
+        assert!(at(c"full").is_none());
+        for name in [c"fd", c"stdin", c"stdout", c"stderr", c"ptmx"] {
+            assert_eq!(at(name).unwrap().st_mode & libc::S_IFMT, libc::S_IFLNK);
+        }
+        for name in [c"pts", c"shm"] {
+            assert_eq!(at(name).unwrap().st_mode, libc::S_IFDIR | 0o755);
+        }
+        // SAFETY: a valid fd and C string.
+        let r = unsafe { libc::mkdirat(fs.as_raw_fd(), c"new".as_ptr(), 0o755) };
+        assert_eq!(r, -1);
+        assert_eq!(io::Error::last_os_error().raw_os_error(), Some(libc::EROFS));
     }
 
     /// Rootless, the agent opens what the parent pinned and nothing else:

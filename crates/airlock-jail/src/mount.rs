@@ -11,14 +11,15 @@
 //! **No host socket inode is reachable through a read-only mount.** A
 //! read-only bind does not stop `connect()` to a unix socket under it (nor
 //! does Landlock up to ABI 7), so a tmux, ssh-agent, dbus or docker socket
-//! under a mounted directory would be a way out. Everything read-only from
-//! the host — the `host` image's directories and `ro` user mounts — is
-//! therefore a read-only **overlayfs** over the host directory: an
-//! overlay's inodes are its own, no socket is bound to them (`connect()`
-//! gives `ECONNREFUSED`, also for sockets created after the sandbox
-//! started), and locks and leases taken on them stay on the overlay's
-//! inodes instead of the host's files. Only `rw` mounts show host inodes
-//! themselves (see the README for what that leaves).
+//! under a mounted directory would be a way out. Every directory read-only
+//! from the host — the `host` image's and `ro` user mounts — is therefore
+//! a read-only **overlayfs** over the host directory: an overlay's inodes
+//! are its own, no socket is bound to them (`connect()` gives
+//! `ECONNREFUSED`, also for sockets created after the sandbox started),
+//! and locks and leases taken on them stay on the overlay's inodes instead
+//! of the host's files. A `ro` file is a copy (below). Only `rw` mounts,
+//! and `ro` files too large to copy, show host inodes themselves (see the
+//! README for what that leaves).
 //!
 //! User mount sources are resolved once, on the host, by the parent with
 //! [`crate::safepath`] (no symlink but root's is followed), and what that

@@ -29,7 +29,7 @@ mod setup;
 mod tcp;
 
 use airlock_protocol::v2::Stage;
-pub use plan::{AgentPlan, ContainerPlan, MountShape, Role};
+pub use plan::{AgentPlan, ContainerPlan, Inherited, MountShape, Role};
 pub use serve::{serve, Served};
 
 /// A set-up failure, reported as SetupFailed.

@@ -7,13 +7,21 @@ use serde::{Deserialize, Serialize};
 
 pub use airlock_jail::spawn::{AGENT_ARGV0 as ARGV0, FD_CHANNEL, FD_FIRST_TREE};
 
-/// How one user mount's inherited trees look.
+/// How one user mount's inherited tree looks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MountShape {
     pub is_dir: bool,
-    /// A read-only mount of one file: its name in the inherited directory
-    /// tree that follows its own tree.
-    pub file_in: Option<Vec<u8>>,
+}
+
+/// The trees a root-run agent inherits from [`FD_FIRST_TREE`] on, in this
+/// order: its own `/dev` (a tmpfs with its device nodes, when airlock
+/// could make one), one tree per host device node (when it could not), one
+/// per user mount.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inherited {
+    pub dev_fs: bool,
+    pub devices: usize,
+    pub mounts: Vec<MountShape>,
 }
 
 /// A container sandbox's set-up.
@@ -25,10 +33,13 @@ pub struct ContainerPlan {
     /// `/proc/sys/user/*` of the sandbox's own user namespace.
     pub userns_limits: Vec<(String, u64)>,
     /// Run by root, the parent opened the mount trees (with root's rights,
-    /// id-mapped) and the agent inherits them from [`FD_FIRST_TREE`] on:
-    /// how many devices, and each user mount's shape. `None`: the agent
-    /// opens them itself (rootless).
-    pub inherited: Option<(usize, Vec<MountShape>)>,
+    /// id-mapped) and the agent inherits them from [`FD_FIRST_TREE`] on.
+    /// `None`: the agent opens them itself (rootless), from `pinned`.
+    pub inherited: Option<Inherited>,
+    /// Rootless: each user mount's source as the parent resolved it on the
+    /// host, in `root.user_mounts` order; the agent opens exactly these.
+    #[serde(default)]
+    pub pinned: Vec<airlock_jail::mount::Pinned>,
 }
 
 /// Which kind of agent this is.

@@ -5,9 +5,7 @@ use crate::SetupError;
 use airlock_jail::mount::{self, OpenedMount, OpenedTrees};
 use airlock_protocol::v2::Stage;
 use airlock_sys as sys;
-use std::ffi::OsString;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStringExt;
 use std::path::Path;
 
 /// Container PID 1: becomes root of its user namespace, builds the root
@@ -56,8 +54,8 @@ pub(crate) fn container(
         .map_err(|e| SetupError::io(Stage::Limits, "cgroup namespace", e))?;
     sys::timing::mark("ids+cgroupns");
     let trees = match &p.inherited {
-        Some((devices, shapes)) => inherited(*devices, shapes),
-        None => mount::open_trees(&p.root, None).map_err(|e| SetupError {
+        Some(i) => inherited(i),
+        None => mount::open_pinned_trees(&p.root, &p.pinned).map_err(|e| SetupError {
             stage: Stage::Mounts,
             errno: libc::EPERM,
             detail: error_chain(&e),
@@ -118,7 +116,7 @@ pub(crate) fn local() -> Result<(), SetupError> {
 }
 
 /// The mount trees the parent opened, from [`FD_FIRST_TREE`] on.
-fn inherited(devices: usize, shapes: &[crate::plan::MountShape]) -> OpenedTrees {
+fn inherited(i: &crate::plan::Inherited) -> OpenedTrees {
     let mut next = FD_FIRST_TREE;
     let mut take = || {
         let fd = next;
@@ -127,24 +125,19 @@ fn inherited(devices: usize, shapes: &[crate::plan::MountShape]) -> OpenedTrees 
         // for us, and nothing else owns them.
         unsafe { OwnedFd::from_raw_fd(fd) }
     };
-    let devices = (0..devices).map(|_| take()).collect();
-    let mounts = shapes
+    let dev_fs = i.dev_fs.then(&mut take);
+    let devices = (0..i.devices).map(|_| take()).collect();
+    let mounts = i
+        .mounts
         .iter()
-        .map(|s| {
-            let tree = take();
-            let file_in = s
-                .file_in
-                .as_ref()
-                .map(|name| (take(), OsString::from_vec(name.clone())));
-            OpenedMount {
-                tree,
-                is_dir: s.is_dir,
-                file_in,
-            }
+        .map(|s| OpenedMount {
+            tree: take(),
+            is_dir: s.is_dir,
         })
         .collect();
     OpenedTrees {
         devices,
+        dev_fs,
         mounts,
         notes: Vec::new(),
     }

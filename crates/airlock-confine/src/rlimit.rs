@@ -2,9 +2,10 @@
 //!
 //! Every sandbox's command gets, whatever the spec says: no core dumps; at
 //! most [`NOFILE`] open files per process; at most [`SIGPENDING`] queued
-//! signals and [`MSGQUEUE`] bytes of POSIX message queues (both counted per
-//! user, and charged up to the host user that owns the sandbox's user
-//! namespace); and a task cap (`RLIMIT_NPROC`, counted per user *in the
+//! signals, [`MSGQUEUE`] bytes of POSIX message queues and [`MEMLOCK`]
+//! bytes of locked memory (all counted per user, and charged up to the
+//! host user that owns the sandbox's user namespace — rootless, the
+//! caller, so each is a fraction of what the caller has); and a task cap (`RLIMIT_NPROC`, counted per user *in the
 //! sandbox's namespace*, so per sandbox): `--pids`, or a default derived
 //! from the host so that one sandbox can take neither every pid
 //! (`pid_max`) nor, with [`NOFILE`] files in each task, every open file of
@@ -18,8 +19,13 @@ use std::io;
 pub const NOFILE: u64 = 1024;
 /// Queued signals (per user, in the sandbox).
 pub const SIGPENDING: u64 = 1024;
-/// Bytes in POSIX message queues (per user; the kernel's usual default).
-pub const MSGQUEUE: u64 = 819_200;
+/// Bytes in POSIX message queues (per user): a quarter of the kernel's
+/// usual per-user default (819200), so that a rootless sandbox leaves its
+/// caller's other processes most of theirs.
+pub const MSGQUEUE: u64 = 204_800;
+/// Bytes of locked memory (`mlock`, and what the kernel counts per user:
+/// `SHM_LOCK`ed segments, `memfd_secret`).
+pub const MEMLOCK: u64 = 64 * 1024;
 /// The task cap never exceeds this by default...
 pub const MAX_DEFAULT_TASKS: u64 = 8192;
 /// ...nor falls below this.
@@ -122,6 +128,9 @@ pub struct Rlimits {
     pub sigpending: Option<u64>,
     /// `RLIMIT_MSGQUEUE`.
     pub msgqueue: Option<u64>,
+    /// `RLIMIT_MEMLOCK`.
+    #[serde(default)]
+    pub memlock: Option<u64>,
 }
 
 impl Rlimits {
@@ -133,6 +142,7 @@ impl Rlimits {
             nofile: Some(NOFILE),
             sigpending: Some(SIGPENDING),
             msgqueue: Some(MSGQUEUE),
+            memlock: Some(MEMLOCK),
         }
     }
 }
@@ -145,6 +155,7 @@ pub fn apply(r: &Rlimits) -> io::Result<()> {
         (libc::RLIMIT_NOFILE, r.nofile),
         (libc::RLIMIT_SIGPENDING, r.sigpending),
         (libc::RLIMIT_MSGQUEUE, r.msgqueue),
+        (libc::RLIMIT_MEMLOCK, r.memlock),
     ] {
         if let Some(v) = v {
             set(res, v)?;

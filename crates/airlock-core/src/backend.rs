@@ -4,15 +4,14 @@
 
 use crate::facts::Facts;
 use crate::CoreError;
-use airlock_agent::{AgentPlan, ContainerPlan, MountShape, Role};
+use airlock_agent::{AgentPlan, ContainerPlan, Inherited, MountShape, Role};
 use airlock_confine::{rlimit::Rlimits, Confinement};
 use airlock_jail::cgroup::{Cgroup, Controller};
-use airlock_jail::mount::{self, Entry};
+use airlock_jail::mount;
 use airlock_jail::spawn::{Agent, AgentSpawn, Pending};
 use airlock_jail::Plan;
 use airlock_spec::{Isolation, User, ValidSpec};
 use std::os::fd::OwnedFd;
-use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 /// A started agent and the plan to send it.
@@ -83,41 +82,39 @@ impl Backend for Container {
         let rootless = plan.idmap.is_rootless();
         let mut notes = Vec::new();
         let mut inherit: Vec<OwnedFd> = Vec::new();
+        let mut pinned = Vec::new();
         let inherited = if rootless {
-            // Checked here for a clear error before anything exists; the
-            // agent opens the trees itself, with the caller's same rights.
+            // Each source is resolved here, on the host, once; the agent
+            // (which alone can open trees rootless) opens exactly what was
+            // found, and refuses anything else.
             for m in &plan.root.user_mounts {
-                mount::check_source(m)?;
+                pinned.push(mount::Pinned::of(&mount::check_source(m)?));
             }
             None
         } else {
             // Run by root, sources are opened here, with root's rights,
-            // and id-mapped before the sandbox exists.
+            // and id-mapped before the sandbox exists; the device nodes
+            // are made here.
             let host = (
                 plan.idmap.host_uid(plan.user.uid).unwrap_or(u32::MAX),
                 plan.idmap.host_gid(plan.user.gid).unwrap_or(u32::MAX),
             );
-            let trees = mount::open_trees(&plan.root, Some(host))?;
+            let trees = mount::open_trees(&plan.root, host)?;
             notes.extend(trees.notes);
-            let devices = plan
-                .root
-                .entries
-                .iter()
-                .filter(|e| matches!(e, Entry::Device { .. }))
-                .count();
+            let dev_fs = trees.dev_fs.is_some();
+            inherit.extend(trees.dev_fs);
+            let devices = trees.devices.len();
             inherit.extend(trees.devices);
-            let mut shapes = Vec::new();
+            let mut mounts = Vec::new();
             for m in trees.mounts {
-                shapes.push(MountShape {
-                    is_dir: m.is_dir,
-                    file_in: m.file_in.as_ref().map(|(_, name)| name.as_bytes().to_vec()),
-                });
+                mounts.push(MountShape { is_dir: m.is_dir });
                 inherit.push(m.tree);
-                if let Some((dir, _)) = m.file_in {
-                    inherit.push(dir);
-                }
             }
-            Some((devices, shapes))
+            Some(Inherited {
+                dev_fs,
+                devices,
+                mounts,
+            })
         };
         let agent = pending.start(AgentSpawn {
             idmap: Some(plan.idmap),
@@ -135,6 +132,7 @@ impl Backend for Container {
                     .map(|(k, v)| (k.to_string(), *v))
                     .collect(),
                 inherited,
+                pinned,
             })),
             confinement: plan.confinement,
             file_user: (plan.user.uid, plan.user.gid),

@@ -47,6 +47,19 @@ pub enum JailError {
     },
     #[error("mount source {source_path:?} is not a directory: overlay mounts need one")]
     OverlayNotDir { source_path: PathBuf },
+    #[error("mount source {source_path:?} is {kind}: a read-only mount is of a directory or a regular file only")]
+    MountNotRegular {
+        source_path: PathBuf,
+        kind: &'static str,
+    },
+    #[error("mount source {source_path:?} (resolved to {path:?}) changed while being mounted ({why}): refused")]
+    MountChanged {
+        source_path: PathBuf,
+        path: PathBuf,
+        why: String,
+    },
+    #[error("the plan pins {pins} mount sources for {mounts} mounts")]
+    PinCount { pins: usize, mounts: usize },
     #[error("cgroup {path:?}")]
     Cgroup {
         path: PathBuf,
@@ -305,6 +318,10 @@ mod tests {
         );
         assert_eq!(r.nofile, Some(rlimit::NOFILE));
         assert_eq!(r.sigpending, Some(rlimit::SIGPENDING));
+        // A quarter of the usual per-user message-queue budget, 64 KiB of
+        // locked memory.
+        assert_eq!(r.msgqueue, Some(204_800));
+        assert_eq!(r.memlock, Some(64 * 1024));
         let p = compile(&spec, &[cgroup::Controller::Memory]);
         assert_eq!(p.confinement.rlimits.data, Some(1 << 30));
         spec.limits.pids = Some(50);

@@ -11,28 +11,41 @@
 //! **No host socket inode is reachable through a read-only mount.** A
 //! read-only bind does not stop `connect()` to a unix socket under it (nor
 //! does Landlock up to ABI 7), so a tmux, ssh-agent, dbus or docker socket
-//! under a mounted directory would be a way out. Everything read-only from
-//! the host — the `host` image's directories and `ro` user mounts — is
-//! therefore a read-only **overlayfs** over the host directory: an
-//! overlay's inodes are its own, no socket is bound to them (`connect()`
-//! gives `ECONNREFUSED`, also for sockets created after the sandbox
-//! started), and locks and leases taken on them stay on the overlay's
-//! inodes instead of the host's files. Only `rw` mounts show host inodes
-//! themselves (see the README for what that leaves).
+//! under a mounted directory would be a way out. Every directory read-only
+//! from the host — the `host` image's and `ro` user mounts — is therefore
+//! a read-only **overlayfs** over the host directory: an overlay's inodes
+//! are its own, no socket is bound to them (`connect()` gives
+//! `ECONNREFUSED`, also for sockets created after the sandbox started),
+//! and locks and leases taken on them stay on the overlay's inodes instead
+//! of the host's files. A `ro` file is a copy (below). Only `rw` mounts,
+//! and `ro` files too large to copy, show host inodes themselves (see the
+//! README for what that leaves).
 //!
-//! User mount sources are resolved with [`crate::safepath`] (no symlink but
-//! root's is followed) and opened as detached trees (`open_tree`, with
-//! `nosuid,nodev` and `ro` re-applied recursively via `mount_setattr`) — by
-//! the parent with root's rights before the clone when run by root, by the
-//! child with the caller's same rights when rootless — so sources cannot be
-//! swapped between the check and the mount.
+//! User mount sources are resolved once, on the host, by the parent with
+//! [`crate::safepath`] (no symlink but root's is followed), and what that
+//! walk ended on is what gets mounted — never a second lookup by name:
+//! run by root, the parent opens it as a detached tree right there
+//! (`open_tree` on the walk's fd, with `nosuid,nodev` and `ro` re-applied
+//! recursively via `mount_setattr`); rootless, where only the child can
+//! open trees, the plan carries the resolved path with its (dev, ino,
+//! type) ([`Pinned`]) and the child opens that path without following any
+//! symlink and refuses anything else. A `ro` mount of a single file is a
+//! private read-only copy of that inode (up to [`COPY_MAX`]; larger ones
+//! are that inode itself, read-only); only directories and regular files
+//! can be mounted `ro`.
+//!
+//! Run by root, the sandbox's device nodes are its own: its whole `/dev`
+//! is a small read-only tmpfs the parent makes ([`private_dev`]), so no
+//! lock, inotify watch or timestamp of the nodes is shared with the
+//! host's. Rootless, no node can be made: the host's are bound read-only
+//! into a `/dev` on the sandbox's tmpfs.
 
 use crate::sys::{self, cpath};
 use crate::ChildFail;
 use airlock_spec::{Mount, MountMode, User};
 use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 /// Where the child attaches the new root before pivoting into it. Only the
@@ -66,8 +79,18 @@ const ETC_FROM_HOST: &[&str] = &[
 ];
 /// Top-level entries of the `host` image.
 const IMAGE_TOP: &[&str] = &["usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32"];
-/// Device nodes bound from the host.
-const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+/// The sandbox's device nodes: name, major, minor (Linux's fixed numbers).
+const DEVICES: &[(&str, u32, u32)] = &[
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
+/// Files up to this size are copied into the sandbox for a `ro` mount of a
+/// single file; larger ones are bound (that very inode, read-only).
+pub const COPY_MAX: u64 = 16 << 20;
 
 /// What one path in the new root is.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -97,12 +120,29 @@ pub enum Entry {
         path: PathBuf,
         source: PathBuf,
     },
-    /// A device node of the host, bound read-only (its inode's timestamps
-    /// cannot be changed from inside), `nosuid,noexec`.
+    /// A character device, read-only (its timestamps cannot be changed
+    /// from inside), `nosuid,noexec`: the sandbox's own node when run by
+    /// root (in [`private_dev`]), the host's `source` bound rootless.
     Device {
         path: PathBuf,
         source: PathBuf,
+        /// (major, minor).
+        dev: (u32, u32),
     },
+}
+
+impl Entry {
+    /// Where in the new root it goes.
+    pub fn path(&self) -> &Path {
+        match self {
+            Entry::Dir { path, .. }
+            | Entry::Symlink { path, .. }
+            | Entry::File { path, .. }
+            | Entry::Copy { path, .. }
+            | Entry::HostDir { path, .. }
+            | Entry::Device { path, .. } => path,
+        }
+    }
 }
 
 /// What the host offers the `host` image: gathered by [`HostFacts::probe`],
@@ -151,7 +191,7 @@ impl HostFacts {
             };
             f.etc.push((n.to_string(), kind));
         }
-        for d in DEVICES {
+        for (d, _, _) in DEVICES {
             if Path::new("/dev").join(d).exists() {
                 f.devices.push(d.to_string());
             }
@@ -266,9 +306,13 @@ impl RootPlan {
             mode: 0o755,
         });
         for d in &facts.devices {
+            let Some(&(_, major, minor)) = DEVICES.iter().find(|(n, _, _)| n == d) else {
+                continue;
+            };
             e.push(Entry::Device {
                 path: Path::new("dev").join(d),
                 source: Path::new("/dev").join(d),
+                dev: (major, minor),
             });
         }
         for (link, target) in [
@@ -335,24 +379,93 @@ impl RootPlan {
 
 /// One user mount, opened.
 pub struct OpenedMount {
-    /// The detached tree of the source.
+    /// The detached tree of the source: the object the parent's check
+    /// ended on, never looked up again by name.
     pub tree: OwnedFd,
     pub is_dir: bool,
-    /// For a read-only mount of a single file: the detached tree of its
-    /// directory and its name there. The child overlays the directory and
-    /// binds the file from the overlay, so that no host inode is shown.
-    pub file_in: Option<(OwnedFd, std::ffi::OsString)>,
 }
 
 /// Detached mount trees, in the order the child uses them.
 pub struct OpenedTrees {
-    /// One per `Entry::Device`, in entry order.
+    /// The host's device nodes (rootless), one per `Entry::Device`, in
+    /// entry order; empty when `dev_fs` holds the sandbox's own.
     pub devices: Vec<OwnedFd>,
+    /// Run by root: the sandbox's own `/dev` ([`private_dev`]), which the
+    /// child attaches there.
+    pub dev_fs: Option<OwnedFd>,
     /// One per user mount, in `user_mounts` order.
     pub mounts: Vec<OpenedMount>,
     /// Things the user should hear about (a mount that could not be
     /// id-mapped).
     pub notes: Vec<String>,
+}
+
+/// A user mount's source as the parent resolved it on the host, for a
+/// rootless child to open: the path the walk took (every symlink replaced
+/// by what it points at, so it has none) and what it found there. The
+/// child opens the path without following any symlink
+/// ([`Pinned::open`]) and refuses anything that is not this object —
+/// it never walks the path itself, which inside its user namespace would
+/// take the caller's own symlinks for root's.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Pinned {
+    pub path: PathBuf,
+    pub dev: u64,
+    pub ino: u64,
+    /// `st_mode & S_IFMT`.
+    pub kind: u32,
+}
+
+impl Pinned {
+    pub fn of(r: &crate::safepath::Resolved) -> Pinned {
+        Pinned {
+            path: r.real.clone(),
+            dev: r.stat.st_dev,
+            ino: r.stat.st_ino,
+            kind: r.stat.st_mode & libc::S_IFMT,
+        }
+    }
+
+    /// Opens (`O_PATH`) the object at `path` with `openat2(RESOLVE_NO_SYMLINKS
+    /// | RESOLVE_NO_MAGICLINKS)`, and only if it is still the one pinned.
+    pub fn open(&self, source: &Path) -> Result<OwnedFd, crate::JailError> {
+        let changed = |why: String| crate::JailError::MountChanged {
+            source_path: source.to_path_buf(),
+            path: self.path.clone(),
+            why,
+        };
+        let c = sys::cpath(&self.path).map_err(|err| crate::JailError::MountSource {
+            source_path: source.to_path_buf(),
+            err,
+        })?;
+        // No O_NOFOLLOW: with it, O_PATH would open a symlink now at the
+        // end of the path as itself; without it, RESOLVE_NO_SYMLINKS
+        // refuses it (ELOOP) like any other on the way.
+        let fd = sys::openat2(
+            libc::AT_FDCWD,
+            &c,
+            libc::O_PATH,
+            0,
+            sys::RESOLVE_NO_SYMLINKS | sys::RESOLVE_NO_MAGICLINKS,
+        )
+        .map_err(|err| match err.raw_os_error() {
+            Some(libc::ELOOP) => changed("a symlink is now on its path".into()),
+            Some(libc::ENOENT) | Some(libc::ENOTDIR) => changed(format!("{err}")),
+            _ => crate::JailError::MountSource {
+                source_path: source.to_path_buf(),
+                err,
+            },
+        })?;
+        let st = sys::fstat(fd.as_raw_fd()).map_err(|err| crate::JailError::MountSource {
+            source_path: source.to_path_buf(),
+            err,
+        })?;
+        if st.st_dev != self.dev || st.st_ino != self.ino || st.st_mode & libc::S_IFMT != self.kind
+        {
+            return Err(changed("another object is there now".into()));
+        }
+        Ok(fd)
+    }
 }
 
 fn source_err(m: &Mount) -> impl Fn(io::Error) -> crate::JailError + '_ {
@@ -363,8 +476,8 @@ fn source_err(m: &Mount) -> impl Fn(io::Error) -> crate::JailError + '_ {
 }
 
 /// Resolves a user mount's source (see [`crate::safepath`]) and checks it
-/// is something that mode may mount. Run by the parent before anything
-/// exists (rootless, the child resolves again when it opens the tree).
+/// is something that mode may mount. Run by the parent, on the host, before
+/// anything exists: the only resolution of the path there is.
 pub fn check_source(m: &Mount) -> Result<crate::safepath::Resolved, crate::JailError> {
     let r = crate::safepath::resolve(&m.source).map_err(|err| crate::JailError::MountPath {
         source_path: m.source.clone(),
@@ -385,33 +498,53 @@ pub fn check_source(m: &Mount) -> Result<crate::safepath::Resolved, crate::JailE
             source_path: m.source.clone(),
         });
     }
+    if m.mode == MountMode::Ro && !r.is_dir() && !r.is_regular() {
+        return Err(crate::JailError::MountNotRegular {
+            source_path: m.source.clone(),
+            kind: kind_name(r.stat.st_mode),
+        });
+    }
     Ok(r)
 }
 
-/// Opens every source as a detached tree with its attributes set: devices
-/// and user mounts (the `host` image's directories are overlaid by path in
-/// the child).
-///
-/// `idmap_to` (run by root): the host uid/gid of the sandbox's user. A user
-/// mount is then id-mapped so that its owner appears inside as the
-/// sandbox's user, and what the sandbox creates there belongs to that owner
-/// on the host — never to the subordinate uid, never to root — when the
-/// owner is not root and the path down to it belongs to root or that owner
-/// only ([`crate::safepath::Resolved::owner_chain`]).
-pub fn open_trees(
-    plan: &RootPlan,
-    idmap_to: Option<(u32, u32)>,
-) -> Result<OpenedTrees, crate::JailError> {
-    let mut devices = Vec::new();
-    for e in &plan.entries {
-        if let Entry::Device { source, .. } = e {
-            let attrs = sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NOEXEC;
-            devices.push(open_one(source, false, attrs)?);
-        }
+/// What a file of mode `mode` is, in words.
+fn kind_name(mode: u32) -> &'static str {
+    match mode & libc::S_IFMT {
+        libc::S_IFREG => "a regular file",
+        libc::S_IFDIR => "a directory",
+        libc::S_IFLNK => "a symlink",
+        libc::S_IFSOCK => "a unix socket",
+        libc::S_IFIFO => "a FIFO",
+        libc::S_IFCHR => "a character device",
+        libc::S_IFBLK => "a block device",
+        _ => "of an unknown kind",
     }
-    let mut mounts = Vec::new();
+}
+
+/// The flags of a user mount's tree.
+fn mount_attrs(m: &Mount) -> u64 {
+    let mut attrs = sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV;
+    if m.mode != MountMode::Rw {
+        attrs |= sys::MOUNT_ATTR_RDONLY;
+    }
+    attrs
+}
+
+/// Run by root, before the sandbox exists: opens every source as a
+/// detached tree with its attributes set — the user mounts and the
+/// sandbox's own `/dev` ([`private_dev`]) (the `host` image's
+/// directories are overlaid by path in the child).
+///
+/// `idmap_to`: the host uid/gid of the sandbox's user. A user mount is
+/// id-mapped so that its owner appears inside as the sandbox's user, and
+/// what the sandbox creates there belongs to that owner on the host —
+/// never to the subordinate uid, never to root — when the owner is not
+/// root and the path down to it belongs to root or that owner only
+/// ([`crate::safepath::Resolved::owner_chain`]).
+pub fn open_trees(plan: &RootPlan, idmap_to: (u32, u32)) -> Result<OpenedTrees, crate::JailError> {
     let mut notes = Vec::new();
-    let passwd = if idmap_to.is_some() && !plan.user_mounts.is_empty() {
+    let mut mounts = Vec::new();
+    let passwd = if !plan.user_mounts.is_empty() {
         std::fs::read_to_string("/etc/passwd").unwrap_or_default()
     } else {
         String::new()
@@ -420,22 +553,11 @@ pub fn open_trees(
     for m in &plan.user_mounts {
         let r = check_source(m)?;
         let err = source_err(m);
-        let mut attrs = sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV;
-        if m.mode != MountMode::Rw {
-            attrs |= sys::MOUNT_ATTR_RDONLY;
-        }
         let is_dir = r.is_dir();
         // A directory is cloned with what is mounted below it; a file
         // alone. The fd names what the walk checked: no second lookup.
         let tree = sys::open_tree_clone_fd(r.fd.as_raw_fd(), is_dir).map_err(&err)?;
-        sys::mount_setattr(tree.as_raw_fd(), attrs, 0, is_dir).map_err(&err)?;
-        let file_in = if m.mode == MountMode::Ro && !is_dir {
-            let dir = sys::open_tree_clone_fd(r.parent.as_raw_fd(), true).map_err(&err)?;
-            sys::mount_setattr(dir.as_raw_fd(), attrs, 0, true).map_err(&err)?;
-            Some((dir, r.name.clone()))
-        } else {
-            None
-        };
+        sys::mount_setattr(tree.as_raw_fd(), mount_attrs(m), 0, is_dir).map_err(&err)?;
         let owner = (r.stat.st_uid, r.stat.st_gid);
         // Whom to map, if anyone. A root-owned source is never mapped, in
         // any mode: the sandbox would hold root's owner rights over the
@@ -444,16 +566,15 @@ pub fn open_trees(
         // directory of another user (who could have put it there). Either
         // stays as it is: its files appear owned by nobody and are usable
         // only where others may.
-        let map = match (idmap_to, r.owner_chain()) {
-            (None, _) => None,
-            (Some(_), Some(0)) => {
+        let map = match r.owner_chain() {
+            Some(0) => {
                 notes.push(format!(
                     "{} is owned by root, so it is not id-mapped: the sandbox sees its files as nobody's and may read or write only where others may (chown -R it to a normal user and group, e.g. alice:alice, to work in it as its owner)",
                     m.source.display()
                 ));
                 None
             }
-            (Some(_), None) => {
+            None => {
                 notes.push(format!(
                     "{} (owned by uid {}) lies inside a directory of another user, so it is not id-mapped to its owner: the sandbox sees its files as nobody's and may read or write only where others may (mount it from a path that belongs to root or to its owner alone)",
                     m.source.display(),
@@ -461,7 +582,7 @@ pub fn open_trees(
                 ));
                 None
             }
-            (Some(host), Some(_)) => Some(host),
+            Some(_) => Some(idmap_to),
         };
         // The group side maps only onto the owner's own primary group: the
         // directory's group may be root or another privileged group
@@ -483,21 +604,17 @@ pub fn open_trees(
                 },
             };
             if let Some(ns) = ns {
-                let mut trees = vec![tree.as_raw_fd()];
-                if let Some((dir, _)) = &file_in {
-                    trees.push(dir.as_raw_fd());
-                }
-                for (i, fd) in trees.into_iter().enumerate() {
-                    let rec = is_dir || i == 1;
-                    if let Err(e) =
-                        sys::mount_setattr_userns(fd, sys::MOUNT_ATTR_IDMAP, 0, rec, Some(ns))
-                    {
-                        notes.push(format!(
-                            "cannot id-map {} ({e}); its files appear owned by nobody and the sandbox user can write only where others may",
-                            m.source.display()
-                        ));
-                        break;
-                    }
+                if let Err(e) = sys::mount_setattr_userns(
+                    tree.as_raw_fd(),
+                    sys::MOUNT_ATTR_IDMAP,
+                    0,
+                    is_dir,
+                    Some(ns),
+                ) {
+                    notes.push(format!(
+                        "cannot id-map {} ({e}); its files appear owned by nobody and the sandbox user can write only where others may",
+                        m.source.display()
+                    ));
                 }
                 if m.mode == MountMode::Rw && is_dir {
                     if let Some(n) = foreign_ids_note(&r, owner, &m.source) {
@@ -506,17 +623,192 @@ pub fn open_trees(
                 }
             }
         }
-        mounts.push(OpenedMount {
-            tree,
-            is_dir,
-            file_in,
-        });
+        mounts.push(OpenedMount { tree, is_dir });
     }
+    let (devices, dev_fs) = match private_dev(plan) {
+        Ok(fs) => (Vec::new(), Some(fs)),
+        Err(e) => {
+            // Where root may not make device nodes (a container without
+            // CAP_MKNOD): the host's, bound read-only, and the user hears.
+            notes.push(format!(
+                "cannot make the sandbox's own device nodes ({e}): the host's /dev/null, /dev/zero, ... are bound read-only instead (locks and inotify watches on them are shared with the host)"
+            ));
+            (host_devices(plan)?, None)
+        }
+    };
     Ok(OpenedTrees {
         devices,
+        dev_fs,
         mounts,
         notes,
     })
+}
+
+/// Rootless, in the child (which owns its mount namespace; the parent has
+/// no right to open trees): opens the user mounts' sources that the parent
+/// resolved and pinned — one [`Pinned`] per user mount, in order — and
+/// binds the host's device nodes (no node can be made here).
+pub fn open_pinned_trees(
+    plan: &RootPlan,
+    pins: &[Pinned],
+) -> Result<OpenedTrees, crate::JailError> {
+    if pins.len() != plan.user_mounts.len() {
+        return Err(crate::JailError::PinCount {
+            pins: pins.len(),
+            mounts: plan.user_mounts.len(),
+        });
+    }
+    let devices = host_devices(plan)?;
+    let mut mounts = Vec::new();
+    for (m, pin) in plan.user_mounts.iter().zip(pins) {
+        let fd = pin.open(&m.source)?;
+        let is_dir = pin.kind == libc::S_IFDIR;
+        let err = source_err(m);
+        let tree = sys::open_tree_clone_fd(fd.as_raw_fd(), is_dir).map_err(&err)?;
+        sys::mount_setattr(tree.as_raw_fd(), mount_attrs(m), 0, is_dir).map_err(&err)?;
+        mounts.push(OpenedMount { tree, is_dir });
+    }
+    Ok(OpenedTrees {
+        devices,
+        dev_fs: None,
+        mounts,
+        notes: Vec::new(),
+    })
+}
+
+/// The host's device nodes, each a read-only, `nosuid,noexec` clone.
+fn host_devices(plan: &RootPlan) -> Result<Vec<OwnedFd>, crate::JailError> {
+    let attrs = sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NOEXEC;
+    let mut devices = Vec::new();
+    for e in &plan.entries {
+        if let Entry::Device { source, .. } = e {
+            devices.push(open_one(source, false, attrs)?);
+        }
+    }
+    Ok(devices)
+}
+
+/// Run by root, in the initial user namespace: the sandbox's own `/dev`.
+/// A small tmpfs (detached: `fsopen`/`fsmount`, a few inodes, no data)
+/// gets what the plan puts below `dev/` — a character device per
+/// `Entry::Device` (mode 0666, root's), the symlinks (`fd`, `stdin`, ...)
+/// and directories (`pts`), and mount points for the writable directories
+/// there (`shm`, a working directory) — and turns read-only
+/// (`nosuid,noexec`); the child attaches it as `/dev`. (No user mount
+/// targets `/dev`: the spec refuses it.)
+/// Made here because nodes on a filesystem mounted inside a user
+/// namespace never open; one mount for all of `/dev` because binding each
+/// node on its own costs a clone here and a mount there per node, on the
+/// start-up path.
+pub fn private_dev(plan: &RootPlan) -> io::Result<OwnedFd> {
+    let dev = Path::new("dev");
+    let below = |p: &Path| -> Option<PathBuf> {
+        let p = p.strip_prefix("/").unwrap_or(p);
+        p.strip_prefix(dev)
+            .ok()
+            .filter(|r| !r.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+    };
+    let inodes = plan.entries.iter().filter(|e| below(e.path()).is_some()).count()
+        + plan
+            .writable
+            .iter()
+            .filter_map(|(d, _, _)| below(d))
+            .map(|r| r.components().count())
+            .sum::<usize>()
+        // Its root, and a few to spare.
+        + 4;
+    let inodes = cstring(inodes.to_string());
+    let fs = sys::fs_mount(
+        c"tmpfs",
+        &[(c"nr_inodes", inodes.as_c_str()), (c"mode", c"0755")],
+        sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NOEXEC,
+    )?;
+    let root = fs.as_raw_fd();
+    for e in &plan.entries {
+        match e {
+            Entry::Device {
+                path,
+                dev: (major, minor),
+                ..
+            } => {
+                let Some(r) = below(path) else { continue };
+                let c = sys::cpath(&r)?;
+                // SAFETY: a valid fd and C string; makes a character device.
+                sys::cvt(unsafe {
+                    libc::mknodat(
+                        root,
+                        c.as_ptr(),
+                        libc::S_IFCHR | 0o666,
+                        libc::makedev(*major, *minor),
+                    )
+                })?;
+                // The umask took some bits off.
+                // SAFETY: a valid fd and C string.
+                sys::cvt(unsafe { libc::fchmodat(root, c.as_ptr(), 0o666, 0) })?;
+            }
+            Entry::Symlink { path, target } => {
+                let Some(r) = below(path) else { continue };
+                let (c, t) = (sys::cpath(&r)?, sys::cpath(target)?);
+                // SAFETY: valid C strings and fd.
+                sys::cvt(unsafe { libc::symlinkat(t.as_ptr(), root, c.as_ptr()) })?;
+            }
+            Entry::Dir { path, .. } => {
+                if let Some(r) = below(path) {
+                    dev_mkdirs(root, &r)?;
+                }
+            }
+            Entry::File { path, .. } | Entry::Copy { path, .. } | Entry::HostDir { path, .. } => {
+                if below(path).is_some() {
+                    return Err(io::Error::from_raw_os_error(libc::EINVAL));
+                }
+            }
+        }
+    }
+    for (dir, _, _) in &plan.writable {
+        if let Some(r) = below(dir) {
+            dev_mkdirs(root, &r)?;
+        }
+    }
+    sys::mount_setattr(root, sys::MOUNT_ATTR_RDONLY, 0, false)?;
+    Ok(fs)
+}
+
+/// Creates the directory `rel` and those on its way (mode 0755) below the
+/// directory `root`, never following a symlink; what exists is kept.
+fn dev_mkdirs(root: RawFd, rel: &Path) -> io::Result<()> {
+    let mut held: Option<OwnedFd> = None;
+    let n = rel.components().count();
+    for (i, c) in rel.components().enumerate() {
+        let std::path::Component::Normal(name) = c else {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        };
+        let dir = held.as_ref().map_or(root, |d| d.as_raw_fd());
+        let c = sys::cpath(Path::new(name))?;
+        // SAFETY: a valid fd and C string.
+        if unsafe { libc::mkdirat(dir, c.as_ptr(), 0o755) } == 0 {
+            // SAFETY: as above; the umask may have taken bits off.
+            sys::cvt(unsafe { libc::fchmodat(dir, c.as_ptr(), 0o755, 0) })?;
+        } else {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EEXIST) {
+                return Err(e);
+            }
+        }
+        if i + 1 < n {
+            // SAFETY: a valid fd and C string; O_NOFOLLOW refuses a symlink.
+            let fd = sys::cvt(unsafe {
+                libc::openat(
+                    dir,
+                    c.as_ptr(),
+                    libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                )
+            })?;
+            // SAFETY: a new fd that nothing else owns.
+            held = Some(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
+        }
+    }
+    Ok(())
 }
 
 /// Entries looked at, at most, for [`foreign_ids_note`].
@@ -813,6 +1105,19 @@ pub fn build_root(
     })
     .map_err(|e| fail("make private", Path::new("/"), e))?;
 
+    // A `ro` mount of one file is a copy of the very inode the parent
+    // checked (its detached tree), never of whatever a name leads to now:
+    // each is opened for reading here, through /proc/self/fd, while /proc
+    // is still the host's and nothing is parked on it.
+    let mut files: Vec<Option<FileSource>> = Vec::new();
+    for (m, opened) in plan.user_mounts.iter().zip(&trees.mounts) {
+        files.push(if m.mode == MountMode::Ro && !opened.is_dir {
+            Some(FileSource::open(m, opened)?)
+        } else {
+            None
+        });
+    }
+
     // The new root: one tmpfs, the writable layer, still detached.
     let size = cstring(plan.disk.to_string());
     let inodes = cstring(inodes_for(plan.disk).to_string());
@@ -833,11 +1138,9 @@ pub fn build_root(
     // cloned from there as ours.
     let mut lowers: Vec<Option<OwnedFd>> = Vec::new();
     for (m, opened) in plan.user_mounts.iter().zip(&trees.mounts) {
-        let tree = match (&m.mode, &opened.file_in) {
-            (MountMode::Ro, Some((dir, _))) => Some((dir, true)),
-            (MountMode::Ro, None) | (MountMode::Overlay, None) => {
-                Some((&opened.tree, opened.is_dir))
-            }
+        // Directories mounted ro or overlay (a file is copied, below).
+        let tree = match m.mode {
+            MountMode::Ro | MountMode::Overlay if opened.is_dir => Some((&opened.tree, true)),
             _ => None,
         };
         lowers.push(match tree {
@@ -862,10 +1165,10 @@ pub fn build_root(
         None
     };
     let mut shown: Vec<Option<OwnedFd>> = Vec::new();
-    for ((m, opened), lower) in plan.user_mounts.iter().zip(&trees.mounts).zip(&mut lowers) {
+    for (m, lower) in plan.user_mounts.iter().zip(&mut lowers) {
         shown.push(match m.mode {
             MountMode::Ro if overlays.by_fd => match lower.take() {
-                Some(l) => Some(ro_mount(&overlays, m, opened, l)?),
+                Some(l) => Some(ro_mount(&overlays, m, l)?),
                 None => None,
             },
             _ => None,
@@ -880,12 +1183,43 @@ pub fn build_root(
     }
 
     let root = |rel: &Path| stage.join(rel);
+    let uid = plan.user.uid;
+    let gid = plan.user.gid;
+    // Run by root, `/dev` is the parent's tmpfs with everything below it
+    // (the sandbox's own device nodes). The writable directories there
+    // (/dev/shm) are directories of the sandbox's tmpfs (same --disk),
+    // made where the parent's /dev will hide them and bound into it.
+    let dev = Path::new("dev");
+    let in_dev = |p: &Path| trees.dev_fs.is_some() && p.starts_with(dev) && p != dev;
+    let mut dev_attached = false;
+    let mut rooms = Vec::new();
     let mut devices = trees.devices.iter();
     for e in &plan.entries {
         match e {
+            Entry::Dir { path, .. } | Entry::Symlink { path, .. } | Entry::Device { path, .. }
+                if in_dev(path) => {}
             Entry::Dir { path, mode } => {
                 if path != Path::new(EMPTY_LOWER) {
                     mkdir(&root(path), *mode)?
+                }
+                if let (Some(fs), true) = (&trees.dev_fs, path == dev) {
+                    for (dir, mode, owned) in &plan.writable {
+                        if in_dev(dir) {
+                            let t = root(dir);
+                            mkdir_all(&t)?;
+                            set_mode(&t, *mode)?;
+                            if *owned && !rootless {
+                                chown(&t, uid, gid)?;
+                            }
+                            rooms.push(
+                                sys::open_tree_clone(&t, false)
+                                    .map_err(|e| fail("open", dir, e))?,
+                            );
+                        }
+                    }
+                    sys::move_mount_path(fs.as_raw_fd(), &root(path))
+                        .map_err(|e| fail("attach the sandbox's own /dev at", path, e))?;
+                    dev_attached = true;
                 }
             }
             Entry::Symlink { path, target } => std::os::unix::fs::symlink(target, root(path))
@@ -914,17 +1248,34 @@ pub fn build_root(
             }
         }
     }
+    if trees.dev_fs.is_some() && !dev_attached {
+        return Err(fail(
+            "no place in the plan for",
+            dev,
+            io::Error::from_raw_os_error(libc::EINVAL),
+        ));
+    }
     for (path, fd) in host.unwrap_or_default() {
         sys::move_mount_path(fd.as_raw_fd(), &root(&path))
             .map_err(|e| fail("bind onto", &path, e))?;
     }
 
     // Writable directories: bound onto themselves so they keep `rw` when `/`
-    // becomes read-only.
-    let uid = plan.user.uid;
-    let gid = plan.user.gid;
+    // becomes read-only (below the parent's /dev: made above).
+    let mut rooms = rooms.into_iter();
     for (dir, mode, owned) in &plan.writable {
         let t = root(dir);
+        if in_dev(dir) {
+            let room = rooms.next().ok_or_else(|| {
+                fail(
+                    "no room made for",
+                    dir,
+                    io::Error::from_raw_os_error(libc::EINVAL),
+                )
+            })?;
+            sys::move_mount_path(room.as_raw_fd(), &t).map_err(|e| fail("bind onto", dir, e))?;
+            continue;
+        }
         mkdir_all(&t)?;
         set_mode(&t, *mode)?;
         if *owned && !rootless {
@@ -952,19 +1303,37 @@ pub fn build_root(
     // new root. (procfs is mounted after them: the read-only overlays use
     // the empty `proc` directory as their bottom layer.)
     let root_dir = std::fs::File::open(stage).map_err(|e| fail("open", stage, e))?;
+    // Overlay upper layers and copies of files mounted `ro`: hidden once
+    // the root is built.
     let base = root(Path::new(OVERLAY_DIR));
+    let mut base_made = false;
+    let make_base = |made: &mut bool| -> Result<(), ChildFail> {
+        if !*made {
+            mkdir(&base, 0o700)?;
+            *made = true;
+        }
+        Ok(())
+    };
     let mut n_overlays = 0usize;
+    let mut n_files = 0usize;
     let user = plan.user_mounts.iter().zip(&trees.mounts);
-    for (((m, opened), lower), made) in user.zip(lowers).zip(shown) {
+    for ((((m, opened), lower), made), file) in user.zip(lowers).zip(shown).zip(files) {
         let target = make_target(root_dir.as_raw_fd(), &m.target, opened.is_dir)?;
         let fd = match (m.mode, made, lower) {
             (MountMode::Rw, _, _) => opened.tree.try_clone(),
             (MountMode::Ro, Some(made), _) => Ok(made),
-            (MountMode::Ro, None, Some(lower)) => Ok(ro_mount(&overlays, m, opened, lower)?),
+            (MountMode::Ro, None, Some(lower)) => Ok(ro_mount(&overlays, m, lower)?),
+            (MountMode::Ro, None, None) => {
+                let Some(src) = file else {
+                    return Err(no_tree(m));
+                };
+                make_base(&mut base_made)?;
+                let staged = base.join(format!("f{n_files}"));
+                n_files += 1;
+                Ok(src.mount(m, opened, &staged)?)
+            }
             (MountMode::Overlay, _, Some(lower)) => {
-                if n_overlays == 0 {
-                    mkdir(&base, 0o700)?;
-                }
+                make_base(&mut base_made)?;
                 let upper = base.join(format!("u{n_overlays}"));
                 let work = base.join(format!("w{n_overlays}"));
                 mkdir(&upper, 0o755)?;
@@ -975,13 +1344,7 @@ pub fn build_root(
                 n_overlays += 1;
                 Ok(overlays.make(lower, Some((&upper, &work)))?)
             }
-            _ => {
-                return Err(fail(
-                    "no opened tree for",
-                    &m.target,
-                    io::Error::from_raw_os_error(libc::EINVAL),
-                ))
-            }
+            _ => return Err(no_tree(m)),
         }
         .map_err(|e| fail("dup", &m.target, e))?;
         sys::move_mount_fd(fd.as_raw_fd(), target.as_raw_fd())
@@ -1012,7 +1375,7 @@ pub fn build_root(
     umount_detach(Path::new("."))?;
     std::env::set_current_dir("/").map_err(|e| fail("chdir", Path::new("/"), e))?;
 
-    if n_overlays > 0 {
+    if base_made {
         let hide = sys::fs_mount(
             c"tmpfs",
             &[(c"size", c"4k"), (c"mode", c"0")],
@@ -1031,31 +1394,186 @@ pub fn build_root(
     Ok(notes)
 }
 
-/// A `ro` user mount: a read-only overlay of its tree (for a single file,
-/// of its directory, the file cloned from it). Returns the detached mount
-/// to attach at the target.
-fn ro_mount(
-    overlays: &Overlays,
-    m: &Mount,
-    opened: &OpenedMount,
-    lower: OwnedFd,
-) -> Result<OwnedFd, ChildFail> {
-    let ovl = overlays.make(lower, None).map_err(|e| ChildFail {
+fn no_tree(m: &Mount) -> ChildFail {
+    fail(
+        "no opened tree for",
+        &m.target,
+        io::Error::from_raw_os_error(libc::EINVAL),
+    )
+}
+
+/// A `ro` user mount of a directory: a read-only overlay of its tree.
+/// Returns the detached mount to attach at the target.
+fn ro_mount(overlays: &Overlays, m: &Mount, lower: OwnedFd) -> Result<OwnedFd, ChildFail> {
+    overlays.make(lower, None).map_err(|e| ChildFail {
         detail: format!(
             "mount {} read-only through overlayfs (which keeps host sockets and locks out of reach): {}",
             m.source.display(),
             e.detail
         ),
         ..e
-    })?;
-    match &opened.file_in {
-        None => Ok(ovl),
-        Some((_, name)) => {
-            let one = sys::open_tree_clone_at(ovl.as_raw_fd(), Path::new(name))
-                .map_err(|e| fail("open overlay file", &m.target, e))?;
-            park(ovl, &m.target)?;
-            Ok(one)
+    })
+}
+
+/// The source of a `ro` mount of one file: the inode the parent checked,
+/// opened for reading when the sandbox may read it and it is small enough
+/// to copy, and its status as the sandbox sees it (owner through the id
+/// mapping).
+struct FileSource {
+    reader: Option<std::fs::File>,
+    stat: libc::stat,
+}
+
+impl FileSource {
+    /// Opens the file of `opened` (its detached tree: the inode itself, no
+    /// name is looked up) for reading through `/proc/self/fd`, with the
+    /// sandbox's own rights: this process is root in the sandbox's user
+    /// namespace, so the kernel lets it read what an id-mapped owner could
+    /// read, and of anything else only what any user of the sandbox may.
+    /// What it may not read is not copied (and is bound as it is: unreadable
+    /// inside as well).
+    fn open(m: &Mount, opened: &OpenedMount) -> Result<FileSource, ChildFail> {
+        let tree = opened.tree.as_raw_fd();
+        let stat = sys::fstat(tree).map_err(|e| fail("stat", &m.source, e))?;
+        if stat.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return Err(fail(
+                format!(
+                    "mount (it is {}; a read-only mount is of a directory or a regular file only)",
+                    kind_name(stat.st_mode)
+                ),
+                &m.source,
+                io::Error::from_raw_os_error(libc::EINVAL),
+            ));
         }
+        if stat.st_size as u64 > COPY_MAX {
+            return Ok(FileSource { reader: None, stat });
+        }
+        let via = cstring(format!("/proc/self/fd/{tree}"));
+        // SAFETY: a valid C string; the kernel returns a new fd or -1.
+        let fd = unsafe {
+            libc::open(
+                via.as_ptr(),
+                libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK,
+            )
+        };
+        if fd < 0 {
+            let e = io::Error::last_os_error();
+            return match e.raw_os_error() {
+                Some(libc::EACCES) | Some(libc::EPERM) => Ok(FileSource { reader: None, stat }),
+                _ => Err(fail("open for copying", &m.source, e)),
+            };
+        }
+        // SAFETY: a new fd that nothing else owns.
+        let reader = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        // The magic link leads to the tree's own inode; make sure of it.
+        let got = sys::fstat(reader.as_raw_fd()).map_err(|e| fail("stat", &m.source, e))?;
+        if (got.st_dev, got.st_ino) != (stat.st_dev, stat.st_ino) {
+            return Err(fail(
+                "open for copying (another file came back)",
+                &m.source,
+                io::Error::from_raw_os_error(libc::EIO),
+            ));
+        }
+        Ok(FileSource {
+            reader: Some(reader),
+            stat,
+        })
+    }
+
+    /// The detached mount to attach at the target: a read-only mount of a
+    /// private copy at `staged` (in the sandbox's tmpfs, so charged to
+    /// `--disk`), owned and with the mode as the source shows inside; or,
+    /// for a file too large to copy or unreadable inside, the source's own
+    /// tree (read-only, `nosuid,nodev`).
+    fn mount(self, m: &Mount, opened: &OpenedMount, staged: &Path) -> Result<OwnedFd, ChildFail> {
+        if let Some(reader) = self.reader {
+            if copy_file(reader, &self.stat, m, staged)? {
+                let t = sys::open_tree_clone(staged, false)
+                    .map_err(|e| fail("open copy of", &m.source, e))?;
+                sys::mount_setattr(
+                    t.as_raw_fd(),
+                    sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV,
+                    0,
+                    false,
+                )
+                .map_err(|e| fail("make read-only", &m.target, e))?;
+                return Ok(t);
+            }
+        }
+        opened
+            .tree
+            .try_clone()
+            .map_err(|e| fail("dup", &m.target, e))
+    }
+}
+
+/// Copies the source of a `ro` file mount to `staged` and gives the copy
+/// the source's mode, times and owner as the sandbox sees them. False when
+/// the file grew past [`COPY_MAX`] meanwhile (nothing is left at `staged`).
+fn copy_file(
+    reader: std::fs::File,
+    st: &libc::stat,
+    m: &Mount,
+    staged: &Path,
+) -> Result<bool, ChildFail> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(staged)
+        .map_err(|e| fail("create copy of", &m.source, e))?;
+    let copied = std::io::copy(&mut reader.take(COPY_MAX + 1), &mut out).map_err(|e| {
+        // ENOSPC: the sandbox's tmpfs is full; the caller names --disk.
+        fail(
+            format!("copy ({} bytes) of the read-only file mount", st.st_size),
+            &m.source,
+            e,
+        )
+    })?;
+    if copied > COPY_MAX {
+        drop(out);
+        std::fs::remove_file(staged).map_err(|e| fail("remove", staged, e))?;
+        return Ok(false);
+    }
+    let fd = out.as_raw_fd();
+    let mut mode = st.st_mode & 0o7777;
+    // SAFETY: fchown on an fd we own.
+    let chown = |u: u32, g: u32| unsafe { libc::fchown(fd, u, g) } == 0;
+    if !chown(st.st_uid, st.st_gid) {
+        // Rootless, this namespace maps the caller's ids only: an owner or
+        // group shown as nobody cannot be given to the copy, which stays
+        // the caller's. Its bits then grant the caller what the others'
+        // did (the copy holds only what this process, with the caller's
+        // rights, could read: nothing more is opened up).
+        let u = u32::MAX;
+        if !chown(u, st.st_gid) {
+            mode |= (mode & 0o7) << 3;
+        }
+        if !chown(st.st_uid, u) {
+            mode |= ((mode >> 3 | mode) & 0o7) << 6;
+        }
+    }
+    // After chown, which clears the set-id bits (the mount is nosuid
+    // anyway).
+    // SAFETY: fchmod on an fd we own.
+    sys::cvt(unsafe { libc::fchmod(fd, mode) }).map_err(|e| fail("chmod copy of", &m.source, e))?;
+    let times = [
+        st_time(st.st_atime, st.st_atime_nsec),
+        st_time(st.st_mtime, st.st_mtime_nsec),
+    ];
+    // SAFETY: two valid timespecs for an fd we own.
+    sys::cvt(unsafe { libc::futimens(fd, times.as_ptr()) })
+        .map_err(|e| fail("set times of copy of", &m.source, e))?;
+    Ok(true)
+}
+
+fn st_time(sec: libc::time_t, nsec: i64) -> libc::timespec {
+    libc::timespec {
+        tv_sec: sec,
+        tv_nsec: nsec as _,
     }
 }
 
@@ -1531,6 +2049,149 @@ mod tests {
                 "by_fd={by_fd}: {st}"
             );
         }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn is_root() -> bool {
+        // SAFETY: geteuid cannot fail.
+        unsafe { libc::geteuid() == 0 }
+    }
+
+    fn skip_unless_root() -> bool {
+        if is_root() {
+            return false;
+        }
+        assert!(
+            std::env::var("AIRLOCK_TEST_MUST_RUN").as_deref() != Ok("1"),
+            "AIRLOCK_TEST_MUST_RUN=1 but this test needs root"
+        );
+        eprintln!("SKIPPED: needs root");
+        true
+    }
+
+    /// The sandbox's own /dev (root-run): the plan's nodes with Linux's
+    /// numbers and mode 0666, its symlinks and directories, a mount point
+    /// for /dev/shm, read-only; nothing else.
+    #[test]
+    fn private_dev_has_the_plans_nodes_read_only() {
+        if skip_unless_root() {
+            return;
+        }
+        let mut f = facts();
+        f.devices = vec!["null".into(), "zero".into(), "tty".into()];
+        let p = RootPlan::compile(
+            &f,
+            User::SANDBOX,
+            "box",
+            Path::new("/home/sandbox"),
+            &[],
+            1 << 20,
+        );
+        let fs = private_dev(&p).unwrap();
+        let at = |name: &CStr| {
+            // SAFETY: stat is plain data, filled by the kernel.
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            // SAFETY: a valid fd, C string and out-pointer.
+            let r = unsafe {
+                libc::fstatat(
+                    fs.as_raw_fd(),
+                    name.as_ptr(),
+                    &mut st,
+                    libc::AT_SYMLINK_NOFOLLOW,
+                )
+            };
+            (r == 0).then_some(st)
+        };
+        for (name, major, minor) in [(c"null", 1, 3), (c"zero", 1, 5), (c"tty", 5, 0)] {
+            let st = at(name).unwrap();
+            assert_eq!(st.st_mode, libc::S_IFCHR | 0o666, "{name:?}");
+            assert_eq!(st.st_rdev, libc::makedev(major, minor), "{name:?}");
+        }
+        assert!(at(c"full").is_none());
+        for name in [c"fd", c"stdin", c"stdout", c"stderr", c"ptmx"] {
+            assert_eq!(at(name).unwrap().st_mode & libc::S_IFMT, libc::S_IFLNK);
+        }
+        for name in [c"pts", c"shm"] {
+            assert_eq!(at(name).unwrap().st_mode, libc::S_IFDIR | 0o755);
+        }
+        // SAFETY: a valid fd and C string.
+        let r = unsafe { libc::mkdirat(fs.as_raw_fd(), c"new".as_ptr(), 0o755) };
+        assert_eq!(r, -1);
+        assert_eq!(io::Error::last_os_error().raw_os_error(), Some(libc::EROFS));
+    }
+
+    /// Rootless, the agent opens what the parent pinned and nothing else:
+    /// the same object is opened; a symlink put in its place (or on its
+    /// way), or another object under the same name, is refused as a
+    /// change.
+    #[test]
+    fn pinned_sources_open_only_what_was_checked() {
+        let dir = std::env::temp_dir().join(format!("airlock-pin-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("a/sub")).unwrap();
+        std::fs::create_dir_all(dir.join("decoy/sub")).unwrap();
+        std::fs::write(dir.join("a/f"), "x").unwrap();
+        let pin = |p: &Path| {
+            Pinned::of(
+                &check_source(&Mount {
+                    source: p.to_path_buf(),
+                    target: "/m".into(),
+                    mode: MountMode::Ro,
+                })
+                .unwrap(),
+            )
+        };
+        let changed = |r: Result<OwnedFd, crate::JailError>| {
+            matches!(r, Err(crate::JailError::MountChanged { .. }))
+        };
+        let sub = pin(&dir.join("a/sub"));
+        let file = pin(&dir.join("a/f"));
+        assert_eq!(sub.kind, libc::S_IFDIR);
+        assert_eq!(file.kind, libc::S_IFREG);
+        assert!(sub.open(Path::new("/s")).is_ok());
+        assert!(file.open(Path::new("/s")).is_ok());
+        // A symlink on the way: a -> decoy.
+        std::fs::rename(dir.join("a"), dir.join("a.real")).unwrap();
+        std::os::unix::fs::symlink(dir.join("decoy"), dir.join("a")).unwrap();
+        assert!(changed(sub.open(Path::new("/s"))));
+        std::fs::remove_file(dir.join("a")).unwrap();
+        // Another directory under the same name.
+        std::fs::rename(dir.join("decoy"), dir.join("a")).unwrap();
+        assert!(changed(sub.open(Path::new("/s"))));
+        std::fs::rename(dir.join("a"), dir.join("decoy")).unwrap();
+        std::fs::rename(dir.join("a.real"), dir.join("a")).unwrap();
+        // The file itself swapped for a symlink to it.
+        std::fs::rename(dir.join("a/f"), dir.join("a/g")).unwrap();
+        std::os::unix::fs::symlink(dir.join("a/g"), dir.join("a/f")).unwrap();
+        assert!(changed(file.open(Path::new("/s"))));
+        std::fs::remove_file(dir.join("a/f")).unwrap();
+        std::fs::rename(dir.join("a/g"), dir.join("a/f")).unwrap();
+        assert!(file.open(Path::new("/s")).is_ok());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A `ro` mount is of a directory or a regular file: a FIFO (which a
+    /// copy would block on, and which would be a channel to the host) is
+    /// refused before anything exists.
+    #[test]
+    fn ro_mount_of_a_fifo_is_refused() {
+        let dir = std::env::temp_dir().join(format!("airlock-fifo-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("p");
+        let c = cpath(&fifo).unwrap();
+        // SAFETY: a valid C string.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let m = |mode| Mount {
+            source: fifo.clone(),
+            target: "/p".into(),
+            mode,
+        };
+        assert!(matches!(
+            check_source(&m(MountMode::Ro)),
+            Err(crate::JailError::MountNotRegular { kind: "a FIFO", .. })
+        ));
+        assert!(check_source(&m(MountMode::Rw)).is_ok());
         let _ = std::fs::remove_dir_all(&dir);
     }
 

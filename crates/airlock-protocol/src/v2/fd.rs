@@ -141,6 +141,12 @@ impl Channel {
                         Ok(n) => break n,
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        // The peer closed with packets of ours unread. The
+                        // kernel reports that once, ahead of the packets
+                        // the peer sent before closing (its last words: an
+                        // error report, an exit status), which are still
+                        // queued: read on, to them and then to the EOF.
+                        Err(e) if e.raw_os_error() == Some(libc::ECONNRESET) => {}
                         Err(source) => {
                             return Err(Error::Io {
                                 op: "recv",

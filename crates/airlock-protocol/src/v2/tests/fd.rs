@@ -335,3 +335,24 @@ fn closed_peer_is_an_error_not_a_signal_and_pipes_fall_back_to_write() {
     let mut rx = Channel::new(r.as_raw_fd(), Transport::Stream);
     assert!(rx.recv().unwrap().is_some());
 }
+
+/// A peer that sends its last packet and closes while packets of ours sit
+/// unread in its queue: the kernel answers the first recv with ECONNRESET,
+/// but the last packet is still there, then the EOF. (An agent that failed
+/// its set-up after the host had sent something lost its error report.)
+#[test]
+fn seqpacket_peer_closing_with_unread_packets_keeps_its_last_words() {
+    let (a, b) = socketpair(libc::SOCK_SEQPACKET);
+    let mut rx = Channel::new(b.as_raw_fd(), Transport::Seqpacket);
+    // Ours, never read by the peer.
+    raw_send(&b, &enc(&Message::Ping { nonce: 1 }));
+    // Its last words, then it goes.
+    raw_send(&a, &enc(&Message::Ping { nonce: 2 }));
+    drop(a);
+    let f = rx.recv().unwrap().unwrap();
+    assert_eq!(
+        Message::decode(f.kind, f.id, f.body),
+        Ok(Message::Ping { nonce: 2 })
+    );
+    assert!(matches!(rx.recv(), Err(Error::Closed { mid_frame: false })));
+}

@@ -181,6 +181,7 @@ pub fn prespawn(isolation: Isolation, stream: bool) -> Result<PendingAgent, Core
         Isolation::Container => Some(facts::idmap()),
         _ => None,
     };
+    crate::timing::mark("idmap");
     Ok(PendingAgent {
         pending: airlock_jail::spawn::prespawn(stream, idmap)?,
         stream,

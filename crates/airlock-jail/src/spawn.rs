@@ -162,6 +162,34 @@ struct ChildArgs {
     exe: RawFd,
     argv: [*const libc::c_char; 2],
     envp: [*const libc::c_char; 1],
+    /// The agent's name, which `argv` points into.
+    _argv0: CString,
+}
+
+/// The memory an agent's launching child uses until it has exec'd (it
+/// shares ours): kept by [`Pending`] until then.
+struct Launch {
+    args: Box<ChildArgs>,
+    stack: Vec<u8>,
+    /// Reaches EOF once the child has exec'd (or died): its copy of the
+    /// write end is close-on-exec.
+    exec_done: OwnedFd,
+}
+
+impl Launch {
+    /// Waits until the child no longer uses our memory.
+    fn wait(&self) {
+        let mut b = [0u8; 1];
+        loop {
+            // SAFETY: reads into a local buffer from our own pipe.
+            let n = unsafe { libc::read(self.exec_done.as_raw_fd(), b.as_mut_ptr().cast(), 1) };
+            if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            break;
+        }
+        let _ = (&self.args, &self.stack);
+    }
 }
 
 fn socketpair(ty: libc::c_int) -> io::Result<(OwnedFd, OwnedFd)> {
@@ -220,6 +248,8 @@ pub struct Pending {
     idmap: Option<IdMap>,
     /// Run by root: the helper making the sandbox's network namespace.
     netns: Option<crate::net::NetnsMaker>,
+    /// The launching child's memory, until it has exec'd.
+    launch: Option<Launch>,
     done: bool,
 }
 
@@ -232,6 +262,7 @@ pub const CONFIG_NETNS_FOLLOWS: u8 = 1;
 /// (`None`) the local tier.
 pub fn prespawn(stream: bool, idmap: Option<IdMap>) -> Result<Pending, JailError> {
     let exe = agent_exe().map_err(JailError::AgentExe)?;
+    sys::timing::mark("agent exe");
     let (ours, theirs) = socketpair(if stream {
         libc::SOCK_STREAM
     } else {
@@ -271,13 +302,15 @@ pub fn prespawn(stream: bool, idmap: Option<IdMap>) -> Result<Pending, JailError
     }
     let exe = high(exe)?;
     let argv0 = CString::new(AGENT_ARGV0).unwrap_or_default();
-    let args = ChildArgs {
+    let (done_r, done_w) = sys::pipe_cloexec().map_err(JailError::Channel)?;
+    let mut args = Box::new(ChildArgs {
         moves,
         first_free,
         exe: exe.as_raw_fd(),
         argv: [argv0.as_ptr(), std::ptr::null()],
         envp: [std::ptr::null()],
-    };
+        _argv0: argv0,
+    });
     // The configuration, there before the agent starts reading.
     let cfg = match idmap {
         None => vec![CONFIG_LOCAL],
@@ -297,46 +330,58 @@ pub fn prespawn(stream: bool, idmap: Option<IdMap>) -> Result<Pending, JailError
         }
     };
     send_ctl(ctl.as_raw_fd(), &cfg).map_err(JailError::Channel)?;
-    // First the network namespace's helper (its work is the longest),
-    // then the agent: each starts on a CPU of its own.
-    let netns = match idmap {
-        Some(m) if !m.is_rootless() => match crate::net::NetnsMaker::spawn(ctl.as_raw_fd()) {
-            Ok(n) => Some(n),
-            Err(_) => {
-                // The agent makes its own: tell it none follows.
-                let none = [crate::net::NETNS_TAG, libc::EAGAIN as u8];
-                send_ctl(ctl.as_raw_fd(), &none).map_err(JailError::Channel)?;
-                None
-            }
-        },
-        _ => None,
-    };
-    // vfork semantics: the child shares our memory on a stack of its own
-    // and we wait until it has exec'd (no page tables copied).
+    // The agent's child shares our memory on a stack of its own (no page
+    // tables copied) and we go on at once: its exec runs beside our own
+    // work. It touches nothing of ours but `args` and its stack, kept
+    // until it has exec'd (Launch).
     let mut stack = vec![0u8; CHILD_STACK];
-    // SAFETY: the stack is ours and outlives the child's use of it (we
-    // are suspended until it execs or exits); the child function only
-    // makes async-signal-safe calls on `args`.
+    // SAFETY: the stack and `args` outlive the child's use of them (kept
+    // in Pending's Launch until its exec is done); the child makes raw
+    // system calls only (no errno, no allocation).
     let pid = unsafe {
         let top = stack.as_mut_ptr().add(CHILD_STACK - 64);
         let top = top.sub(top as usize % 16);
         libc::clone(
             child_main,
             top.cast(),
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-            (&args as *const ChildArgs).cast_mut().cast(),
+            libc::CLONE_VM | libc::SIGCHLD,
+            (&mut *args as *mut ChildArgs).cast(),
         )
     };
-    drop(stack);
     if pid < 0 {
         return Err(JailError::Channel(io::Error::last_os_error()));
     }
+    drop(done_w);
+    let launch = Some(Launch {
+        args,
+        stack,
+        exec_done: done_r,
+    });
+    // The network namespace's helper, while the agent execs.
+    let netns = match idmap {
+        Some(m) if !m.is_rootless() => match crate::net::NetnsMaker::spawn(ctl.as_raw_fd()) {
+            Ok(n) => Some(n),
+            Err(_) => {
+                // The agent makes its own: tell it none follows.
+                let none = [crate::net::NETNS_TAG, libc::EAGAIN as u8];
+                let _ = send_ctl(ctl.as_raw_fd(), &none);
+                None
+            }
+        },
+        _ => None,
+    };
+    drop(dups);
+    drop(exe);
+    drop(theirs);
+    drop(ctl_theirs);
+    drop(null);
     Ok(Pending {
         pid,
         channel: ours,
         ctl,
         idmap,
         netns,
+        launch,
         done: false,
     })
 }
@@ -443,6 +488,11 @@ impl Pending {
     /// maps and hands it its mount trees. `s.idmap` must be what the agent
     /// was pre-spawned with.
     pub fn start(mut self, s: AgentSpawn<'_>) -> Result<Agent, JailError> {
+        // The launching child has exec'd (long ago, as a rule) and no
+        // longer uses our memory.
+        if let Some(l) = self.launch.take() {
+            l.wait();
+        }
         if s.inherit.len() > MAX_TREES {
             return Err(JailError::TooManyMounts { max: MAX_TREES });
         }
@@ -553,7 +603,7 @@ fn finish(
 const CHILD_STACK: usize = 64 * 1024;
 
 extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
-    // SAFETY: `arg` points at the ChildArgs of our suspended parent.
+    // SAFETY: `arg` points at the ChildArgs our parent keeps until we exec.
     let a = unsafe { &*(arg as *const ChildArgs) };
     child(a)
 }
@@ -561,44 +611,74 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
 /// The child, between clone and exec: async-signal-safe calls only (it
 /// shares its parent's memory; the parent waits).
 fn child(a: &ChildArgs) -> ! {
-    // SAFETY: every call here is an async-signal-safe syscall wrapper on
-    // fds and memory prepared before the fork; _exit never returns.
+    use airlock_sys::raw::syscall6 as sc;
+    // SAFETY: raw system calls on integers and on memory the parent keeps
+    // for us until we exec (`a`, our stack): nothing here touches errno or
+    // the heap, which we share with a running parent.
     unsafe {
-        libc::prctl(
-            libc::PR_SET_PDEATHSIG,
-            libc::SIGKILL as libc::c_ulong,
-            0,
-            0,
-            0,
+        let exit = |code: usize| -> ! {
+            sc(libc::SYS_exit, [code, 0, 0, 0, 0, 0]);
+            // SAFETY: not reached (exit does not return).
+            loop {
+                std::hint::spin_loop();
+            }
+        };
+        sc(
+            libc::SYS_prctl,
+            [
+                libc::PR_SET_PDEATHSIG as usize,
+                libc::SIGKILL as usize,
+                0,
+                0,
+                0,
+                0,
+            ],
         );
         for &(from, to) in &a.moves {
-            if libc::dup3(from, to, 0) < 0 {
-                libc::_exit(125);
+            if sc(libc::SYS_dup3, [from as usize, to as usize, 0, 0, 0, 0]) < 0 {
+                exit(125);
             }
         }
         // Nothing else reaches the agent.
-        const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
-        if libc::syscall(
+        const CLOSE_RANGE_CLOEXEC: usize = 1 << 2;
+        if sc(
             libc::SYS_close_range,
-            a.first_free as libc::c_uint,
-            libc::c_uint::MAX,
-            CLOSE_RANGE_CLOEXEC,
+            [
+                a.first_free as usize,
+                u32::MAX as usize,
+                CLOSE_RANGE_CLOEXEC,
+                0,
+                0,
+                0,
+            ],
         ) < 0
         {
-            libc::_exit(125);
+            exit(125);
         }
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-        libc::syscall(
-            libc::SYS_execveat,
-            a.exe,
-            c"".as_ptr(),
-            a.argv.as_ptr(),
-            a.envp.as_ptr(),
-            libc::AT_EMPTY_PATH,
+        let empty: u64 = 0;
+        sc(
+            libc::SYS_rt_sigprocmask,
+            [
+                libc::SIG_SETMASK as usize,
+                &empty as *const u64 as usize,
+                0,
+                8,
+                0,
+                0,
+            ],
         );
-        libc::_exit(127);
+        sc(
+            libc::SYS_execveat,
+            [
+                a.exe as usize,
+                c"".as_ptr() as usize,
+                a.argv.as_ptr() as usize,
+                a.envp.as_ptr() as usize,
+                libc::AT_EMPTY_PATH as usize,
+                0,
+            ],
+        );
+        exit(127)
     }
 }
 

@@ -127,6 +127,7 @@ pub fn run(
             // One process, drained as fast as our stdout takes it.
             window: Some(2 << 20),
             one_shot: true,
+            accounting: false,
             agent,
         },
     )?;

@@ -11,7 +11,7 @@ pub mod sandbox;
 pub use backend::Backend;
 pub use facts::Facts;
 pub use sandbox::{
-    prespawn, CreateOptions, Event, PendingAgent, ProcessSpec, Sandbox, State, Teardown,
+    prespawn, CreateOptions, Event, PendingAgent, ProcessSpec, Sandbox, State, Teardown, Usage,
 };
 
 pub use airlock_protocol::v2::{

@@ -163,6 +163,20 @@ pub struct CreateOptions {
     /// process it was asked to start has exited and been reported (its
     /// teardown then overlaps with the caller's own end).
     pub one_shot: bool,
+    /// Groups for usage figures and pause/resume even without limits (the
+    /// service's sandboxes).
+    pub accounting: bool,
+}
+
+/// What a sandbox uses now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Usage {
+    pub cpu_usec: Option<u64>,
+    pub memory_bytes: Option<u64>,
+    pub pids: Option<u64>,
+    /// Bytes used on the sandbox's writable layer (--disk).
+    pub disk_bytes: Option<u64>,
+    pub disk_limit_bytes: Option<u64>,
 }
 
 /// An agent exec'd ahead of its sandbox.
@@ -219,12 +233,14 @@ pub struct Sandbox {
 /// airlock processes left behind.
 fn limits_setup(
     spec: &SandboxSpec,
+    accounting: bool,
     notes: &mut Vec<String>,
 ) -> Result<(Option<Cgroup>, Vec<Controller>), CoreError> {
     let l = cgroup::Limits {
         memory: spec.limits.memory,
         pids: spec.limits.pids,
         cpus: spec.limits.cpus,
+        always: accounting,
     };
     if l == cgroup::Limits::default() {
         return Ok((None, Vec::new()));
@@ -275,7 +291,7 @@ impl Sandbox {
                 notes.push(format!("Landlock ABI {} on this kernel: the command's signals and abstract unix sockets are not scoped to the sandbox (ABI 6, Linux 6.12+)", facts.landlock_abi));
             }
         }
-        let (cg, unenforced) = limits_setup(spec, &mut notes)?;
+        let (cg, unenforced) = limits_setup(spec, opts.accounting, &mut notes)?;
         crate::timing::mark("limits");
         let mut spawned =
             match backend.spawn(pending.pending, spec, facts, cg.as_ref(), &unenforced) {
@@ -621,6 +637,56 @@ impl Sandbox {
 
     pub fn tcp_close(&mut self, id: u32, reset: bool) -> Result<(), CoreError> {
         self.send(&Message::TcpClose { id, reset })
+    }
+
+    // ---- pause, resume, usage ----
+
+    /// Freezes every process of the sandbox (its cgroup's freezer).
+    pub fn pause(&mut self) -> Result<(), CoreError> {
+        self.freeze(true)
+    }
+
+    /// Thaws what [`Sandbox::pause`] froze.
+    pub fn resume(&mut self) -> Result<(), CoreError> {
+        self.freeze(false)
+    }
+
+    fn freeze(&mut self, on: bool) -> Result<(), CoreError> {
+        let cg = self.cg.as_ref().ok_or_else(|| CoreError::Io {
+            what: "pause/resume needs the sandbox's own cgroup (create it with accounting)",
+            err: std::io::Error::from_raw_os_error(libc::EOPNOTSUPP),
+        })?;
+        cg.freeze(on).map_err(|err| CoreError::Io {
+            what: if on { "freeze the sandbox" } else { "thaw the sandbox" },
+            err,
+        })
+    }
+
+    /// What the sandbox uses now (cgroup figures where it has groups; its
+    /// writable layer, seen through its agent's root).
+    pub fn usage(&self) -> Usage {
+        let u = self.cg.as_ref().map(|c| c.usage()).unwrap_or_default();
+        let mut out = Usage {
+            cpu_usec: u.cpu_usec,
+            memory_bytes: u.memory_bytes,
+            pids: u.pids,
+            disk_bytes: None,
+            disk_limit_bytes: None,
+        };
+        if self.backend.isolation() == Isolation::Container && !self.reaped {
+            let root = format!("/proc/{}/root", self.agent.pid);
+            if let Ok(c) = std::ffi::CString::new(root) {
+                // SAFETY: statvfs is plain data filled by the kernel.
+                let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+                // SAFETY: a valid C string and out-pointer.
+                if unsafe { libc::statvfs(c.as_ptr(), &mut st) } == 0 {
+                    let bs = st.f_frsize;
+                    out.disk_limit_bytes = Some(st.f_blocks * bs);
+                    out.disk_bytes = Some((st.f_blocks - st.f_bfree) * bs);
+                }
+            }
+        }
+        out
     }
 
     // ---- the loop ----

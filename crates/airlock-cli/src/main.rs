@@ -1,7 +1,9 @@
 //! `airlock`: run untrusted code in a fresh, isolated, ephemeral sandbox.
 
+mod client;
 mod doctor;
 mod image;
+mod remote;
 mod run;
 mod stdio;
 
@@ -44,6 +46,35 @@ Examples:\n  airlock run -- python3 -c 'print(1)'\n  airlock run --mount ./repo:
         #[command(subcommand)]
         cmd: image::ImageCmd,
     },
+    /// Run the sandbox service (REST API on a unix socket; see --help).
+    #[command(disable_help_flag = true)]
+    Serve {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Create a long-lived sandbox through the service; prints its id.
+    Create(Box<remote::CreateArgs>),
+    /// Run a command in a sandbox of the service (exit code as `run`).
+    Exec(Box<remote::ExecArgs>),
+    /// Copy files or directories between here and a sandbox (ID:PATH).
+    Cp(remote::CpArgs),
+    /// List the service's sandboxes.
+    Ls(remote::LsArgs),
+    /// A sandbox's record, usage and processes, as JSON.
+    Inspect { id: String },
+    /// Stop and remove sandboxes.
+    Rm {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// The recent output of a sandbox's processes.
+    Logs { id: String },
+    /// Forward a loopback port here to a port inside a sandbox.
+    Port(remote::PortArgs),
+    /// Freeze every process of a sandbox.
+    Pause { id: String },
+    /// Thaw a paused sandbox.
+    Resume { id: String },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -233,8 +264,31 @@ fn main() {
             }
         }
         Cmd::Doctor => doctor::run(),
+        Cmd::Serve { args } => remote::serve(args),
         Cmd::Image { cmd } => {
             match image::run(cmd, &|quiet| Box::new(image::HelperPuller { quiet })) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("airlock: {}", chain(&e));
+                    EXIT_AIRLOCK
+                }
+            }
+        }
+        cmd => {
+            let r = match cmd {
+                Cmd::Create(a) => remote::create(*a),
+                Cmd::Exec(a) => remote::exec(*a),
+                Cmd::Cp(a) => remote::cp(a),
+                Cmd::Ls(a) => remote::ls(a),
+                Cmd::Inspect { id } => remote::inspect(&id),
+                Cmd::Rm { ids } => remote::rm(&ids),
+                Cmd::Logs { id } => remote::logs(&id),
+                Cmd::Port(a) => remote::port(a),
+                Cmd::Pause { id } => remote::pause_resume(&id, true),
+                Cmd::Resume { id } => remote::pause_resume(&id, false),
+                _ => Ok(EXIT_AIRLOCK),
+            };
+            match r {
                 Ok(code) => code,
                 Err(e) => {
                     eprintln!("airlock: {}", chain(&e));

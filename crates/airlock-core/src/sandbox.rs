@@ -657,7 +657,11 @@ impl Sandbox {
             err: std::io::Error::from_raw_os_error(libc::EOPNOTSUPP),
         })?;
         cg.freeze(on).map_err(|err| CoreError::Io {
-            what: if on { "freeze the sandbox" } else { "thaw the sandbox" },
+            what: if on {
+                "freeze the sandbox"
+            } else {
+                "thaw the sandbox"
+            },
             err,
         })
     }
@@ -815,7 +819,19 @@ impl Sandbox {
             Message::FileData { id, data } => Event::FileData { id, data },
             Message::FileDone { id, result } => Event::FileDone { id, result },
             Message::FileStatResult { id, stat } => Event::FileStat { id, stat },
-            Message::FileEntries { id, entries } => Event::FileEntries { id, entries },
+            Message::FileEntries { id, entries } => {
+                // A listing is taken as it comes: its credit goes back at
+                // once (the caller holds what it keeps).
+                let m = Message::FileEntries { id, entries };
+                let cost = m.credit_cost();
+                let _ = self
+                    .sess
+                    .consumed(id, StreamKind::File, cost, self.ch.outbound());
+                let Message::FileEntries { id, entries } = m else {
+                    return;
+                };
+                Event::FileEntries { id, entries }
+            }
             Message::TcpOpened { id } => Event::TcpOpened { id },
             Message::TcpFailed { id, errno } => Event::TcpFailed { id, errno },
             Message::TcpData { id, data } => Event::TcpData { id, data },

@@ -132,9 +132,7 @@ impl Layout {
         }
         if !root {
             l.v1.retain(|(_, p)| p.parent().is_some_and(&can_write));
-            l.v1_freezer = l
-                .v1_freezer
-                .filter(|p| p.parent().is_some_and(&can_write));
+            l.v1_freezer = l.v1_freezer.filter(|p| p.parent().is_some_and(&can_write));
         }
         l
     }
@@ -466,7 +464,8 @@ impl Cgroup {
 
     /// What the sandbox uses now.
     pub fn usage(&self) -> Usage {
-        let num = |p: PathBuf| -> Option<u64> { std::fs::read_to_string(p).ok()?.trim().parse().ok() };
+        let num =
+            |p: PathBuf| -> Option<u64> { std::fs::read_to_string(p).ok()?.trim().parse().ok() };
         let cpu_usec = self
             .v2
             .as_ref()
@@ -711,6 +710,7 @@ mod tests {
             memory: Some(1 << 30),
             pids: Some(64),
             cpus: Some(1.5),
+            always: false,
         };
         assert_eq!(
             settings(Controller::Memory, Where::V2, &l),

@@ -457,6 +457,18 @@ async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }
 
+/// A live sandbox that is not paused: its agent answers (a paused one's
+/// is frozen with everything else in it).
+fn active(svc: &Service, id: &str) -> ApiResult<Handle> {
+    let h = live(svc, id)?;
+    if svc.is_paused(id) {
+        return Err(ApiError::conflict(format!(
+            "sandbox {id} is paused: resume it first"
+        )));
+    }
+    Ok(h)
+}
+
 fn live(svc: &Service, id: &str) -> ApiResult<Handle> {
     svc.handle(id).ok_or_else(|| match svc.db.get(id) {
         Ok(Some(r)) => ApiError::conflict(format!("sandbox {id} is {}", r.state)),
@@ -780,10 +792,7 @@ async fn exec(
     headers: HeaderMap,
     ApiJson(req): ApiJson<ExecRequest>,
 ) -> ApiResult<Response> {
-    let h = live(&svc, &id)?;
-    if svc.is_paused(&id) {
-        return Err(ApiError::conflict(format!("sandbox {id} is paused")));
-    }
+    let h = active(&svc, &id)?;
     let spec = process_spec(&req)?;
     let (stdin_tx, stdin_rx) = if req.stdin || req.tty.is_some() {
         let (t, r) = mpsc::channel::<Vec<u8>>(8);
@@ -882,7 +891,7 @@ async fn process_stdin(
     UrlPath((id, pid)): UrlPath<(String, u32)>,
     body: Body,
 ) -> ApiResult<Json<Done>> {
-    let h = live(&svc, &id)?;
+    let h = active(&svc, &id)?;
     let tx = svc.stdin_of(&id, pid).ok_or_else(|| {
         ApiError::conflict("this process has no stdin stream (start it with stdin)")
     })?;
@@ -941,7 +950,7 @@ async fn process_signal(
     UrlPath((id, pid)): UrlPath<(String, u32)>,
     ApiJson(req): ApiJson<SignalRequest>,
 ) -> ApiResult<StatusCode> {
-    let h = live(&svc, &id)?;
+    let h = active(&svc, &id)?;
     let signo = signal_number(&req.signal).ok_or_else(|| ApiError::invalid("unknown signal"))?;
     h.ask(|reply| Cmd::Signal {
         id: pid,
@@ -961,7 +970,7 @@ async fn process_resize(
     UrlPath((id, pid)): UrlPath<(String, u32)>,
     ApiJson(req): ApiJson<TtySize>,
 ) -> ApiResult<StatusCode> {
-    let h = live(&svc, &id)?;
+    let h = active(&svc, &id)?;
     if req.rows == 0 || req.cols == 0 {
         return Err(ApiError::invalid(
             "a terminal has at least one row and column",
@@ -986,7 +995,7 @@ async fn process_pty(
     UrlPath((id, pid)): UrlPath<(String, u32)>,
     ws: WebSocketUpgrade,
 ) -> ApiResult<Response> {
-    let h = live(&svc, &id)?;
+    let h = active(&svc, &id)?;
     let rx = svc.take_primary(&id, pid).ok_or_else(|| {
         ApiError::conflict(
             "no terminal waiting for this process (start it in the background with tty)",
@@ -1155,7 +1164,7 @@ async fn read_file(
     UrlPath(id): UrlPath<String>,
     Query(q): Query<PathQuery>,
 ) -> ApiResult<Response> {
-    let h = live(&svc, &id)?;
+    let h = active(&svc, &id)?;
     start_download(&h, abs(&q.path)?, false, "application/octet-stream").await
 }
 
@@ -1207,7 +1216,7 @@ async fn write_file(
     Query(q): Query<PathQuery>,
     body: Body,
 ) -> ApiResult<Json<Done>> {
-    let h = live(&svc, &id)?;
+    let h = active(&svc, &id)?;
     let mode = octal(q.mode.as_ref(), 0o644)?;
     let n = upload(&h, abs(&q.path)?, mode, false, body).await?;
     Ok(Json(Done { count: n }))
@@ -1220,7 +1229,7 @@ async fn delete_file(
     UrlPath(id): UrlPath<String>,
     Query(q): Query<PathQuery>,
 ) -> ApiResult<Json<Done>> {
-    let h = live(&svc, &id)?;
+    let h = active(&svc, &id)?;
     let path = abs(&q.path)?;
     let n = h
         .ask(|reply| Cmd::Remove {
@@ -1257,7 +1266,7 @@ async fn stat_file(
     UrlPath(id): UrlPath<String>,
     Query(q): Query<PathQuery>,
 ) -> ApiResult<Json<StatResponse>> {
-    let h = live(&svc, &id)?;
+    let h = active(&svc, &id)?;
     let path = abs(&q.path)?;
     let s = h
         .ask(|reply| Cmd::Stat {
@@ -1277,7 +1286,7 @@ async fn list_dir(
     UrlPath(id): UrlPath<String>,
     Query(q): Query<PathQuery>,
 ) -> ApiResult<Json<Vec<DirEntryResponse>>> {
-    let h = live(&svc, &id)?;
+    let h = active(&svc, &id)?;
     let path = abs(&q.path)?;
     let v = h
         .ask(|reply| Cmd::List { path, reply })
@@ -1301,7 +1310,7 @@ async fn mkdir(
     UrlPath(id): UrlPath<String>,
     ApiJson(req): ApiJson<MkdirRequest>,
 ) -> ApiResult<StatusCode> {
-    let h = live(&svc, &id)?;
+    let h = active(&svc, &id)?;
     let mode = octal(req.mode.as_ref(), 0o755)?;
     let path = abs(&req.path)?;
     h.ask(|reply| Cmd::Mkdir {
@@ -1322,7 +1331,7 @@ async fn rename(
     UrlPath(id): UrlPath<String>,
     ApiJson(req): ApiJson<RenameRequest>,
 ) -> ApiResult<StatusCode> {
-    let h = live(&svc, &id)?;
+    let h = active(&svc, &id)?;
     let (from, to) = (abs(&req.from)?, abs(&req.to)?);
     h.ask(|reply| Cmd::Rename { from, to, reply })
         .await
@@ -1337,7 +1346,7 @@ async fn chmod(
     UrlPath(id): UrlPath<String>,
     ApiJson(req): ApiJson<ChmodRequest>,
 ) -> ApiResult<StatusCode> {
-    let h = live(&svc, &id)?;
+    let h = active(&svc, &id)?;
     let mode = octal(Some(&req.mode), 0)?;
     let path = abs(&req.path)?;
     h.ask(|reply| Cmd::Chmod { path, mode, reply })
@@ -1353,12 +1362,12 @@ async fn tar_out(
     UrlPath(id): UrlPath<String>,
     Query(q): Query<PathQuery>,
 ) -> ApiResult<Response> {
-    let h = live(&svc, &id)?;
+    let h = active(&svc, &id)?;
     start_download(&h, abs(&q.path)?, true, "application/x-tar").await
 }
 
 #[utoipa::path(put, path = "/v1/sandboxes/{id}/files/tar", params(("id" = String, Path), PathQuery),
-    request_body(content = Vec<u8>, content_type = "application/x-tar"),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "a tar archive"),
     responses((status = 200, body = Done)))]
 async fn tar_in(
     State(svc): State<Arc<Service>>,
@@ -1366,7 +1375,7 @@ async fn tar_in(
     Query(q): Query<PathQuery>,
     body: Body,
 ) -> ApiResult<Json<Done>> {
-    let h = live(&svc, &id)?;
+    let h = active(&svc, &id)?;
     let n = upload(&h, abs(&q.path)?, 0o755, true, body).await?;
     Ok(Json(Done { count: n }))
 }
@@ -1378,7 +1387,7 @@ async fn watch(
     UrlPath(id): UrlPath<String>,
     Query(q): Query<PathQuery>,
 ) -> ApiResult<Response> {
-    let h = live(&svc, &id)?;
+    let h = active(&svc, &id)?;
     let path = abs(&q.path)?;
     let first = h
         .ask(|reply| Cmd::List {
@@ -1466,7 +1475,7 @@ async fn open_port(
     UrlPath(id): UrlPath<String>,
     ApiJson(req): ApiJson<PortRequest>,
 ) -> ApiResult<(StatusCode, Json<PortInfo>)> {
-    let h = live(&svc, &id)?;
+    let h = active(&svc, &id)?;
     if req.port == 0 {
         return Err(ApiError::invalid("port 1..65535"));
     }

@@ -607,10 +607,19 @@ impl Service {
     }
 }
 
-/// Whether a create request is the default spec (served from the pool).
+/// Whether a create request asks for exactly the default sandbox (served
+/// from the pool): the same spec, lifetime and idle timeout, no labels.
 fn req_is_default(r: &CreateRequest) -> bool {
-    let d = CreateRequest::default();
-    serde_json::to_value(r).ok() == serde_json::to_value(&d).ok()
+    if !r.labels.is_empty() {
+        return false;
+    }
+    match (
+        Service::spec_of(r),
+        Service::spec_of(&CreateRequest::default()),
+    ) {
+        (Ok(a), Ok(b)) => a.0 == b.0 && a.1 == b.1 && a.2 == b.2,
+        _ => false,
+    }
 }
 
 struct WeakObserver(std::sync::Weak<Service>);

@@ -46,8 +46,7 @@ impl Daemon {
             state.display().to_string(),
         ];
         let mut tcp = None;
-        let mut it = extra.iter();
-        while let Some(a) = it.next() {
+        for a in extra {
             if *a == "--tcp" {
                 // A free port on loopback and a token file.
                 let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

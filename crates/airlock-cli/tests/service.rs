@@ -871,3 +871,56 @@ fn cli_over_the_service_and_warm_pool() {
         "{o:?}"
     );
 }
+
+/// docs/api.md (written from /openapi.json by scripts/api-doc.py) names
+/// every route the service has, and /openapi.json is complete: every route
+/// the router serves is documented.
+#[test]
+fn openapi_is_complete_and_documented() {
+    let Some(d) = Daemon::start(&[]) else { return };
+    let doc = d.get("/openapi.json");
+    let paths = doc["paths"].as_object().unwrap();
+    let md =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/api.md")).unwrap();
+    let mut n = 0;
+    for (p, ops) in paths {
+        for m in ops.as_object().unwrap().keys() {
+            let line = format!("## `{} {p}`", m.to_uppercase());
+            assert!(
+                md.contains(&line),
+                "docs/api.md lacks {line} (run scripts/api-doc.py)"
+            );
+            n += 1;
+        }
+    }
+    assert!(n >= 34, "only {n} operations documented");
+    // Routes that exist answer something other than the fallback's 404.
+    let id = d.create(serde_json::json!({}));
+    for (p, ops) in paths {
+        if !ops.as_object().unwrap().contains_key("get")
+            || p.contains("{pid}")
+            || p.contains("{port}")
+        {
+            continue;
+        }
+        let url = p.replace("{id}", &id);
+        let (s, b) = d.req(
+            "GET",
+            &format!(
+                "{url}{}",
+                if p.contains("files") {
+                    "?path=/etc/hostname"
+                } else {
+                    ""
+                }
+            ),
+            None,
+            false,
+        );
+        if p.ends_with("/watch") || p.ends_with("/pty") {
+            continue;
+        }
+        let text = String::from_utf8_lossy(&b);
+        assert!(!text.contains("no such endpoint"), "{p}: {s} {text}");
+    }
+}

@@ -14,7 +14,7 @@ use airlock_spec::{
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Exit code when airlock itself fails (docker's convention).
 const EXIT_AIRLOCK: i32 = 125;
@@ -46,6 +46,14 @@ Examples:\n  airlock run -- python3 -c 'print(1)'\n  airlock run --mount ./repo:
         #[command(subcommand)]
         cmd: image::ImageCmd,
     },
+    /// Run a command on a copy-on-write copy of a repository and, with
+    /// --patch, write what it changed as a git patch.
+    #[command(
+        after_help = "The repository (--repo DIR) appears at /work, where the command starts; DIR itself is never written. \
+--patch FILE writes a unified diff in git's format (binary files, new, deleted and renamed files, modes) that `git apply` reproduces on a clean copy. \
+Every `airlock run` flag applies.\n\nExample:\n  airlock task --repo . --patch fix.patch -- sh -c 'make fmt && make test'"
+    )]
+    Task(Box<TaskArgs>),
     /// Run the sandbox service (REST API on a unix socket; see --help).
     #[command(disable_help_flag = true)]
     Serve {
@@ -75,6 +83,18 @@ Examples:\n  airlock run -- python3 -c 'print(1)'\n  airlock run --mount ./repo:
     Pause { id: String },
     /// Thaw a paused sandbox.
     Resume { id: String },
+}
+
+#[derive(clap::Args)]
+struct TaskArgs {
+    /// The repository to work on (mounted copy-on-write at /work).
+    #[arg(long, value_name = "DIR")]
+    repo: PathBuf,
+    /// Write what the command changed, as a git patch, to FILE.
+    #[arg(long, value_name = "FILE")]
+    patch: Option<PathBuf>,
+    #[command(flatten)]
+    run: RunArgs,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -210,7 +230,10 @@ fn main() {
     // exists), so that its start-up runs on another CPU while this process
     // parses its arguments and works out the plan.
     airlock_core::timing::mark("main");
-    let early_agent = if std::env::args_os().nth(1).is_some_and(|a| a == "run") {
+    let early_agent = if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == "run" || a == "task")
+    {
         // Most runs are container runs; a local one starts its own agent.
         airlock_core::prespawn(airlock_spec::Isolation::Container, false).ok()
     } else {
@@ -265,6 +288,15 @@ fn main() {
         }
         Cmd::Doctor => doctor::run(),
         Cmd::Serve { args } => remote::serve(args),
+        Cmd::Task(args) => {
+            match task(*args, early_agent) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("airlock: {}", chain(&e));
+                    EXIT_AIRLOCK
+                }
+            }
+        }
         Cmd::Image { cmd } => {
             match image::run(cmd, &|quiet| Box::new(image::HelperPuller { quiet })) {
                 Ok(code) => code,
@@ -402,6 +434,105 @@ fn run(
         write_json(f, &text).context("cannot write --json")?;
     }
     Ok(result.exit_code)
+}
+
+/// `airlock task`: `run` with the repository at /work (overlay) and, with
+/// --patch, the diff of what the command changed.
+fn task(mut args: TaskArgs, agent: Option<airlock_core::PendingAgent>) -> Result<i32> {
+    stdio::block_forwarded_signals();
+    let repo = std::fs::canonicalize(&args.repo)
+        .with_context(|| format!("--repo {}", args.repo.display()))?;
+    if !repo.is_dir() {
+        bail!("--repo {}: not a directory", repo.display());
+    }
+    if args.run.command.is_empty() {
+        bail!(airlock_spec::SpecError::NoCommand);
+    }
+    // The patch file is opened now, before any sandbox exists.
+    let mut patch_file = match &args.patch {
+        Some(p) => Some(
+            std::fs::File::create(p).with_context(|| format!("cannot write {}", p.display()))?,
+        ),
+        None => None,
+    };
+    args.run.mounts.push(Mount {
+        source: repo.clone(),
+        target: PathBuf::from("/work"),
+        mode: airlock_spec::MountMode::Overlay,
+    });
+    if args.run.workdir.is_none() {
+        args.run.workdir = Some(PathBuf::from("/work"));
+    }
+    let spec = spec_from(&args.run)?;
+    let quiet = args.run.quiet;
+    let mut notes = |n: &str| {
+        if !quiet {
+            eprintln!("airlock: note: {n}");
+        }
+    };
+    let mut summary = None;
+    let mut then = |sb: &mut airlock_core::Sandbox| -> Result<(), String> {
+        let Some(f) = patch_file.as_mut() else {
+            return Ok(());
+        };
+        let tree = task_tree(sb, Path::new("/work"))?;
+        let t = Instant::now();
+        let p = airlock_core::task::patch(&repo, &tree[..], airlock_core::task::Caps::default())
+            .map_err(|e| format!("cannot make the patch: {e}"))?;
+        use std::io::Write;
+        f.write_all(p.as_bytes())
+            .map_err(|e| format!("cannot write the patch: {e}"))?;
+        let files = p.lines().filter(|l| l.starts_with("diff --git ")).count();
+        summary = Some(format!(
+            "task: {files} file(s) changed; patch written ({} bytes, computed in {} ms)",
+            p.len(),
+            t.elapsed().as_millis()
+        ));
+        Ok(())
+    };
+    let result = run::run_then(&spec, agent, &mut notes, Some(&mut then))?;
+    if !quiet {
+        if let Some(msg) = run::epilogue(&spec, &result) {
+            eprintln!("airlock: {msg}");
+        }
+        if let Some(s) = &summary {
+            eprintln!("airlock: {s}");
+        }
+    }
+    if result.after_failed.is_some() {
+        return Ok(EXIT_AIRLOCK);
+    }
+    Ok(result.exit_code)
+}
+
+/// A tar stream of `dir` in the sandbox, whole.
+fn task_tree(sb: &mut airlock_core::Sandbox, dir: &Path) -> Result<Vec<u8>, String> {
+    use airlock_core::{Event, StreamKind};
+    let id = sb.tar_out(dir).map_err(|e| e.to_string())?;
+    let mut tar = Vec::new();
+    let end = Instant::now() + Duration::from_secs(600);
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err("reading the sandbox's tree timed out".into());
+        }
+        match sb.wait(Some(left)).map_err(|e| e.to_string())? {
+            Some(Event::FileData { id: i, data }) if i == id => {
+                let _ = sb.consumed(id, StreamKind::File, data.len());
+                tar.extend_from_slice(&data);
+            }
+            Some(Event::FileDone { id: i, result }) if i == id => {
+                return match result {
+                    Ok(_) => Ok(tar),
+                    Err(e) => Err(format!("cannot read the sandbox's tree: {}", e.text)),
+                };
+            }
+            Some(Event::AgentGone) | None => {
+                return Err("the sandbox ended before its tree was read".into())
+            }
+            Some(_) => {}
+        }
+    }
 }
 
 /// Opens (creating) the --json file before any sandbox exists. A sandbox

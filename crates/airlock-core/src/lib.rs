@@ -7,6 +7,7 @@
 pub mod backend;
 pub mod facts;
 pub mod sandbox;
+pub mod task;
 
 pub use backend::Backend;
 pub use facts::Facts;

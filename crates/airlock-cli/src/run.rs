@@ -110,6 +110,7 @@ fn kind_of(i: usize) -> StreamKind {
 pub fn run(
     spec: &SandboxSpec,
     agent: Option<airlock_core::PendingAgent>,
+    image: Option<airlock_jail::ImageRoot>,
     note: &mut dyn FnMut(&str),
 ) -> Result<RunResult, CoreError> {
     let start = Instant::now();
@@ -128,6 +129,7 @@ pub fn run(
             window: Some(2 << 20),
             one_shot: true,
             agent,
+            image,
         },
     )?;
     for n in sb.take_notes() {

@@ -279,6 +279,7 @@ fn scenario(mode: &str, stream: bool, expect: Expect) -> Result<(), String> {
             agent: None,
             window: None,
             one_shot: false,
+            image: None,
         },
     )
     .map_err(|e| format!("create: {e}"))?;

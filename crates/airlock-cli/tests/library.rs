@@ -38,6 +38,7 @@ fn sandbox(stream: bool) -> Option<Sandbox> {
             agent: None,
             window: None,
             one_shot: false,
+            image: None,
         },
     )
     .expect("create");

@@ -181,8 +181,8 @@ pub(crate) struct Bars {
     quiet: bool,
     tty: bool,
     bar: Mutex<Option<ProgressBar>>,
-    /// With --quiet, the end of the RUN steps' output (shown if the build
-    /// fails).
+    /// With --quiet, the end of the current RUN step's output (shown if
+    /// the build fails).
     tail: Mutex<Vec<u8>>,
 }
 
@@ -232,6 +232,10 @@ impl Bars {
 impl Progress for Bars {
     fn phase(&self, msg: &str, total: Option<u64>) {
         if self.quiet {
+            // What a failure shows is the failing step's own output.
+            if let Ok(mut t) = self.tail.lock() {
+                t.clear();
+            }
             return;
         }
         if !self.tty {

@@ -8,8 +8,8 @@ mod run;
 mod stdio;
 
 use airlock_spec::{
-    parse_duration, parse_env, parse_mount, parse_size, parse_user, EnvArg, Isolation, Mount,
-    SandboxSpec, User,
+    parse_duration, parse_env, parse_mount, parse_size, EnvArg, Image, Isolation, Mount,
+    SandboxSpec,
 };
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -36,7 +36,7 @@ enum Cmd {
     #[command(
         after_help = "Exit codes: the command's own; 128+N if killed by signal N; 124 on timeout; \
 125 if airlock itself failed; 126 if the command cannot be executed; 127 if it is not found.\n\n\
-Examples:\n  airlock run -- python3 -c 'print(1)'\n  airlock run --mount ./repo:/work:overlay --workdir /work --timeout 5m --memory 1G --pids 256 --cpus 1 -- cargo test\n  airlock run --isolation none -- make"
+Examples:\n  airlock run -- python3 -c 'print(1)'\n  airlock run --mount ./repo:/work:overlay --workdir /work --timeout 5m --memory 1G --pids 256 --cpus 1 -- cargo test\n  airlock run --image py -- python3 -c 'print(1)'\n  airlock run --isolation none -- make"
     )]
     Run(Box<RunArgs>),
     /// Check what this machine's kernel offers each tier, with fixes.
@@ -117,12 +117,6 @@ enum TrustArg {
     Own,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum ImageArg {
-    /// The host's /usr (and /bin, /lib*, /sbin) read-only.
-    Host,
-}
-
 #[derive(clap::Args)]
 struct RunArgs {
     /// Isolation tier.
@@ -136,9 +130,16 @@ struct RunArgs {
     /// Pick the tier by how far you trust the code.
     #[arg(long, value_enum)]
     trust: Option<TrustArg>,
-    /// Root filesystem image.
-    #[arg(long, value_enum, default_value = "host")]
-    image: ImageArg,
+    /// Root filesystem: host (the host's /usr, /bin, /lib*, /sbin read-only)
+    /// or an image in the store (airlock image ls), whose root is writable
+    /// and thrown away, and whose Env, WorkingDir, User, Entrypoint and Cmd
+    /// are the defaults.
+    #[arg(long, value_name = "NAME", default_value = "host")]
+    image: String,
+    /// Run this instead of the image's Entrypoint (and drop its Cmd); ''
+    /// clears it.
+    #[arg(long, value_name = "CMD")]
+    entrypoint: Option<String>,
     /// Mount a host path: SRC:DST[:ro|rw|overlay] (default ro; overlay is
     /// copy-on-write and its changes are thrown away). Repeatable.
     #[arg(long = "mount", short = 'v', value_name = "SRC:DST[:MODE]", value_parser = mount_arg)]
@@ -170,9 +171,11 @@ struct RunArgs {
     /// Hostname inside the sandbox.
     #[arg(long, default_value = airlock_spec::DEFAULT_HOSTNAME)]
     hostname: String,
-    /// User inside: sandbox (default), root, nobody, UID or UID:GID.
-    #[arg(long, short = 'u', default_value = "sandbox", value_parser = user_arg)]
-    user: User,
+    /// User inside: sandbox (default), root, nobody, UID or UID:GID; with
+    /// --image also NAME[:GROUP] of the image's /etc/passwd (default: the
+    /// image's User, else root).
+    #[arg(long, short = 'u', value_name = "USER", value_parser = user_arg)]
+    user: Option<String>,
     /// Write the result (exit code, signal, timed_out, duration, peak memory,
     /// truncation) as JSON to FILE.
     #[arg(long, value_name = "FILE")]
@@ -200,8 +203,31 @@ fn duration_arg(s: &str) -> Result<Duration, String> {
 fn size_arg(s: &str) -> Result<u64, String> {
     parse_size(s).map_err(|e| e.to_string())
 }
-fn user_arg(s: &str) -> Result<User, String> {
-    parse_user(s).map_err(|e| e.to_string())
+/// Names are resolved later (through the image's /etc/passwd with
+/// --image); what cannot be a user at all is refused now.
+fn user_arg(s: &str) -> Result<String, String> {
+    let part = |p: &str| {
+        !p.is_empty()
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    };
+    let ok = match s.split_once(':') {
+        Some((u, g)) => part(u) && part(g),
+        None => part(s),
+    };
+    if !ok {
+        return Err(format!(
+            "invalid --user {s:?}: use sandbox, root, nobody, UID[:GID], or with --image NAME[:GROUP]"
+        ));
+    }
+    for p in s.split(':') {
+        if p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u32>().map_or(true, |n| n >= 65536) {
+            return Err(format!(
+                "invalid --user {s:?}: ids inside the sandbox are below 65536"
+            ));
+        }
+    }
+    Ok(s.to_string())
 }
 fn pids_arg(s: &str) -> Result<u64, String> {
     match s.parse::<u64>() {
@@ -344,8 +370,11 @@ fn chain(e: &anyhow::Error) -> String {
     parts.join(": ")
 }
 
-fn spec_from(args: &RunArgs) -> Result<SandboxSpec> {
-    let mut spec = SandboxSpec::new(args.command.clone());
+/// The spec for `airlock run`, with the image's defaults applied
+/// (`airlock_core::image::prepare`), and the image's root.
+fn spec_from(args: &RunArgs) -> Result<airlock_core::image::Prepared> {
+    let mut spec = SandboxSpec::new(Vec::new());
+    spec.image = Image::from(args.image.clone());
     spec.isolation = match (args.trust, args.isolation) {
         (Some(TrustArg::Untrusted), _) => Isolation::Microvm,
         (Some(TrustArg::Experimental), _) => Isolation::Container,
@@ -382,7 +411,6 @@ fn spec_from(args: &RunArgs) -> Result<SandboxSpec> {
             mode: m.mode,
         });
     }
-    spec.workdir = args.workdir.clone();
     for e in &args.env {
         match e {
             EnvArg::Set(k, v) => spec.env.push((k.clone(), v.clone())),
@@ -400,10 +428,16 @@ fn spec_from(args: &RunArgs) -> Result<SandboxSpec> {
     spec.limits.disk = args.disk;
     spec.limits.output = args.output_limit;
     spec.hostname = args.hostname.clone();
-    spec.user = args.user;
     spec.tty = args.tty;
-    spec.validate()?;
-    Ok(spec)
+    let given = airlock_core::image::Given {
+        user: args.user.clone(),
+        workdir: args.workdir.clone(),
+        command: args.command.clone(),
+        entrypoint: args.entrypoint.clone(),
+    };
+    let prepared = airlock_core::image::prepare(spec, &given)?;
+    prepared.spec.validate()?;
+    Ok(prepared)
 }
 
 fn run(
@@ -413,17 +447,21 @@ fn run(
 ) -> Result<i32> {
     // From here on, INT/TERM/HUP/QUIT are for the command.
     stdio::block_forwarded_signals();
-    if args.command.is_empty() {
+    if args.command.is_empty() && args.image == "host" && args.entrypoint.is_none() {
         bail!(airlock_spec::SpecError::NoCommand);
     }
-    let spec = spec_from(&args)?;
+    let prepared = spec_from(&args)?;
+    let spec = prepared.spec;
     let quiet = args.quiet;
     let mut notes = |n: &str| {
         if !quiet {
             eprintln!("airlock: note: {n}");
         }
     };
-    let result = run::run(&spec, agent, &mut notes)?;
+    for n in &prepared.notes {
+        notes(n);
+    }
+    let result = run::run(&spec, agent, prepared.image, &mut notes)?;
     if !quiet {
         if let Some(msg) = run::epilogue(&spec, &result) {
             eprintln!("airlock: {msg}");
@@ -463,13 +501,17 @@ fn task(mut args: TaskArgs, agent: Option<airlock_core::PendingAgent>) -> Result
     if args.run.workdir.is_none() {
         args.run.workdir = Some(PathBuf::from("/work"));
     }
-    let spec = spec_from(&args.run)?;
+    let prepared = spec_from(&args.run)?;
+    let spec = prepared.spec;
     let quiet = args.run.quiet;
     let mut notes = |n: &str| {
         if !quiet {
             eprintln!("airlock: note: {n}");
         }
     };
+    for n in &prepared.notes {
+        notes(n);
+    }
     let mut summary = None;
     let mut then = |sb: &mut airlock_core::Sandbox| -> Result<(), String> {
         let Some(f) = patch_file.as_mut() else {
@@ -490,7 +532,7 @@ fn task(mut args: TaskArgs, agent: Option<airlock_core::PendingAgent>) -> Result
         ));
         Ok(())
     };
-    let result = run::run_then(&spec, agent, &mut notes, Some(&mut then))?;
+    let result = run::run_then(&spec, agent, prepared.image, &mut notes, Some(&mut then))?;
     if !quiet {
         if let Some(msg) = run::epilogue(&spec, &result) {
             eprintln!("airlock: {msg}");

@@ -113,9 +113,10 @@ fn kind_of(i: usize) -> StreamKind {
 pub fn run(
     spec: &SandboxSpec,
     agent: Option<airlock_core::PendingAgent>,
+    image: Option<airlock_jail::ImageRoot>,
     note: &mut dyn FnMut(&str),
 ) -> Result<RunResult, CoreError> {
-    run_then(spec, agent, note, None)
+    run_then(spec, agent, image, note, None)
 }
 
 /// What to do in the sandbox once the command is over, before it goes.
@@ -125,6 +126,7 @@ pub type Then<'a> = &'a mut dyn FnMut(&mut Sandbox) -> Result<(), String>;
 pub fn run_then(
     spec: &SandboxSpec,
     agent: Option<airlock_core::PendingAgent>,
+    image: Option<airlock_jail::ImageRoot>,
     note: &mut dyn FnMut(&str),
     mut then: Option<Then<'_>>,
 ) -> Result<RunResult, CoreError> {
@@ -145,6 +147,7 @@ pub fn run_then(
             one_shot: then.is_none(),
             accounting: false,
             agent,
+            image,
         },
     )?;
     for n in sb.take_notes() {

@@ -314,15 +314,13 @@ fn main() {
         }
         Cmd::Doctor => doctor::run(),
         Cmd::Serve { args } => remote::serve(args),
-        Cmd::Task(args) => {
-            match task(*args, early_agent) {
-                Ok(code) => code,
-                Err(e) => {
-                    eprintln!("airlock: {}", chain(&e));
-                    EXIT_AIRLOCK
-                }
+        Cmd::Task(args) => match task(*args, early_agent) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("airlock: {}", chain(&e));
+                EXIT_AIRLOCK
             }
-        }
+        },
         Cmd::Image { cmd } => {
             match image::run(cmd, &|quiet| Box::new(image::HelperPuller { quiet })) {
                 Ok(code) => code,
@@ -409,6 +407,7 @@ fn spec_from(args: &RunArgs) -> Result<airlock_core::image::Prepared> {
             source: src,
             target: m.target.clone(),
             mode: m.mode,
+            as_owner: m.as_owner,
         });
     }
     for e in &args.env {
@@ -497,6 +496,9 @@ fn task(mut args: TaskArgs, agent: Option<airlock_core::PendingAgent>) -> Result
         source: repo.clone(),
         target: PathBuf::from("/work"),
         mode: airlock_spec::MountMode::Overlay,
+        // The command works in the copy as the repository's owner, root
+        // included (the repository itself is never written).
+        as_owner: true,
     });
     if args.run.workdir.is_none() {
         args.run.workdir = Some(PathBuf::from("/work"));
@@ -541,7 +543,12 @@ fn task(mut args: TaskArgs, agent: Option<airlock_core::PendingAgent>) -> Result
             eprintln!("airlock: {s}");
         }
     }
-    if result.after_failed.is_some() {
+    if let Some(why) = &result.after_failed {
+        // Never quiet: the patch is wrong or missing.
+        eprintln!(
+            "airlock: error: {why} (the command's exit status was {})",
+            result.exit_code
+        );
         return Ok(EXIT_AIRLOCK);
     }
     Ok(result.exit_code)

@@ -688,6 +688,9 @@ pub fn open_trees(
         // stays as it is: its files appear owned by nobody and are usable
         // only where others may.
         let map = match r.owner_chain() {
+            // The tree is only ever the overlay's lower layer (the spec
+            // allows as_owner nowhere else): nothing reaches the host.
+            Some(0) if m.as_owner && m.mode == MountMode::Overlay => Some(idmap_to),
             Some(0) => {
                 notes.push(format!(
                     "{} is owned by root, so it is not id-mapped: the sandbox sees its files as nobody's and may read or write only where others may (chown -R it to a normal user and group, e.g. alice:alice, to work in it as its owner)",
@@ -709,7 +712,13 @@ pub fn open_trees(
         // directory's group may be root or another privileged group
         // (docker, shadow), which the sandbox must neither read as nor
         // leave setgid programs of.
-        let owner = (owner.0, idmap_group(owner.0, &passwd));
+        // (A root-owned overlay worked in as its owner maps root's group
+        // too: the overlay's copy-up must be able to keep a file's group.)
+        let owner = if owner.0 == 0 && m.as_owner && m.mode == MountMode::Overlay {
+            (0, 0)
+        } else {
+            (owner.0, idmap_group(owner.0, &passwd))
+        };
         if let Some(host) = map {
             let ns = match namespaces.iter().find(|(o, _)| *o == owner) {
                 Some((_, ns)) => Some(ns.as_raw_fd()),

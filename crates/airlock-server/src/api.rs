@@ -744,8 +744,15 @@ fn event_json(e: &ProcEvent) -> serde_json::Value {
 }
 
 /// A stream of a process's events, NDJSON or (with `Accept:
-/// text/event-stream`) SSE, ending with its exit.
-fn event_stream(headers: &HeaderMap, h: Handle, rx: mpsc::Receiver<ProcEvent>) -> Response {
+/// text/event-stream`) SSE, ending with its exit. Its `started` event
+/// carries the process's API id (`id`, the handle for signal, stdin and
+/// events) beside its pid inside the sandbox.
+fn event_stream(
+    headers: &HeaderMap,
+    h: Handle,
+    id: u32,
+    rx: mpsc::Receiver<ProcEvent>,
+) -> Response {
     let sse = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -759,7 +766,11 @@ fn event_stream(headers: &HeaderMap, h: Handle, rx: mpsc::Receiver<ProcEvent>) -
             // Room in the stream: the sandbox may send more.
             h.poke();
             let end = matches!(e, ProcEvent::Exited { .. } | ProcEvent::StartFailed { .. });
-            let j = event_json(&e).to_string();
+            let mut j = event_json(&e);
+            if matches!(e, ProcEvent::Started { .. }) {
+                j["id"] = serde_json::json!(id);
+            }
+            let j = j.to_string();
             let line = if sse {
                 format!("data: {j}\n\n")
             } else {
@@ -784,7 +795,7 @@ fn event_stream(headers: &HeaderMap, h: Handle, rx: mpsc::Receiver<ProcEvent>) -
 
 #[utoipa::path(post, path = "/v1/sandboxes/{id}/processes", params(("id" = String, Path)),
     request_body = ExecRequest,
-    responses((status = 200, description = "NDJSON (or SSE) events: started, stdout/stderr (text or b64), exit"),
+    responses((status = 200, description = "NDJSON (or SSE) events: started (with the process's API id), stdout/stderr (text or b64), exit"),
         (status = 201, body = ExecStarted, description = "background")))]
 async fn exec(
     State(svc): State<Arc<Service>>,
@@ -827,15 +838,16 @@ async fn exec(
     }
     let (tx, rx) = mpsc::channel(crate::actor::STREAM_EVENTS);
     drop(stdin_tx);
-    h.ask(|reply| Cmd::Exec {
-        spec,
-        out: Some(tx),
-        stdin: stdin_rx,
-        reply,
-    })
-    .await
-    .map_err(ApiError::failed)?;
-    Ok(event_stream(&headers, h, rx))
+    let pid = h
+        .ask(|reply| Cmd::Exec {
+            spec,
+            out: Some(tx),
+            stdin: stdin_rx,
+            reply,
+        })
+        .await
+        .map_err(ApiError::failed)?;
+    Ok(event_stream(&headers, h, pid, rx))
 }
 
 #[utoipa::path(get, path = "/v1/sandboxes/{id}/processes", params(("id" = String, Path)),
@@ -864,7 +876,7 @@ async fn process_events(
     let h = live(&svc, &id)?;
     if q.primary.unwrap_or(false) {
         if let Some(rx) = svc.take_primary(&id, pid) {
-            return Ok(event_stream(&headers, h, rx));
+            return Ok(event_stream(&headers, h, pid, rx));
         }
         return Err(ApiError::conflict(
             "no held output for this process (start it with background and hold_output)",
@@ -879,7 +891,7 @@ async fn process_events(
     })
     .await
     .map_err(ApiError::failed)?;
-    Ok(event_stream(&headers, h, rx))
+    Ok(event_stream(&headers, h, pid, rx))
 }
 
 #[utoipa::path(post, path = "/v1/sandboxes/{id}/processes/{pid}/stdin",

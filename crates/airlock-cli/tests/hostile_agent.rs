@@ -280,6 +280,7 @@ fn scenario(mode: &str, stream: bool, expect: Expect) -> Result<(), String> {
             window: None,
             one_shot: false,
             accounting: false,
+            image: None,
         },
     )
     .map_err(|e| format!("create: {e}"))?;

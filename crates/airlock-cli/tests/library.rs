@@ -39,6 +39,7 @@ fn sandbox(stream: bool) -> Option<Sandbox> {
             window: None,
             one_shot: false,
             accounting: false,
+            image: None,
         },
     )
     .expect("create");

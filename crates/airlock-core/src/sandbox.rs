@@ -163,6 +163,10 @@ pub struct CreateOptions {
     /// process it was asked to start has exited and been reported (its
     /// teardown then overlaps with the caller's own end).
     pub one_shot: bool,
+    /// The root of a spec that names an image, as [`crate::image::prepare`]
+    /// found it (or a build step's); `None`: looked up in the default store
+    /// by the spec's image name.
+    pub image: Option<airlock_jail::ImageRoot>,
     /// Groups for usage figures and pause/resume even without limits (the
     /// service's sandboxes).
     pub accounting: bool,
@@ -291,18 +295,34 @@ impl Sandbox {
                 notes.push(format!("Landlock ABI {} on this kernel: the command's signals and abstract unix sockets are not scoped to the sandbox (ABI 6, Linux 6.12+)", facts.landlock_abi));
             }
         }
+        let image = match (&spec.image, opts.image) {
+            (airlock_spec::Image::Host, None) => None,
+            (airlock_spec::Image::Host, Some(_)) => {
+                return Err(CoreError::Misuse(
+                    "an image root was given for a spec of the host image".into(),
+                ))
+            }
+            (_, Some(root)) => Some(root),
+            (_, None) => crate::image::root_for(spec)?,
+        };
         let (cg, unenforced) = limits_setup(spec, opts.accounting, &mut notes)?;
         crate::timing::mark("limits");
-        let mut spawned =
-            match backend.spawn(pending.pending, spec, facts, cg.as_ref(), &unenforced) {
-                Ok(s) => s,
-                Err(e) => {
-                    if let Some(cg) = cg {
-                        cg.destroy();
-                    }
-                    return Err(e);
+        let mut spawned = match backend.spawn(
+            pending.pending,
+            spec,
+            facts,
+            cg.as_ref(),
+            &unenforced,
+            image.as_ref(),
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                if let Some(cg) = cg {
+                    cg.destroy();
                 }
-            };
+                return Err(e);
+            }
+        };
         crate::timing::mark("spawned");
         notes.extend(spawned.notes);
         let transport = if opts.stream_channel {

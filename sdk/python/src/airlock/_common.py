@@ -469,3 +469,8 @@ def checked(r: CommandResult, check: bool) -> CommandResult:
             stderr_bytes=r.stderr_bytes,
         )
     return r
+
+
+def has_labels(labels: Mapping[str, str], wanted: Optional[Mapping[str, str]]) -> bool:
+    """Whether ``labels`` hold every ``key: value`` of ``wanted``."""
+    return all(labels.get(k) == str(v) for k, v in (wanted or {}).items())

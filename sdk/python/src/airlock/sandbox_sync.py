@@ -164,7 +164,7 @@ def _chunks(data: Data) -> Union[bytes, Iterator[bytes]]:
         return gen()
 
     def it() -> Iterator[bytes]:
-        for b in data:  # type: ignore[union-attr]
+        for b in data:
             yield b.encode("utf-8") if isinstance(b, str) else bytes(b)
 
     return it()
@@ -240,7 +240,7 @@ class CommandHandle:
                     raise
                 # Nobody held its output for us: follow it as it comes.
                 r = http.stream("GET", path)
-            with r:
+            try:
                 self._resp = r
                 if self._stopped:
                     return
@@ -258,6 +258,8 @@ class CommandHandle:
                             _call(self._on_stdout if stream == "stdout" else self._on_stderr, text)
                     if self._state.done:
                         break
+            finally:
+                r.close()
         except BaseException as e:  # noqa: BLE001 - reported by wait()
             if not self._stopped:
                 self._exc = e
@@ -1201,7 +1203,7 @@ class Sandbox:
         finally:
             http.close()
         out = [SandboxInfo._from_json(s) for s in v]
-        return [s for s in out if all_labels(s, metadata)]
+        return [s for s in out if c.has_labels(s.metadata, metadata)]
 
     def get_info(self) -> SandboxInfo:
         """Its description (state, labels, lifetime, ...)."""
@@ -1301,6 +1303,3 @@ class Sandbox:
     def __repr__(self) -> str:
         return f"<Sandbox {self._id}>"
 
-
-def all_labels(s: SandboxInfo, metadata: Optional[Mapping[str, str]]) -> bool:
-    return all(s.metadata.get(k) == str(v) for k, v in (metadata or {}).items())

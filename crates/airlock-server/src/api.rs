@@ -66,7 +66,9 @@ impl ApiError {
         let m: String = what.into();
         let status = if m.contains("No such file") || m.contains("no process") {
             StatusCode::NOT_FOUND
-        } else if m.contains("the sandbox is gone") {
+        } else if m.contains("the sandbox is gone") || m.contains("has exited") {
+            // A wrong state, not a wrong request: e.g. a signal to a
+            // process that has ended.
             StatusCode::CONFLICT
         } else {
             StatusCode::UNPROCESSABLE_ENTITY
@@ -956,7 +958,8 @@ pub fn signal_number(v: &serde_json::Value) -> Option<i32> {
 
 #[utoipa::path(post, path = "/v1/sandboxes/{id}/processes/{pid}/signal",
     params(("id" = String, Path), ("pid" = u32, Path)), request_body = SignalRequest,
-    responses((status = 204)))]
+    responses((status = 204), (status = 404, body = ErrorBody, description = "no such process"),
+        (status = 409, body = ErrorBody, description = "the process has ended")))]
 async fn process_signal(
     State(svc): State<Arc<Service>>,
     UrlPath((id, pid)): UrlPath<(String, u32)>,
@@ -1029,7 +1032,7 @@ async fn pty_session(
     let (mut tx_ws, mut rx_ws) = socket.split();
     use futures_util::SinkExt;
     let h2 = h.clone();
-    let input = tokio::spawn(async move {
+    let mut input = tokio::spawn(async move {
         while let Some(Ok(m)) = rx_ws.next().await {
             match m {
                 WsMessage::Binary(b) => {
@@ -1082,6 +1085,11 @@ async fn pty_session(
                     ))
                     .await;
                 let _ = tx_ws.send(WsMessage::Close(None)).await;
+                // The closing handshake: wait (briefly) for the client's
+                // Close before the connection goes. Dropping it at once
+                // makes some clients (Python websockets' sync client) fail
+                // to answer and lose the last frames they had received.
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(2), &mut input).await;
                 break;
             }
             _ => {}

@@ -154,3 +154,25 @@ def wait_until(pred, timeout: float = 10.0, step: float = 0.05) -> bool:  # type
             return True
         time.sleep(step)
     return bool(pred())
+
+
+def host_memory_limit(pid: int) -> int:
+    """The memory limit of host process ``pid``'s cgroup (v2
+    ``memory.max``, else v1 ``memory.limit_in_bytes``), read on the host."""
+    with open(f"/proc/{pid}/cgroup") as f:
+        lines = f.read().splitlines()
+    for line in lines:
+        _, ctrls, path = line.split(":", 2)
+        if "memory" in ctrls.split(","):
+            with open(f"/sys/fs/cgroup/memory{path}/memory.limit_in_bytes") as f:
+                return int(f.read())
+    for line in lines:
+        if line.startswith("0::"):
+            path = line[3:]
+            for base in ("/sys/fs/cgroup", "/sys/fs/cgroup/unified"):
+                p = f"{base}{path}/memory.max"
+                if os.path.exists(p):
+                    with open(p) as f:
+                        v = f.read().strip()
+                    return -1 if v == "max" else int(v)
+    raise AssertionError(f"no memory cgroup for {pid}: {lines}")

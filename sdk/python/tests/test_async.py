@@ -22,7 +22,7 @@ from airlock import (
     NotFoundError,
 )
 
-from conftest import Daemon, host_pids_with
+from conftest import Daemon, host_memory_limit, host_pids_with
 
 MIB = 1 << 20
 
@@ -61,10 +61,11 @@ async def test_create_connect_list_kill(daemon: Daemon) -> None:
         assert info.state == "running" and info.metadata == {"tag": tag}
         assert info.end_at is not None and info.started_at is not None
         assert 290 <= (info.end_at - info.started_at).total_seconds() <= 310
-        r = await sb.commands.run(
-            "cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes"
-        )
-        assert r.stdout.strip() == str(128 * MIB)
+        marker = "2718.2818"
+        h = await sb.commands.run(f"sleep {marker}", background=True)
+        assert await until(lambda: bool(host_pids_with(marker)))
+        assert host_memory_limit(host_pids_with(marker)[0]) == 128 * MIB
+        await h.kill()
         assert (await sb.commands.run("echo $X")).stdout == "from-create\n"
         other = await AsyncSandbox.connect(sb.sandbox_id)
         assert (await other.commands.run("echo $X")).stdout == "from-create\n"

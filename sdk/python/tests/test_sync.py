@@ -25,7 +25,7 @@ from airlock import (
     ServiceUnavailableError,
 )
 
-from conftest import Daemon, host_pids_with, wait_until
+from conftest import Daemon, host_memory_limit, host_pids_with, wait_until
 
 MIB = 1 << 20
 
@@ -58,15 +58,23 @@ def test_create_with_every_option_then_connect_and_list(daemon: Daemon) -> None:
         # The lifetime asked for: expires about 600 s after creation.
         assert info.end_at is not None and info.started_at is not None
         assert 590 <= (info.end_at - info.started_at).total_seconds() <= 610
-        # The memory limit reached the sandbox's cgroup.
-        lim = sb.commands.run(
-            "cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes"
-        )
-        assert lim.stdout.strip() == str(256 * MIB)
+        # The memory limit reached the sandbox's cgroup (read on the host).
+        marker = "3141.5926"
+        h = sb.commands.run(f"sleep {marker}", background=True)
+        assert wait_until(lambda: bool(host_pids_with(marker)))
+        assert host_memory_limit(host_pids_with(marker)[0]) == 256 * MIB
+        h.kill()
         assert sb.commands.run("echo $GREETING").stdout == "hi there\n"
         # No network but loopback.
-        ifaces = sb.commands.run("ls /sys/class/net").stdout.split()
+        ifaces = sb.commands.run("tail -n +3 /proc/net/dev | cut -d: -f1").stdout.split()
         assert ifaces == ["lo"]
+        # The service's own TCP port on the host's loopback is out of reach.
+        port = daemon.url.rsplit(":", 1)[1]
+        r = sb.commands.run(
+            ["python3", "-c", f"import socket; socket.create_connection(('127.0.0.1', {port}), 3)"],
+            check=False,
+        )
+        assert r.exit_code != 0 and "ConnectionRefused" in r.stderr, r.stderr
 
         again = Sandbox.connect(sb.sandbox_id)
         assert again.commands.run("echo $GREETING").stdout == "hi there\n"

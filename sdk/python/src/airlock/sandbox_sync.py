@@ -738,6 +738,9 @@ class Pty:
                 ws = wsc.unix_connect(cfg.socket, cfg.ws_url(path), max_size=None)
             else:
                 ws = wsc.connect(cfg.ws_url(path), additional_headers=cfg.headers, max_size=None)
+            # As `with connect(...) as ws` would (websockets 17 warns
+            # about a connection used without it); closed by the handle.
+            ws = ws.__enter__()
         except Exception as ex:  # noqa: BLE001
             self._sb.commands.kill(pid)
             raise AirlockError(f"cannot open the terminal's WebSocket: {ex}") from ex

@@ -279,3 +279,86 @@ async def test_get_host_pause_resume(sb: AsyncSandbox) -> None:
     assert (await sb.get_info()).state == "running"
     assert await until(fetch, 30)
     await h.kill()
+
+
+async def test_the_rest_of_the_api(sb: AsyncSandbox) -> None:
+    import datetime
+    import tarfile
+
+    from test_sync import ECHO_SERVER, _talk, _tar_of
+
+    info = await sb.set_timeout("2m")
+    assert info.end_at is not None
+    left = (info.end_at - datetime.datetime.now(info.end_at.tzinfo)).total_seconds()
+    assert 100 <= left <= 125
+    await sb.commands.run("echo logged-async")
+    u = await sb.usage()
+    assert u.pids is None or u.pids >= 1
+    assert "exec" in [a.kind for a in await sb.audit()]
+    assert any(b"logged-async" in d for _, _, d in await sb.logs())
+    assert await sb.is_running()
+    procs = await sb.commands.list()
+    assert any(p.argv[-1] == "echo logged-async" and not p.running for p in procs)
+
+    await sb.files.write("/tmp/m/f.sh", "#!/bin/sh\necho ran\n")
+    await sb.files.chmod("/tmp/m/f.sh", 0o700)
+    assert (await sb.files.get_info("/tmp/m/f.sh")).mode == 0o700
+    await sb.files.rename("/tmp/m/f.sh", "/tmp/m/g.sh")
+    assert (await sb.commands.run("/tmp/m/g.sh")).stdout == "ran\n"
+    await sb.files.make_dir("/tmp/t")
+    await sb.files.write_tar("/tmp/t", _tar_of({"x.txt": b"X"}))
+    assert (await sb.commands.run("cat /tmp/t/x.txt")).stdout == "X"
+    s = await sb.files.read_tar("/tmp/t")
+    names = tarfile.open(fileobj=io.BytesIO(await s.read())).getnames()
+    assert any(n.endswith("x.txt") for n in names), names
+    await sb.files.write("/tmp/m/digits", "0123456789")
+    async with await sb.files.read("/tmp/m/digits", format="stream") as st:
+        assert await st.read(4) == b"0123" and await st.read() == b"456789"
+
+    h = await sb.commands.run("trap 'echo t; exit 8' TERM; while :; do sleep 0.05; done",
+                              background=True)
+    await asyncio.sleep(0.5)
+    await h.signal("SIGTERM")
+    r = await h.wait(check=False, timeout=20)
+    assert (r.exit_code, r.stdout) == (8, "t\n")
+    h = await sb.commands.run("sleep 0.5; echo first; sleep 1; echo second", background=True)
+    await h.disconnect()
+    h2 = await sb.commands.connect(h.pid)
+    assert "second" in (await h2.wait(timeout=30)).stdout
+    h = await sb.commands.run("sleep 60", background=True)
+    await sb.commands.signal(h.pid, 15)
+    assert (await h.wait(check=False, timeout=20)).exit_code == 143
+    assert await sb.commands.kill(h.pid) is False
+
+    await sb.commands.run(["python3", "-c", ECHO_SERVER.format(port=8126)], background=True)
+    p = await sb.open_port(8126, token=True)
+    assert [x.port for x in await sb.list_ports()] == [8126]
+    ok = await until(
+        lambda: _talk(p.address, f"AIRLOCK-TOKEN {p.token}\nhi".encode()) == b"pong:hi", 30
+    )
+    assert ok
+    assert b"pong" not in _talk(p.address, b"hi")
+    await sb.close_port(8126)
+    assert await sb.list_ports() == []
+
+    w = await sb.files.watch_dir("/tmp/m")
+    await sb.files.write("/tmp/m/new", "n")
+    await w.wait_for(lambda e: e.name == "new")
+    assert "new" in [e.name for e in w.get_new_events()]
+    await w.stop()
+
+    t = await sb.pty.create(cmd=["cat"])
+    await t.send_stdin("typed\n")
+    assert await until(lambda: t.output.count(b"typed") >= 2, 20), t.output
+    await t.close_stdin()
+    assert (await t.wait(timeout=20)).exit_code == 0
+    t = await sb.pty.create(cmd=["sleep", "60"])
+    assert await t.kill() is True
+    assert (await t.wait(timeout=20, check=False)).exit_code == 137
+    t = await sb.pty.create(cmd=["sleep", "60"])
+    assert await sb.pty.kill(t.pid) is True
+    await t.disconnect()
+
+    other = AsyncSandbox(sb.sandbox_id)
+    assert (await other.get_info()).state == "running"
+    await other.close()

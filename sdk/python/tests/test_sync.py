@@ -7,7 +7,6 @@ import io
 import os
 import subprocess
 import sys
-import threading
 import time
 from typing import Iterator, List, Tuple
 
@@ -491,3 +490,129 @@ def test_the_installed_package(daemon: Daemon) -> None:
                          text=True, check=True).stdout.split()
     assert out[0] == "True"
     assert "site-packages" in out[1]
+
+
+def _tar_of(files: dict) -> bytes:  # type: ignore[type-arg]
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as t:
+        for name, data in files.items():
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            ti.mode = 0o644
+            t.addfile(ti, io.BytesIO(data))
+    return buf.getvalue()
+
+
+ECHO_SERVER = (
+    "import socket\n"
+    "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+    "s.bind(('127.0.0.1', {port})); s.listen()\n"
+    "while True:\n"
+    "    c, _ = s.accept(); c.sendall(b'pong:' + c.recv(100)); c.close()\n"
+)
+
+
+def _talk(host: str, first: bytes) -> bytes:
+    import socket as so
+
+    h, p = host.rsplit(":", 1)
+    with so.create_connection((h, int(p)), 5) as c:
+        c.settimeout(5)
+        c.sendall(first)
+        out = b""
+        try:
+            while True:
+                b = c.recv(100)
+                if not b:
+                    break
+                out += b
+        except OSError:
+            pass
+        return out
+
+
+def test_the_rest_of_the_api(sb: Sandbox) -> None:
+    # Lifetime, usage, audit, logs.
+    info = sb.set_timeout(120)
+    assert info.end_at is not None
+    left = (info.end_at - __import__("datetime").datetime.now(info.end_at.tzinfo)).total_seconds()
+    assert 100 <= left <= 125
+    sb.commands.run("echo logged-line")
+    u = sb.usage()
+    assert u.pids is None or u.pids >= 1
+    assert u.memory_bytes is None or u.memory_bytes > 0
+    kinds = [a.kind for a in sb.audit()]
+    assert "create" in kinds and "exec" in kinds
+    assert any(b"logged-line" in data for _, stream, data in sb.logs() if stream == "stdout")
+    assert sb.is_running()
+
+    # chmod, stat through a symlink, tar both ways.
+    sb.files.write("/tmp/m/f.sh", "#!/bin/sh\necho ran\n")
+    sb.files.chmod("/tmp/m/f.sh", 0o755)
+    assert sb.files.get_info("/tmp/m/f.sh").mode == 0o755
+    assert sb.commands.run("/tmp/m/f.sh").stdout == "ran\n"
+    sb.commands.run("ln -s /tmp/m/f.sh /tmp/m/link")
+    assert sb.files.get_info("/tmp/m/link").type.value == "symlink"
+    assert sb.files.get_info("/tmp/m/link", follow=True).type.value == "file"
+    sb.files.make_dir("/tmp/t")
+    sb.files.write_tar("/tmp/t", _tar_of({"a.txt": b"A", "d/b.txt": b"BB"}))
+    assert sb.commands.run("cat /tmp/t/a.txt /tmp/t/d/b.txt").stdout == "ABB"
+    import tarfile
+
+    with sb.files.read_tar("/tmp/t") as s:
+        data = s.read()
+    names = tarfile.open(fileobj=io.BytesIO(data)).getnames()
+    assert any(n.endswith("d/b.txt") for n in names), names
+    # FileStream.read(n) in pieces.
+    sb.files.write("/tmp/m/digits", "0123456789")
+    with sb.files.read("/tmp/m/digits", format="stream") as s:
+        assert s.read(3) == b"012" and s.read(4) == b"3456" and s.read() == b"789"
+
+    # Signals by name, by handle; disconnect and connect again.
+    h = sb.commands.run("trap 'echo got-term; exit 7' TERM; while :; do sleep 0.05; done",
+                        background=True)
+    time.sleep(0.5)
+    h.signal("TERM")
+    r = h.wait(check=False, timeout=20)
+    assert r.exit_code == 7 and r.stdout == "got-term\n"
+    h = sb.commands.run("sleep 0.5; echo first; sleep 1; echo second", background=True)
+    h.disconnect()
+    h2 = sb.commands.connect(h.pid)
+    assert "second" in h2.wait(timeout=30).stdout
+    h = sb.commands.run("sleep 60", background=True)
+    sb.commands.signal(h.pid, 15)
+    assert h.wait(check=False, timeout=20).exit_code == 128 + 15
+
+    # A guarded port forward: nothing without the token.
+    sb.commands.run(["python3", "-c", ECHO_SERVER.format(port=8125)], background=True)
+    p = sb.open_port(8125, token=True)
+    assert p.token and p.port == 8125
+    assert wait_until(lambda: _talk(p.address, f"AIRLOCK-TOKEN {p.token}\nping".encode()) == b"pong:ping", 30)
+    assert b"pong" not in _talk(p.address, b"AIRLOCK-TOKEN wrong\nping")
+    assert b"pong" not in _talk(p.address, b"ping")
+
+    # The watch's own queue of new events.
+    sb.files.make_dir("/tmp/q")
+    w = sb.files.watch_dir("/tmp/q")
+    sb.files.write("/tmp/q/one", "1")
+    w.wait_for(lambda e: e.name == "one")
+    assert [e.name for e in w.get_new_events()] == ["one"]
+    assert w.get_new_events() == []
+    w.stop()
+
+    # A terminal whose input ends: cat sees end-of-file and exits 0.
+    t = sb.pty.create(cmd=["cat"])
+    t.send("typed\n")
+    assert wait_until(lambda: t.output.count(b"typed") >= 2, 20), t.output
+    t.close_stdin()
+    assert t.wait(timeout=20).exit_code == 0
+    t = sb.pty.create(cmd=["sleep", "60"])
+    assert sb.pty.kill(t.pid) is True
+    assert t.wait(timeout=20, check=False).exit_code == 137
+
+    # A handle by id, not checked; close() leaves the sandbox running.
+    other = Sandbox(sb.sandbox_id)
+    other.close()
+    assert sb.is_running()

@@ -184,6 +184,18 @@ def transport_error(e: Exception, cfg: ConnectionConfig) -> AirlockError:
     return AirlockError(f"talking to the airlock service at {cfg.where} failed: {e}")
 
 
+#: Failures of a connection (typically a pooled one the service had
+#: closed) before an answer came: idempotent requests are sent once more.
+STALE_CONNECTION = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+
+
+def may_retry(method: str, content: Any, idempotent: bool) -> bool:
+    """Whether a request may be sent again after :data:`STALE_CONNECTION`:
+    an idempotent one whose body can be sent again."""
+    replayable = content is None or isinstance(content, (bytes, str))
+    return replayable and (idempotent or method in ("GET", "HEAD", "PUT", "DELETE"))
+
+
 # ---------------------------------------------------------------- requests
 
 

@@ -90,20 +90,30 @@ class _AsyncHttp:
         params: Optional[Mapping[str, str]] = None,
         content: Any = None,
         timeout: Optional[float] = None,
+        idempotent: bool = False,
     ) -> httpx.Response:
-        try:
-            r = await self.client.request(
-                method,
-                path,
-                json=json,
-                params=params,
-                content=content,
-                timeout=(
-                    self.cfg.timeout(timeout) if timeout is not None else httpx.USE_CLIENT_DEFAULT
-                ),
-            )
-        except (httpx.HTTPError, OSError) as e:
-            raise c.transport_error(e, self.cfg) from e
+        retry = c.may_retry(method, content, idempotent)
+        while True:
+            try:
+                r = await self.client.request(
+                    method,
+                    path,
+                    json=json,
+                    params=params,
+                    content=content,
+                    timeout=(
+                        self.cfg.timeout(timeout)
+                        if timeout is not None
+                        else httpx.USE_CLIENT_DEFAULT
+                    ),
+                )
+                break
+            except c.STALE_CONNECTION as e:
+                if not retry:
+                    raise c.transport_error(e, self.cfg) from e
+                retry = False
+            except (httpx.HTTPError, OSError) as e:
+                raise c.transport_error(e, self.cfg) from e
         if r.status_code >= 400:
             raise c.error_from(r.status_code, r.content)
         return r
@@ -117,13 +127,20 @@ class _AsyncHttp:
         params: Optional[Mapping[str, str]] = None,
     ) -> httpx.Response:
         """Sends a request and returns its response unread (close it)."""
-        try:
-            req = self.client.build_request(
-                method, path, json=json, params=params, timeout=c.STREAM_TIMEOUT
-            )
-            r = await self.client.send(req, stream=True)
-        except (httpx.HTTPError, OSError) as e:
-            raise c.transport_error(e, self.cfg) from e
+        retry = c.may_retry(method, None, False)
+        while True:
+            try:
+                req = self.client.build_request(
+                    method, path, json=json, params=params, timeout=c.STREAM_TIMEOUT
+                )
+                r = await self.client.send(req, stream=True)
+                break
+            except c.STALE_CONNECTION as e:
+                if not retry:
+                    raise c.transport_error(e, self.cfg) from e
+                retry = False
+            except (httpx.HTTPError, OSError) as e:
+                raise c.transport_error(e, self.cfg) from e
         if r.status_code >= 400:
             try:
                 body = await r.aread()
@@ -635,8 +652,10 @@ class AsyncPtyHandle:
         await self._sb.pty.resize(self.pid, rows, cols)
 
     async def close_stdin(self) -> None:
-        """Ends the terminal's input (what was typed is still read)."""
-        await self._ws.send(json.dumps({"eof": True}))
+        """Ends the terminal's input as a terminal does: types the
+        end-of-file character (Ctrl-D), which a program reading the
+        terminal line by line sees as end-of-file."""
+        await self._ws.send(b"\x04")
 
     async def kill(self) -> bool:
         """Kills its process (SIGKILL). False if it had already ended."""
@@ -905,16 +924,10 @@ class AsyncFilesystem:
         if m is not None:
             params["mode"] = m
         body = _achunks(data)
-        http = self._sb._http
-        if isinstance(body, bytes):
-            try:
-                r = await http.request("PUT", self._url(), params=params, content=body)
-            except NotFoundError:
-                await self._parents(p)
-                r = await http.request("PUT", self._url(), params=params, content=body)
-        else:
-            await self._parents(p)
-            r = await http.request("PUT", self._url(), params=params, content=body)
+        # Parents first: a PUT refused before its body was read would
+        # leave a connection the service then drops.
+        await self._parents(p)
+        r = await self._sb._http.request("PUT", self._url(), params=params, content=body)
         n = int(r.json().get("count", 0))
         return WriteInfo(name=p.rsplit("/", 1)[-1], path=p, size=n)
 
@@ -922,7 +935,7 @@ class AsyncFilesystem:
         parent = p.rsplit("/", 1)[0] or "/"
         if parent != "/":
             await self._sb._http.request(
-                "POST", self._url("/mkdir"), json={"path": parent, "parents": True}
+                "POST", self._url("/mkdir"), json={"path": parent, "parents": True}, idempotent=True
             )
 
     async def list(self, path: str, depth: int = 1) -> List[EntryInfo]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket as _socket
+import sys
 import threading
 import time
 from typing import (
@@ -16,6 +17,7 @@ from typing import (
     List,
     Literal,
     Mapping,
+    NoReturn,
     Optional,
     Tuple,
     Union,
@@ -83,20 +85,30 @@ class _Http:
         params: Optional[Mapping[str, str]] = None,
         content: Any = None,
         timeout: Optional[float] = None,
+        idempotent: bool = False,
     ) -> httpx.Response:
-        try:
-            r = self.client.request(
-                method,
-                path,
-                json=json,
-                params=params,
-                content=content,
-                timeout=self.cfg.timeout(timeout) if timeout is not None else httpx.USE_CLIENT_DEFAULT,
-            )
-        except httpx.HTTPError as e:
-            raise c.transport_error(e, self.cfg) from e
-        except OSError as e:
-            raise c.transport_error(e, self.cfg) from e
+        retry = c.may_retry(method, content, idempotent)
+        while True:
+            try:
+                r = self.client.request(
+                    method,
+                    path,
+                    json=json,
+                    params=params,
+                    content=content,
+                    timeout=(
+                        self.cfg.timeout(timeout)
+                        if timeout is not None
+                        else httpx.USE_CLIENT_DEFAULT
+                    ),
+                )
+                break
+            except c.STALE_CONNECTION:
+                if not retry:
+                    raise_transport(sys.exc_info()[1], self.cfg)
+                retry = False
+            except (httpx.HTTPError, OSError) as e:
+                raise c.transport_error(e, self.cfg) from e
         if r.status_code >= 400:
             raise c.error_from(r.status_code, r.content)
         return r
@@ -110,15 +122,20 @@ class _Http:
         params: Optional[Mapping[str, str]] = None,
     ) -> httpx.Response:
         """Sends a request and returns its response unread (close it)."""
-        try:
-            req = self.client.build_request(
-                method, path, json=json, params=params, timeout=c.STREAM_TIMEOUT
-            )
-            r = self.client.send(req, stream=True)
-        except httpx.HTTPError as e:
-            raise c.transport_error(e, self.cfg) from e
-        except OSError as e:
-            raise c.transport_error(e, self.cfg) from e
+        retry = c.may_retry(method, None, False)
+        while True:
+            try:
+                req = self.client.build_request(
+                    method, path, json=json, params=params, timeout=c.STREAM_TIMEOUT
+                )
+                r = self.client.send(req, stream=True)
+                break
+            except c.STALE_CONNECTION:
+                if not retry:
+                    raise_transport(sys.exc_info()[1], self.cfg)
+                retry = False
+            except (httpx.HTTPError, OSError) as e:
+                raise c.transport_error(e, self.cfg) from e
         if r.status_code >= 400:
             try:
                 body = r.read()
@@ -129,6 +146,12 @@ class _Http:
 
     def close(self) -> None:
         self.client.close()
+
+
+def raise_transport(e: Optional[BaseException], cfg: ConnectionConfig) -> NoReturn:
+    """Raises the SDK's error for a transport failure."""
+    assert isinstance(e, Exception)
+    raise c.transport_error(e, cfg) from e
 
 
 def _interrupt(r: Optional[httpx.Response]) -> None:
@@ -652,9 +675,11 @@ class PtyHandle:
         self._sb.pty.resize(self.pid, rows, cols)
 
     def close_stdin(self) -> None:
-        """Ends the terminal's input (what was typed is still read)."""
+        """Ends the terminal's input as a terminal does: types the
+        end-of-file character (Ctrl-D), which a program reading the
+        terminal line by line sees as end-of-file."""
         with self._send_lock:
-            self._ws.send(json.dumps({"eof": True}))
+            self._ws.send(b"\x04")
 
     def kill(self) -> bool:
         """Kills its process (SIGKILL). False if it had already ended."""
@@ -930,22 +955,19 @@ class Filesystem:
         if m is not None:
             params["mode"] = m
         body = _chunks(data)
-        if isinstance(body, bytes):
-            try:
-                r = self._sb._http.request("PUT", self._url(), params=params, content=body)
-            except NotFoundError:
-                self._parents(p)
-                r = self._sb._http.request("PUT", self._url(), params=params, content=body)
-        else:
-            self._parents(p)
-            r = self._sb._http.request("PUT", self._url(), params=params, content=body)
+        # Parents first: a PUT refused before its body was read would
+        # leave a connection the service then drops.
+        self._parents(p)
+        r = self._sb._http.request("PUT", self._url(), params=params, content=body)
         n = int(r.json().get("count", 0))
         return WriteInfo(name=p.rsplit("/", 1)[-1], path=p, size=n)
 
     def _parents(self, p: str) -> None:
         parent = p.rsplit("/", 1)[0] or "/"
         if parent != "/":
-            self._sb._http.request("POST", self._url("/mkdir"), json={"path": parent, "parents": True})
+            self._sb._http.request(
+                "POST", self._url("/mkdir"), json={"path": parent, "parents": True}, idempotent=True
+            )
 
     def list(self, path: str, depth: int = 1) -> List[EntryInfo]:
         """The entries of a directory (sorted by name), and of its

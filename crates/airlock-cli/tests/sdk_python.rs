@@ -31,16 +31,24 @@ fn python_sdk_pytest_suite() {
     // The service binary built with this test, from beside the copied CLI.
     let serve = bin().with_file_name("airlock-serve");
     let mut c = Command::new(VENV_PYTHON);
-    c.args(["-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "tests"])
-        .current_dir(&sdk)
-        .env("AIRLOCK_SERVE_BIN", &serve)
-        // This source tree, not a stale install (one test checks the
-        // installed package on its own).
-        .env("PYTHONPATH", sdk.join("src"))
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .env_remove("AIRLOCK_SOCKET")
-        .env_remove("AIRLOCK_URL")
-        .env_remove("AIRLOCK_TOKEN");
+    c.args([
+        "-m",
+        "pytest",
+        "-q",
+        "-rs",
+        "-p",
+        "no:cacheprovider",
+        "tests",
+    ])
+    .current_dir(&sdk)
+    .env("AIRLOCK_SERVE_BIN", &serve)
+    // This source tree, not a stale install (one test checks the
+    // installed package on its own).
+    .env("PYTHONPATH", sdk.join("src"))
+    .env("PYTHONDONTWRITEBYTECODE", "1")
+    .env_remove("AIRLOCK_SOCKET")
+    .env_remove("AIRLOCK_URL")
+    .env_remove("AIRLOCK_TOKEN");
     let out = c.output().expect("run pytest");
     let text = format!(
         "{}{}",
@@ -50,7 +58,11 @@ fn python_sdk_pytest_suite() {
     eprintln!("{text}");
     assert!(out.status.success(), "the SDK's pytest suite failed");
     // Every test ran: nothing skipped, something passed.
-    let last = text.lines().rev().find(|l| l.contains(" in ")).unwrap_or("");
+    let last = text
+        .lines()
+        .rev()
+        .find(|l| l.contains(" in "))
+        .unwrap_or("");
     assert!(last.contains("passed"), "{last}");
     assert!(
         !last.contains("skipped") && !last.contains("error"),

@@ -933,14 +933,18 @@ fn foreground_exec_started_event_names_the_process() {
     let mut curl = Command::new("curl")
         .args(["-sS", "-N", "--unix-socket"])
         .arg(&d.sock)
-        .args(["-H", "content-type: application/json", "--data-binary", &body])
+        .args([
+            "-H",
+            "content-type: application/json",
+            "--data-binary",
+            &body,
+        ])
         .arg(format!("http://airlock/v1/sandboxes/{id}/processes"))
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(curl.stdout.take().unwrap()).lines();
-    let started: serde_json::Value =
-        serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    let started: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
     assert_eq!(started["type"], "started", "{started}");
     let pid = started["id"].as_u64().expect("the started event has an id");
     // It is the id the process list shows for this command.

@@ -362,3 +362,14 @@ async def test_the_rest_of_the_api(sb: AsyncSandbox) -> None:
     other = AsyncSandbox(sb.sandbox_id)
     assert (await other.get_info()).state == "running"
     await other.close()
+
+
+async def test_a_raising_callback_stops_the_command(sb: AsyncSandbox) -> None:
+    marker = "5656.7878"
+
+    async def boom(text: str) -> None:
+        raise ValueError("stop here")
+
+    with pytest.raises(ValueError):
+        await sb.commands.run(f"echo go; exec sleep {marker}", on_stdout=boom)
+    assert await until(lambda: not host_pids_with(marker)), "the command outlived run()"

@@ -616,3 +616,14 @@ def test_the_rest_of_the_api(sb: Sandbox) -> None:
     other = Sandbox(sb.sandbox_id)
     other.close()
     assert sb.is_running()
+
+
+def test_a_raising_callback_stops_the_command(sb: Sandbox) -> None:
+    marker = "1212.3434"
+
+    def boom(text: str) -> None:
+        raise ValueError("stop here")
+
+    with pytest.raises(ValueError):
+        sb.commands.run(f"echo go; exec sleep {marker}", on_stdout=boom)
+    assert wait_until(lambda: not host_pids_with(marker)), "the command outlived run()"

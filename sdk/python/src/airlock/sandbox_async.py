@@ -515,6 +515,10 @@ class AsyncCommands:
                 except (asyncio.CancelledError, Exception):  # noqa: BLE001
                     pass
             await r.aclose()
+            # Left early (a callback raised, cancelled, a broken stream):
+            # the command does not outlive the call that ran it.
+            if not state.done and state.id is not None:
+                await self._kill_quietly(state.id)
         if not state.done:
             raise AirlockError("the command's event stream ended before the command did")
         return c.checked(state.result(), check)

@@ -528,6 +528,10 @@ class Commands:
             if timer is not None:
                 timer.cancel()
             r.close()
+            # Left early (a callback raised, Ctrl-C, a broken stream): the
+            # command does not outlive the call that ran it.
+            if not state.done and state.id is not None and not timed_out.is_set():
+                self._kill_quietly(state.id)
         if timed_out.is_set():
             raise TimeoutError(f"the command ran longer than {t} s and was killed")
         if not state.done:

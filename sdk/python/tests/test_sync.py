@@ -239,7 +239,9 @@ def test_background_process_outlives_the_call_and_dies_with_the_sandbox(daemon: 
     marker = "9876.54321"
     sb = Sandbox.create()
     try:
+        t0 = time.monotonic()
         h = sb.commands.run(f"echo started; exec sleep {marker}", background=True)
+        assert time.monotonic() - t0 < 5
         assert isinstance(h, airlock.CommandHandle)
         # run() returned at once; the process lives on.
         time.sleep(1.0)

@@ -91,6 +91,8 @@ class ConnectionConfig:
         token: Optional[str] = None,
         request_timeout: Optional[float] = None,
     ) -> "ConnectionConfig":
+        """The configuration from the arguments, else the environment,
+        else the default socket."""
         rt = DEFAULT_REQUEST_TIMEOUT if request_timeout is None else float(request_timeout)
         if socket is None and url is None:
             env_sock = os.environ.get("AIRLOCK_SOCKET")
@@ -112,27 +114,32 @@ class ConnectionConfig:
 
     @property
     def base_url(self) -> str:
+        """The URL requests go to (``http://airlock`` over the socket)."""
         return self.url if self.url is not None else "http://airlock"
 
     @property
     def headers(self) -> Dict[str, str]:
+        """Headers every request carries (the bearer token, if any)."""
         h = {"user-agent": "airlock-python-sdk/0.1"}
         if self.token:
             h["authorization"] = f"Bearer {self.token}"
         return h
 
     def ws_url(self, path: str) -> str:
+        """The WebSocket URL of ``path``."""
         base = self.base_url
         if base.startswith("https://"):
             return "wss://" + base[len("https://") :] + path
         return "ws://" + base[len("http://") :] + path
 
     def timeout(self, request_timeout: Optional[float] = None) -> httpx.Timeout:
+        """httpx's timeout for a plain request."""
         t = self.request_timeout if request_timeout is None else request_timeout
         return httpx.Timeout(t or None, connect=min(t or 30.0, 30.0))
 
     @property
     def where(self) -> str:
+        """Where the service is, in words (for error messages)."""
         return f"socket {self.socket}" if self.socket else str(self.url)
 
 

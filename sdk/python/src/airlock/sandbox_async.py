@@ -770,6 +770,7 @@ class AsyncFileStream:
         self._buf = b""
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        """Yields the file's bytes in chunks as they come."""
         if self._buf:
             b, self._buf = self._buf, b""
             yield b

@@ -802,6 +802,7 @@ class FileStream:
         self._buf = b""
 
     def __iter__(self) -> Iterator[bytes]:
+        """Yields the file's bytes in chunks as they come."""
         if self._buf:
             b, self._buf = self._buf, b""
             yield b

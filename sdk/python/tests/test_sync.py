@@ -100,6 +100,13 @@ def test_trust_picks_the_tier(daemon: Daemon) -> None:
         assert int(sb.commands.run("echo $$").stdout) < 100
     with Sandbox.create(trust="own") as sb:
         assert sb.get_info().spec["isolation"] == "none"
+    # untrusted → the microVM tier: a microVM, or (in a build without
+    # it) the service's refusal that names it.
+    try:
+        with Sandbox.create(trust="untrusted", timeout=300) as sb:
+            assert sb.get_info().spec["isolation"] == "microvm"
+    except InvalidArgumentError as e:
+        assert "microVM" in str(e) or "microvm" in str(e), e
     with pytest.raises(InvalidArgumentError):
         Sandbox.create(trust="somewhat")
     with pytest.raises(InvalidArgumentError):

@@ -981,3 +981,66 @@ fn foreground_exec_started_event_names_the_process() {
     assert_eq!(s, 409, "{v}");
     assert_eq!(v["error"]["code"], "failed");
 }
+
+/// A terminal client that goes away hangs the terminal up: its process
+/// gets SIGHUP (and ends), and the client's Close is answered at once.
+#[test]
+fn pty_client_close_hangs_up() {
+    let Some(d) = Daemon::start(&[]) else { return };
+    let id = d.create(serde_json::json!({}));
+    let (s, v) = d.json(
+        "POST",
+        &format!("/v1/sandboxes/{id}/processes"),
+        serde_json::json!({"argv": ["sleep", "5151.25"], "tty": {"rows": 24, "cols": 80}, "background": true, "stdin": true}),
+    );
+    assert_eq!(s, 201, "{v}");
+    let pid = v["id"].as_u64().unwrap();
+    let script = format!(
+        r#"
+import asyncio, time, websockets
+async def main():
+    ws = await websockets.unix_connect({sock:?}, "ws://airlock/v1/sandboxes/{id}/processes/{pid}/pty")
+    await asyncio.sleep(0.5)
+    t0 = time.monotonic()
+    await ws.close()
+    print("CLOSED", ws.close_code, round(time.monotonic() - t0, 2))
+asyncio.run(main())
+"#,
+        sock = d.sock.display().to_string(),
+    );
+    let end = Instant::now() + Duration::from_secs(10);
+    while host_processes_matching("5151.25").is_empty() {
+        assert!(Instant::now() < end, "the terminal's process never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let o = Command::new(PYTHON)
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // The service answered the Close (not the client's 10 s close timeout).
+    let secs: f64 = text.split_whitespace().last().unwrap().parse().unwrap();
+    assert!(secs < 3.0, "{text}");
+    let end = Instant::now() + Duration::from_secs(10);
+    while !host_processes_matching("5151.25").is_empty() {
+        assert!(
+            Instant::now() < end,
+            "the hung-up terminal's process still runs"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let procs = d.get(&format!("/v1/sandboxes/{id}/processes"));
+    let me = procs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"].as_u64() == Some(pid))
+        .unwrap();
+    assert_eq!(me["exit_code"], 128 + 1, "{me}");
+}

@@ -1004,7 +1004,7 @@ async fn process_resize(
 
 #[utoipa::path(get, path = "/v1/sandboxes/{id}/processes/{pid}/pty",
     params(("id" = String, Path), ("pid" = u32, Path)),
-    responses((status = 101, description = "WebSocket: binary frames are the terminal's bytes both ways; text frames from the client are {\"resize\":[rows,cols]} or {\"eof\":true}; the server ends with a text frame {\"exit\":CODE}")))]
+    responses((status = 101, description = "WebSocket: binary frames are the terminal's bytes both ways; text frames from the client are {\"resize\":[rows,cols]} or {\"eof\":true}; the server ends with a text frame {\"exit\":CODE}; a client that closes hangs the terminal up (SIGHUP)")))]
 async fn process_pty(
     State(svc): State<Arc<Service>>,
     UrlPath((id, pid)): UrlPath<(String, u32)>,
@@ -1067,7 +1067,27 @@ async fn pty_session(
         }
         h2.send(Cmd::CloseStdin { id: pid });
     });
-    while let Some(e) = rx.recv().await {
+    loop {
+        let e = tokio::select! {
+            e = rx.recv() => match e {
+                Some(e) => e,
+                None => break,
+            },
+            _ = &mut input => {
+                // The client went away (its Close, or a broken connection):
+                // hang the terminal up as a terminal does (SIGHUP to the
+                // process), answer its Close and end.
+                let _ = h
+                    .ask(|reply| Cmd::Signal {
+                        id: pid,
+                        signo: libc::SIGHUP,
+                        reply,
+                    })
+                    .await;
+                let _ = tx_ws.send(WsMessage::Close(None)).await;
+                break;
+            }
+        };
         h.poke();
         match e {
             ProcEvent::Output { data, .. } => {

@@ -373,3 +373,30 @@ async def test_a_raising_callback_stops_the_command(sb: AsyncSandbox) -> None:
     with pytest.raises(ValueError):
         await sb.commands.run(f"echo go; exec sleep {marker}", on_stdout=boom)
     assert await until(lambda: not host_pids_with(marker)), "the command outlived run()"
+
+
+async def test_timeouts_of_background_commands_and_terminals(sb: AsyncSandbox) -> None:
+    marker = "3434.5656"
+    h = await sb.commands.run(f"echo err >&2; exec sleep {marker}", background=True, timeout=1)
+    assert await until(lambda: h.stderr == "err\n")
+    assert h.exit_code is None
+    with pytest.raises(airlock.TimeoutError):
+        await h.wait(timeout=30)
+    assert h.exit_code == 137
+    assert await until(lambda: not host_pids_with(marker))
+
+    marker = "7878.9090"
+    t = await sb.pty.create(cmd=["sleep", marker], timeout=1)
+    with pytest.raises(airlock.TimeoutError):
+        await t.wait(timeout=30)
+    assert await until(lambda: not host_pids_with(marker))
+    marker = "8642.7531"
+    t = await sb.pty.create(cmd=["sleep", marker])
+    with pytest.raises(airlock.TimeoutError):
+        await t.wait(timeout=0.5)
+    assert host_pids_with(marker)
+    t0 = time.monotonic()
+    await t.disconnect()
+    assert time.monotonic() - t0 < 5
+    assert t.exit_code is None
+    assert await until(lambda: not host_pids_with(marker)), "hung up, but still running"

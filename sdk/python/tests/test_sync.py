@@ -636,3 +636,33 @@ def test_a_raising_callback_stops_the_command(sb: Sandbox) -> None:
     with pytest.raises(ValueError):
         sb.commands.run(f"echo go; exec sleep {marker}", on_stdout=boom)
     assert wait_until(lambda: not host_pids_with(marker)), "the command outlived run()"
+
+
+def test_timeouts_of_background_commands_and_terminals(sb: Sandbox) -> None:
+    marker = "2323.4545"
+    h = sb.commands.run(f"echo err >&2; exec sleep {marker}", background=True, timeout=1)
+    assert wait_until(lambda: h.stderr == "err\n")
+    assert h.exit_code is None
+    with pytest.raises(airlock.TimeoutError):
+        h.wait(timeout=30)
+    assert h.exit_code == 137
+    assert wait_until(lambda: not host_pids_with(marker))
+    assert f"pid={h.pid}" in repr(h)
+
+    marker = "6767.8989"
+    t = sb.pty.create(cmd=["sleep", marker], timeout=1)
+    with pytest.raises(airlock.TimeoutError):
+        t.wait(timeout=30)
+    assert wait_until(lambda: not host_pids_with(marker))
+    # wait() with its own timeout leaves the terminal alone; disconnect()
+    # hangs it up.
+    marker = "1357.2468"
+    t = sb.pty.create(cmd=["sleep", marker])
+    with pytest.raises(airlock.TimeoutError):
+        t.wait(timeout=0.5)
+    assert host_pids_with(marker)
+    t0 = time.monotonic()
+    t.disconnect()
+    assert time.monotonic() - t0 < 5
+    assert t.exit_code is None
+    assert wait_until(lambda: not host_pids_with(marker)), "hung up, but still running"

@@ -685,7 +685,8 @@ class AsyncPtyHandle:
         return c.checked(r, check)
 
     async def disconnect(self) -> None:
-        """Closes the WebSocket; the process ends with its terminal input."""
+        """Closes the WebSocket: the service hangs the terminal up (SIGHUP
+        to its process, which ends a shell)."""
         try:
             await self._ws.close()
         finally:

@@ -710,8 +710,8 @@ class PtyHandle:
         return c.checked(r, check)
 
     def disconnect(self) -> None:
-        """Closes the WebSocket; the process ends with its terminal
-        input (a shell sees end-of-file)."""
+        """Closes the WebSocket: the service hangs the terminal up (SIGHUP
+        to its process, which ends a shell)."""
         try:
             self._ws.close()
         finally:

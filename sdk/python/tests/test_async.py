@@ -293,7 +293,8 @@ async def test_the_rest_of_the_api(sb: AsyncSandbox) -> None:
     assert 100 <= left <= 125
     await sb.commands.run("echo logged-async")
     u = await sb.usage()
-    assert u.pids is None or u.pids >= 1
+    assert u.cpu_usec is not None and u.cpu_usec > 0
+    assert u.pids is not None and u.pids >= 1
     assert "exec" in [a.kind for a in await sb.audit()]
     assert any(b"logged-async" in d for _, _, d in await sb.logs())
     assert await sb.is_running()

@@ -7,7 +7,13 @@ import os
 
 import pytest
 
-from airlock import ConnectionConfig, Sandbox, ServiceUnavailableError, default_socket
+from airlock import (
+    ConnectionConfig,
+    InvalidArgumentError,
+    Sandbox,
+    ServiceUnavailableError,
+    default_socket,
+)
 
 from conftest import Daemon
 
@@ -31,7 +37,7 @@ def test_precedence(daemon: Daemon, monkeypatch: pytest.MonkeyPatch) -> None:
     # Arguments beat the environment.
     cfg = ConnectionConfig.resolve(socket=daemon.socket)
     assert (cfg.socket, cfg.url) == (daemon.socket, None)
-    with pytest.raises(Exception):
+    with pytest.raises(InvalidArgumentError):
         ConnectionConfig.resolve(url="ftp://nowhere")
 
 

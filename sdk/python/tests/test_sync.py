@@ -550,8 +550,11 @@ def test_the_rest_of_the_api(sb: Sandbox) -> None:
     assert 100 <= left <= 125
     sb.commands.run("echo logged-line")
     u = sb.usage()
-    assert u.pids is None or u.pids >= 1
-    assert u.memory_bytes is None or u.memory_bytes > 0
+    # Every sandbox of the service has a cgroup: these are measured.
+    assert u.cpu_usec is not None and u.cpu_usec > 0
+    assert u.cpu_seconds == u.cpu_usec / 1e6
+    assert u.memory_bytes is not None and u.memory_bytes > 0
+    assert u.pids is not None and u.pids >= 1
     kinds = [a.kind for a in sb.audit()]
     assert "create" in kinds and "exec" in kinds
     assert any(b"logged-line" in data for _, stream, data in sb.logs() if stream == "stdout")

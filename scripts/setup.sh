@@ -64,6 +64,20 @@ if [ ! -x /opt/airlock-test-venv/bin/schemathesis ]; then
     /opt/airlock-test-venv/bin/pip install -q schemathesis
 fi
 
+# The Python SDK's tests (sdk/python; crates/airlock-cli/tests/sdk_python.rs):
+# httpx, websockets, pytest, pytest-asyncio and mypy from PyPI in a venv of their
+# own, and the SDK itself installed from this checkout (pip install
+# ./sdk/python; hatchling, its build backend, is in the venv so that the
+# reinstall on every run needs no network).
+sdk_venv=/opt/airlock-sdk-venv
+if ! "$sdk_venv/bin/python" -c 'import httpx, websockets, pytest, pytest_asyncio, hatchling, mypy' 2>/dev/null; then
+    log "installing the Python SDK's test dependencies in $sdk_venv"
+    /usr/bin/python3 -m venv "$sdk_venv"
+    "$sdk_venv/bin/pip" install -q 'httpx>=0.25,<1' 'websockets>=13' 'pytest>=7' \
+        'pytest-asyncio>=0.23' hatchling mypy
+fi
+"$sdk_venv/bin/pip" install -q --no-deps --no-build-isolation --force-reinstall ./sdk/python
+
 # Node.js: any package that provides /usr/bin/node will do (Debian's
 # nodejs, or NodeSource's if the machine has it).
 if [ ! -x /usr/bin/node ]; then

@@ -64,6 +64,15 @@ if [ ! -x /opt/airlock-test-venv/bin/schemathesis ]; then
     /opt/airlock-test-venv/bin/pip install -q schemathesis
 fi
 
+# The MCP tests (crates/airlock-cli/tests/mcp.rs): a real MCP client, the
+# `mcp` package from PyPI, in a venv of its own.
+if [ ! -x /opt/airlock-mcp-venv/bin/python ] ||
+    ! /opt/airlock-mcp-venv/bin/python -c 'import mcp' 2>/dev/null; then
+    log "installing the mcp package (for the MCP tests) in /opt/airlock-mcp-venv"
+    /usr/bin/python3 -m venv /opt/airlock-mcp-venv
+    /opt/airlock-mcp-venv/bin/pip install -q mcp
+fi
+
 # Node.js: any package that provides /usr/bin/node will do (Debian's
 # nodejs, or NodeSource's if the machine has it).
 if [ ! -x /usr/bin/node ]; then

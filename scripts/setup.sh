@@ -80,6 +80,18 @@ if [ ! -x /usr/bin/node ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs >/dev/null
 fi
 
+# The agent recipe tests (crates/airlock-cli/tests/agents.rs): the Codex
+# CLI from npm (its configuration and app server are driven with no model
+# call, in a network namespace of its own).
+if ! command -v codex >/dev/null 2>&1; then
+    if ! command -v npm >/dev/null 2>&1; then
+        log "installing npm"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm >/dev/null
+    fi
+    log "installing the Codex CLI (for the agent recipe tests)"
+    npm install -g --silent @openai/codex >/dev/null
+fi
+
 # A Rust toolchain: the machine's own (rustup) if present, else Debian's.
 if ! command -v cargo >/dev/null 2>&1; then
     for d in "$HOME/.cargo/bin" /usr/local/cargo/bin; do

@@ -145,6 +145,13 @@ fn hook_command_runs_sandboxed() {
     let d = tempdir::Dir::new();
     let project = d.path().join("proj");
     std::fs::create_dir_all(&project).unwrap();
+    // A developer's project (a root-owned one is not id-mapped, so the
+    // sandbox could not write it).
+    let Some((uid, gid)) = test_user_ids() else {
+        skip("no test user (scripts/setup.sh creates airlock-test)");
+        return;
+    };
+    std::os::unix::fs::chown(&project, Some(uid), Some(gid)).unwrap();
     let leak = d.path().join("outside-leak");
     let cmd = format!(
         "echo made > in-project.txt; echo leaked > {}; env | grep -c AIRLOCK_SECRET_TEST; true",
@@ -268,4 +275,128 @@ fn hook_leaves_other_tools_and_refuses_what_it_cannot_wrap() {
     let (code, out, err) = hook("{not json", &[]);
     assert_eq!((code, out.as_str()), (1, ""));
     assert!(err.contains("not JSON"), "{err}");
+}
+
+/// Where `codex` is (scripts/setup.sh installs it from npm).
+fn codex() -> Option<PathBuf> {
+    ["/usr/local/bin/codex", "/usr/bin/codex"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+}
+
+/// The Codex recipe of docs/agents.md, for real, with no model call:
+/// `codex mcp add airlock -- airlock mcp` writes the configuration, the
+/// recipe's additions load (a long tool timeout, the shell tool off, the
+/// PreToolUse hook), and a tool call made through Codex's own app server
+/// reaches airlock and runs in a sandbox. Codex runs in a network
+/// namespace of its own (no route anywhere).
+#[test]
+fn codex_loads_the_recipe_and_reaches_airlock() {
+    if !is_root() {
+        skip("the Codex recipe test runs airlock as root");
+        return;
+    }
+    let Some(codex) = codex() else {
+        skip("codex is not installed (scripts/setup.sh: npm i -g @openai/codex)");
+        return;
+    };
+    let d = tempdir::Dir::new();
+    let home = d.path().join("codex-home");
+    let work = d.path().join("work");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::create_dir_all(&work).unwrap();
+    let path = format!(
+        "{}:/usr/local/bin:/usr/bin:/bin",
+        bin().parent().unwrap().display()
+    );
+    let run = |args: &[&str]| -> String {
+        let o = Command::new("unshare")
+            .arg("-n")
+            .arg(&codex)
+            .args(args)
+            .env_clear()
+            .env("PATH", &path)
+            .env("HOME", d.path())
+            .env("CODEX_HOME", &home)
+            .current_dir(&work)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "codex {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    run(&["mcp", "add", "airlock", "--", "airlock", "mcp"]);
+    let cfg = std::fs::read_to_string(home.join("config.toml")).unwrap();
+    assert!(
+        cfg.contains("[mcp_servers.airlock]\ncommand = \"airlock\"\nargs = [\"mcp\"]"),
+        "{cfg}"
+    );
+    // The recipe's additions.
+    let cfg = format!(
+        "{cfg}tool_timeout_sec = 900\n\n[features]\nshell_tool = false\n\n\
+[[hooks.PreToolUse]]\nmatcher = \"Bash\"\n[[hooks.PreToolUse.hooks]]\ntype = \"command\"\ncommand = \"{}\"\n",
+        hook_script().display()
+    );
+    std::fs::write(home.join("config.toml"), &cfg).unwrap();
+    let get: Value = serde_json::from_str(&run(&["mcp", "get", "airlock", "--json"])).unwrap();
+    assert_eq!(get["tool_timeout_sec"], 900.0, "{get}");
+    assert_eq!(get["transport"]["command"], "airlock", "{get}");
+    let features = run(&["features", "list"]);
+    assert!(
+        features
+            .lines()
+            .any(|l| l.starts_with("shell_tool ") && l.trim_end().ends_with("false")),
+        "{features}"
+    );
+
+    let o = Command::new("unshare")
+        .arg("-n")
+        .arg("/usr/bin/python3")
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/codex_client.py"))
+        .arg("echo reached airlock; cat /proc/1/comm; id -u")
+        .env_clear()
+        .env("PATH", &path)
+        .env("HOME", d.path())
+        .env("CODEX_HOME", &home)
+        .current_dir(&work)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    // The hook is loaded, from the user's config.
+    let hooks = v["hooks"]["data"][0]["hooks"].as_array().unwrap();
+    assert!(
+        hooks.iter().any(|h| h["eventName"] == "preToolUse"
+            && h["matcher"] == "Bash"
+            && h["command"] == hook_script().display().to_string()),
+        "{}",
+        v["hooks"]
+    );
+    // Codex started `airlock mcp` and lists its tools.
+    let servers = v["servers"]["data"].as_array().unwrap();
+    let ours = servers
+        .iter()
+        .find(|s| s["name"] == "airlock")
+        .unwrap_or_else(|| panic!("{}", v["servers"]));
+    for t in ["run", "task", "sandbox_create", "sandbox_exec", "file_read"] {
+        assert!(ours["tools"].get(t).is_some(), "{t}: {ours}");
+    }
+    // The call reached airlock and ran in a sandbox (its PID 1 is
+    // airlock's agent, the user is not root).
+    let call = &v["call"];
+    assert_eq!(call["isError"], false, "{call}");
+    let text = call["content"][0]["text"].as_str().unwrap();
+    assert!(
+        text.starts_with("exit_code: 0\n--- stdout (")
+            && text.contains("reached airlock\nairlock-agent\n")
+            && !text.contains("airlock-agent\n0\n"),
+        "{text}"
+    );
+    assert_eq!(call["structuredContent"]["isolation"], "container");
 }

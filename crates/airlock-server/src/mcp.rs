@@ -488,7 +488,7 @@ impl AirlockMcp {
         let tier = self.tier(a.isolation.as_deref(), a.trust.as_deref())?;
         let timeout = duration(&a.timeout, DEFAULT_TIMEOUT)?;
         let limit = output_limit(a.max_output_bytes)?;
-        let repo = a.repo.as_deref().map(runs::repo_dir).transpose()?;
+        let repo = a.repo.as_deref().map(repo_of).transpose()?;
         let spec = Self::exec_spec(argv, BTreeMap::new(), a.cwd)?;
         let (id, h, notes) = runs::create_for_run(
             &self.svc,
@@ -518,7 +518,7 @@ impl AirlockMcp {
     async fn create(&self, a: CreateArgs) -> ToolResult {
         let tier = self.tier(a.isolation.as_deref(), a.trust.as_deref())?;
         let lifetime = duration(&a.timeout, crate::service::DEFAULT_TIMEOUT)?;
-        let repo = a.repo.as_deref().map(runs::repo_dir).transpose()?;
+        let repo = a.repo.as_deref().map(repo_of).transpose()?;
         let mut req = CreateRequest {
             isolation: Some(tier.clone()),
             env: a.env,
@@ -783,7 +783,7 @@ impl AirlockMcp {
         let limit = output_limit(a.max_output_bytes)?;
         let max_patch = a.max_patch_bytes.unwrap_or(256 << 10).clamp(1, 16 << 20);
         let req = runs::TaskRequest {
-            repo: a.repo,
+            repo: repo_of(&a.repo)?.to_string_lossy().into_owned(),
             argv,
             isolation: Some(tier.clone()),
             trust: None,
@@ -912,6 +912,20 @@ impl AirlockMcp {
             other => Err(ToolError(format!("no tool {other:?}"))),
         }
     }
+}
+
+/// A repository given to a tool: a relative path is taken from the
+/// server's working directory (where the agent started `airlock mcp`).
+fn repo_of(r: &str) -> Result<std::path::PathBuf, ToolError> {
+    let p = std::path::Path::new(r);
+    let full = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map_err(|e| ToolError(format!("repo {r}: {e}")))?
+            .join(p)
+    };
+    Ok(runs::repo_dir(&full.to_string_lossy())?)
 }
 
 fn abs(p: &str) -> Result<std::path::PathBuf, ToolError> {

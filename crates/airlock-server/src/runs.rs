@@ -264,7 +264,7 @@ pub async fn patch_of(h: &Handle, repo: std::path::PathBuf) -> Result<String, St
         done: false,
     };
     tokio::task::spawn_blocking(move || {
-        airlock_core::task::patch(&repo, reader, airlock_core::task::Caps::default())
+        airlock_core::task::patch(&repo, reader, PATCH_CAPS)
             .map_err(|e| format!("cannot make the patch: {e}"))
     })
     .await
@@ -296,10 +296,14 @@ pub fn tier(isolation: Option<&str>, trust: Option<&str>) -> ApiResult<Option<St
     }
 }
 
-/// A repository directory on the host, for a copy-on-write mount.
+/// A repository directory on the host (an absolute path), for a
+/// copy-on-write mount. Not `/` nor anything under the kernel's pseudo
+/// filesystems: a task reads the whole tree to diff it.
 pub fn repo_dir(repo: &str) -> ApiResult<std::path::PathBuf> {
-    if repo.is_empty() || repo.contains('\0') {
-        return Err(ApiError::invalid("repo is a directory on the host"));
+    if !repo.starts_with('/') || repo.contains('\0') {
+        return Err(ApiError::invalid(format!(
+            "repo {repo:?}: an absolute path of a directory on the host"
+        )));
     }
     let p =
         std::fs::canonicalize(repo).map_err(|e| ApiError::invalid(format!("repo {repo}: {e}")))?;
@@ -309,8 +313,24 @@ pub fn repo_dir(repo: &str) -> ApiResult<std::path::PathBuf> {
             p.display()
         )));
     }
+    let top = p.components().nth(1).map(|c| c.as_os_str().to_owned());
+    if p == std::path::Path::new("/")
+        || top.is_some_and(|t| t == "proc" || t == "sys" || t == "dev")
+    {
+        return Err(ApiError::invalid(format!(
+            "repo {}: not a repository (the root or a kernel filesystem)",
+            p.display()
+        )));
+    }
     Ok(p)
 }
+
+/// What the service diffs at most: a larger tree is an error, not a
+/// daemon reading gigabytes.
+pub const PATCH_CAPS: airlock_core::task::Caps = airlock_core::task::Caps {
+    max_files: 200_000,
+    max_bytes: 2 << 30,
+};
 
 /// A task: the repository at /work (copy-on-write), the command, and the
 /// patch of what it changed.

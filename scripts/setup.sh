@@ -81,15 +81,21 @@ if [ ! -x /usr/bin/node ]; then
 fi
 
 # The agent recipe tests (crates/airlock-cli/tests/agents.rs): the Codex
-# CLI from npm (its configuration and app server are driven with no model
-# call, in a network namespace of its own).
+# CLI and Claude Code from npm (their configuration, Codex's app server and
+# Claude's MCP health check are driven with no model call, in a network
+# namespace of their own).
+if { ! command -v codex || ! command -v claude; } >/dev/null 2>&1 &&
+    ! command -v npm >/dev/null 2>&1; then
+    log "installing npm"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm >/dev/null
+fi
 if ! command -v codex >/dev/null 2>&1; then
-    if ! command -v npm >/dev/null 2>&1; then
-        log "installing npm"
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm >/dev/null
-    fi
     log "installing the Codex CLI (for the agent recipe tests)"
     npm install -g --silent @openai/codex >/dev/null
+fi
+if ! command -v claude >/dev/null 2>&1; then
+    log "installing Claude Code (for the agent recipe tests)"
+    npm install -g --silent @anthropic-ai/claude-code >/dev/null
 fi
 
 # A Rust toolchain: the machine's own (rustup) if present, else Debian's.

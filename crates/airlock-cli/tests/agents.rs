@@ -400,3 +400,69 @@ fn codex_loads_the_recipe_and_reaches_airlock() {
     );
     assert_eq!(call["structuredContent"]["isolation"], "container");
 }
+
+/// The Claude Code recipe: `claude mcp add` (local and project scope,
+/// `.mcp.json`), and `claude mcp list`, whose health check starts
+/// `airlock mcp` and connects to it. No model call; Claude Code runs in a
+/// network namespace of its own.
+#[test]
+fn claude_code_connects_to_airlock_mcp() {
+    if !is_root() {
+        skip("the Claude Code recipe test runs airlock as root");
+        return;
+    }
+    let Some(claude) = ["/usr/local/bin/claude", "/usr/bin/claude"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+    else {
+        skip("claude is not installed (scripts/setup.sh: npm i -g @anthropic-ai/claude-code)");
+        return;
+    };
+    let d = tempdir::Dir::new();
+    let home = d.path().join("home");
+    let proj = d.path().join("proj");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::create_dir_all(&proj).unwrap();
+    let path = format!(
+        "{}:/usr/local/bin:/usr/bin:/bin",
+        bin().parent().unwrap().display()
+    );
+    let run = |args: &[&str]| -> String {
+        let o = Command::new("unshare")
+            .arg("-n")
+            .arg(&claude)
+            .args(args)
+            .env_clear()
+            .env("PATH", &path)
+            .env("HOME", &home)
+            .current_dir(&proj)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "claude {args:?}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    run(&["mcp", "add", "airlock", "--", "airlock", "mcp"]);
+    run(&[
+        "mcp", "add", "--scope", "project", "airlock-team", "--", "airlock", "mcp", "--trust",
+        "experimental",
+    ]);
+    let team: Value =
+        serde_json::from_str(&std::fs::read_to_string(proj.join(".mcp.json")).unwrap()).unwrap();
+    assert_eq!(
+        team["mcpServers"]["airlock-team"],
+        json!({"type": "stdio", "command": "airlock", "args": ["mcp", "--trust", "experimental"], "env": {}})
+    );
+    let list = run(&["mcp", "list"]);
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("airlock: airlock mcp - ") && l.contains("Connected")),
+        "{list}"
+    );
+}

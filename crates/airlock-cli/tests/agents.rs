@@ -450,7 +450,15 @@ fn claude_code_connects_to_airlock_mcp() {
     };
     run(&["mcp", "add", "airlock", "--", "airlock", "mcp"]);
     run(&[
-        "mcp", "add", "--scope", "project", "airlock-team", "--", "airlock", "mcp", "--trust",
+        "mcp",
+        "add",
+        "--scope",
+        "project",
+        "airlock-team",
+        "--",
+        "airlock",
+        "mcp",
+        "--trust",
         "experimental",
     ]);
     let team: Value =

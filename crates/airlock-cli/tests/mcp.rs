@@ -358,6 +358,37 @@ fn mcp_stdio_with_a_real_client() {
     repo_untouched(&repo, &before);
 }
 
+/// `airlock mcp` stops its sandboxes when the client goes: a process left
+/// running in a sandbox the client never destroyed is gone from the host
+/// once the client has closed the pipe.
+#[test]
+fn mcp_stdio_sandboxes_end_with_the_client() {
+    if !ready() {
+        return;
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let marker = format!("86400.{:09}{}", nanos, std::process::id());
+    let out = run_client(&["leave", bin().to_str().unwrap(), &marker]);
+    ok(&out, "start");
+    let ps = ok(&out, "ps");
+    assert!(text(ps).contains(&format!("sleep {marker}")), "{ps}");
+    let end = Instant::now() + Duration::from_secs(15);
+    loop {
+        let left = host_processes_matching(&format!("sleep {marker}"));
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "still running on the host after the client left: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 struct Daemon {
     child: Option<Child>,
     sock: PathBuf,
@@ -568,4 +599,37 @@ fn rest_tasks_endpoint() {
         );
     }
     repo_untouched(&repo, &before);
+
+    // Attack: the daemon reads the base tree as root; a task that deletes
+    // a root-only file in a user's repository (the sandbox, as the owner,
+    // may remove it) must not get that file's content back in its patch.
+    let evil = dir.path().join("evil");
+    std::fs::create_dir_all(&evil).unwrap();
+    std::fs::write(evil.join("secret.txt"), "TOPSECRET-airlock\n").unwrap();
+    std::fs::set_permissions(
+        evil.join("secret.txt"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    std::fs::write(evil.join("ok.txt"), "fine\n").unwrap();
+    let (uid, gid) = test_user_ids().unwrap();
+    std::os::unix::fs::chown(&evil, Some(uid), Some(gid)).unwrap();
+    std::os::unix::fs::chown(evil.join("ok.txt"), Some(uid), Some(gid)).unwrap();
+    let (code, body) = d.curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "content-type: application/json",
+        "--data-binary",
+        &serde_json::json!({"repo": evil, "argv": ["sh", "-c", "rm -f secret.txt && echo removed"]})
+            .to_string(),
+        "http://airlock/v1/tasks",
+    ]);
+    assert!(!body.contains("TOPSECRET"), "{code}: {body}");
+    assert_eq!(code, 422, "{body}");
+    assert!(body.contains("Permission denied"), "{body}");
+    assert_eq!(
+        std::fs::read_to_string(evil.join("secret.txt")).unwrap(),
+        "TOPSECRET-airlock\n"
+    );
 }

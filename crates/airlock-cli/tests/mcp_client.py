@@ -140,9 +140,28 @@ async def scenario(s, repo):
     return out
 
 
+async def leave(s, marker):
+    """Starts a background process in a sandbox and leaves without
+    destroying it: the server must stop it when the client goes."""
+    await s.initialize()
+    out = {}
+    out["create"] = await call(s, "sandbox_create", {})
+    sid = out["create"]["structured"]["sandbox_id"]
+    out["start"] = await call(
+        s, "sandbox_exec", {"sandbox_id": sid, "command": f"setsid sleep {marker} >/dev/null 2>&1 &"}
+    )
+    out["ps"] = await call(s, "sandbox_exec", {"sandbox_id": sid, "command": "ps -eo args"})
+    return out
+
+
 async def main():
     mode = sys.argv[1]
-    if mode == "stdio":
+    if mode == "leave":
+        params = StdioServerParameters(command=sys.argv[2], args=["mcp"])
+        async with stdio_client(params) as (r, w):
+            async with ClientSession(r, w) as s:
+                out = await leave(s, sys.argv[3])
+    elif mode == "stdio":
         params = StdioServerParameters(command=sys.argv[2], args=["mcp"])
         repo = sys.argv[3]
         async with stdio_client(params) as (r, w):

@@ -640,6 +640,15 @@ impl AirlockMcp {
                 a.path
             )));
         }
+        if offset >= size.size {
+            return Ok(text_result(
+                format!(
+                    "[airlock: the file has {} bytes; nothing at offset {offset}]",
+                    size.size
+                ),
+                json!({"size": size.size, "offset": offset, "bytes": 0, "encoding": "utf-8", "next_offset": null}),
+            ));
+        }
         let (tx, mut rx) = mpsc::channel(crate::actor::STREAM_EVENTS);
         h.ask(|reply| Cmd::Read {
             path,

@@ -245,6 +245,62 @@ impl std::io::Read for DownloadReader {
     }
 }
 
+/// This thread's file-system identity switched to a repository's owner
+/// for as long as it lives. The base tree of a patch is read on the host;
+/// a daemon run by root would otherwise read — and put into the patch, as
+/// the old side of a file the task deleted or rewrote — files the owner
+/// (whom the sandbox acts as) cannot read. Only this thread changes:
+/// `setfsuid`, `setfsgid` and `setgroups` by raw syscall (glibc's
+/// `setgroups` would change every thread of the daemon).
+struct AsOwner {
+    groups: Option<Vec<libc::gid_t>>,
+}
+
+impl AsOwner {
+    fn of(repo: &std::path::Path) -> AsOwner {
+        use std::os::unix::fs::MetadataExt;
+        let none = AsOwner { groups: None };
+        // SAFETY: geteuid cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            return none;
+        }
+        let Ok(md) = std::fs::metadata(repo) else {
+            return none;
+        };
+        if md.uid() == 0 {
+            return none;
+        }
+        // SAFETY: getgroups with a zero size only counts.
+        let n = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
+        let mut groups = vec![0 as libc::gid_t; n.max(0) as usize];
+        // SAFETY: the buffer holds n entries.
+        let n = unsafe { libc::getgroups(n, groups.as_mut_ptr()) };
+        groups.truncate(n.max(0) as usize);
+        // SAFETY: raw syscalls that change only this thread's credentials.
+        unsafe {
+            libc::syscall(libc::SYS_setgroups, 0usize, std::ptr::null::<libc::gid_t>());
+            libc::syscall(libc::SYS_setfsgid, md.gid() as libc::c_long);
+            libc::syscall(libc::SYS_setfsuid, md.uid() as libc::c_long);
+        }
+        AsOwner {
+            groups: Some(groups),
+        }
+    }
+}
+
+impl Drop for AsOwner {
+    fn drop(&mut self) {
+        if let Some(g) = self.groups.take() {
+            // SAFETY: restores this thread's credentials as they were.
+            unsafe {
+                libc::syscall(libc::SYS_setfsuid, 0 as libc::c_long);
+                libc::syscall(libc::SYS_setfsgid, 0 as libc::c_long);
+                libc::syscall(libc::SYS_setgroups, g.len(), g.as_ptr());
+            }
+        }
+    }
+}
+
 /// The git patch of what changed under /work against `repo` (streamed:
 /// the sandbox's tree is never held whole).
 pub async fn patch_of(h: &Handle, repo: std::path::PathBuf) -> Result<String, String> {
@@ -264,6 +320,7 @@ pub async fn patch_of(h: &Handle, repo: std::path::PathBuf) -> Result<String, St
         done: false,
     };
     tokio::task::spawn_blocking(move || {
+        let _owner = AsOwner::of(&repo);
         airlock_core::task::patch(&repo, reader, PATCH_CAPS)
             .map_err(|e| format!("cannot make the patch: {e}"))
     })

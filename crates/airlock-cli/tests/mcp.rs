@@ -600,9 +600,11 @@ fn rest_tasks_endpoint() {
     }
     repo_untouched(&repo, &before);
 
-    // Attack: the daemon reads the base tree as root; a task that deletes
-    // a root-only file in a user's repository (the sandbox, as the owner,
-    // may remove it) must not get that file's content back in its patch.
+    // Attack: the daemon reads the base tree as root; a task on a user's
+    // repository holding a root-only file must not get that file's content
+    // back in its patch. (The sandbox cannot read nor remove the file —
+    // it is not id-mapped — so its tree lacks it and, read as root, the
+    // patch would show it deleted with its content: seen before the fix.)
     let evil = dir.path().join("evil");
     std::fs::create_dir_all(&evil).unwrap();
     std::fs::write(evil.join("secret.txt"), "TOPSECRET-airlock\n").unwrap();

@@ -96,13 +96,12 @@ fn tree(root: &Path) -> BTreeMap<String, (u32, Vec<u8>)> {
 }
 
 fn run_client(args: &[&str]) -> Value {
+    run_client_in(Command::new(VENV_PYTHON).arg(client_script()), args)
+}
+
+fn run_client_in(c: &mut Command, args: &[&str]) -> Value {
     let t0 = Instant::now();
-    let out = Command::new(VENV_PYTHON)
-        .arg(client_script())
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = c.args(args).stdin(Stdio::null()).output().unwrap();
     eprintln!(
         "mcp client ran {:.1} s; stderr:\n{}",
         t0.elapsed().as_secs_f64(),
@@ -387,6 +386,44 @@ fn mcp_stdio_sandboxes_end_with_the_client() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The same, rootless: `airlock mcp` run by the unprivileged test user
+/// (its in-process service makes rootless sandboxes).
+#[test]
+fn mcp_stdio_rootless_with_a_real_client() {
+    if !ready() {
+        return;
+    }
+    let dir = tempdir::Dir::new();
+    let repo = make_repo(dir.path());
+    let before = tree(&repo);
+    // The client script where the test user can read it.
+    let script = dir.path().join("mcp_client.py");
+    std::fs::copy(client_script(), &script).unwrap();
+    let mut c = Command::new("setpriv");
+    c.args([
+        "--reuid",
+        TEST_USER,
+        "--regid",
+        TEST_USER,
+        "--init-groups",
+        "--reset-env",
+        "env",
+    ])
+    .arg(format!("HOME={}", dir.path().display()))
+    .arg(VENV_PYTHON)
+    .arg(&script)
+    .current_dir(dir.path());
+    let out = run_client_in(
+        &mut c,
+        &["stdio", bin().to_str().unwrap(), repo.to_str().unwrap()],
+    );
+    // The scratch files of `check` are root's to make.
+    let scratch = dir.path().join("root-scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    check(&out, &repo, &scratch);
+    repo_untouched(&repo, &before);
 }
 
 struct Daemon {

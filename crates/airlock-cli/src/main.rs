@@ -327,13 +327,15 @@ fn main() {
         Cmd::Mcp { args } => {
             remote::serve(std::iter::once("mcp".to_string()).chain(args).collect())
         }
-        Cmd::Task(args) => match task(*args, early_agent) {
-            Ok(code) => code,
-            Err(e) => {
-                eprintln!("airlock: {}", chain(&e));
-                EXIT_AIRLOCK
+        Cmd::Task(args) => {
+            match task(*args, early_agent) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("airlock: {}", chain(&e));
+                    EXIT_AIRLOCK
+                }
             }
-        },
+        }
         Cmd::Image { cmd } => {
             match image::run(cmd, &|quiet| Box::new(image::HelperPuller { quiet })) {
                 Ok(code) => code,

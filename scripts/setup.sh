@@ -78,11 +78,38 @@ if ! "$sdk_venv/bin/python" -c 'import httpx, websockets, pytest, pytest_asyncio
 fi
 "$sdk_venv/bin/pip" install -q --no-deps --no-build-isolation --force-reinstall ./sdk/python
 
+# The MCP tests (crates/airlock-cli/tests/mcp.rs): a real MCP client, the
+# `mcp` package from PyPI, in a venv of its own.
+if [ ! -x /opt/airlock-mcp-venv/bin/python ] ||
+    ! /opt/airlock-mcp-venv/bin/python -c 'import mcp' 2>/dev/null; then
+    log "installing the mcp package (for the MCP tests) in /opt/airlock-mcp-venv"
+    /usr/bin/python3 -m venv /opt/airlock-mcp-venv
+    /opt/airlock-mcp-venv/bin/pip install -q mcp
+fi
+
 # Node.js: any package that provides /usr/bin/node will do (Debian's
 # nodejs, or NodeSource's if the machine has it).
 if [ ! -x /usr/bin/node ]; then
     log "installing nodejs"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs >/dev/null
+fi
+
+# The agent recipe tests (crates/airlock-cli/tests/agents.rs): the Codex
+# CLI and Claude Code from npm (their configuration, Codex's app server and
+# Claude's MCP health check are driven with no model call, in a network
+# namespace of their own).
+if { ! command -v codex || ! command -v claude; } >/dev/null 2>&1 &&
+    ! command -v npm >/dev/null 2>&1; then
+    log "installing npm"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm >/dev/null
+fi
+if ! command -v codex >/dev/null 2>&1; then
+    log "installing the Codex CLI (for the agent recipe tests)"
+    npm install -g --silent @openai/codex >/dev/null
+fi
+if ! command -v claude >/dev/null 2>&1; then
+    log "installing Claude Code (for the agent recipe tests)"
+    npm install -g --silent @anthropic-ai/claude-code >/dev/null
 fi
 
 # A Rust toolchain: the machine's own (rustup) if present, else Debian's.

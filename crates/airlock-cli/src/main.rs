@@ -60,6 +60,16 @@ Every `airlock run` flag applies.\n\nExample:\n  airlock task --repo . --patch f
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// The MCP server for coding agents, on stdin/stdout (see --help).
+    #[command(
+        disable_help_flag = true,
+        after_help = "Runs its own service in this process (no daemon needed); every sandbox it made \
+is stopped when the client closes the pipe. The daemon serves the same tools over streamable HTTP at /mcp."
+    )]
+    Mcp {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Create a long-lived sandbox through the service; prints its id.
     Create(Box<remote::CreateArgs>),
     /// Run a command in a sandbox of the service (exit code as `run`).
@@ -314,6 +324,9 @@ fn main() {
         }
         Cmd::Doctor => doctor::run(),
         Cmd::Serve { args } => remote::serve(args),
+        Cmd::Mcp { args } => {
+            remote::serve(std::iter::once("mcp".to_string()).chain(args).collect())
+        }
         Cmd::Task(args) => match task(*args, early_agent) {
             Ok(code) => code,
             Err(e) => {

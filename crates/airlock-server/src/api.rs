@@ -368,6 +368,7 @@ pub struct AuditQuery {
         open_port,
         list_ports,
         close_port,
+        run_task,
         healthz,
         metrics,
     ),
@@ -394,6 +395,8 @@ pub struct AuditQuery {
         AuditRow,
         ProcInfo,
         UsageResponse,
+        crate::runs::TaskRequest,
+        crate::runs::TaskResponse,
     ))
 )]
 pub struct ApiDoc;
@@ -443,6 +446,8 @@ pub fn router(svc: Arc<Service>) -> Router {
         .route("/{id}/ports/{port}", axum::routing::delete(close_port));
     Router::new()
         .nest("/v1/sandboxes", sb)
+        .route("/v1/tasks", post(run_task))
+        .nest_service("/mcp", crate::mcp::http_service(svc.clone()))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
@@ -673,7 +678,7 @@ fn parse_user(s: &str) -> ApiResult<airlock_spec::User> {
     airlock_spec::parse_user(s).map_err(|e| ApiError::invalid(e.to_string()))
 }
 
-fn process_spec(req: &ExecRequest) -> ApiResult<airlock_core::ProcessSpec> {
+pub(crate) fn process_spec(req: &ExecRequest) -> ApiResult<airlock_core::ProcessSpec> {
     if req.argv.is_empty() || req.argv[0].is_empty() {
         return Err(ApiError::invalid("argv must name a command"));
     }
@@ -1544,6 +1549,19 @@ async fn close_port(
     } else {
         Err(ApiError::not_found(format!("no forward of port {port}")))
     }
+}
+
+// ----------------------------------------------------------------- tasks
+
+#[utoipa::path(post, path = "/v1/tasks", request_body = crate::runs::TaskRequest,
+    responses((status = 200, body = crate::runs::TaskResponse,
+        description = "The command ran (whatever its exit code): its bounded output and the git patch of what it changed under /work"),
+        (status = 422, body = ErrorBody)))]
+async fn run_task(
+    State(svc): State<Arc<Service>>,
+    ApiJson(req): ApiJson<crate::runs::TaskRequest>,
+) -> ApiResult<Json<crate::runs::TaskResponse>> {
+    Ok(Json(crate::runs::run_task(svc, req).await?))
 }
 
 // ----------------------------------------------------------------- misc

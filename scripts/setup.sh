@@ -127,3 +127,24 @@ if [ -z "${AIRLOCK_SETUP_NO_INSTALL:-}" ]; then
     done
     log "installed /usr/local/bin/airlock (with airlock-agent, airlock-pull and airlock-serve)"
 fi
+
+# The OCI runtime (airlock oci / airlock-runc): busybox-static (the test
+# bundles' and images' root), podman with conmon, and runc and crun (the
+# differential test's references and the benchmark's peers), containerd
+# (ctr). airlock-runc, the name engines call by path, is a symlink to
+# airlock (it dispatches on argv[0]). The tests start their own engines
+# with their own roots; no service needs to run.
+need=()
+for p in busybox-static podman conmon runc crun containerd uidmap; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
+done
+if [ ${#need[@]} -gt 0 ]; then
+    log "installing ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+if [ -z "${AIRLOCK_SETUP_NO_INSTALL:-}" ]; then
+    ln -sf airlock /usr/local/bin/airlock-runc
+    log "installed /usr/local/bin/airlock-runc (a symlink to airlock)"
+fi

@@ -3,6 +3,7 @@
 mod client;
 mod doctor;
 mod image;
+mod oci;
 mod remote;
 mod run;
 mod stdio;
@@ -83,6 +84,13 @@ Every `airlock run` flag applies.\n\nExample:\n  airlock task --repo . --patch f
     Pause { id: String },
     /// Thaw a paused sandbox.
     Resume { id: String },
+    /// The OCI runtime (runc's command line) for containerd, podman and
+    /// Kubernetes; also reached as `airlock-runc` (a symlink to airlock).
+    #[command(disable_help_flag = true)]
+    Oci {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -256,6 +264,14 @@ fn main() {
     // exists), so that its start-up runs on another CPU while this process
     // parses its arguments and works out the plan.
     airlock_core::timing::mark("main");
+    // `airlock-runc` (a symlink engines call by path) is `airlock oci`.
+    if std::env::args_os().next().is_some_and(|a| {
+        Path::new(&a)
+            .file_name()
+            .is_some_and(|n| n == "airlock-runc")
+    }) {
+        std::process::exit(oci::main(std::env::args_os().skip(1).collect()));
+    }
     let early_agent = if std::env::args_os()
         .nth(1)
         .is_some_and(|a| a == "run" || a == "task")
@@ -313,16 +329,15 @@ fn main() {
             }
         }
         Cmd::Doctor => doctor::run(),
+        Cmd::Oci { args } => oci::main(args),
         Cmd::Serve { args } => remote::serve(args),
-        Cmd::Task(args) => {
-            match task(*args, early_agent) {
-                Ok(code) => code,
-                Err(e) => {
-                    eprintln!("airlock: {}", chain(&e));
-                    EXIT_AIRLOCK
-                }
+        Cmd::Task(args) => match task(*args, early_agent) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("airlock: {}", chain(&e));
+                EXIT_AIRLOCK
             }
-        }
+        },
         Cmd::Image { cmd } => {
             match image::run(cmd, &|quiet| Box::new(image::HelperPuller { quiet })) {
                 Ok(code) => code,

@@ -294,6 +294,16 @@ pub fn map(spec: &Spec, bundle: &Path) -> Result<Mapped, Refusal> {
         if OWN_DESTINATIONS.contains(&dst_s.trim_end_matches('/')) {
             continue;
         }
+        if dst.starts_with("/etc") {
+            // The sandbox writes its own /etc/hostname, /etc/hosts and
+            // /etc/resolv.conf; /etc is airlock's to manage.
+            if !["/etc/hostname", "/etc/hosts", "/etc/resolv.conf"].contains(&dst_s.as_str()) {
+                notes.push(format!(
+                    "mount at {dst_s} is not made: /etc is managed by airlock"
+                ));
+            }
+            continue;
+        }
         if !is_bind(&m) {
             notes.push(format!(
                 "mount of type {} at {dst_s} is not made (only bind mounts of host paths are)",

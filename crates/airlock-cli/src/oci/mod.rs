@@ -16,6 +16,7 @@
 mod config;
 mod ipc;
 mod monitor;
+mod rootfs;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};

@@ -202,12 +202,27 @@ pub fn run(a: Args) -> i32 {
     let _ = std::fs::set_permissions(dir.join("ctl.sock"), std::fs::Permissions::from_mode(0o600));
     let _ = listener.set_nonblocking(true);
 
+    // An overlay rootfs (the engines' default storage) is rebuilt from its
+    // id-mapped layers; any other directory is id-mapped by the jail.
+    let premapped = match super::rootfs::premap(&mapped.rootfs, &dir.join("rootfs")) {
+        Ok(p) => p,
+        Err(e) => {
+            return fail(
+                &mut ready,
+                format!("the rootfs {}: {e}", mapped.rootfs.display()),
+            )
+        }
+    };
     let image = airlock_jail::ImageRoot {
-        tree: mapped.rootfs.clone(),
+        tree: premapped
+            .as_ref()
+            .map(|p| p.at.clone())
+            .unwrap_or_else(|| mapped.rootfs.clone()),
         home: PathBuf::from("/"),
         capture: None,
+        premapped: premapped.is_some(),
     };
-    let mut sb = match Sandbox::create(
+    let created = Sandbox::create(
         &mapped.spec,
         CreateOptions {
             window: Some(1 << 20),
@@ -215,7 +230,12 @@ pub fn run(a: Args) -> i32 {
             image: Some(image),
             ..CreateOptions::default()
         },
-    ) {
+    );
+    // The sandbox holds its own clone of the rootfs now.
+    if let Some(p) = premapped {
+        p.detach();
+    }
+    let mut sb = match created {
         Ok(sb) => sb,
         Err(e) => return fail(&mut ready, format!("create the sandbox: {e}")),
     };

@@ -7,7 +7,11 @@
 //! child subreaper, as conmon and the containerd shim are, and reaps each
 //! container's monitor (whose exit code is the container's).
 
+#[path = "common/bundle.rs"]
+mod bundle;
 mod common;
+
+use bundle::{config, rootfs, BUSYBOX};
 
 use common::{bin, is_root, skip, tempdir};
 use serde_json::{json, Value};
@@ -17,8 +21,6 @@ use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-const BUSYBOX: &str = "/bin/busybox";
 
 fn ready() -> bool {
     if !is_root() {
@@ -43,57 +45,6 @@ fn runc_bin() -> PathBuf {
         let _ = std::os::unix::fs::symlink(&b, &l);
     }
     l
-}
-
-/// A busybox root with the usual applets.
-pub fn rootfs(dir: &Path) {
-    std::fs::create_dir_all(dir.join("bin")).unwrap();
-    std::fs::create_dir_all(dir.join("etc")).unwrap();
-    std::fs::copy(BUSYBOX, dir.join("bin/busybox")).unwrap();
-    for a in [
-        "sh", "echo", "cat", "sleep", "ls", "id", "hostname", "true", "false", "test", "ps",
-        "mount", "grep", "wc", "head", "kill", "stat", "touch", "mkdir", "rm",
-    ] {
-        let _ = std::os::unix::fs::symlink("busybox", dir.join("bin").join(a));
-    }
-    std::fs::write(
-        dir.join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n",
-    )
-    .unwrap();
-}
-
-/// A config.json as engines write them (podman's namespaces, the default
-/// capability set).
-pub fn config(args: &[&str], terminal: bool) -> Value {
-    json!({
-        "ociVersion": "1.0.2",
-        "root": {"path": "rootfs"},
-        "hostname": "oci-test",
-        "process": {
-            "terminal": terminal,
-            "args": args,
-            "env": ["PATH=/bin", "TERM=xterm"],
-            "cwd": "/",
-            "user": {"uid": 0, "gid": 0},
-            "capabilities": {
-                "bounding": ["CAP_CHOWN", "CAP_KILL", "CAP_NET_BIND_SERVICE"],
-                "effective": ["CAP_CHOWN", "CAP_KILL", "CAP_NET_BIND_SERVICE"],
-                "permitted": ["CAP_CHOWN", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
-            },
-            "noNewPrivileges": true
-        },
-        "mounts": [
-            {"destination": "/proc", "type": "proc", "source": "proc"},
-            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "mode=755"]},
-            {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["ro"]}
-        ],
-        "linux": {
-            "namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}],
-            "maskedPaths": ["/proc/kcore"],
-            "readonlyPaths": ["/proc/sys"]
-        }
-    })
 }
 
 pub struct Bundle {

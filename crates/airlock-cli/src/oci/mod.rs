@@ -213,9 +213,12 @@ impl Log {
                     let _ = f.write_all(line.as_bytes());
                 }
             }
-            None => {
+            // Without a log file only errors go to stderr (engines show
+            // the runtime's stderr to their users).
+            None if level == "error" => {
                 let _ = airlock_sys::write_all_fd(2, line.as_bytes());
             }
+            None => {}
         }
     }
     pub fn error(&self, msg: &str) {
@@ -223,6 +226,9 @@ impl Log {
     }
     pub fn warn(&self, msg: &str) {
         self.write("warning", msg);
+    }
+    pub fn info(&self, msg: &str) {
+        self.write("info", msg);
     }
 }
 
@@ -645,7 +651,7 @@ fn create_in(
         .map_err(|e| anyhow!("{}: {e}", bundle.join("config.json").display()))?;
     let mapped = config::map(&spec, &bundle).map_err(|why| anyhow!("refused: {why}"))?;
     for n in &mapped.notes {
-        ctx.log.warn(&format!("{id}: {n}"));
+        ctx.log.info(&format!("{id}: {n}"));
     }
     if mapped.process.terminal && console_socket.is_none() {
         bail!("process.terminal is set but no --console-socket was given");

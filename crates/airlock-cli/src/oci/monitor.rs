@@ -240,7 +240,7 @@ pub fn run(a: Args) -> i32 {
         Err(e) => return fail(&mut ready, format!("create the sandbox: {e}")),
     };
     for n in sb.take_notes() {
-        log.warn(&format!("{}: {n}", saved.id));
+        log.info(&format!("{}: {n}", saved.id));
     }
     // Until the plan is applied.
     let end = Instant::now() + Duration::from_secs(60);
@@ -388,7 +388,7 @@ impl Monitor {
             }
         };
         for n in notes {
-            self.log.warn(&format!("{}: exec: {n}", self.saved.id));
+            self.log.info(&format!("{}: exec: {n}", self.saved.id));
         }
         let fds = std::mem::take(&mut c.fds);
         let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
@@ -548,7 +548,7 @@ impl Monitor {
     fn events(&mut self) {
         while let Some(e) = self.sb.next_event() {
             match e {
-                Event::Notice(t) => self.log.warn(&format!("{}: {t}", self.saved.id)),
+                Event::Notice(t) => self.log.info(&format!("{}: {t}", self.saved.id)),
                 Event::Started { id, .. } => {
                     let Some(i) = self.procs.iter().position(|p| p.sid == id) else {
                         continue;

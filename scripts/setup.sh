@@ -148,3 +148,11 @@ if [ -z "${AIRLOCK_SETUP_NO_INSTALL:-}" ]; then
     ln -sf airlock /usr/local/bin/airlock-runc
     log "installed /usr/local/bin/airlock-runc (a symlink to airlock)"
 fi
+# The Kubernetes manifests' schema check (contrib/k8s/, scripts/validate-k8s.py):
+# kubernetes-validate from PyPI, which ships the Kubernetes OpenAPI schemas,
+# in the test venv.
+if [ -x /opt/airlock-test-venv/bin/python ] &&
+    ! /opt/airlock-test-venv/bin/python -c 'import kubernetes_validate' 2>/dev/null; then
+    log "installing kubernetes-validate (for the manifest checks) in /opt/airlock-test-venv"
+    /opt/airlock-test-venv/bin/pip install -q kubernetes-validate
+fi

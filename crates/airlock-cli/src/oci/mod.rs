@@ -360,7 +360,7 @@ impl Ctx {
     fn ask(&self, id: &str, req: serde_json::Value) -> Result<serde_json::Value> {
         let (dir, s) = self.load(id)?;
         if !s.alive() {
-            bail!("container {id} is not running");
+            bail!("container not running");
         }
         let sock = UnixStream::connect(dir.join("ctl.sock"))
             .with_context(|| format!("connect to the monitor of {id}"))?;
@@ -446,7 +446,12 @@ fn dispatch(ctx: &Ctx, cmd: OciCmd) -> Result<i32> {
             let sig = parse_signal(&signal)?;
             let (_, s) = ctx.load(&id)?;
             if !s.alive() {
-                bail!("container {id} is not running (it is stopped)");
+                // runc's words (the shims match them); --all on a stopped
+                // container has nothing left to signal, as with runc.
+                if all {
+                    return Ok(0);
+                }
+                bail!("container not running");
             }
             ctx.ask(
                 &id,

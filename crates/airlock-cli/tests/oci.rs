@@ -661,7 +661,8 @@ fn refusals_are_clear_and_leave_nothing() {
         return;
     }
     let rt = Rt::new();
-    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>, &str)> = vec![
+    type Edit = Box<dyn Fn(&mut Value)>;
+    let cases: Vec<(&str, Edit, &str)> = vec![
         (
             "hostnet",
             Box::new(|c: &mut Value| {

@@ -304,15 +304,13 @@ impl Saved {
 
 fn default_root() -> PathBuf {
     // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
+    let uid = unsafe { libc::geteuid() };
+    if uid == 0 {
         PathBuf::from("/run/airlock-runc")
     } else {
         match std::env::var_os("XDG_RUNTIME_DIR") {
             Some(d) => PathBuf::from(d).join("airlock-runc"),
-            // SAFETY: geteuid cannot fail.
-            None => {
-                std::env::temp_dir().join(format!("airlock-runc-{}", unsafe { libc::geteuid() }))
-            }
+            None => std::env::temp_dir().join(format!("airlock-runc-{uid}")),
         }
     }
 }

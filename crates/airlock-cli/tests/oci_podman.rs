@@ -487,3 +487,42 @@ fn podman_attacks_stay_contained() {
     assert_ne!(code, 0);
     assert!(err.contains("pid namespace"), "{err}");
 }
+
+#[test]
+fn podman_killed_conmon_then_rm_leaves_nothing() {
+    let Some(p) = podman() else { return };
+    let name = "airlock-killed-conmon";
+    let (code, id, err) = text(&p.run(&["run", "-d", "--name", name, IMAGE, "sleep", "1000"]));
+    assert_eq!(code, 0, "{err}");
+    let id = id.trim().to_string();
+    let (_, pid, _) = text(&p.run(&["inspect", "-f", "{{.State.Pid}}", name]));
+    let pid: i32 = pid.trim().parse().unwrap();
+    let tree = descendants(pid);
+    assert!(tree.len() >= 3, "{tree:?}");
+    // conmon, the monitor's parent, dies without a word.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let conmon: i32 = stat
+        .rsplit_once(')')
+        .and_then(|x| x.1.split_whitespace().nth(1))
+        .and_then(|x| x.parse().ok())
+        .unwrap();
+    let comm = std::fs::read_to_string(format!("/proc/{conmon}/comm")).unwrap();
+    assert_eq!(comm.trim(), "conmon");
+    // SAFETY: the conmon of our own container, checked by name just now.
+    unsafe { libc::kill(conmon, libc::SIGKILL) };
+    std::thread::sleep(Duration::from_millis(300));
+    // The sandbox lives on (as runc's container would); rm -f ends it all.
+    assert!(common_alive(pid));
+    let (code, _, err) = text(&p.run(&["rm", "-f", "-t", "0", name]));
+    assert_eq!(code, 0, "{err}");
+    std::thread::sleep(Duration::from_millis(300));
+    for q in &tree {
+        assert!(
+            !common_alive(*q),
+            "process {q} outlived rm -f after conmon died"
+        );
+    }
+    assert!(cgroup_dirs(&format!("airlock-{pid}-")).is_empty());
+    let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mi.contains(id.as_str()), "a mount of {id} is left");
+}

@@ -763,3 +763,53 @@ fn hooks_run_on_the_host_with_the_state() {
         assert_eq!(st["id"], "hk");
     }
 }
+
+#[test]
+fn a_killed_monitor_leaves_nothing_after_delete() {
+    if !ready() {
+        return;
+    }
+    let rt = Rt::new();
+    let mut cfg = config(&["sh", "-c", "sleep 1000 & exec sleep 1000"], false);
+    cfg["linux"]["resources"] = json!({"memory": {"limit": 64 << 20}, "pids": {"limit": 100}});
+    let b = Bundle::new(&cfg);
+    let (pid, _) = rt.create(&b, "killed");
+    rt.ok(&["start", "killed"]);
+    wait_for("the sleeps", Duration::from_secs(10), || {
+        pids(&rt, "killed").len() >= 3
+    });
+    let procs = pids(&rt, "killed");
+    let groups = |pid: i32| -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let mut stack = vec![PathBuf::from("/sys/fs/cgroup")];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                if !e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    continue;
+                }
+                if e.file_name()
+                    .to_string_lossy()
+                    .starts_with(&format!("airlock-{pid}-"))
+                {
+                    out.push(e.path());
+                } else if e.path().components().count() < 8 {
+                    stack.push(e.path());
+                }
+            }
+        }
+        out
+    };
+    assert!(!groups(pid).is_empty(), "the container has no cgroup");
+    // SAFETY: the monitor, our descendant, killed and reaped below.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    assert_eq!(reap(pid, Duration::from_secs(10)), 128 + 9);
+    assert_eq!(rt.status("killed"), "stopped");
+    wait_for(
+        "the sandbox to die with its monitor",
+        Duration::from_secs(10),
+        || procs.iter().all(|p| !alive(*p)),
+    );
+    rt.ok(&["delete", "killed"]);
+    assert!(groups(pid).is_empty(), "cgroups left: {:?}", groups(pid));
+    assert!(!rt.root.path().join("state/killed").exists());
+}

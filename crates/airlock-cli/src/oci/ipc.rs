@@ -202,6 +202,21 @@ pub fn winsize_of(fd: RawFd) -> Option<(u16, u16)> {
     (ok && ws.ws_row > 0 && ws.ws_col > 0).then_some((ws.ws_row, ws.ws_col))
 }
 
+/// Waits (up to `limit`) until the other side of a pty has read what was
+/// written to `fd`: once the last slave closes, unread output is lost.
+pub fn drain_tty(fd: RawFd, limit: std::time::Duration) {
+    let end = std::time::Instant::now() + limit;
+    loop {
+        let mut n: libc::c_int = 0;
+        // SAFETY: TIOCOUTQ writes an int; a pty of ours.
+        let r = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut n) };
+        if r != 0 || n == 0 || std::time::Instant::now() >= end {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 /// Sends the pty master to the engine's `--console-socket` (as runc does:
 /// one message, the fd attached, the pty's name as payload).
 pub fn send_console(socket: &std::path::Path, master: RawFd) -> io::Result<()> {

@@ -633,11 +633,19 @@ fn create(
     r
 }
 
-/// Removes what `create` put in a container's directory, and it.
+/// Removes what `create` put in a container's directory, and it: the
+/// files, and the mount point of an id-mapped rootfs (detached first, in
+/// case its monitor died before it could).
 fn remove_state_dir(dir: &Path) {
     for f in ["ctl.sock", "state.json", "state.json.tmp"] {
         let _ = std::fs::remove_file(dir.join(f));
     }
+    let rootfs = dir.join("rootfs");
+    if let Ok(c) = std::ffi::CString::new(rootfs.as_os_str().as_encoded_bytes()) {
+        // SAFETY: a mount point we made; EINVAL when nothing is mounted.
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH | libc::UMOUNT_NOFOLLOW) };
+    }
+    let _ = std::fs::remove_dir(&rootfs);
     let _ = std::fs::remove_dir(dir);
 }
 
@@ -774,6 +782,9 @@ fn delete(ctx: &Ctx, id: &str, force: bool) -> Result<i32> {
         }
     }
     remove_state_dir(&dir);
+    // Groups left by a monitor that was killed (empty once its sandbox is
+    // gone; a live one's are never touched).
+    airlock_jail::cgroup::reap_stale(&airlock_jail::cgroup::Layout::detect());
     Ok(0)
 }
 
@@ -959,6 +970,9 @@ fn wait_exec(mut lines: Lines, tty: Option<&OwnedFd>) -> i32 {
         match lines.take() {
             Ok(Some(v)) => {
                 if let Some(c) = v.get("exited").and_then(|c| c.as_i64()) {
+                    if let Some(t) = tty {
+                        ipc::drain_tty(t.as_raw_fd(), Duration::from_secs(2));
+                    }
                     return c as i32;
                 }
                 continue;

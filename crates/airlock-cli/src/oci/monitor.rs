@@ -682,6 +682,12 @@ impl Monitor {
                         c.reply(serde_json::json!({"error": "the container ended"}));
                     }
                 }
+                // A pty's master side (the engine) may not have read the
+                // last output yet; once its slave closes, what is unread is
+                // lost. Wait (2 s at most) until the queue is empty.
+                if let Some(c) = &self.console {
+                    ipc::drain_tty(c.as_raw_fd(), Duration::from_secs(2));
+                }
                 return code;
             }
             // Poll set: 0 channel, 1 agent, 2 listener, 3 signals, then

@@ -77,10 +77,12 @@ measure() { # name command...
 }
 
 P=(podman --root "$work/store" --runroot "$work/run" --tmpdir "$work/tmp" --cgroup-manager=cgroupfs --events-backend=file)
-measure podman-runc "${P[@]}" --runtime /usr/sbin/runc run --rm --network none localhost/bench-oci:1 true
-measure podman-crun "${P[@]}" --runtime /usr/bin/crun run --rm --network none localhost/bench-oci:1 true
-measure podman-runsc-ptrace "${P[@]}" --runtime /usr/bin/runsc --runtime-flag platform=ptrace run --rm --network none localhost/bench-oci:1 true
-measure podman-airlock "${P[@]}" --runtime "$work/airlock-runc" run --rm --network none localhost/bench-oci:1 true
+# The same run for every runtime: no network (airlock's only mode).
+R=(run --rm --network none localhost/bench-oci:1 true)
+measure podman-runc "${P[@]}" --runtime /usr/sbin/runc "${R[@]}"
+measure podman-crun "${P[@]}" --runtime /usr/bin/crun "${R[@]}"
+measure podman-runsc-ptrace "${P[@]}" --runtime /usr/bin/runsc --runtime-flag platform=ptrace --runtime-flag network=none "${R[@]}"
+measure podman-airlock "${P[@]}" --runtime "$work/airlock-runc" "${R[@]}"
 
 # containerd: one of our own.
 mkdir -p "$work/ctrd"

@@ -37,10 +37,11 @@ cleanup() {
         wait "$ctrd_pid" 2>/dev/null || true
     fi
     # Whatever containerd or podman left mounted below our directory.
-    grep -o " $work[^ ]*" /proc/self/mountinfo | sort -r | while read -r m; do
+    { grep -o " $work[^ ]*" /proc/self/mountinfo || true; } | sort -r | while read -r m; do
         umount -l "$m" 2>/dev/null || true
     done
     rm -rf "$work"
+    return 0
 }
 trap cleanup EXIT
 
@@ -111,9 +112,9 @@ chmod +x "$work/ctr-run.sh"
 measure ctr-runc "$work/ctr-run.sh" /usr/sbin/runc
 measure ctr-airlock "$work/ctr-run.sh" "$work/airlock-runc"
 
-ref_of() { # prefix -> reference mean (crun, else runc)
+ref_of() { # prefix -> reference mean (crun, else runc, else runsc)
     local r
-    for want in "$1-crun" "$1-runc"; do
+    for want in "$1-crun" "$1-runc" "$1-runsc-ptrace"; do
         for r in "${results[@]}"; do
             if [ "${r%%|*}" = "$want" ] && [[ "${r#*|}" =~ ^[0-9.]+$ ]]; then
                 echo "$want ${r#*|}"
@@ -136,3 +137,5 @@ for r in "${results[@]}"; do
         printf '| %s | %s | |\n' "$name" "$val"
     fi
 done
+printf '\n(load average during the run: %s)\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
+exit 0

@@ -52,6 +52,15 @@ struct Cri {
 
 impl Drop for Cri {
     fn drop(&mut self) {
+        // What a failed test left running (the shims outlive containerd,
+        // as they do runc's containers): killed and deleted first.
+        let d = self.dir.path().to_path_buf();
+        let tasks = ctr(&d, &["task", "ls", "-q"]);
+        for id in String::from_utf8_lossy(&tasks.stdout).split_whitespace() {
+            let _ = ctr(&d, &["task", "kill", "-s", "KILL", id]);
+            std::thread::sleep(Duration::from_millis(200));
+            let _ = ctr(&d, &["task", "delete", "-f", id]);
+        }
         // SAFETY: our child, asked to stop, then reaped.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let end = Instant::now() + Duration::from_secs(10);

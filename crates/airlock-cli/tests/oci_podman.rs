@@ -27,6 +27,21 @@ extern "C" fn cleanup() {
     if let Some(Some(p)) = PODMAN.get() {
         let _ = p.cmd().args(["rm", "-af", "-t", "0"]).output();
         let _ = p.cmd().args(["unmount", "-a"]).output();
+        // conmon's exit command (`podman container cleanup`) runs after a
+        // `run --rm` returns and may not have deleted the last container's
+        // runtime state yet: what is left of ours goes here.
+        std::thread::sleep(Duration::from_millis(500));
+        if let Ok(rd) = std::fs::read_dir("/run/airlock-runc") {
+            for e in rd.flatten() {
+                let st = std::fs::read_to_string(e.path().join("state.json")).unwrap_or_default();
+                if st.contains(p.dir.to_str().unwrap_or("\0")) {
+                    let id = e.file_name().to_string_lossy().into_owned();
+                    let _ = Command::new(&p.runtime)
+                        .args(["delete", "--force", &id])
+                        .output();
+                }
+            }
+        }
         let _ = std::fs::remove_dir_all(&p.dir);
     }
 }

@@ -168,3 +168,40 @@ if [ -z "${AIRLOCK_SETUP_NO_INSTALL:-}" ]; then
     done
     log "installed /usr/local/bin/airlock (with airlock-agent, airlock-pull and airlock-serve)"
 fi
+
+# The OCI runtime (airlock oci / airlock-runc): busybox-static (the test
+# bundles' and images' root), podman with conmon, and runc and crun (the
+# differential test's references and the benchmark's peers), containerd
+# (ctr, and its CRI with CNI's loopback plugin), runsc (gVisor, a peer in
+# bench/oci.sh). airlock-runc, the name engines call by path, is a symlink to
+# airlock (it dispatches on argv[0]). The tests start their own engines
+# with their own roots; no service needs to run.
+need=()
+for p in busybox-static podman conmon runc crun containerd containernetworking-plugins uidmap runsc; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
+done
+if [ ${#need[@]} -gt 0 ]; then
+    log "installing ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+if [ -z "${AIRLOCK_SETUP_NO_INSTALL:-}" ]; then
+    ln -sf airlock /usr/local/bin/airlock-runc
+    log "installed /usr/local/bin/airlock-runc (a symlink to airlock)"
+fi
+# The Kubernetes manifests' schema check (contrib/k8s/, scripts/validate-k8s.py):
+# kubernetes-validate from PyPI, which ships the Kubernetes OpenAPI schemas,
+# in the test venv.
+if [ -x /opt/airlock-test-venv/bin/python ] &&
+    ! /opt/airlock-test-venv/bin/python -c 'import kubernetes_validate' 2>/dev/null; then
+    log "installing kubernetes-validate (for the manifest checks) in /opt/airlock-test-venv"
+    /opt/airlock-test-venv/bin/pip install -q kubernetes-validate
+fi
+# The CRI test's gRPC client (tests/cri/): grpcio and grpcio-tools in the
+# test venv.
+if [ -x /opt/airlock-test-venv/bin/python ] &&
+    ! /opt/airlock-test-venv/bin/python -c 'import grpc, grpc_tools' 2>/dev/null; then
+    log "installing grpcio and grpcio-tools (for the CRI test) in /opt/airlock-test-venv"
+    /opt/airlock-test-venv/bin/pip install -q grpcio grpcio-tools
+fi

@@ -3,6 +3,7 @@
 mod client;
 mod doctor;
 mod image;
+mod oci;
 mod remote;
 mod run;
 mod stdio;
@@ -93,6 +94,13 @@ is stopped when the client closes the pipe. The daemon serves the same tools ove
     Pause { id: String },
     /// Thaw a paused sandbox.
     Resume { id: String },
+    /// The OCI runtime (runc's command line) for containerd, podman and
+    /// Kubernetes; also reached as `airlock-runc` (a symlink to airlock).
+    #[command(disable_help_flag = true)]
+    Oci {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -266,6 +274,14 @@ fn main() {
     // exists), so that its start-up runs on another CPU while this process
     // parses its arguments and works out the plan.
     airlock_core::timing::mark("main");
+    // `airlock-runc` (a symlink engines call by path) is `airlock oci`.
+    if std::env::args_os().next().is_some_and(|a| {
+        Path::new(&a)
+            .file_name()
+            .is_some_and(|n| n == "airlock-runc")
+    }) {
+        std::process::exit(oci::main(std::env::args_os().skip(1).collect()));
+    }
     let early_agent = if std::env::args_os()
         .nth(1)
         .is_some_and(|a| a == "run" || a == "task")
@@ -323,6 +339,7 @@ fn main() {
             }
         }
         Cmd::Doctor => doctor::run(),
+        Cmd::Oci { args } => oci::main(args),
         Cmd::Serve { args } => remote::serve(args),
         Cmd::Mcp { args } => {
             remote::serve(std::iter::once("mcp".to_string()).chain(args).collect())

@@ -474,6 +474,12 @@ pub struct ImageRoot {
     /// the sandbox's tmpfs.
     #[serde(default)]
     pub capture: Option<PathBuf>,
+    /// Run by root: the tree's files already carry the sandbox's host ids
+    /// (an overlay whose layers were id-mapped onto the sandbox's range,
+    /// as `airlock oci` makes of an engine's overlay rootfs, which itself
+    /// cannot be id-mapped), so it is not id-mapped again.
+    #[serde(default)]
+    pub premapped: bool,
 }
 
 /// The names of the upper and work directories in [`ImageRoot::capture`].
@@ -776,7 +782,8 @@ pub fn open_trees(
                     err,
                 }
             })?;
-            let tree = open_image_tree(&img.tree, true, Some(ns.as_raw_fd()))?;
+            let idmap = (!img.premapped).then(|| ns.as_raw_fd());
+            let tree = open_image_tree(&img.tree, true, idmap)?;
             let capture = match &img.capture {
                 Some(c) => Some(open_image_tree(c, false, Some(ns.as_raw_fd()))?),
                 None => None,

@@ -293,6 +293,7 @@ mod tests {
                 source: "/x".into(),
                 target: t.into(),
                 mode,
+                as_owner: false,
             });
         }
         let p = compile(&spec, &[]);

@@ -2720,6 +2720,7 @@ mod tests {
             source: "/src".into(),
             target: "/work".into(),
             mode: MountMode::Ro,
+            as_owner: false,
         };
         let p = plan("/work/sub", std::slice::from_ref(&m));
         assert_eq!(p.writable.len(), 3);
@@ -2741,6 +2742,7 @@ mod tests {
             source: "/src".into(),
             target: "/tmp/w".into(),
             mode: MountMode::Rw,
+            as_owner: false,
         };
         assert_eq!(
             plan("/tmp/w/x", std::slice::from_ref(&m)).workdir_below,
@@ -2936,6 +2938,7 @@ mod tests {
                     source: p.to_path_buf(),
                     target: "/m".into(),
                     mode: MountMode::Ro,
+                    as_owner: false,
                 })
                 .unwrap(),
             )
@@ -2985,6 +2988,7 @@ mod tests {
             source: fifo.clone(),
             target: "/p".into(),
             mode,
+            as_owner: false,
         };
         assert!(matches!(
             check_source(&m(MountMode::Ro)),
@@ -3000,6 +3004,7 @@ mod tests {
             source: "/s".into(),
             target: t.into(),
             mode: MountMode::Ro,
+            as_owner: false,
         };
         let p = plan("/", &[m("/a/b/c"), m("/a"), m("/a/b")]);
         let order: Vec<_> = p.user_mounts.iter().map(|m| m.target.clone()).collect();

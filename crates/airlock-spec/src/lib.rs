@@ -740,6 +740,7 @@ mod tests {
             source: "/tmp".into(),
             target: "/work".into(),
             mode: MountMode::Ro,
+            as_owner: false,
         };
         s.mounts = vec![m.clone(), m];
         assert!(matches!(s.validate(), Err(SpecError::MountTarget { .. })));
@@ -764,6 +765,7 @@ mod tests {
             source: "/tmp".into(),
             target: "/work".into(),
             mode: MountMode::Rw,
+            as_owner: false,
         });
         assert!(matches!(s.validate(), Err(SpecError::Unsupported { .. })));
     }

@@ -325,6 +325,7 @@ pub fn map(spec: &Spec, bundle: &Path) -> Result<Mapped, Refusal> {
             source: src,
             target: dst,
             mode: if ro { MountMode::Ro } else { MountMode::Rw },
+            as_owner: false,
         });
     }
     if let Some(h) = spec.hooks() {

@@ -45,6 +45,25 @@ fi
 # The docker-registry package enables a system service on port 5000; the
 # tests start their own registries and need none running.
 
+# The service tests: curl, a real WebSocket client (Debian's Python
+# websockets, for /usr/bin/python3) and schemathesis (from PyPI, in a venv
+# of its own) to fuzz the API from its OpenAPI document.
+need=()
+for p in curl python3-websockets python3-venv; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
+done
+if [ ${#need[@]} -gt 0 ]; then
+    log "installing ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+if [ ! -x /opt/airlock-test-venv/bin/schemathesis ]; then
+    log "installing schemathesis (for the API tests) in /opt/airlock-test-venv"
+    /usr/bin/python3 -m venv /opt/airlock-test-venv
+    /opt/airlock-test-venv/bin/pip install -q schemathesis
+fi
+
 # Node.js: any package that provides /usr/bin/node will do (Debian's
 # nodejs, or NodeSource's if the machine has it).
 if [ ! -x /usr/bin/node ]; then
@@ -103,8 +122,8 @@ if [ -z "${AIRLOCK_SETUP_NO_INSTALL:-}" ]; then
     bin=$(bash scripts/build-release.sh)
     # airlock, and the programs it runs from beside itself: the sandbox's
     # agent and the registry client.
-    for p in airlock airlock-agent airlock-pull; do
+    for p in airlock airlock-agent airlock-pull airlock-serve; do
         install -m 0755 "$(dirname "$bin")/$p" "/usr/local/bin/$p"
     done
-    log "installed /usr/local/bin/airlock (with airlock-agent and airlock-pull)"
+    log "installed /usr/local/bin/airlock (with airlock-agent, airlock-pull and airlock-serve)"
 fi

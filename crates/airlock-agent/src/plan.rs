@@ -22,12 +22,17 @@ pub struct MountShape {
 /// The trees a root-run agent inherits from [`FD_FIRST_TREE`] on, in this
 /// order: its own `/dev` (a tmpfs with its device nodes, when airlock
 /// could make one), one tree per host device node (when it could not), one
-/// per user mount.
+/// per user mount, then the image's tree and a build step's capture
+/// directory (when the root is an image).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Inherited {
     pub dev_fs: bool,
     pub devices: usize,
     pub mounts: Vec<MountShape>,
+    #[serde(default)]
+    pub image: bool,
+    #[serde(default)]
+    pub capture: bool,
 }
 
 /// A container sandbox's set-up.
@@ -46,6 +51,10 @@ pub struct ContainerPlan {
     /// host, in `root.user_mounts` order; the agent opens exactly these.
     #[serde(default)]
     pub pinned: Vec<airlock_jail::mount::Pinned>,
+    /// Rootless, with an image root: its tree (and capture directory) as
+    /// the parent resolved them.
+    #[serde(default)]
+    pub image_pins: Option<airlock_jail::mount::ImagePins>,
 }
 
 /// Which kind of agent this is.

@@ -53,14 +53,17 @@ pub(crate) fn container(
     sys::cvt(unsafe { libc::unshare(libc::CLONE_NEWCGROUP) })
         .map_err(|e| SetupError::io(Stage::Limits, "cgroup namespace", e))?;
     sys::timing::mark("ids+cgroupns");
-    let trees = match &p.inherited {
-        Some(i) => inherited(i),
-        None => mount::open_pinned_trees(&p.root, &p.pinned).map_err(|e| SetupError {
-            stage: Stage::Mounts,
-            errno: libc::EPERM,
-            detail: error_chain(&e),
-        })?,
-    };
+    let trees =
+        match &p.inherited {
+            Some(i) => inherited(i),
+            None => mount::open_pinned_trees(&p.root, &p.pinned, p.image_pins.as_ref()).map_err(
+                |e| SetupError {
+                    stage: Stage::Mounts,
+                    errno: libc::EPERM,
+                    detail: error_chain(&e),
+                },
+            )?,
+        };
     let notes = mount::build_root(&p.root, &trees, p.rootless).map_err(|f| SetupError {
         stage: Stage::Mounts,
         errno: f.errno,
@@ -135,10 +138,14 @@ fn inherited(i: &crate::plan::Inherited) -> OpenedTrees {
             is_dir: s.is_dir,
         })
         .collect();
+    let image = i.image.then(&mut take);
+    let capture = i.capture.then(&mut take);
     OpenedTrees {
         devices,
         dev_fs,
         mounts,
+        image,
+        capture,
         notes: Vec::new(),
     }
 }

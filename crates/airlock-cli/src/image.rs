@@ -150,6 +150,7 @@ pub struct BuildArgs {
     #[arg(long = "build-arg", value_name = "KEY=VALUE", value_parser = build_arg)]
     build_args: Vec<(String, String)>,
     /// A host RUN steps may reach (network is off otherwise). Repeatable.
+    /// Not available in this build: the egress allowlist is not there yet.
     #[arg(long = "allow-host", value_name = "HOST")]
     allow_hosts: Vec<String>,
     /// Build every step again.
@@ -180,7 +181,13 @@ pub(crate) struct Bars {
     quiet: bool,
     tty: bool,
     bar: Mutex<Option<ProgressBar>>,
+    /// With --quiet, the end of the current RUN step's output (shown if
+    /// the build fails).
+    tail: Mutex<Vec<u8>>,
 }
+
+/// How much of the RUN steps' output --quiet keeps for a failure.
+const TAIL: usize = 8 << 10;
 
 impl Bars {
     pub(crate) fn new(quiet: bool) -> Bars {
@@ -188,13 +195,47 @@ impl Bars {
             quiet,
             tty: std::io::stderr().is_terminal(),
             bar: Mutex::new(None),
+            tail: Mutex::new(Vec::new()),
         }
+    }
+
+    /// A RUN step's output: to stderr as it comes (above the bar), or with
+    /// --quiet only the end of it, kept.
+    pub(crate) fn output(&self, data: &[u8]) {
+        use std::io::Write;
+        if self.quiet {
+            if let Ok(mut t) = self.tail.lock() {
+                t.extend_from_slice(data);
+                let over = t.len().saturating_sub(TAIL);
+                t.drain(..over);
+            }
+            return;
+        }
+        let write = || {
+            let _ = std::io::stderr().write_all(data);
+        };
+        match self.bar.lock().ok().as_ref().and_then(|g| g.as_ref()) {
+            Some(b) => b.suspend(write),
+            None => write(),
+        }
+    }
+
+    /// What --quiet kept of the steps' output.
+    pub(crate) fn take_tail(&self) -> Vec<u8> {
+        self.tail
+            .lock()
+            .map(|mut t| std::mem::take(&mut *t))
+            .unwrap_or_default()
     }
 }
 
 impl Progress for Bars {
     fn phase(&self, msg: &str, total: Option<u64>) {
         if self.quiet {
+            // What a failure shows is the failing step's own output.
+            if let Ok(mut t) = self.tail.lock() {
+                t.clear();
+            }
             return;
         }
         if !self.tty {
@@ -376,8 +417,28 @@ fn build(store: &Store, a: BuildArgs, puller: &dyn Fn(bool) -> Box<dyn Puller>) 
     o.no_cache = a.no_cache;
     o.base.debian_mirror = a.mirror.clone();
     o.base.pull = pull_opts(&a.name, &a.registry, &a.common)?;
-    // RUN steps need the sandbox runner, which is not wired in yet.
-    let report = airlock_image::build(store, &o, None, Some(puller.as_ref()), &bars)?;
+    if !o.allow_hosts.is_empty() {
+        bail!(airlock_core::build::NO_EGRESS);
+    }
+    // Each RUN step in a container sandbox, its output on stderr.
+    let out = |b: &[u8]| bars.output(b);
+    let runner = airlock_core::build::SandboxRunner::new(&out);
+    let report = match airlock_image::build(store, &o, Some(&runner), Some(puller.as_ref()), &bars)
+    {
+        Ok(r) => r,
+        Err(e) => {
+            bars.done();
+            let tail = bars.take_tail();
+            if !tail.is_empty() {
+                use std::io::Write;
+                let _ = std::io::stderr().write_all(&tail);
+                if !tail.ends_with(b"\n") {
+                    eprintln!();
+                }
+            }
+            return Err(e.into());
+        }
+    };
     let cached = report.steps.iter().filter(|s| s.cached).count();
     let layers = report.steps.iter().filter(|s| s.layer).count();
     bars.note(&format!("{cached} of {layers} layer steps from the cache"));

@@ -1,18 +1,20 @@
 //! `airlock`: run untrusted code in a fresh, isolated, ephemeral sandbox.
 
+mod client;
 mod doctor;
 mod image;
+mod remote;
 mod run;
 mod stdio;
 
 use airlock_spec::{
-    parse_duration, parse_env, parse_mount, parse_size, parse_user, EnvArg, Isolation, Mount,
-    SandboxSpec, User,
+    parse_duration, parse_env, parse_mount, parse_size, EnvArg, Image, Isolation, Mount,
+    SandboxSpec,
 };
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Exit code when airlock itself fails (docker's convention).
 const EXIT_AIRLOCK: i32 = 125;
@@ -34,7 +36,7 @@ enum Cmd {
     #[command(
         after_help = "Exit codes: the command's own; 128+N if killed by signal N; 124 on timeout; \
 125 if airlock itself failed; 126 if the command cannot be executed; 127 if it is not found.\n\n\
-Examples:\n  airlock run -- python3 -c 'print(1)'\n  airlock run --mount ./repo:/work:overlay --workdir /work --timeout 5m --memory 1G --pids 256 --cpus 1 -- cargo test\n  airlock run --isolation none -- make"
+Examples:\n  airlock run -- python3 -c 'print(1)'\n  airlock run --mount ./repo:/work:overlay --workdir /work --timeout 5m --memory 1G --pids 256 --cpus 1 -- cargo test\n  airlock run --image py -- python3 -c 'print(1)'\n  airlock run --isolation none -- make"
     )]
     Run(Box<RunArgs>),
     /// Check what this machine's kernel offers each tier, with fixes.
@@ -44,6 +46,55 @@ Examples:\n  airlock run -- python3 -c 'print(1)'\n  airlock run --mount ./repo:
         #[command(subcommand)]
         cmd: image::ImageCmd,
     },
+    /// Run a command on a copy-on-write copy of a repository and, with
+    /// --patch, write what it changed as a git patch.
+    #[command(
+        after_help = "The repository (--repo DIR) appears at /work, where the command starts; DIR itself is never written. \
+--patch FILE writes a unified diff in git's format (binary files, new, deleted and renamed files, modes) that `git apply` reproduces on a clean copy. \
+Every `airlock run` flag applies.\n\nExample:\n  airlock task --repo . --patch fix.patch -- sh -c 'make fmt && make test'"
+    )]
+    Task(Box<TaskArgs>),
+    /// Run the sandbox service (REST API on a unix socket; see --help).
+    #[command(disable_help_flag = true)]
+    Serve {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Create a long-lived sandbox through the service; prints its id.
+    Create(Box<remote::CreateArgs>),
+    /// Run a command in a sandbox of the service (exit code as `run`).
+    Exec(Box<remote::ExecArgs>),
+    /// Copy files or directories between here and a sandbox (ID:PATH).
+    Cp(remote::CpArgs),
+    /// List the service's sandboxes.
+    Ls(remote::LsArgs),
+    /// A sandbox's record, usage and processes, as JSON.
+    Inspect { id: String },
+    /// Stop and remove sandboxes.
+    Rm {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// The recent output of a sandbox's processes.
+    Logs { id: String },
+    /// Forward a loopback port here to a port inside a sandbox.
+    Port(remote::PortArgs),
+    /// Freeze every process of a sandbox.
+    Pause { id: String },
+    /// Thaw a paused sandbox.
+    Resume { id: String },
+}
+
+#[derive(clap::Args)]
+struct TaskArgs {
+    /// The repository to work on (mounted copy-on-write at /work).
+    #[arg(long, value_name = "DIR")]
+    repo: PathBuf,
+    /// Write what the command changed, as a git patch, to FILE.
+    #[arg(long, value_name = "FILE")]
+    patch: Option<PathBuf>,
+    #[command(flatten)]
+    run: RunArgs,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -66,12 +117,6 @@ enum TrustArg {
     Own,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum ImageArg {
-    /// The host's /usr (and /bin, /lib*, /sbin) read-only.
-    Host,
-}
-
 #[derive(clap::Args)]
 struct RunArgs {
     /// Isolation tier.
@@ -85,9 +130,16 @@ struct RunArgs {
     /// Pick the tier by how far you trust the code.
     #[arg(long, value_enum)]
     trust: Option<TrustArg>,
-    /// Root filesystem image.
-    #[arg(long, value_enum, default_value = "host")]
-    image: ImageArg,
+    /// Root filesystem: host (the host's /usr, /bin, /lib*, /sbin read-only)
+    /// or an image in the store (airlock image ls), whose root is writable
+    /// and thrown away, and whose Env, WorkingDir, User, Entrypoint and Cmd
+    /// are the defaults.
+    #[arg(long, value_name = "NAME", default_value = "host")]
+    image: String,
+    /// Run this instead of the image's Entrypoint (and drop its Cmd); ''
+    /// clears it.
+    #[arg(long, value_name = "CMD")]
+    entrypoint: Option<String>,
     /// Mount a host path: SRC:DST[:ro|rw|overlay] (default ro; overlay is
     /// copy-on-write and its changes are thrown away). Repeatable.
     #[arg(long = "mount", short = 'v', value_name = "SRC:DST[:MODE]", value_parser = mount_arg)]
@@ -119,9 +171,11 @@ struct RunArgs {
     /// Hostname inside the sandbox.
     #[arg(long, default_value = airlock_spec::DEFAULT_HOSTNAME)]
     hostname: String,
-    /// User inside: sandbox (default), root, nobody, UID or UID:GID.
-    #[arg(long, short = 'u', default_value = "sandbox", value_parser = user_arg)]
-    user: User,
+    /// User inside: sandbox (default), root, nobody, UID or UID:GID; with
+    /// --image also NAME[:GROUP] of the image's /etc/passwd (default: the
+    /// image's User, else root).
+    #[arg(long, short = 'u', value_name = "USER", value_parser = user_arg)]
+    user: Option<String>,
     /// Write the result (exit code, signal, timed_out, duration, peak memory,
     /// truncation) as JSON to FILE.
     #[arg(long, value_name = "FILE")]
@@ -149,8 +203,31 @@ fn duration_arg(s: &str) -> Result<Duration, String> {
 fn size_arg(s: &str) -> Result<u64, String> {
     parse_size(s).map_err(|e| e.to_string())
 }
-fn user_arg(s: &str) -> Result<User, String> {
-    parse_user(s).map_err(|e| e.to_string())
+/// Names are resolved later (through the image's /etc/passwd with
+/// --image); what cannot be a user at all is refused now.
+fn user_arg(s: &str) -> Result<String, String> {
+    let part = |p: &str| {
+        !p.is_empty()
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    };
+    let ok = match s.split_once(':') {
+        Some((u, g)) => part(u) && part(g),
+        None => part(s),
+    };
+    if !ok {
+        return Err(format!(
+            "invalid --user {s:?}: use sandbox, root, nobody, UID[:GID], or with --image NAME[:GROUP]"
+        ));
+    }
+    for p in s.split(':') {
+        if p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u32>().map_or(true, |n| n >= 65536) {
+            return Err(format!(
+                "invalid --user {s:?}: ids inside the sandbox are below 65536"
+            ));
+        }
+    }
+    Ok(s.to_string())
 }
 fn pids_arg(s: &str) -> Result<u64, String> {
     match s.parse::<u64>() {
@@ -179,7 +256,10 @@ fn main() {
     // exists), so that its start-up runs on another CPU while this process
     // parses its arguments and works out the plan.
     airlock_core::timing::mark("main");
-    let early_agent = if std::env::args_os().nth(1).is_some_and(|a| a == "run") {
+    let early_agent = if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == "run" || a == "task")
+    {
         // Most runs are container runs; a local one starts its own agent.
         airlock_core::prespawn(airlock_spec::Isolation::Container, false).ok()
     } else {
@@ -233,8 +313,40 @@ fn main() {
             }
         }
         Cmd::Doctor => doctor::run(),
+        Cmd::Serve { args } => remote::serve(args),
+        Cmd::Task(args) => {
+            match task(*args, early_agent) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("airlock: {}", chain(&e));
+                    EXIT_AIRLOCK
+                }
+            }
+        }
         Cmd::Image { cmd } => {
             match image::run(cmd, &|quiet| Box::new(image::HelperPuller { quiet })) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("airlock: {}", chain(&e));
+                    EXIT_AIRLOCK
+                }
+            }
+        }
+        cmd => {
+            let r = match cmd {
+                Cmd::Create(a) => remote::create(*a),
+                Cmd::Exec(a) => remote::exec(*a),
+                Cmd::Cp(a) => remote::cp(a),
+                Cmd::Ls(a) => remote::ls(a),
+                Cmd::Inspect { id } => remote::inspect(&id),
+                Cmd::Rm { ids } => remote::rm(&ids),
+                Cmd::Logs { id } => remote::logs(&id),
+                Cmd::Port(a) => remote::port(a),
+                Cmd::Pause { id } => remote::pause_resume(&id, true),
+                Cmd::Resume { id } => remote::pause_resume(&id, false),
+                _ => Ok(EXIT_AIRLOCK),
+            };
+            match r {
                 Ok(code) => code,
                 Err(e) => {
                     eprintln!("airlock: {}", chain(&e));
@@ -258,8 +370,11 @@ fn chain(e: &anyhow::Error) -> String {
     parts.join(": ")
 }
 
-fn spec_from(args: &RunArgs) -> Result<SandboxSpec> {
-    let mut spec = SandboxSpec::new(args.command.clone());
+/// The spec for `airlock run`, with the image's defaults applied
+/// (`airlock_core::image::prepare`), and the image's root.
+fn spec_from(args: &RunArgs) -> Result<airlock_core::image::Prepared> {
+    let mut spec = SandboxSpec::new(Vec::new());
+    spec.image = Image::from(args.image.clone());
     spec.isolation = match (args.trust, args.isolation) {
         (Some(TrustArg::Untrusted), _) => Isolation::Microvm,
         (Some(TrustArg::Experimental), _) => Isolation::Container,
@@ -296,7 +411,6 @@ fn spec_from(args: &RunArgs) -> Result<SandboxSpec> {
             mode: m.mode,
         });
     }
-    spec.workdir = args.workdir.clone();
     for e in &args.env {
         match e {
             EnvArg::Set(k, v) => spec.env.push((k.clone(), v.clone())),
@@ -314,10 +428,16 @@ fn spec_from(args: &RunArgs) -> Result<SandboxSpec> {
     spec.limits.disk = args.disk;
     spec.limits.output = args.output_limit;
     spec.hostname = args.hostname.clone();
-    spec.user = args.user;
     spec.tty = args.tty;
-    spec.validate()?;
-    Ok(spec)
+    let given = airlock_core::image::Given {
+        user: args.user.clone(),
+        workdir: args.workdir.clone(),
+        command: args.command.clone(),
+        entrypoint: args.entrypoint.clone(),
+    };
+    let prepared = airlock_core::image::prepare(spec, &given)?;
+    prepared.spec.validate()?;
+    Ok(prepared)
 }
 
 fn run(
@@ -327,17 +447,21 @@ fn run(
 ) -> Result<i32> {
     // From here on, INT/TERM/HUP/QUIT are for the command.
     stdio::block_forwarded_signals();
-    if args.command.is_empty() {
+    if args.command.is_empty() && args.image == "host" && args.entrypoint.is_none() {
         bail!(airlock_spec::SpecError::NoCommand);
     }
-    let spec = spec_from(&args)?;
+    let prepared = spec_from(&args)?;
+    let spec = prepared.spec;
     let quiet = args.quiet;
     let mut notes = |n: &str| {
         if !quiet {
             eprintln!("airlock: note: {n}");
         }
     };
-    let result = run::run(&spec, agent, &mut notes)?;
+    for n in &prepared.notes {
+        notes(n);
+    }
+    let result = run::run(&spec, agent, prepared.image, &mut notes)?;
     if !quiet {
         if let Some(msg) = run::epilogue(&spec, &result) {
             eprintln!("airlock: {msg}");
@@ -348,6 +472,109 @@ fn run(
         write_json(f, &text).context("cannot write --json")?;
     }
     Ok(result.exit_code)
+}
+
+/// `airlock task`: `run` with the repository at /work (overlay) and, with
+/// --patch, the diff of what the command changed.
+fn task(mut args: TaskArgs, agent: Option<airlock_core::PendingAgent>) -> Result<i32> {
+    stdio::block_forwarded_signals();
+    let repo = std::fs::canonicalize(&args.repo)
+        .with_context(|| format!("--repo {}", args.repo.display()))?;
+    if !repo.is_dir() {
+        bail!("--repo {}: not a directory", repo.display());
+    }
+    if args.run.command.is_empty() {
+        bail!(airlock_spec::SpecError::NoCommand);
+    }
+    // The patch file is opened now, before any sandbox exists.
+    let mut patch_file = match &args.patch {
+        Some(p) => Some(
+            std::fs::File::create(p).with_context(|| format!("cannot write {}", p.display()))?,
+        ),
+        None => None,
+    };
+    args.run.mounts.push(Mount {
+        source: repo.clone(),
+        target: PathBuf::from("/work"),
+        mode: airlock_spec::MountMode::Overlay,
+    });
+    if args.run.workdir.is_none() {
+        args.run.workdir = Some(PathBuf::from("/work"));
+    }
+    let prepared = spec_from(&args.run)?;
+    let spec = prepared.spec;
+    let quiet = args.run.quiet;
+    let mut notes = |n: &str| {
+        if !quiet {
+            eprintln!("airlock: note: {n}");
+        }
+    };
+    for n in &prepared.notes {
+        notes(n);
+    }
+    let mut summary = None;
+    let mut then = |sb: &mut airlock_core::Sandbox| -> Result<(), String> {
+        let Some(f) = patch_file.as_mut() else {
+            return Ok(());
+        };
+        let tree = task_tree(sb, Path::new("/work"))?;
+        let t = Instant::now();
+        let p = airlock_core::task::patch(&repo, &tree[..], airlock_core::task::Caps::default())
+            .map_err(|e| format!("cannot make the patch: {e}"))?;
+        use std::io::Write;
+        f.write_all(p.as_bytes())
+            .map_err(|e| format!("cannot write the patch: {e}"))?;
+        let files = p.lines().filter(|l| l.starts_with("diff --git ")).count();
+        summary = Some(format!(
+            "task: {files} file(s) changed; patch written ({} bytes, computed in {} ms)",
+            p.len(),
+            t.elapsed().as_millis()
+        ));
+        Ok(())
+    };
+    let result = run::run_then(&spec, agent, prepared.image, &mut notes, Some(&mut then))?;
+    if !quiet {
+        if let Some(msg) = run::epilogue(&spec, &result) {
+            eprintln!("airlock: {msg}");
+        }
+        if let Some(s) = &summary {
+            eprintln!("airlock: {s}");
+        }
+    }
+    if result.after_failed.is_some() {
+        return Ok(EXIT_AIRLOCK);
+    }
+    Ok(result.exit_code)
+}
+
+/// A tar stream of `dir` in the sandbox, whole.
+fn task_tree(sb: &mut airlock_core::Sandbox, dir: &Path) -> Result<Vec<u8>, String> {
+    use airlock_core::{Event, StreamKind};
+    let id = sb.tar_out(dir).map_err(|e| e.to_string())?;
+    let mut tar = Vec::new();
+    let end = Instant::now() + Duration::from_secs(600);
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err("reading the sandbox's tree timed out".into());
+        }
+        match sb.wait(Some(left)).map_err(|e| e.to_string())? {
+            Some(Event::FileData { id: i, data }) if i == id => {
+                let _ = sb.consumed(id, StreamKind::File, data.len());
+                tar.extend_from_slice(&data);
+            }
+            Some(Event::FileDone { id: i, result }) if i == id => {
+                return match result {
+                    Ok(_) => Ok(tar),
+                    Err(e) => Err(format!("cannot read the sandbox's tree: {}", e.text)),
+                };
+            }
+            Some(Event::AgentGone) | None => {
+                return Err("the sandbox ended before its tree was read".into())
+            }
+            Some(_) => {}
+        }
+    }
 }
 
 /// Opens (creating) the --json file before any sandbox exists. A sandbox

@@ -41,6 +41,9 @@ pub struct RunResult {
     pub stdout_truncated: bool,
     pub stderr_truncated: bool,
     pub isolation: &'static str,
+    /// What went wrong after the command (task mode's patch), if anything.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after_failed: Option<String>,
 }
 
 impl RunResult {
@@ -110,7 +113,22 @@ fn kind_of(i: usize) -> StreamKind {
 pub fn run(
     spec: &SandboxSpec,
     agent: Option<airlock_core::PendingAgent>,
+    image: Option<airlock_jail::ImageRoot>,
     note: &mut dyn FnMut(&str),
+) -> Result<RunResult, CoreError> {
+    run_then(spec, agent, image, note, None)
+}
+
+/// What to do in the sandbox once the command is over, before it goes.
+pub type Then<'a> = &'a mut dyn FnMut(&mut Sandbox) -> Result<(), String>;
+
+/// [`run`], then `then` (the sandbox stays until it is done).
+pub fn run_then(
+    spec: &SandboxSpec,
+    agent: Option<airlock_core::PendingAgent>,
+    image: Option<airlock_jail::ImageRoot>,
+    note: &mut dyn FnMut(&str),
+    mut then: Option<Then<'_>>,
 ) -> Result<RunResult, CoreError> {
     let start = Instant::now();
     let deadline = start + spec.limits.timeout;
@@ -126,8 +144,10 @@ pub fn run(
             stream_channel: false,
             // One process, drained as fast as our stdout takes it.
             window: Some(2 << 20),
-            one_shot: true,
+            one_shot: then.is_none(),
+            accounting: false,
             agent,
+            image,
         },
     )?;
     for n in sb.take_notes() {
@@ -369,6 +389,14 @@ pub fn run(
     if !result.timed_out {
         for o in &mut out {
             o.flush(Some(deadline));
+        }
+    }
+    if let Some(f) = then.as_mut() {
+        if !result.timed_out && !gone {
+            if let Err(why) = f(&mut sb) {
+                note(&why);
+                result.after_failed = Some(why);
+            }
         }
     }
     // The sandbox is gone (and its agent reaped) before we are: with

@@ -279,6 +279,8 @@ fn scenario(mode: &str, stream: bool, expect: Expect) -> Result<(), String> {
             agent: None,
             window: None,
             one_shot: false,
+            accounting: false,
+            image: None,
         },
     )
     .map_err(|e| format!("create: {e}"))?;

@@ -38,6 +38,8 @@ fn sandbox(stream: bool) -> Option<Sandbox> {
             agent: None,
             window: None,
             one_shot: false,
+            accounting: false,
+            image: None,
         },
     )
     .expect("create");

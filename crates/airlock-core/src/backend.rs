@@ -9,7 +9,7 @@ use airlock_confine::{rlimit::Rlimits, Confinement};
 use airlock_jail::cgroup::{Cgroup, Controller};
 use airlock_jail::mount;
 use airlock_jail::spawn::{Agent, AgentSpawn, Pending};
-use airlock_jail::Plan;
+use airlock_jail::{ImageRoot, Plan};
 use airlock_spec::{Isolation, User, ValidSpec};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
@@ -34,6 +34,7 @@ pub trait Backend {
         facts: &Facts,
         cgroup: Option<&Cgroup>,
         unenforced: &[Controller],
+        image: Option<&ImageRoot>,
     ) -> Result<Spawned, CoreError>;
     /// The environment a process starts with, before its own variables.
     fn env(&self, spec: &ValidSpec) -> Vec<(String, String)>;
@@ -70,6 +71,7 @@ impl Backend for Container {
         facts: &Facts,
         cgroup: Option<&Cgroup>,
         unenforced: &[Controller],
+        image: Option<&ImageRoot>,
     ) -> Result<Spawned, CoreError> {
         let plan = Plan::compile(
             spec,
@@ -78,17 +80,29 @@ impl Backend for Container {
             facts.idmap,
             unenforced,
             facts.landlock_abi,
+            image,
         );
         let rootless = plan.idmap.is_rootless();
         let mut notes = Vec::new();
         let mut inherit: Vec<OwnedFd> = Vec::new();
         let mut pinned = Vec::new();
+        let mut image_pins = None;
         let inherited = if rootless {
             // Each source is resolved here, on the host, once; the agent
             // (which alone can open trees rootless) opens exactly what was
             // found, and refuses anything else.
             for m in &plan.root.user_mounts {
                 pinned.push(mount::Pinned::of(&mount::check_source(m)?));
+            }
+            if let Some(img) = &plan.root.image {
+                let capture = match &img.capture {
+                    Some(c) => Some(mount::Pinned::of(&mount::check_image_dir(c)?)),
+                    None => None,
+                };
+                image_pins = Some(mount::ImagePins {
+                    tree: mount::Pinned::of(&mount::check_image_dir(&img.tree)?),
+                    capture,
+                });
             }
             None
         } else {
@@ -99,7 +113,7 @@ impl Backend for Container {
                 plan.idmap.host_uid(plan.user.uid).unwrap_or(u32::MAX),
                 plan.idmap.host_gid(plan.user.gid).unwrap_or(u32::MAX),
             );
-            let trees = mount::open_trees(&plan.root, host)?;
+            let trees = mount::open_trees(&plan.root, host, &plan.idmap)?;
             notes.extend(trees.notes);
             let dev_fs = trees.dev_fs.is_some();
             inherit.extend(trees.dev_fs);
@@ -110,10 +124,15 @@ impl Backend for Container {
                 mounts.push(MountShape { is_dir: m.is_dir });
                 inherit.push(m.tree);
             }
+            let (image, capture) = (trees.image.is_some(), trees.capture.is_some());
+            inherit.extend(trees.image);
+            inherit.extend(trees.capture);
             Some(Inherited {
                 dev_fs,
                 devices,
                 mounts,
+                image,
+                capture,
             })
         };
         let agent = pending.start(AgentSpawn {
@@ -133,6 +152,7 @@ impl Backend for Container {
                     .collect(),
                 inherited,
                 pinned,
+                image_pins,
             })),
             confinement: plan.confinement,
             file_user: (plan.user.uid, plan.user.gid),
@@ -181,6 +201,7 @@ impl Backend for Local {
         _facts: &Facts,
         cgroup: Option<&Cgroup>,
         unenforced: &[Controller],
+        _image: Option<&ImageRoot>,
     ) -> Result<Spawned, CoreError> {
         let rlimits = Rlimits {
             data: unenforced

@@ -5,13 +5,16 @@
 //! and task mode are clients of it.
 
 pub mod backend;
+pub mod build;
 pub mod facts;
+pub mod image;
 pub mod sandbox;
+pub mod task;
 
 pub use backend::Backend;
 pub use facts::Facts;
 pub use sandbox::{
-    prespawn, CreateOptions, Event, PendingAgent, ProcessSpec, Sandbox, State, Teardown,
+    prespawn, CreateOptions, Event, PendingAgent, ProcessSpec, Sandbox, State, Teardown, Usage,
 };
 
 pub use airlock_protocol::v2::{
@@ -55,6 +58,10 @@ pub enum CoreError {
     },
     #[error("the microVM tier (--isolation microvm, --trust untrusted) is not available in this build yet; use --isolation container (the default) or none")]
     MicrovmUnavailable,
+    #[error(transparent)]
+    Image(#[from] airlock_image::ImageError),
+    #[error("image {image}: {why}")]
+    ImageUse { image: String, why: String },
 }
 
 /// A number unique to this process and moment (cgroup names).

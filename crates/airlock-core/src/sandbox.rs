@@ -163,6 +163,24 @@ pub struct CreateOptions {
     /// process it was asked to start has exited and been reported (its
     /// teardown then overlaps with the caller's own end).
     pub one_shot: bool,
+    /// The root of a spec that names an image, as [`crate::image::prepare`]
+    /// found it (or a build step's); `None`: looked up in the default store
+    /// by the spec's image name.
+    pub image: Option<airlock_jail::ImageRoot>,
+    /// Groups for usage figures and pause/resume even without limits (the
+    /// service's sandboxes).
+    pub accounting: bool,
+}
+
+/// What a sandbox uses now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Usage {
+    pub cpu_usec: Option<u64>,
+    pub memory_bytes: Option<u64>,
+    pub pids: Option<u64>,
+    /// Bytes used on the sandbox's writable layer (--disk).
+    pub disk_bytes: Option<u64>,
+    pub disk_limit_bytes: Option<u64>,
 }
 
 /// An agent exec'd ahead of its sandbox.
@@ -219,12 +237,14 @@ pub struct Sandbox {
 /// airlock processes left behind.
 fn limits_setup(
     spec: &SandboxSpec,
+    accounting: bool,
     notes: &mut Vec<String>,
 ) -> Result<(Option<Cgroup>, Vec<Controller>), CoreError> {
     let l = cgroup::Limits {
         memory: spec.limits.memory,
         pids: spec.limits.pids,
         cpus: spec.limits.cpus,
+        always: accounting,
     };
     if l == cgroup::Limits::default() {
         return Ok((None, Vec::new()));
@@ -275,18 +295,34 @@ impl Sandbox {
                 notes.push(format!("Landlock ABI {} on this kernel: the command's signals and abstract unix sockets are not scoped to the sandbox (ABI 6, Linux 6.12+)", facts.landlock_abi));
             }
         }
-        let (cg, unenforced) = limits_setup(spec, &mut notes)?;
+        let image = match (&spec.image, opts.image) {
+            (airlock_spec::Image::Host, None) => None,
+            (airlock_spec::Image::Host, Some(_)) => {
+                return Err(CoreError::Misuse(
+                    "an image root was given for a spec of the host image".into(),
+                ))
+            }
+            (_, Some(root)) => Some(root),
+            (_, None) => crate::image::root_for(spec)?,
+        };
+        let (cg, unenforced) = limits_setup(spec, opts.accounting, &mut notes)?;
         crate::timing::mark("limits");
-        let mut spawned =
-            match backend.spawn(pending.pending, spec, facts, cg.as_ref(), &unenforced) {
-                Ok(s) => s,
-                Err(e) => {
-                    if let Some(cg) = cg {
-                        cg.destroy();
-                    }
-                    return Err(e);
+        let mut spawned = match backend.spawn(
+            pending.pending,
+            spec,
+            facts,
+            cg.as_ref(),
+            &unenforced,
+            image.as_ref(),
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                if let Some(cg) = cg {
+                    cg.destroy();
                 }
-            };
+                return Err(e);
+            }
+        };
         crate::timing::mark("spawned");
         notes.extend(spawned.notes);
         let transport = if opts.stream_channel {
@@ -623,6 +659,60 @@ impl Sandbox {
         self.send(&Message::TcpClose { id, reset })
     }
 
+    // ---- pause, resume, usage ----
+
+    /// Freezes every process of the sandbox (its cgroup's freezer).
+    pub fn pause(&mut self) -> Result<(), CoreError> {
+        self.freeze(true)
+    }
+
+    /// Thaws what [`Sandbox::pause`] froze.
+    pub fn resume(&mut self) -> Result<(), CoreError> {
+        self.freeze(false)
+    }
+
+    fn freeze(&mut self, on: bool) -> Result<(), CoreError> {
+        let cg = self.cg.as_ref().ok_or_else(|| CoreError::Io {
+            what: "pause/resume needs the sandbox's own cgroup (create it with accounting)",
+            err: std::io::Error::from_raw_os_error(libc::EOPNOTSUPP),
+        })?;
+        cg.freeze(on).map_err(|err| CoreError::Io {
+            what: if on {
+                "freeze the sandbox"
+            } else {
+                "thaw the sandbox"
+            },
+            err,
+        })
+    }
+
+    /// What the sandbox uses now (cgroup figures where it has groups; its
+    /// writable layer, seen through its agent's root).
+    pub fn usage(&self) -> Usage {
+        let u = self.cg.as_ref().map(|c| c.usage()).unwrap_or_default();
+        let mut out = Usage {
+            cpu_usec: u.cpu_usec,
+            memory_bytes: u.memory_bytes,
+            pids: u.pids,
+            disk_bytes: None,
+            disk_limit_bytes: None,
+        };
+        if self.backend.isolation() == Isolation::Container && !self.reaped {
+            let root = format!("/proc/{}/root", self.agent.pid);
+            if let Ok(c) = std::ffi::CString::new(root) {
+                // SAFETY: statvfs is plain data filled by the kernel.
+                let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+                // SAFETY: a valid C string and out-pointer.
+                if unsafe { libc::statvfs(c.as_ptr(), &mut st) } == 0 {
+                    let bs = st.f_frsize;
+                    out.disk_limit_bytes = Some(st.f_blocks * bs);
+                    out.disk_bytes = Some((st.f_blocks - st.f_bfree) * bs);
+                }
+            }
+        }
+        out
+    }
+
     // ---- the loop ----
 
     /// The channel's fd: poll it for reading (and writing when
@@ -749,7 +839,19 @@ impl Sandbox {
             Message::FileData { id, data } => Event::FileData { id, data },
             Message::FileDone { id, result } => Event::FileDone { id, result },
             Message::FileStatResult { id, stat } => Event::FileStat { id, stat },
-            Message::FileEntries { id, entries } => Event::FileEntries { id, entries },
+            Message::FileEntries { id, entries } => {
+                // A listing is taken as it comes: its credit goes back at
+                // once (the caller holds what it keeps).
+                let m = Message::FileEntries { id, entries };
+                let cost = m.credit_cost();
+                let _ = self
+                    .sess
+                    .consumed(id, StreamKind::File, cost, self.ch.outbound());
+                let Message::FileEntries { id, entries } = m else {
+                    return;
+                };
+                Event::FileEntries { id, entries }
+            }
             Message::TcpOpened { id } => Event::TcpOpened { id },
             Message::TcpFailed { id, errno } => Event::TcpFailed { id, errno },
             Message::TcpData { id, data } => Event::TcpData { id, data },

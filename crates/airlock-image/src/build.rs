@@ -49,10 +49,11 @@ pub struct RunStep {
     pub argv: Vec<String>,
     /// Hosts the step may reach (`--allow-host`); empty means no network.
     pub allow_hosts: Vec<String>,
-    /// Empty directory on the store's filesystem: the overlayfs upper
-    /// directory; after the run it must hold the step's changes.
+    /// Empty directory `upper` in a directory of its own on the store's
+    /// filesystem: the overlayfs upper directory; after the run it must
+    /// hold the step's changes.
     pub upper: PathBuf,
-    /// Empty directory beside `upper`: the overlayfs work directory.
+    /// Empty directory `work` beside `upper`: the overlayfs work directory.
     pub work: PathBuf,
 }
 
@@ -409,8 +410,14 @@ pub fn build(
                             });
                         };
                         let rootfs = current_tree(&mut txn, &st)?;
-                        let upper_dir = txn.scratch("upper-")?;
-                        let work = txn.scratch("work-")?;
+                        // Both on one directory of the store's filesystem
+                        // (overlayfs wants them on the same mount).
+                        let run_dir = txn.scratch("run-")?;
+                        let upper_dir = run_dir.join("upper");
+                        let work = run_dir.join("work");
+                        for d in [&upper_dir, &work] {
+                            std::fs::create_dir(d).map_err(|e| ImageError::io("create", d, e))?;
+                        }
                         let mut env = st.defaults.env.clone();
                         for (k, v) in &args {
                             if !env
@@ -455,8 +462,7 @@ pub fn build(
                             st.setuid,
                             opts.limits,
                         )?;
-                        fsx::remove_tree(&upper_dir)?;
-                        fsx::remove_tree(&work)?;
+                        fsx::remove_tree(&run_dir)?;
                         Some(sl)
                     }
                 };

@@ -155,30 +155,13 @@ pub fn default_state_dir() -> Result<PathBuf> {
     }
 }
 
-/// Checks an image name: 1-255 of `[A-Za-z0-9._/:@-]`, no `..`, not `host`.
+/// Checks an image name: 1-255 of `[A-Za-z0-9._/:@-]`, no `..`, not `host`
+/// (the same rule as a spec's `image`: [`airlock_spec::validate_image_name`]).
 pub fn validate_name(name: &str) -> Result<()> {
-    let bad = |why| {
-        Err(ImageError::BadName {
-            name: name.to_string(),
-            why,
-        })
-    };
-    if name.is_empty() || name.len() > 255 {
-        return bad("must be 1 to 255 characters");
-    }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"._/:@-".contains(&b))
-    {
-        return bad("only letters, digits and . _ / : @ - are allowed");
-    }
-    if name.starts_with(['-', '/', '.']) || name.contains("..") {
-        return bad("may not start with - / . or contain ..");
-    }
-    if name == "host" {
-        return bad("\"host\" is the built-in host image");
-    }
-    Ok(())
+    airlock_spec::validate_image_name(name).map_err(|why| ImageError::BadName {
+        name: name.to_string(),
+        why,
+    })
 }
 
 /// The store at `<state>/images`.
@@ -228,6 +211,16 @@ impl Store {
     /// Opens the store in [`default_state_dir`].
     pub fn open_default() -> Result<Store> {
         Store::open(&default_state_dir()?)
+    }
+
+    /// Opens the store under `state_dir` only if there is one (creating
+    /// nothing): for readers, such as a sandbox that runs an image.
+    pub fn open_existing(state_dir: &Path) -> Result<Option<Store>> {
+        match fs::symlink_metadata(state_dir.join("images")) {
+            Ok(_) => Store::open(state_dir).map(Some),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(ImageError::io("stat", state_dir.join("images"), e)),
+        }
     }
 
     pub fn root(&self) -> &Path {

@@ -40,6 +40,9 @@ pub struct Layout {
     pub v2_parent: Option<PathBuf>,
     /// v1 controller → parent directory for our groups.
     pub v1: Vec<(Controller, PathBuf)>,
+    /// The v1 freezer's parent directory for our groups (pause and resume
+    /// where there is no v2 group).
+    pub v1_freezer: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +90,9 @@ impl Layout {
             if *fstype == "cgroup2" && l.v2.is_none() {
                 l.v2 = Some(PathBuf::from(mnt));
             } else if *fstype == "cgroup" {
+                if opts.split(',').any(|o| o == "freezer") && l.v1_freezer.is_none() {
+                    l.v1_freezer = Some(Path::new(mnt).join(PARENT));
+                }
                 for c in [Controller::Memory, Controller::Pids, Controller::Cpu] {
                     if opts.split(',').any(|o| o == c.name()) && !l.v1.iter().any(|(x, _)| *x == c)
                     {
@@ -126,6 +132,7 @@ impl Layout {
         }
         if !root {
             l.v1.retain(|(_, p)| p.parent().is_some_and(&can_write));
+            l.v1_freezer = l.v1_freezer.filter(|p| p.parent().is_some_and(&can_write));
         }
         l
     }
@@ -156,6 +163,20 @@ pub struct Limits {
     pub memory: Option<u64>,
     pub pids: Option<u64>,
     pub cpus: Option<f64>,
+    /// Groups even without limits, in every hierarchy that has them, for
+    /// usage figures and pause/resume (the service's sandboxes).
+    pub always: bool,
+}
+
+/// What a sandbox uses now, where a group measures it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Usage {
+    /// CPU time used so far, in microseconds.
+    pub cpu_usec: Option<u64>,
+    /// Memory charged now, in bytes.
+    pub memory_bytes: Option<u64>,
+    /// Tasks now.
+    pub pids: Option<u64>,
 }
 
 /// The settings to write, per controller: pure, so it can be tested.
@@ -215,6 +236,13 @@ pub struct Cgroup {
     /// Directories created, to remove at the end (deepest last created).
     dirs: Vec<PathBuf>,
     memory: Option<(PathBuf, Where)>,
+    pids: Option<PathBuf>,
+    /// The v2 group (freeze, cpu.stat).
+    v2: Option<PathBuf>,
+    /// The v1 freezer group, where there is no v2 group.
+    freezer: Option<PathBuf>,
+    /// The v1 cpu group (cpuacct.usage when comounted).
+    cpu_v1: Option<PathBuf>,
 }
 
 /// The result of setting up limits: the group (if any) and the limits that
@@ -228,18 +256,22 @@ impl Cgroup {
     /// Creates `name` in every hierarchy that a requested limit needs.
     pub fn create(layout: &Layout, name: &str, limits: &Limits) -> Result<Setup, JailError> {
         let mut wanted = Vec::new();
-        if limits.memory.is_some() {
+        if limits.memory.is_some() || limits.always {
             wanted.push(Controller::Memory);
         }
-        if limits.pids.is_some() {
+        if limits.pids.is_some() || limits.always {
             wanted.push(Controller::Pids);
         }
-        if limits.cpus.is_some() {
+        if limits.cpus.is_some() || limits.always {
             wanted.push(Controller::Cpu);
         }
         let mut cg = Cgroup {
             dirs: Vec::new(),
             memory: None,
+            pids: None,
+            v2: None,
+            freezer: None,
+            cpu_v1: None,
         };
         let mut unenforced = Vec::new();
         let err = |path: &Path, e: io::Error| JailError::Cgroup {
@@ -291,6 +323,12 @@ impl Cgroup {
                     d
                 }
             };
+            if c == Controller::Pids {
+                cg.pids = Some(dir.clone());
+            }
+            if c == Controller::Cpu && w == Where::V1 {
+                cg.cpu_v1 = Some(dir.clone());
+            }
             for (file, value) in settings(c, w, limits) {
                 let p = dir.join(file);
                 match crate::sys::write_file(&p, value.as_bytes()) {
@@ -308,6 +346,35 @@ impl Cgroup {
                 cg.memory = Some((dir, w));
             }
         }
+        if limits.always {
+            // Usage is not enforcement: a missing controller is no note.
+            unenforced.clear();
+            // A v2 group for freezing and CPU time even without controllers
+            // there; else the v1 freezer.
+            if v2_dir.is_none() {
+                if let Some(parent) = layout.v2_parent.clone() {
+                    if ensure_parent(&parent, true, &layout.v2_controllers).is_ok() {
+                        let d = parent.join(name);
+                        if std::fs::create_dir(&d).is_ok() {
+                            cg.dirs.push(d.clone());
+                            v2_dir = Some(d);
+                        }
+                    }
+                }
+            }
+            if v2_dir.is_none() {
+                if let Some(parent) = layout.v1_freezer.clone() {
+                    if ensure_parent(&parent, false, &[]).is_ok() {
+                        let d = parent.join(name);
+                        if std::fs::create_dir(&d).is_ok() {
+                            cg.dirs.push(d.clone());
+                            cg.freezer = Some(d);
+                        }
+                    }
+                }
+            }
+        }
+        cg.v2 = v2_dir;
         let cgroup = (!cg.dirs.is_empty()).then_some(cg);
         Ok(Setup { cgroup, unenforced })
     }
@@ -354,6 +421,79 @@ impl Cgroup {
                 .and_then(|n| n.trim().parse::<u64>().ok())
                 .is_some_and(|n| n > 0)
         })
+    }
+
+    /// Freezes (`true`) or thaws every process of the sandbox, and waits
+    /// (at most 2 s) until the kernel says it is done.
+    pub fn freeze(&self, on: bool) -> io::Result<()> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        if let Some(d) = &self.v2 {
+            crate::sys::write_file(&d.join("cgroup.freeze"), if on { b"1" } else { b"0" })?;
+            let want = if on { "frozen 1" } else { "frozen 0" };
+            loop {
+                let ev = std::fs::read_to_string(d.join("cgroup.events")).unwrap_or_default();
+                if ev.lines().any(|l| l.trim() == want) {
+                    return Ok(());
+                }
+                if std::time::Instant::now() >= deadline {
+                    return Err(io::Error::from_raw_os_error(libc::ETIMEDOUT));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+        if let Some(d) = &self.freezer {
+            let (set, want) = if on {
+                ("FROZEN", "FROZEN")
+            } else {
+                ("THAWED", "THAWED")
+            };
+            crate::sys::write_file(&d.join("freezer.state"), set.as_bytes())?;
+            loop {
+                let st = std::fs::read_to_string(d.join("freezer.state")).unwrap_or_default();
+                if st.trim() == want {
+                    return Ok(());
+                }
+                if std::time::Instant::now() >= deadline {
+                    return Err(io::Error::from_raw_os_error(libc::ETIMEDOUT));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+        Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP))
+    }
+
+    /// What the sandbox uses now.
+    pub fn usage(&self) -> Usage {
+        let num =
+            |p: PathBuf| -> Option<u64> { std::fs::read_to_string(p).ok()?.trim().parse().ok() };
+        let cpu_usec = self
+            .v2
+            .as_ref()
+            .and_then(|d| {
+                std::fs::read_to_string(d.join("cpu.stat"))
+                    .ok()?
+                    .lines()
+                    .find_map(|l| l.strip_prefix("usage_usec "))
+                    .and_then(|v| v.trim().parse().ok())
+            })
+            .or_else(|| {
+                self.cpu_v1
+                    .as_ref()
+                    .and_then(|d| num(d.join("cpuacct.usage")).map(|ns| ns / 1000))
+            });
+        let memory_bytes = self.memory.as_ref().and_then(|(d, w)| {
+            num(d.join(if *w == Where::V2 {
+                "memory.current"
+            } else {
+                "memory.usage_in_bytes"
+            }))
+        });
+        let pids = self.pids.as_ref().and_then(|d| num(d.join("pids.current")));
+        Usage {
+            cpu_usec,
+            memory_bytes,
+            pids,
+        }
     }
 
     /// Kills every process in the groups (they stay, for [`destroy`]).
@@ -570,6 +710,7 @@ mod tests {
             memory: Some(1 << 30),
             pids: Some(64),
             cpus: Some(1.5),
+            always: false,
         };
         assert_eq!(
             settings(Controller::Memory, Where::V2, &l),

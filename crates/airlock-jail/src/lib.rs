@@ -25,7 +25,7 @@ use airlock_spec::{MountMode, SandboxSpec, User};
 use std::io;
 use std::path::{Path, PathBuf};
 
-pub use mount::{HostFacts, RootPlan};
+pub use mount::{HostFacts, ImageRoot, RootPlan};
 pub use userns::IdMap;
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +59,19 @@ pub enum JailError {
         source_path: PathBuf,
         path: PathBuf,
         why: String,
+    },
+    #[error("image tree {path:?}: {what}")]
+    Image {
+        path: PathBuf,
+        what: &'static str,
+        #[source]
+        err: io::Error,
+    },
+    #[error("image tree {path:?}")]
+    ImagePath {
+        path: PathBuf,
+        #[source]
+        err: safepath::PathError,
     },
     #[error("the plan pins {pins} mount sources for {mounts} mounts")]
     PinCount { pins: usize, mounts: usize },
@@ -150,8 +163,9 @@ pub fn base_env(
 }
 
 impl Plan {
-    /// Pure: the spec, what the host offers, and the limits that no cgroup
-    /// enforces.
+    /// Pure: the spec, what the host offers, the limits that no cgroup
+    /// enforces, and the image the root is made of (`None`: the host
+    /// image).
     pub fn compile(
         spec: &SandboxSpec,
         facts: &HostFacts,
@@ -159,25 +173,49 @@ impl Plan {
         idmap: IdMap,
         unenforced: &[cgroup::Controller],
         landlock_abi: i64,
+        image: Option<&ImageRoot>,
     ) -> Plan {
         let workdir = spec.effective_workdir();
-        let root = RootPlan::compile(
-            facts,
-            spec.user,
-            &spec.hostname,
-            &workdir,
-            &spec.mounts,
-            spec.limits.disk,
-        );
         let mut rules = landlock::Rules::default();
-        for t in [
-            "usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc",
-        ] {
-            rules.read_exec.push(Path::new("/").join(t));
-        }
-        for (dir, _, _) in &root.writable {
-            rules.full.push(Path::new("/").join(dir));
-        }
+        let root = match image {
+            None => {
+                let root = RootPlan::compile(
+                    facts,
+                    spec.user,
+                    &spec.hostname,
+                    &workdir,
+                    &spec.mounts,
+                    spec.limits.disk,
+                );
+                for t in [
+                    "usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc",
+                ] {
+                    rules.read_exec.push(Path::new("/").join(t));
+                }
+                for (dir, _, _) in &root.writable {
+                    rules.full.push(Path::new("/").join(dir));
+                }
+                root
+            }
+            Some(img) => {
+                // An image's root is writable throughout, as docker's is
+                // (every change is thrown away with the overlay): Landlock
+                // grants everything beneath `/`. It cannot leave `/proc` and
+                // `/dev` out below that; those stay what their mounts and
+                // the sandbox's user namespace allow (read-only, nosuid,
+                // nodev, no capabilities).
+                rules.full.push(PathBuf::from("/"));
+                RootPlan::compile_image(
+                    facts,
+                    img,
+                    spec.user,
+                    &spec.hostname,
+                    &workdir,
+                    &spec.mounts,
+                    spec.limits.disk,
+                )
+            }
+        };
         for m in &spec.mounts {
             match m.mode {
                 MountMode::Ro => rules.read_exec.push(m.target.clone()),
@@ -225,6 +263,7 @@ mod tests {
             },
             unenforced,
             7,
+            None,
         )
     }
 
@@ -282,6 +321,7 @@ mod tests {
             IdMap::Caller { uid: 1, gid: 1 },
             &[],
             0,
+            None,
         );
         assert!(p.confinement.landlock.is_none());
     }
@@ -303,6 +343,7 @@ mod tests {
             },
             &[],
             7,
+            None,
         );
         assert!(!root.confinement.nested_userns && root.confinement.set_ids);
     }

@@ -46,6 +46,7 @@ use airlock_spec::{Mount, MountMode, User};
 use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 /// Where the child attaches the new root before pivoting into it. Only the
@@ -213,6 +214,9 @@ pub struct RootPlan {
     /// A working directory to create below a writable directory:
     /// (the writable directory, the working directory), both relative.
     pub workdir_below: Option<(PathBuf, PathBuf)>,
+    /// The root is an image's tree (one overlay), not the host image.
+    #[serde(default)]
+    pub image: Option<ImageRoot>,
 }
 
 impl RootPlan {
@@ -286,12 +290,7 @@ impl RootPlan {
         }
         e.push(file("passwd", passwd));
         e.push(file("group", group));
-        e.push(file("hostname", format!("{hostname}\n")));
-        e.push(file(
-            "hosts",
-            format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n"),
-        ));
-        e.push(file("resolv.conf", String::new()));
+        e.extend(network_files(hostname));
         e.push(file(
             "nsswitch.conf",
             "passwd: files\ngroup: files\nshadow: files\nhosts: files\nnetworks: files\nprotocols: files\nservices: files\n"
@@ -301,32 +300,7 @@ impl RootPlan {
             path: p("etc/mtab"),
             target: p("../proc/self/mounts"),
         });
-        e.push(Entry::Dir {
-            path: p("dev"),
-            mode: 0o755,
-        });
-        for d in &facts.devices {
-            let Some(&(_, major, minor)) = DEVICES.iter().find(|(n, _, _)| n == d) else {
-                continue;
-            };
-            e.push(Entry::Device {
-                path: Path::new("dev").join(d),
-                source: Path::new("/dev").join(d),
-                dev: (major, minor),
-            });
-        }
-        for (link, target) in [
-            ("dev/fd", "/proc/self/fd"),
-            ("dev/stdin", "/proc/self/fd/0"),
-            ("dev/stdout", "/proc/self/fd/1"),
-            ("dev/stderr", "/proc/self/fd/2"),
-            ("dev/ptmx", "pts/ptmx"),
-        ] {
-            e.push(Entry::Symlink {
-                path: p(link),
-                target: p(target),
-            });
-        }
+        e.extend(dev_entries(facts));
         for d in ["dev/pts", "proc", "home", "var"] {
             e.push(Entry::Dir {
                 path: p(d),
@@ -373,8 +347,146 @@ impl RootPlan {
             writable,
             user_mounts,
             user,
+            image: None,
         }
     }
+
+    /// The plan of a root made of an image: one overlay whose lower layer
+    /// is the image's tree and whose upper layer is on the sandbox's
+    /// tmpfs (or, for a build step, `image.capture`). airlock adds only
+    /// what a sandbox needs: `/proc`, its `/dev` (with `/dev/pts` and
+    /// `/dev/shm`), `/etc/hostname`, `/etc/hosts` and `/etc/resolv.conf`
+    /// (written into the overlay, or bound over the image's own when the
+    /// changes are kept), and `/tmp`, the user's home and the working
+    /// directory where the image has none. The image's own `/etc`
+    /// (passwd, group) is kept.
+    #[allow(clippy::too_many_arguments)]
+    pub fn compile_image(
+        facts: &HostFacts,
+        image: &ImageRoot,
+        user: User,
+        hostname: &str,
+        workdir: &Path,
+        mounts: &[Mount],
+        disk: u64,
+    ) -> RootPlan {
+        let p = |s: &str| PathBuf::from(s);
+        let mut e = dev_entries(facts);
+        e.push(Entry::Dir {
+            path: p("dev/pts"),
+            mode: 0o755,
+        });
+        e.push(Entry::Dir {
+            path: p("proc"),
+            mode: 0o555,
+        });
+        e.extend(network_files(hostname));
+        let rel = |a: &Path| a.strip_prefix("/").unwrap_or(a).to_path_buf();
+        let mut writable = vec![(p("dev/shm"), 0o1777, false)];
+        if image.capture.is_none() {
+            // Made in the overlay where the image has none (a build step
+            // gets nothing it did not make itself).
+            for (dir, mode, owned) in [
+                (p("tmp"), 0o1777, false),
+                (rel(&image.home), 0o755, true),
+                (rel(workdir), 0o755, true),
+            ] {
+                if !dir.as_os_str().is_empty() && !writable.iter().any(|(w, _, _)| *w == dir) {
+                    writable.push((dir, mode, owned));
+                }
+            }
+        }
+        let mut user_mounts = mounts.to_vec();
+        user_mounts.sort_by_key(|m| m.target.components().count());
+        RootPlan {
+            disk,
+            entries: e,
+            writable,
+            user_mounts,
+            user,
+            workdir_below: None,
+            image: Some(image.clone()),
+        }
+    }
+}
+
+/// The sandbox's `/dev`: the directory, the device nodes the host has,
+/// and the usual symlinks.
+fn dev_entries(facts: &HostFacts) -> Vec<Entry> {
+    let p = |s: &str| PathBuf::from(s);
+    let mut e = vec![Entry::Dir {
+        path: p("dev"),
+        mode: 0o755,
+    }];
+    for d in &facts.devices {
+        let Some(&(_, major, minor)) = DEVICES.iter().find(|(n, _, _)| n == d) else {
+            continue;
+        };
+        e.push(Entry::Device {
+            path: Path::new("dev").join(d),
+            source: Path::new("/dev").join(d),
+            dev: (major, minor),
+        });
+    }
+    for (link, target) in [
+        ("dev/fd", "/proc/self/fd"),
+        ("dev/stdin", "/proc/self/fd/0"),
+        ("dev/stdout", "/proc/self/fd/1"),
+        ("dev/stderr", "/proc/self/fd/2"),
+        ("dev/ptmx", "pts/ptmx"),
+    ] {
+        e.push(Entry::Symlink {
+            path: p(link),
+            target: p(target),
+        });
+    }
+    e
+}
+
+/// `/etc/hostname`, `/etc/hosts` and an empty `/etc/resolv.conf` (no
+/// network but loopback).
+fn network_files(hostname: &str) -> Vec<Entry> {
+    let file = |name: &str, contents: String| Entry::File {
+        path: Path::new("etc").join(name),
+        contents: contents.into_bytes(),
+        mode: 0o644,
+    };
+    vec![
+        file("hostname", format!("{hostname}\n")),
+        file(
+            "hosts",
+            format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n"),
+        ),
+        file("resolv.conf", String::new()),
+    ]
+}
+
+/// An image as a sandbox's root: its tree in the store is the lower layer
+/// of the root overlay.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ImageRoot {
+    /// The image's flattened tree on the host (in the store).
+    pub tree: PathBuf,
+    /// The home directory of the sandbox's user inside (made if missing).
+    pub home: PathBuf,
+    /// A build step's: the changes are kept in `upper` (and overlayfs
+    /// works in `work`) of this host directory instead of vanishing with
+    /// the sandbox's tmpfs.
+    #[serde(default)]
+    pub capture: Option<PathBuf>,
+}
+
+/// The names of the upper and work directories in [`ImageRoot::capture`].
+pub const CAPTURE_UPPER: &str = "upper";
+pub const CAPTURE_WORK: &str = "work";
+
+/// Rootless: the image's tree (and the capture directory) as the parent
+/// resolved them on the host, for the agent to open (see [`Pinned`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ImagePins {
+    pub tree: Pinned,
+    #[serde(default)]
+    pub capture: Option<Pinned>,
 }
 
 /// One user mount, opened.
@@ -395,6 +507,11 @@ pub struct OpenedTrees {
     pub dev_fs: Option<OwnedFd>,
     /// One per user mount, in `user_mounts` order.
     pub mounts: Vec<OpenedMount>,
+    /// The image's tree, a read-only (`nosuid,nodev`) clone, id-mapped
+    /// onto the sandbox's ids when run by root; `None` for the host image.
+    pub image: Option<OwnedFd>,
+    /// A build step's capture directory (writable clone, id-mapped alike).
+    pub capture: Option<OwnedFd>,
     /// Things the user should hear about (a mount that could not be
     /// id-mapped).
     pub notes: Vec<String>,
@@ -541,7 +658,11 @@ fn mount_attrs(m: &Mount) -> u64 {
 /// never to the subordinate uid, never to root — when the owner is not
 /// root and the path down to it belongs to root or that owner only
 /// ([`crate::safepath::Resolved::owner_chain`]).
-pub fn open_trees(plan: &RootPlan, idmap_to: (u32, u32)) -> Result<OpenedTrees, crate::JailError> {
+pub fn open_trees(
+    plan: &RootPlan,
+    idmap_to: (u32, u32),
+    sandbox: &crate::IdMap,
+) -> Result<OpenedTrees, crate::JailError> {
     let mut notes = Vec::new();
     let mut mounts = Vec::new();
     let passwd = if !plan.user_mounts.is_empty() {
@@ -636,12 +757,82 @@ pub fn open_trees(plan: &RootPlan, idmap_to: (u32, u32)) -> Result<OpenedTrees, 
             (host_devices(plan)?, None)
         }
     };
+    let (image, capture) = match &plan.image {
+        Some(img) => {
+            let (uid_map, gid_map) = sandbox.map_lines();
+            let ns = crate::userns::userns_with_maps(&uid_map, &gid_map).map_err(|err| {
+                crate::JailError::Image {
+                    path: img.tree.clone(),
+                    what: "cannot make the user namespace that maps the image's owners",
+                    err,
+                }
+            })?;
+            let tree = open_image_tree(&img.tree, true, Some(ns.as_raw_fd()))?;
+            let capture = match &img.capture {
+                Some(c) => Some(open_image_tree(c, false, Some(ns.as_raw_fd()))?),
+                None => None,
+            };
+            (Some(tree), capture)
+        }
+        None => (None, None),
+    };
     Ok(OpenedTrees {
         devices,
         dev_fs,
         mounts,
+        image,
+        capture,
         notes,
     })
+}
+
+/// Resolves an image's tree (or a build step's capture directory) on the
+/// host, the way mount sources are ([`crate::safepath`]: no symlink but
+/// root's is followed), and checks it is a directory.
+pub fn check_image_dir(path: &Path) -> Result<crate::safepath::Resolved, crate::JailError> {
+    let r = crate::safepath::resolve(path).map_err(|err| crate::JailError::ImagePath {
+        path: path.to_path_buf(),
+        err,
+    })?;
+    if !r.is_dir() {
+        return Err(crate::JailError::Image {
+            path: path.to_path_buf(),
+            what: "not a directory",
+            err: io::Error::from_raw_os_error(libc::ENOTDIR),
+        });
+    }
+    Ok(r)
+}
+
+/// The parent's clone of an image's tree (`ro`) or of a capture directory
+/// (writable), `nosuid,nodev`, not recursive (a tree in the store has no
+/// mounts below it), id-mapped with the user namespace `idmap` when one is
+/// given: the sandbox's ids, so that the files keep their owners inside
+/// and what a build step writes lands as the ids it wrote.
+fn open_image_tree(
+    path: &Path,
+    ro: bool,
+    idmap: Option<RawFd>,
+) -> Result<OwnedFd, crate::JailError> {
+    let r = check_image_dir(path)?;
+    let err = |what: &'static str| {
+        move |err| crate::JailError::Image {
+            path: path.to_path_buf(),
+            what,
+            err,
+        }
+    };
+    let tree = sys::open_tree_clone_fd(r.fd.as_raw_fd(), false).map_err(err("cannot open"))?;
+    let mut attrs = sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV;
+    if ro {
+        attrs |= sys::MOUNT_ATTR_RDONLY;
+    }
+    sys::mount_setattr(tree.as_raw_fd(), attrs, 0, false).map_err(err("cannot set flags on"))?;
+    if let Some(ns) = idmap {
+        sys::mount_setattr_userns(tree.as_raw_fd(), sys::MOUNT_ATTR_IDMAP, 0, false, Some(ns))
+            .map_err(err("cannot id-map"))?;
+    }
+    Ok(tree)
 }
 
 /// Rootless, in the child (which owns its mount namespace; the parent has
@@ -651,6 +842,7 @@ pub fn open_trees(plan: &RootPlan, idmap_to: (u32, u32)) -> Result<OpenedTrees, 
 pub fn open_pinned_trees(
     plan: &RootPlan,
     pins: &[Pinned],
+    image_pins: Option<&ImagePins>,
 ) -> Result<OpenedTrees, crate::JailError> {
     if pins.len() != plan.user_mounts.len() {
         return Err(crate::JailError::PinCount {
@@ -668,10 +860,46 @@ pub fn open_pinned_trees(
         sys::mount_setattr(tree.as_raw_fd(), mount_attrs(m), 0, is_dir).map_err(&err)?;
         mounts.push(OpenedMount { tree, is_dir });
     }
+    let (mut image, mut capture) = (None, None);
+    if let Some(img) = &plan.image {
+        let Some(pins) = image_pins.filter(|p| p.capture.is_some() == img.capture.is_some()) else {
+            return Err(crate::JailError::PinCount { pins: 0, mounts: 1 });
+        };
+        let open = |pin: &Pinned, source: &Path, ro: bool| -> Result<OwnedFd, crate::JailError> {
+            if pin.kind != libc::S_IFDIR {
+                return Err(crate::JailError::Image {
+                    path: source.to_path_buf(),
+                    what: "not a directory",
+                    err: io::Error::from_raw_os_error(libc::ENOTDIR),
+                });
+            }
+            let fd = pin.open(source)?;
+            // Rootless, the tree is the caller's, as is the sandbox's
+            // root: no id mapping.
+            let err = |err| crate::JailError::Image {
+                path: source.to_path_buf(),
+                what: "cannot open",
+                err,
+            };
+            let tree = sys::open_tree_clone_fd(fd.as_raw_fd(), false).map_err(err)?;
+            let mut attrs = sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV;
+            if ro {
+                attrs |= sys::MOUNT_ATTR_RDONLY;
+            }
+            sys::mount_setattr(tree.as_raw_fd(), attrs, 0, false).map_err(err)?;
+            Ok(tree)
+        };
+        image = Some(open(&pins.tree, &img.tree, true)?);
+        if let (Some(pin), Some(c)) = (&pins.capture, &img.capture) {
+            capture = Some(open(pin, c, false)?);
+        }
+    }
     Ok(OpenedTrees {
         devices,
         dev_fs: None,
         mounts,
+        image,
+        capture,
         notes: Vec::new(),
     })
 }
@@ -1002,6 +1230,16 @@ impl Overlays {
     /// detached on older kernels): read-only over the empty layer, or
     /// writable with `upper` = (upperdir, workdir).
     fn make(&self, lower: OwnedFd, upper: Option<(&Path, &Path)>) -> Result<OwnedFd, ChildFail> {
+        self.make_with(lower, upper, &[])
+    }
+
+    /// [`Overlays::make`] with `extra` options.
+    fn make_with(
+        &self,
+        lower: OwnedFd,
+        upper: Option<(&Path, &Path)>,
+        extra: &[(&CStr, &CStr)],
+    ) -> Result<OwnedFd, ChildFail> {
         let what = Path::new("overlay");
         let mut attrs = sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV;
         let up = upper.map(|(u, w)| {
@@ -1013,6 +1251,7 @@ impl Overlays {
         // The sandbox is always in a user namespace, where only user.*
         // xattrs can be set on an upper layer.
         let mut opts: Vec<(&CStr, &CStr)> = vec![(c"userxattr", c"")];
+        opts.extend_from_slice(extra);
         match &up {
             Some((u, w)) => {
                 opts.push((c"upperdir", u));
@@ -1091,71 +1330,18 @@ pub fn build_root(
     trees: &OpenedTrees,
     rootless: bool,
 ) -> Result<Vec<String>, ChildFail> {
+    if let Some(img) = &plan.image {
+        return build_image_root(plan, img, trees, rootless);
+    }
     let mut notes = Vec::new();
     let stage = Path::new(STAGE);
-    // SAFETY: constant C strings; changes propagation of our private copy.
-    sys::cvt(unsafe {
-        libc::mount(
-            std::ptr::null(),
-            c"/".as_ptr(),
-            std::ptr::null(),
-            libc::MS_REC | libc::MS_PRIVATE,
-            std::ptr::null(),
-        )
-    })
-    .map_err(|e| fail("make private", Path::new("/"), e))?;
-
-    // A `ro` mount of one file is a copy of the very inode the parent
-    // checked (its detached tree), never of whatever a name leads to now:
-    // each is opened for reading here, through /proc/self/fd, while /proc
-    // is still the host's and nothing is parked on it.
-    let mut files: Vec<Option<FileSource>> = Vec::new();
-    for (m, opened) in plan.user_mounts.iter().zip(&trees.mounts) {
-        files.push(if m.mode == MountMode::Ro && !opened.is_dir {
-            Some(FileSource::open(m, opened)?)
-        } else {
-            None
-        });
-    }
+    make_private()?;
+    let files = file_sources(plan, trees)?;
 
     // The new root: one tmpfs, the writable layer, still detached.
-    let size = cstring(plan.disk.to_string());
-    let inodes = cstring(inodes_for(plan.disk).to_string());
-    let tmpfs = sys::fs_mount(
-        c"tmpfs",
-        &[
-            (c"size", size.as_c_str()),
-            (c"nr_inodes", inodes.as_c_str()),
-            (c"mode", c"0755"),
-        ],
-        sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV,
-    )
-    .map_err(|e| fail("create tmpfs (--disk)", stage, e))?;
+    let tmpfs = writable_tmpfs(plan.disk, stage)?;
     let overlays = Overlays::new(&tmpfs, stage)?;
-
-    // Trees the parent opened (run by root) belong to its mount namespace,
-    // and overlayfs takes only trees of ours as layers: each is parked and
-    // cloned from there as ours.
-    let mut lowers: Vec<Option<OwnedFd>> = Vec::new();
-    for (m, opened) in plan.user_mounts.iter().zip(&trees.mounts) {
-        // Directories mounted ro or overlay (a file is copied, below).
-        let tree = match m.mode {
-            MountMode::Ro | MountMode::Overlay if opened.is_dir => Some((&opened.tree, true)),
-            _ => None,
-        };
-        lowers.push(match tree {
-            Some((t, recursive)) => Some(if rootless {
-                t.try_clone().map_err(|e| fail("dup", &m.source, e))?
-            } else {
-                let park_at = Path::new(PARK);
-                sys::move_mount_path(t.as_raw_fd(), park_at)
-                    .map_err(|e| fail("park lower of", &m.source, e))?;
-                sys::open_tree_clone(park_at, recursive)
-                    .map_err(|e| fail("clone lower of", &m.source, e))?
-            }),
-            None => None,
-        });
-    }
+    let mut lowers = user_lowers(plan, trees, rootless)?;
 
     // With layers by fd, every read-only overlay is made now, before the
     // new root is attached; older kernels make them below, by path.
@@ -1164,16 +1350,7 @@ pub fn build_root(
     } else {
         None
     };
-    let mut shown: Vec<Option<OwnedFd>> = Vec::new();
-    for (m, lower) in plan.user_mounts.iter().zip(&mut lowers) {
-        shown.push(match m.mode {
-            MountMode::Ro if overlays.by_fd => match lower.take() {
-                Some(l) => Some(ro_mount(&overlays, m, l)?),
-                None => None,
-            },
-            _ => None,
-        });
-    }
+    let shown = ro_overlays_now(plan, &overlays, &mut lowers)?;
 
     sys::move_mount_path(tmpfs.as_raw_fd(), stage)
         .map_err(|e| fail("attach tmpfs at", stage, e))?;
@@ -1306,74 +1483,23 @@ pub fn build_root(
     // Overlay upper layers and copies of files mounted `ro`: hidden once
     // the root is built.
     let base = root(Path::new(OVERLAY_DIR));
-    let mut base_made = false;
-    let make_base = |made: &mut bool| -> Result<(), ChildFail> {
-        if !*made {
-            mkdir(&base, 0o700)?;
-            *made = true;
-        }
-        Ok(())
+    let user = UserMounts {
+        lowers,
+        shown,
+        files,
     };
-    let mut n_overlays = 0usize;
-    let mut n_files = 0usize;
-    let user = plan.user_mounts.iter().zip(&trees.mounts);
-    for ((((m, opened), lower), made), file) in user.zip(lowers).zip(shown).zip(files) {
-        let target = make_target(root_dir.as_raw_fd(), &m.target, opened.is_dir)?;
-        let fd = match (m.mode, made, lower) {
-            (MountMode::Rw, _, _) => opened.tree.try_clone(),
-            (MountMode::Ro, Some(made), _) => Ok(made),
-            (MountMode::Ro, None, Some(lower)) => Ok(ro_mount(&overlays, m, lower)?),
-            (MountMode::Ro, None, None) => {
-                let Some(src) = file else {
-                    return Err(no_tree(m));
-                };
-                make_base(&mut base_made)?;
-                let staged = base.join(format!("f{n_files}"));
-                n_files += 1;
-                Ok(src.mount(m, opened, &staged)?)
-            }
-            (MountMode::Overlay, _, Some(lower)) => {
-                make_base(&mut base_made)?;
-                let upper = base.join(format!("u{n_overlays}"));
-                let work = base.join(format!("w{n_overlays}"));
-                mkdir(&upper, 0o755)?;
-                mkdir(&work, 0o700)?;
-                if !rootless {
-                    chown(&upper, uid, gid)?;
-                }
-                n_overlays += 1;
-                Ok(overlays.make(lower, Some((&upper, &work)))?)
-            }
-            _ => return Err(no_tree(m)),
-        }
-        .map_err(|e| fail("dup", &m.target, e))?;
-        sys::move_mount_fd(fd.as_raw_fd(), target.as_raw_fd())
-            .map_err(|e| fail("mount onto", &m.target, e))?;
-    }
+    let base_made = user.attach(
+        plan,
+        trees,
+        root_dir.as_raw_fd(),
+        &overlays,
+        &base,
+        rootless,
+    )?;
     drop(root_dir);
 
-    mount_fs(
-        c"proc",
-        &root(Path::new("proc")),
-        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-        None,
-    )?;
-    let pts_opts = cstring(format!(
-        "newinstance,ptmxmode=0666,mode=0620,max={MAX_PTYS}"
-    ));
-    mount_fs(
-        c"devpts",
-        &root(Path::new("dev/pts")),
-        libc::MS_NOSUID | libc::MS_NOEXEC,
-        Some(&pts_opts),
-    )?;
-
-    // Into the new root; the host's tree is detached and gone, and with it
-    // everything parked on it.
-    std::env::set_current_dir(stage).map_err(|e| fail("chdir", stage, e))?;
-    sys::pivot_root_here().map_err(|e| fail("pivot_root into", stage, e))?;
-    umount_detach(Path::new("."))?;
-    std::env::set_current_dir("/").map_err(|e| fail("chdir", Path::new("/"), e))?;
+    kernel_filesystems(stage)?;
+    pivot_into(stage)?;
 
     if base_made {
         let hide = sys::fs_mount(
@@ -1392,6 +1518,663 @@ pub fn build_root(
     sys::mount_setattr(slash.as_raw_fd(), sys::MOUNT_ATTR_RDONLY, 0, false)
         .map_err(|e| fail("make read-only", Path::new("/"), e))?;
     Ok(notes)
+}
+
+/// Makes `/` (our private copy of the host's tree) private: nothing we
+/// mount propagates back to the host.
+fn make_private() -> Result<(), ChildFail> {
+    // SAFETY: constant C strings; changes propagation of our private copy.
+    sys::cvt(unsafe {
+        libc::mount(
+            std::ptr::null(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        )
+    })
+    .map_err(|e| fail("make private", Path::new("/"), e))?;
+    Ok(())
+}
+
+/// A `ro` mount of one file is a copy of the very inode the parent
+/// checked (its detached tree), never of whatever a name leads to now:
+/// each is opened for reading here, through /proc/self/fd, while /proc is
+/// still the host's and nothing is parked on it.
+fn file_sources(
+    plan: &RootPlan,
+    trees: &OpenedTrees,
+) -> Result<Vec<Option<FileSource>>, ChildFail> {
+    let mut files: Vec<Option<FileSource>> = Vec::new();
+    for (m, opened) in plan.user_mounts.iter().zip(&trees.mounts) {
+        files.push(if m.mode == MountMode::Ro && !opened.is_dir {
+            Some(FileSource::open(m, opened)?)
+        } else {
+            None
+        });
+    }
+    Ok(files)
+}
+
+/// The sandbox's writable layer: one size- and inode-capped tmpfs
+/// (`--disk`), detached.
+fn writable_tmpfs(disk: u64, stage: &Path) -> Result<OwnedFd, ChildFail> {
+    let size = cstring(disk.to_string());
+    let inodes = cstring(inodes_for(disk).to_string());
+    sys::fs_mount(
+        c"tmpfs",
+        &[
+            (c"size", size.as_c_str()),
+            (c"nr_inodes", inodes.as_c_str()),
+            (c"mode", c"0755"),
+        ],
+        sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV,
+    )
+    .map_err(|e| fail("create tmpfs (--disk)", stage, e))
+}
+
+/// A tree the parent opened (run by root) belongs to its mount namespace,
+/// and overlayfs takes only trees of ours as layers: it is parked and
+/// cloned from there as ours. Rootless, the tree is ours already.
+fn own_tree(
+    t: &OwnedFd,
+    recursive: bool,
+    rootless: bool,
+    what: &Path,
+) -> Result<OwnedFd, ChildFail> {
+    if rootless {
+        return t.try_clone().map_err(|e| fail("dup", what, e));
+    }
+    let park_at = Path::new(PARK);
+    sys::move_mount_path(t.as_raw_fd(), park_at).map_err(|e| fail("park lower of", what, e))?;
+    sys::open_tree_clone(park_at, recursive).map_err(|e| fail("clone lower of", what, e))
+}
+
+/// The lower layers of the user mounts that are overlays (directories
+/// mounted `ro` or `overlay`; a file is copied), in `user_mounts` order.
+fn user_lowers(
+    plan: &RootPlan,
+    trees: &OpenedTrees,
+    rootless: bool,
+) -> Result<Vec<Option<OwnedFd>>, ChildFail> {
+    let mut lowers: Vec<Option<OwnedFd>> = Vec::new();
+    for (m, opened) in plan.user_mounts.iter().zip(&trees.mounts) {
+        let overlaid = matches!(m.mode, MountMode::Ro | MountMode::Overlay) && opened.is_dir;
+        lowers.push(if overlaid {
+            Some(own_tree(&opened.tree, true, rootless, &m.source)?)
+        } else {
+            None
+        });
+    }
+    Ok(lowers)
+}
+
+/// With layers by fd, the read-only overlays of `ro` user mounts are made
+/// at once (taking their lowers); older kernels make them later, by path.
+fn ro_overlays_now(
+    plan: &RootPlan,
+    overlays: &Overlays,
+    lowers: &mut [Option<OwnedFd>],
+) -> Result<Vec<Option<OwnedFd>>, ChildFail> {
+    let mut shown: Vec<Option<OwnedFd>> = Vec::new();
+    for (m, lower) in plan.user_mounts.iter().zip(lowers.iter_mut()) {
+        shown.push(match m.mode {
+            MountMode::Ro if overlays.by_fd => match lower.take() {
+                Some(l) => Some(ro_mount(overlays, m, l)?),
+                None => None,
+            },
+            _ => None,
+        });
+    }
+    Ok(shown)
+}
+
+/// What the user mounts are made of, in `user_mounts` order.
+struct UserMounts {
+    lowers: Vec<Option<OwnedFd>>,
+    /// Read-only overlays made already.
+    shown: Vec<Option<OwnedFd>>,
+    files: Vec<Option<FileSource>>,
+}
+
+impl UserMounts {
+    /// Attaches the user's mounts, shallowest first, onto targets
+    /// resolved inside the new root `root_dir`. Copies of `ro` files and
+    /// the upper layers of `overlay` mounts go in `base` (made when first
+    /// needed: returns whether it was).
+    fn attach(
+        self,
+        plan: &RootPlan,
+        trees: &OpenedTrees,
+        root_dir: RawFd,
+        overlays: &Overlays,
+        base: &Path,
+        rootless: bool,
+    ) -> Result<bool, ChildFail> {
+        let (uid, gid) = (plan.user.uid, plan.user.gid);
+        let mut base_made = false;
+        let make_base = |made: &mut bool| -> Result<(), ChildFail> {
+            if !*made {
+                mkdir(base, 0o700)?;
+                *made = true;
+            }
+            Ok(())
+        };
+        let mut n_overlays = 0usize;
+        let mut n_files = 0usize;
+        let user = plan.user_mounts.iter().zip(&trees.mounts);
+        let parts = self.lowers.into_iter().zip(self.shown).zip(self.files);
+        for ((m, opened), ((lower, made), file)) in user.zip(parts) {
+            let target = make_target(root_dir, &m.target, opened.is_dir)?;
+            let fd = match (m.mode, made, lower) {
+                (MountMode::Rw, _, _) => opened.tree.try_clone(),
+                (MountMode::Ro, Some(made), _) => Ok(made),
+                (MountMode::Ro, None, Some(lower)) => Ok(ro_mount(overlays, m, lower)?),
+                (MountMode::Ro, None, None) => {
+                    let Some(src) = file else {
+                        return Err(no_tree(m));
+                    };
+                    make_base(&mut base_made)?;
+                    let staged = base.join(format!("f{n_files}"));
+                    n_files += 1;
+                    Ok(src.mount(m, opened, &staged)?)
+                }
+                (MountMode::Overlay, _, Some(lower)) => {
+                    make_base(&mut base_made)?;
+                    let upper = base.join(format!("u{n_overlays}"));
+                    let work = base.join(format!("w{n_overlays}"));
+                    mkdir(&upper, 0o755)?;
+                    mkdir(&work, 0o700)?;
+                    if !rootless {
+                        chown(&upper, uid, gid)?;
+                    }
+                    n_overlays += 1;
+                    Ok(overlays.make(lower, Some((&upper, &work)))?)
+                }
+                _ => return Err(no_tree(m)),
+            }
+            .map_err(|e| fail("dup", &m.target, e))?;
+            sys::move_mount_fd(fd.as_raw_fd(), target.as_raw_fd())
+                .map_err(|e| fail("mount onto", &m.target, e))?;
+        }
+        Ok(base_made)
+    }
+}
+
+/// procfs and the sandbox's own devpts in the new root at `root`.
+fn kernel_filesystems(root: &Path) -> Result<(), ChildFail> {
+    mount_fs(
+        c"proc",
+        &root.join("proc"),
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        None,
+    )?;
+    let pts_opts = cstring(format!(
+        "newinstance,ptmxmode=0666,mode=0620,max={MAX_PTYS}"
+    ));
+    mount_fs(
+        c"devpts",
+        &root.join("dev/pts"),
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        Some(&pts_opts),
+    )
+}
+
+/// Into the new root at `root`; the host's tree is detached and gone, and
+/// with it everything parked on it.
+fn pivot_into(root: &Path) -> Result<(), ChildFail> {
+    std::env::set_current_dir(root).map_err(|e| fail("chdir", root, e))?;
+    sys::pivot_root_here().map_err(|e| fail("pivot_root into", root, e))?;
+    umount_detach(Path::new("."))?;
+    std::env::set_current_dir("/").map_err(|e| fail("chdir", Path::new("/"), e))
+}
+
+/// Options of an image's root overlay. In a user namespace only `user.`
+/// xattrs can be set on the upper layer (`userxattr`), which also rules
+/// out following redirects; redirects, metacopy and the index are off so
+/// that an upper directory holds plain files, `0/0` whiteouts and
+/// `user.overlay.opaque` only — what a build turns into a layer.
+const IMAGE_OVERLAY_OPTS: &[(&CStr, &CStr)] = &[
+    (c"redirect_dir", c"nofollow"),
+    (c"metacopy", c"off"),
+    (c"index", c"off"),
+];
+
+/// Child side, for a root made of an image ([`RootPlan::compile_image`]):
+/// one overlay whose lower layer is the image's tree (the parent's clone,
+/// read-only, id-mapped onto the sandbox's ids when run by root) and whose
+/// upper and work directories are on the sandbox's tmpfs (`--disk`) — or,
+/// for a build step, the capture directory's. The tmpfs itself is never
+/// part of the root: it also holds `/dev/shm` and the user mounts' copies
+/// and upper layers, and goes with the host's tree after `pivot_root`.
+///
+/// Everything in the tree is the image's and may be hostile (symlinks to
+/// `/etc/shadow` or `/proc/1/root`, files where airlock wants a directory),
+/// so nothing is done there by a path that could follow a symlink out: each
+/// path is resolved with `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`
+/// from the root, last components are created with `O_EXCL|O_NOFOLLOW`,
+/// and all of it happens before procfs is mounted in the new root.
+fn build_image_root(
+    plan: &RootPlan,
+    img: &ImageRoot,
+    trees: &OpenedTrees,
+    rootless: bool,
+) -> Result<Vec<String>, ChildFail> {
+    let stage = Path::new(STAGE);
+    make_private()?;
+    let files = file_sources(plan, trees)?;
+    let scratch = writable_tmpfs(plan.disk, stage)?;
+    let overlays = Overlays::new(&scratch, stage)?;
+    let sfd = scratch.as_raw_fd();
+    let mut dirs: Vec<(&CStr, u32)> = vec![(c"root", 0o755), (c"rooms", 0o755)];
+    if img.capture.is_some() {
+        dirs.push((c"capture", 0o700));
+    } else {
+        dirs.push((c"upper", 0o755));
+        dirs.push((c"work", 0o700));
+    }
+    for (name, mode) in dirs {
+        mkdirat_mode(sfd, name, mode).map_err(|e| fail("mkdir", &stage.join(name_of(name)), e))?;
+    }
+    let tree = trees.image.as_ref().ok_or_else(|| {
+        fail(
+            "no opened tree for the image",
+            &img.tree,
+            io::Error::from_raw_os_error(libc::EINVAL),
+        )
+    })?;
+    let lower = own_tree(tree, false, rootless, &img.tree)?;
+    let mut lowers = user_lowers(plan, trees, rootless)?;
+    let shown = ro_overlays_now(plan, &overlays, &mut lowers)?;
+    sys::move_mount_path(scratch.as_raw_fd(), stage)
+        .map_err(|e| fail("attach tmpfs at", stage, e))?;
+    drop(scratch);
+
+    let (upper, work) = match (&img.capture, &trees.capture) {
+        (None, _) => (stage.join("upper"), stage.join("work")),
+        (Some(c), Some(tree)) => {
+            let at = stage.join("capture");
+            sys::move_mount_path(tree.as_raw_fd(), &at)
+                .map_err(|e| fail("attach the build step's directory", c, e))?;
+            (at.join(CAPTURE_UPPER), at.join(CAPTURE_WORK))
+        }
+        (Some(c), None) => {
+            return Err(fail(
+                "no opened tree for",
+                c,
+                io::Error::from_raw_os_error(libc::EINVAL),
+            ))
+        }
+    };
+    let root_ovl = overlays
+        .make_with(lower, Some((&upper, &work)), IMAGE_OVERLAY_OPTS)
+        .map_err(|e| ChildFail {
+            detail: format!(
+                "make the root overlay of image {}: {}",
+                img.tree.display(),
+                e.detail
+            ),
+            ..e
+        })?;
+    let new_root = stage.join("root");
+    sys::move_mount_path(root_ovl.as_raw_fd(), &new_root)
+        .map_err(|e| fail("attach the image's root at", &new_root, e))?;
+    drop(root_ovl);
+    let root_dir = open_dir_path(&new_root)?;
+    let rfd = root_dir.as_raw_fd();
+
+    // The kernel's interfaces go on real directories of the root (the
+    // image's own `proc` or `dev` may be anything).
+    ensure_real_dir(rfd, c"proc", 0o555)?;
+    ensure_real_dir(rfd, c"dev", 0o755)?;
+    let dev_at = new_root.join("dev");
+    match &trees.dev_fs {
+        Some(fs) => sys::move_mount_path(fs.as_raw_fd(), &dev_at)
+            .map_err(|e| fail("attach the sandbox's own /dev at", &dev_at, e))?,
+        None => own_dev(plan, trees, &dev_at)?,
+    }
+    let dev = Path::new("dev");
+    for (i, (dir, mode, _)) in plan
+        .writable
+        .iter()
+        .filter(|(d, _, _)| d.starts_with(dev))
+        .enumerate()
+    {
+        // A directory of the tmpfs (same --disk), bound into /dev.
+        let room = stage.join("rooms").join(i.to_string());
+        mkdir(&room, 0o755)?;
+        set_mode(&room, *mode)?;
+        let t = sys::open_tree_clone(&room, false).map_err(|e| fail("open", dir, e))?;
+        sys::move_mount_path(t.as_raw_fd(), &new_root.join(dir))
+            .map_err(|e| fail("bind onto", dir, e))?;
+    }
+
+    // /etc/hostname, /etc/hosts, /etc/resolv.conf: written into the
+    // overlay in place of the image's (never through them); a build step
+    // gets them bound over the image's own, so that they stay out of its
+    // layer.
+    let mut generated = 0usize;
+    for e in &plan.entries {
+        let Entry::File {
+            path,
+            contents,
+            mode,
+        } = e
+        else {
+            continue;
+        };
+        if img.capture.is_some() {
+            bind_generated(rfd, stage, path, contents, generated)?;
+            generated += 1;
+        } else {
+            replace_in_root(rfd, path, contents, *mode)?;
+        }
+    }
+    // /tmp, the user's home and the working directory, where missing.
+    let (uid, gid) = (plan.user.uid, plan.user.gid);
+    for (dir, mode, owned) in plan.writable.iter().filter(|(d, _, _)| !d.starts_with(dev)) {
+        let owner = (*owned && !rootless).then_some((uid, gid));
+        ensure_dirs(rfd, dir, *mode, owner)?;
+    }
+
+    let base = stage.join(OVERLAY_DIR);
+    let user = UserMounts {
+        lowers,
+        shown,
+        files,
+    };
+    user.attach(plan, trees, rfd, &overlays, &base, rootless)?;
+    drop(root_dir);
+    kernel_filesystems(&new_root)?;
+    pivot_into(&new_root)?;
+    Ok(Vec::new())
+}
+
+fn name_of(c: &CStr) -> &Path {
+    Path::new(std::ffi::OsStr::from_bytes(c.to_bytes()))
+}
+
+/// `mkdirat` and then the exact mode (the umask took bits off).
+fn mkdirat_mode(dir: RawFd, name: &CStr, mode: u32) -> io::Result<()> {
+    // SAFETY: a valid fd and C string.
+    sys::cvt(unsafe { libc::mkdirat(dir, name.as_ptr(), mode) })?;
+    // SAFETY: as above; the entry was just made as a directory.
+    sys::cvt(unsafe { libc::fchmodat(dir, name.as_ptr(), mode, 0) })?;
+    Ok(())
+}
+
+/// An `O_PATH` fd of the directory at `p` (a path of airlock's own).
+fn open_dir_path(p: &Path) -> Result<OwnedFd, ChildFail> {
+    let c = cpath(p).map_err(|e| fail("open", p, e))?;
+    // SAFETY: a valid C string; the kernel returns a new fd or -1.
+    let fd = sys::cvt(unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    })
+    .map_err(|e| fail("open", p, e))?;
+    // SAFETY: a new fd that nothing else owns.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
+/// Makes `name` (in the root `dir`) a real directory: kept if it is one,
+/// made if missing, and made in place of anything else the image has there
+/// (a symlink, a file).
+fn ensure_real_dir(dir: RawFd, name: &CStr, mode: u32) -> Result<(), ChildFail> {
+    let what = name_of(name);
+    // SAFETY: stat is plain data, filled by the kernel.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid fd, C string and out-pointer; never follows a symlink.
+    let r = unsafe { libc::fstatat(dir, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
+    if r == 0 {
+        if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+            return Ok(());
+        }
+        // SAFETY: a valid fd and C string; removes the entry itself.
+        sys::cvt(unsafe { libc::unlinkat(dir, name.as_ptr(), 0) })
+            .map_err(|e| fail("replace the image's", what, e))?;
+    } else {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::ENOENT) {
+            return Err(fail("stat", what, e));
+        }
+    }
+    mkdirat_mode(dir, name, mode).map_err(|e| fail("mkdir", what, e))
+}
+
+/// Resolves `rel` inside the root `root` (symlinks as if `root` were `/`,
+/// no magic links), making the directories that are missing (`mode`, and
+/// `owner` when given). Returns the directory, or `None` when the image
+/// has a dangling symlink on the way (left as it is: the image's own
+/// business).
+fn ensure_dirs(
+    root: RawFd,
+    rel: &Path,
+    mode: u32,
+    owner: Option<(u32, u32)>,
+) -> Result<Option<OwnedFd>, ChildFail> {
+    let mut cur = sys::open_in_root(root, Path::new("."), false)
+        .map_err(|e| fail("open the image's root", rel, e))?;
+    let mut sofar = PathBuf::new();
+    for c in rel.components() {
+        let std::path::Component::Normal(name) = c else {
+            return Err(fail(
+                "make directory",
+                rel,
+                io::Error::from_raw_os_error(libc::EINVAL),
+            ));
+        };
+        sofar.push(name);
+        match sys::open_in_root(root, &sofar, false) {
+            Ok(fd) => {
+                let st = sys::fstat(fd.as_raw_fd()).map_err(|e| fail("stat", &sofar, e))?;
+                if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+                    return Err(fail(
+                        "the image has something other than a directory at",
+                        &Path::new("/").join(&sofar),
+                        io::Error::from_raw_os_error(libc::ENOTDIR),
+                    ));
+                }
+                cur = fd;
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                let c = cpath(Path::new(name)).map_err(|e| fail("mkdir", &sofar, e))?;
+                // SAFETY: a valid fd and C string.
+                if unsafe { libc::mkdirat(cur.as_raw_fd(), c.as_ptr(), mode) } != 0 {
+                    let e = io::Error::last_os_error();
+                    if e.raw_os_error() == Some(libc::EEXIST) {
+                        return Ok(None);
+                    }
+                    return Err(fail("mkdir", &sofar, e));
+                }
+                // SAFETY: as above; the entry was just made as a directory.
+                sys::cvt(unsafe { libc::fchmodat(cur.as_raw_fd(), c.as_ptr(), mode, 0) })
+                    .map_err(|e| fail("chmod", &sofar, e))?;
+                if let Some((uid, gid)) = owner {
+                    // SAFETY: a valid fd and C string; never follows a symlink.
+                    sys::cvt(unsafe {
+                        libc::fchownat(
+                            cur.as_raw_fd(),
+                            c.as_ptr(),
+                            uid,
+                            gid,
+                            libc::AT_SYMLINK_NOFOLLOW,
+                        )
+                    })
+                    .map_err(|e| fail("chown", &sofar, e))?;
+                }
+                // SAFETY: a valid fd and C string; the kernel returns a new
+                // fd or -1; O_NOFOLLOW refuses anything but what we made.
+                let fd = sys::cvt(unsafe {
+                    libc::openat(
+                        cur.as_raw_fd(),
+                        c.as_ptr(),
+                        libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                    )
+                })
+                .map_err(|e| fail("open", &sofar, e))?;
+                // SAFETY: a new fd that nothing else owns.
+                cur = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+            }
+            Err(e) => return Err(fail("resolve", &Path::new("/").join(&sofar), e)),
+        }
+    }
+    Ok(Some(cur))
+}
+
+/// Writes the file `rel` of the root `root` anew: whatever the image has
+/// there (a symlink to a host file, a directory) is removed first, and the
+/// file is created with `O_EXCL|O_NOFOLLOW` in its directory, resolved
+/// inside the root.
+fn replace_in_root(root: RawFd, rel: &Path, contents: &[u8], mode: u32) -> Result<(), ChildFail> {
+    use std::io::Write;
+    let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
+        return Err(fail(
+            "write",
+            rel,
+            io::Error::from_raw_os_error(libc::EINVAL),
+        ));
+    };
+    let shown = Path::new("/").join(rel);
+    let Some(dir) = ensure_dirs(root, parent, 0o755, None)? else {
+        return Err(fail(
+            "write (a dangling symlink of the image's is on its way)",
+            &shown,
+            io::Error::from_raw_os_error(libc::ENOENT),
+        ));
+    };
+    let c = cpath(Path::new(name)).map_err(|e| fail("write", &shown, e))?;
+    let d = dir.as_raw_fd();
+    // SAFETY: a valid fd and C string; removes the entry itself.
+    if unsafe { libc::unlinkat(d, c.as_ptr(), 0) } != 0 {
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::ENOENT) => {}
+            Some(libc::EISDIR) => {
+                // SAFETY: as above (an empty directory).
+                sys::cvt(unsafe { libc::unlinkat(d, c.as_ptr(), libc::AT_REMOVEDIR) })
+                    .map(|_| ())
+                    .map_err(|e| fail("replace the image's directory", &shown, e))?
+            }
+            _ => return Err(fail("replace the image's", &shown, e)),
+        }
+    }
+    // SAFETY: a valid fd and C string; the kernel returns a new fd or -1.
+    let fd = sys::cvt(unsafe {
+        libc::openat(
+            d,
+            c.as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            mode,
+        )
+    })
+    .map_err(|e| fail("create", &shown, e))?;
+    // SAFETY: a new fd that nothing else owns.
+    let mut f = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    f.write_all(contents)
+        .map_err(|e| fail("write", &shown, e))?;
+    // SAFETY: fchmod on an fd we own (the umask took bits off).
+    sys::cvt(unsafe { libc::fchmod(f.as_raw_fd(), mode) }).map_err(|e| fail("chmod", &shown, e))?;
+    Ok(())
+}
+
+/// A build step's: `contents` bound over the image's own file `rel` (when
+/// the image has one: resolved inside the root), from a file of the
+/// sandbox's tmpfs; the step's layer never sees it.
+fn bind_generated(
+    root: RawFd,
+    stage: &Path,
+    rel: &Path,
+    contents: &[u8],
+    n: usize,
+) -> Result<(), ChildFail> {
+    let Ok(target) = sys::open_in_root(root, rel, false) else {
+        return Ok(());
+    };
+    let st = sys::fstat(target.as_raw_fd()).map_err(|e| fail("stat", rel, e))?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Ok(());
+    }
+    let src = stage.join(format!("generated-{n}"));
+    write_new(&src, contents, 0o644)?;
+    set_mode(&src, 0o644)?;
+    let t = sys::open_tree_clone(&src, false).map_err(|e| fail("open", &src, e))?;
+    sys::move_mount_fd(t.as_raw_fd(), target.as_raw_fd())
+        .map_err(|e| fail("bind onto", &Path::new("/").join(rel), e))
+}
+
+/// Rootless (or where root may make no device node): the sandbox's `/dev`
+/// at `at` is a small tmpfs of its own, with the host's nodes bound
+/// read-only onto files there, the symlinks and the mount points of
+/// `pts` and `shm`; then read-only itself. (The image's own `/dev`,
+/// whatever it holds, is covered.)
+fn own_dev(plan: &RootPlan, trees: &OpenedTrees, at: &Path) -> Result<(), ChildFail> {
+    let dev = Path::new("dev");
+    let below = |p: &Path| -> Option<PathBuf> {
+        p.strip_prefix(dev)
+            .ok()
+            .filter(|r| !r.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+    };
+    let inodes = plan
+        .entries
+        .iter()
+        .filter(|e| below(e.path()).is_some())
+        .count()
+        + plan.writable.len()
+        + 8;
+    let inodes = cstring(inodes.to_string());
+    let fs = sys::fs_mount(
+        c"tmpfs",
+        &[
+            (c"size", c"64k"),
+            (c"nr_inodes", inodes.as_c_str()),
+            (c"mode", c"0755"),
+        ],
+        sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NOEXEC,
+    )
+    .map_err(|e| fail("create tmpfs for", at, e))?;
+    sys::move_mount_path(fs.as_raw_fd(), at).map_err(|e| fail("attach /dev at", at, e))?;
+    let mut devices = trees.devices.iter();
+    for e in &plan.entries {
+        let Some(r) = below(e.path()) else { continue };
+        let t = at.join(&r);
+        match e {
+            Entry::Dir { mode, .. } => {
+                mkdir_all(&t)?;
+                set_mode(&t, *mode)?;
+            }
+            Entry::Symlink { target, .. } => {
+                std::os::unix::fs::symlink(target, &t).map_err(|e| fail("symlink", &t, e))?
+            }
+            Entry::Device { path, .. } => {
+                let fd = devices.next().ok_or_else(|| {
+                    fail(
+                        "no opened tree for",
+                        path,
+                        io::Error::from_raw_os_error(libc::EINVAL),
+                    )
+                })?;
+                write_new(&t, b"", 0o644)?;
+                sys::move_mount_path(fd.as_raw_fd(), &t).map_err(|e| fail("bind onto", path, e))?;
+            }
+            _ => {
+                return Err(fail(
+                    "no place in /dev for",
+                    e.path(),
+                    io::Error::from_raw_os_error(libc::EINVAL),
+                ))
+            }
+        }
+    }
+    for (d, _, _) in &plan.writable {
+        if let Some(r) = below(d) {
+            mkdir_all(&at.join(r))?;
+        }
+    }
+    sys::mount_setattr(fs.as_raw_fd(), sys::MOUNT_ATTR_RDONLY, 0, false)
+        .map_err(|e| fail("make read-only", at, e))
 }
 
 fn no_tree(m: &Mount) -> ChildFail {

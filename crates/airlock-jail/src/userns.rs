@@ -162,6 +162,18 @@ pub fn enter_nested(uid: u32, gid: u32) -> io::Result<()> {
 /// `inside` as owned by `host`, and stores files created by `host` as
 /// `inside`. Root only.
 pub fn idmap_userns(inside: (u32, u32), host: (u32, u32)) -> io::Result<std::os::fd::OwnedFd> {
+    userns_with_maps(
+        &format!("{} {} 1\n", inside.0, host.0),
+        &format!("{} {} 1\n", inside.1, host.1),
+    )
+}
+
+/// A user namespace (as an fd) with these `uid_map` and `gid_map` lines.
+/// With the sandbox's own lines ([`IdMap::map_lines`]), an id-mapped
+/// mount shows a file whose owner on disk is `n` (0..65536) as the
+/// sandbox's `n`, and stores what the sandbox's `n` creates as `n`: an
+/// image tree keeps its owners inside. Root only.
+pub fn userns_with_maps(uid_map: &str, gid_map: &str) -> io::Result<std::os::fd::OwnedFd> {
     use std::os::fd::{AsRawFd, FromRawFd};
     let (r, w) = sys::pipe_cloexec()?;
     // SAFETY: the caller is single-threaded; the child only unshares, tells
@@ -188,14 +200,8 @@ pub fn idmap_userns(inside: (u32, u32), host: (u32, u32)) -> io::Result<std::os:
             return Err(io::Error::from_raw_os_error(libc::EPERM));
         }
         let base = format!("/proc/{pid}");
-        sys::write_file(
-            Path::new(&format!("{base}/uid_map")),
-            format!("{} {} 1\n", inside.0, host.0).as_bytes(),
-        )?;
-        sys::write_file(
-            Path::new(&format!("{base}/gid_map")),
-            format!("{} {} 1\n", inside.1, host.1).as_bytes(),
-        )?;
+        sys::write_file(Path::new(&format!("{base}/uid_map")), uid_map.as_bytes())?;
+        sys::write_file(Path::new(&format!("{base}/gid_map")), gid_map.as_bytes())?;
         let c = sys::cpath(Path::new(&format!("{base}/ns/user")))?;
         // SAFETY: valid C string.
         let fd = sys::cvt(unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) })?;

@@ -53,6 +53,8 @@ pub enum SpecError {
     Nul { what: &'static str },
     #[error("no command given (usage: airlock run [FLAGS] -- COMMAND [ARGS...])")]
     NoCommand,
+    #[error("invalid image name {name:?}: {why}")]
+    Image { name: String, why: &'static str },
     #[error("{what} is not available with --isolation {isolation}: {why}")]
     Unsupported {
         what: &'static str,
@@ -84,14 +86,69 @@ impl Isolation {
     }
 }
 
-/// The root filesystem a sandbox starts from.
+/// The root filesystem a sandbox starts from. In JSON a plain string:
+/// `"host"`, or the name of an image in the store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
+#[serde(from = "String", into = "String")]
 pub enum Image {
     /// The host's `/usr` (and `/bin`, `/lib*`, `/sbin`) read-only, plus the
     /// few `/etc` files programs need.
     #[default]
     Host,
+    /// An image in the store (`airlock image ls`), by name: its tree is
+    /// the lower layer of the sandbox's root overlay.
+    Store(String),
+}
+
+impl Image {
+    /// The name the user gives it (`host`, or the store's name).
+    pub fn name(&self) -> &str {
+        match self {
+            Image::Host => "host",
+            Image::Store(n) => n,
+        }
+    }
+}
+
+impl From<String> for Image {
+    fn from(s: String) -> Image {
+        if s == "host" {
+            Image::Host
+        } else {
+            Image::Store(s)
+        }
+    }
+}
+
+impl From<Image> for String {
+    fn from(i: Image) -> String {
+        match i {
+            Image::Host => "host".into(),
+            Image::Store(n) => n,
+        }
+    }
+}
+
+/// Checks the name of an image in the store: 1 to 255 of `A-Z a-z 0-9 . _
+/// / : @ -`, not starting with `-`, `/` or `.`, no `..`, and not `host`
+/// (the built-in host image).
+pub fn validate_image_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() || name.len() > 255 {
+        return Err("must be 1 to 255 characters");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"._/:@-".contains(&b))
+    {
+        return Err("only letters, digits and . _ / : @ - are allowed");
+    }
+    if name.starts_with(['-', '/', '.']) || name.contains("..") {
+        return Err("may not start with - / . or contain ..");
+    }
+    if name == "host" {
+        return Err("\"host\" is the built-in host image");
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -377,6 +434,12 @@ impl SandboxSpec {
             });
         }
         validate_hostname(&self.hostname)?;
+        if let Image::Store(name) = &self.image {
+            validate_image_name(name).map_err(|why| SpecError::Image {
+                name: name.clone(),
+                why,
+            })?;
+        }
         self.limits.validate()?;
         for m in &self.mounts {
             if m.source.as_os_str().as_encoded_bytes().contains(&0) {
@@ -439,6 +502,12 @@ impl SandboxSpec {
                 return unsupported(
                     "--user",
                     "the local tier runs as you; use --isolation container",
+                );
+            }
+            if self.image != Image::Host {
+                return unsupported(
+                    "--image",
+                    "the local tier runs on the host's own filesystem; use --isolation container",
                 );
             }
             if self.hostname != DEFAULT_HOSTNAME {
@@ -717,6 +786,45 @@ mod tests {
         assert_eq!(s, spec());
     }
 
+    /// An image is a plain string in JSON: "host" or a store name.
+    #[test]
+    fn images_are_strings_in_json() {
+        let s: SandboxSpec =
+            serde_json::from_str(r#"{"command":["true"],"image":"py:3"}"#).unwrap();
+        assert_eq!(s.image, Image::Store("py:3".into()));
+        s.validate().unwrap();
+        let j = serde_json::to_value(&s).unwrap();
+        assert_eq!(j["image"], "py:3");
+        let s: SandboxSpec =
+            serde_json::from_str(r#"{"command":["true"],"image":"host"}"#).unwrap();
+        assert_eq!(s.image, Image::Host);
+        assert_eq!(serde_json::to_value(&s).unwrap()["image"], "host");
+        assert!(serde_json::from_str::<SandboxSpec>(
+            r#"{"command":["true"],"image":{"store":"x"}}"#
+        )
+        .is_err());
+        for bad in [
+            "",
+            "-x",
+            "/x",
+            ".x",
+            "a/../b",
+            "a b",
+            "x\ny",
+            &"y".repeat(256),
+        ] {
+            assert!(validate_image_name(bad).is_err(), "{bad:?}");
+        }
+        for ok in [
+            "py",
+            "library/debian:12",
+            "127.0.0.1:5000/t:v",
+            "a@sha256-x",
+        ] {
+            validate_image_name(ok).unwrap();
+        }
+    }
+
     #[test]
     fn user_names_and_homes() {
         assert_eq!(User::SANDBOX.name(), "sandbox");
@@ -747,6 +855,10 @@ mod tests {
             r#"{"command":["true"],"workdir":"rel"}"#,
             r#"{"command":["true"],"mounts":[{"source":"/tmp","target":"/proc/x"}]}"#,
             r#"{"command":["true"],"mounts":[{"source":"tmp","target":"/x"}]}"#,
+            r#"{"command":["true"],"image":"../x"}"#,
+            r#"{"command":["true"],"image":""}"#,
+            r#"{"command":["true"],"image":"a b"}"#,
+            r#"{"command":["true"],"image":"py","isolation":"none"}"#,
         ];
         for j in bad {
             let s: SandboxSpec = serde_json::from_str(j).unwrap_or_else(|e| panic!("{j}: {e}"));

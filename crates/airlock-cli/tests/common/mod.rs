@@ -72,7 +72,7 @@ pub fn bin() -> PathBuf {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
         // airlock and the programs it runs from beside itself.
-        for name in ["airlock-agent", "airlock-pull"] {
+        for name in ["airlock-agent", "airlock-pull", "airlock-serve"] {
             let s = src.with_file_name(name);
             if s.exists() {
                 let d = dir.join(name);

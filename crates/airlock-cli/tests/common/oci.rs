@@ -3,6 +3,8 @@
 //! containers: an OCI layout directory, an OCI archive, a `docker save`
 //! archive.
 
+#![allow(dead_code)]
+
 use airlock_image::Digest;
 use std::collections::BTreeMap;
 use std::io::Write;

@@ -50,13 +50,16 @@ pub(crate) fn is_guest_init() -> bool {
     pid1 && std::env::args_os().next().is_some_and(|a| a == "/init")
 }
 
-/// Says `text` on the guest's console.
+/// Says `text` in the guest's kernel log and on its console (our stderr,
+/// the console the kernel opened for init), which the host keeps for
+/// diagnostics.
 fn kmsg(text: &str) {
     let fd = KMSG.load(Ordering::Relaxed);
     if fd >= 0 {
         let line = format!("<3>airlock-agent: {text}\n");
         let _ = sys::write_all_fd(fd, line.as_bytes());
     }
+    let _ = sys::write_all_fd(2, format!("airlock-agent: {text}\n").as_bytes());
 }
 
 /// The guest's init: never returns.
@@ -104,7 +107,10 @@ fn boot() -> Result<OwnedFd, String> {
     // No module is ever loaded again, whatever runs later; and the console
     // (the host keeps it) hears only emergencies (a panic).
     let _ = sys::write_file(Path::new("/proc/sys/kernel/modules_disabled"), b"1");
-    let _ = sys::write_file(Path::new("/proc/sys/kernel/printk"), b"1");
+    let debug = std::fs::read_to_string("/proc/cmdline").is_ok_and(|c| c.contains("airlock.debug=1"));
+    if !debug {
+        let _ = sys::write_file(Path::new("/proc/sys/kernel/printk"), b"1");
+    }
     leave_initramfs()?;
     find_port(Duration::from_secs(20))
 }
@@ -264,6 +270,8 @@ pub(crate) fn setup(g: &GuestPlan, c: &mut Confinement) -> Result<Vec<String>, S
         devices: Vec::new(),
         dev_fs: Some(dev_fs),
         mounts: Vec::new(),
+        image: None,
+        capture: None,
         notes: Vec::new(),
     };
     notes.extend(

@@ -56,8 +56,10 @@ pub enum CoreError {
         #[source]
         err: io::Error,
     },
-    #[error("the microVM tier (--isolation microvm, --trust untrusted) is not available in this build yet; use --isolation container (the default) or none")]
-    MicrovmUnavailable,
+    #[error("the microVM tier: {0}")]
+    Microvm(#[from] airlock_vm::VmError),
+    #[error("the microVM tier: {0}")]
+    MicrovmUnsupported(String),
     #[error(transparent)]
     Image(#[from] airlock_image::ImageError),
     #[error("image {image}: {why}")]

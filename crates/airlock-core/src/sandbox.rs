@@ -281,9 +281,16 @@ impl Sandbox {
             Isolation::Container => Some(facts::idmap()),
             _ => None,
         };
-        let pending = match opts.agent {
-            Some(p) if p.stream == opts.stream_channel && p.pending.idmap() == want => p,
-            _ => prespawn(backend.isolation(), opts.stream_channel)?,
+        // A microVM's agent is its guest's /init, over a byte stream.
+        let vm = backend.isolation() == Isolation::Microvm;
+        let stream_channel = opts.stream_channel || vm;
+        let pending = if vm {
+            None
+        } else {
+            Some(match opts.agent {
+                Some(p) if p.stream == opts.stream_channel && p.pending.idmap() == want => p,
+                _ => prespawn(backend.isolation(), opts.stream_channel)?,
+            })
         };
         let facts = Facts::get();
         crate::timing::mark("facts");
@@ -305,10 +312,16 @@ impl Sandbox {
             (_, Some(root)) => Some(root),
             (_, None) => crate::image::root_for(spec)?,
         };
-        let (cg, unenforced) = limits_setup(spec, opts.accounting, &mut notes)?;
+        // A microVM's limits are its guest's (RAM, vCPUs) and the agent's
+        // inside it.
+        let (cg, unenforced) = if vm {
+            (None, Vec::new())
+        } else {
+            limits_setup(spec, opts.accounting, &mut notes)?
+        };
         crate::timing::mark("limits");
         let mut spawned = match backend.spawn(
-            pending.pending,
+            pending.map(|p| p.pending),
             spec,
             facts,
             cg.as_ref(),
@@ -325,7 +338,7 @@ impl Sandbox {
         };
         crate::timing::mark("spawned");
         notes.extend(spawned.notes);
-        let transport = if opts.stream_channel {
+        let transport = if stream_channel {
             Transport::Stream
         } else {
             Transport::Seqpacket

@@ -216,10 +216,15 @@ fn report_error(b: &[u8]) -> VmmError {
 }
 
 /// Starts `spec` in its jail: the agent binary ([`crate::spawn::agent_exe`])
-/// exec'd as the helper, with `passed` at [`FD_FIRST_PASSED`] and up and
-/// `stderr` as the VMM's stderr. Returns once the VMM has been exec'd
-/// (or its jail failed).
-pub fn spawn(spec: &VmmJail, passed: &[RawFd], stderr: RawFd) -> Result<Vmm, VmmError> {
+/// exec'd as the helper, with `passed` at [`FD_FIRST_PASSED`] and up,
+/// `stdout` and `stderr` as the VMM's (stdin is `/dev/null`). Returns once
+/// the VMM has been exec'd (or its jail failed).
+pub fn spawn(
+    spec: &VmmJail,
+    passed: &[RawFd],
+    stdout: RawFd,
+    stderr: RawFd,
+) -> Result<Vmm, VmmError> {
     if passed.len() != spec.passed || passed.len() > MAX_PASSED {
         return Err(VmmError::Helper(io::Error::from_raw_os_error(libc::EINVAL)));
     }
@@ -237,7 +242,7 @@ pub fn spawn(spec: &VmmJail, passed: &[RawFd], stderr: RawFd) -> Result<Vmm, Vmm
     let null = unsafe { OwnedFd::from_raw_fd(null) };
     let mut wanted: Vec<(RawFd, RawFd)> = vec![
         (null.as_raw_fd(), 0),
-        (null.as_raw_fd(), 1),
+        (stdout, 1),
         (stderr, 2),
         (theirs.as_raw_fd(), FD_CTL),
     ];

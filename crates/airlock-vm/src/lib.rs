@@ -71,10 +71,11 @@ pub enum VmError {
 
 pub type Result<T> = std::result::Result<T, VmError>;
 
-pub(crate) fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> VmError + '_ {
+pub(crate) fn io_err(what: &'static str, path: &Path) -> impl Fn(io::Error) -> VmError {
+    let path = path.to_path_buf();
     move |err| VmError::Io {
         what,
-        path: path.to_path_buf(),
+        path: path.clone(),
         err,
     }
 }

@@ -489,6 +489,31 @@ impl Machine {
         }
         let t = self.template()?;
         let f = std::fs::File::open(&t).map_err(io_err("open", &t))?;
-        self.launch(Some(&f), true)
+        let mut vm = self.launch(Some(&f), true)?;
+        // The template was saved stopped, and so it is restored: once the
+        // state is in, the guest goes on.
+        let t = Duration::from_secs(30);
+        let end = Instant::now() + Duration::from_secs(300);
+        loop {
+            let st = vm.qmp()?.execute("query-status", serde_json::Value::Null, t)?;
+            match st["status"].as_str().unwrap_or("") {
+                "inmigrate" | "prelaunch" => {}
+                "paused" | "postmigrate" => break,
+                "running" => return Ok(vm),
+                other => {
+                    return Err(VmError::Qemu(format!(
+                        "restoring the template: the machine is {:?}; console: {}",
+                        other.chars().take(40).collect::<String>(),
+                        vm.console_tail(2000)
+                    )))
+                }
+            }
+            if Instant::now() >= end {
+                return Err(VmError::Qemu("restoring the template timed out".into()));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        vm.qmp()?.execute("cont", serde_json::Value::Null, t)?;
+        Ok(vm)
     }
 }

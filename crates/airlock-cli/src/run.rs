@@ -256,6 +256,15 @@ pub fn run_then(
                 }
                 Event::AgentGone => {
                     gone = true;
+                    if !exited
+                        && !result.timed_out
+                        && sb.isolation() == airlock_spec::Isolation::Microvm
+                    {
+                        // QEMU is the agent's process on the host: the
+                        // whole machine is gone.
+                        drop(sb.close());
+                        return Err(CoreError::MicrovmGone);
+                    }
                     if !exited && !result.timed_out {
                         // The agent died without a word: killed from
                         // outside, or by the OOM killer.

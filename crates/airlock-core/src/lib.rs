@@ -60,6 +60,8 @@ pub enum CoreError {
     Microvm(#[from] airlock_vm::VmError),
     #[error("the microVM tier: {0}")]
     MicrovmUnsupported(String),
+    #[error("the microVM ended before the command did: its QEMU process was killed from outside, or the guest kernel stopped (a panic); the sandbox is gone")]
+    MicrovmGone,
     #[error(transparent)]
     Image(#[from] airlock_image::ImageError),
     #[error("image {image}: {why}")]

@@ -184,3 +184,63 @@ impl Qmp {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::FromRawFd;
+
+    fn pair() -> (OwnedFd, OwnedFd) {
+        let mut sp = [0; 2];
+        // SAFETY: room for two fds.
+        assert_eq!(
+            unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0, sp.as_mut_ptr()) },
+            0
+        );
+        // SAFETY: two new fds.
+        unsafe { (OwnedFd::from_raw_fd(sp[0]), OwnedFd::from_raw_fd(sp[1])) }
+    }
+
+    /// A hostile QEMU (taken over by its guest) answers with `bytes`:
+    /// the client fails with an error, never panics or hangs.
+    fn hostile(bytes: &[u8]) -> Result<Qmp> {
+        let (ours, theirs) = pair();
+        let b = bytes.to_vec();
+        let t = std::thread::spawn(move || {
+            let _ = airlock_sys::write_all_fd(theirs.as_raw_fd(), &b);
+            // Keep the socket open a moment, then go.
+            std::thread::sleep(Duration::from_millis(300));
+            drop(theirs);
+        });
+        let r = Qmp::connect(ours, Duration::from_secs(2));
+        t.join().unwrap();
+        r
+    }
+
+    #[test]
+    fn hostile_answers_are_errors() {
+        let greeting = b"{\"QMP\":{}}\n".to_vec();
+        for bad in [
+            b"not json\n".to_vec(),
+            b"[1,2,3]\n".to_vec(),
+            b"{\"no\":\"greeting\"}\n".to_vec(),
+            vec![b'{'; MAX_LINE + 10],
+            [greeting.clone(), b"{\"error\":{\"desc\":\"nope\"}}\n".to_vec()].concat(),
+            [greeting.clone(), b"\xff\xfe\n".to_vec()].concat(),
+            // Closed before answering.
+            greeting.clone(),
+            Vec::new(),
+        ] {
+            let r = hostile(&bad);
+            assert!(r.is_err(), "{:?}", String::from_utf8_lossy(&bad[..bad.len().min(40)]));
+        }
+        // Events are kept only up to a bound while waiting for a reply.
+        let mut flood = greeting.clone();
+        for _ in 0..1000 {
+            flood.extend_from_slice(b"{\"event\":\"X\"}\n");
+        }
+        flood.extend_from_slice(b"{\"return\":{}}\n");
+        let q = hostile(&flood).unwrap();
+        assert!(q.events.len() <= 256);
+    }
+}

@@ -200,11 +200,19 @@ pub fn build(state: &Path, kernel: &Kernel, agent_fd: RawFd) -> Result<PathBuf> 
         return Err(werr(e));
     }
     std::fs::rename(&tmp, &path).map_err(io_err("rename", &path))?;
-    // Older archives go (the agent or the kernel changed since).
+    // Archives not used for a day go (the agent or the kernel changed
+    // since); a newer one may serve another airlock binary of this
+    // machine, and its templates need it.
     if let Ok(rd) = std::fs::read_dir(&dir) {
         for e in rd.flatten() {
             let n = e.file_name().to_string_lossy().into_owned();
-            if e.path() != path && n.ends_with(".cpio") {
+            let old = e
+                .metadata()
+                .and_then(|m| m.accessed())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > std::time::Duration::from_secs(86400));
+            if e.path() != path && n.ends_with(".cpio") && old {
                 let _ = std::fs::remove_file(e.path());
             }
         }

@@ -77,7 +77,12 @@ pub(crate) fn main() -> ! {
     power_off()
 }
 
-fn mount(src: &std::ffi::CStr, at: &str, fstype: &std::ffi::CStr, flags: libc::c_ulong) -> Result<(), String> {
+fn mount(
+    src: &std::ffi::CStr,
+    at: &str,
+    fstype: &std::ffi::CStr,
+    flags: libc::c_ulong,
+) -> Result<(), String> {
     let _ = std::fs::create_dir_all(at);
     let c = sys::cpath(Path::new(at)).map_err(|e| format!("{at}: {e}"))?;
     // SAFETY: valid C strings; no data argument.
@@ -99,7 +104,12 @@ fn boot() -> Result<OwnedFd, String> {
     let nosuid = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
     mount(c"proc", "/proc", c"proc", nosuid)?;
     mount(c"sysfs", "/sys", c"sysfs", nosuid)?;
-    mount(c"devtmpfs", "/dev", c"devtmpfs", libc::MS_NOSUID | libc::MS_NOEXEC)?;
+    mount(
+        c"devtmpfs",
+        "/dev",
+        c"devtmpfs",
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+    )?;
     // SAFETY: a constant C string; the kernel returns a new fd or -1.
     let k = unsafe { libc::open(c"/dev/kmsg".as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
     KMSG.store(k, Ordering::Relaxed);
@@ -107,7 +117,8 @@ fn boot() -> Result<OwnedFd, String> {
     // No module is ever loaded again, whatever runs later; and the console
     // (the host keeps it) hears only emergencies (a panic).
     let _ = sys::write_file(Path::new("/proc/sys/kernel/modules_disabled"), b"1");
-    let debug = std::fs::read_to_string("/proc/cmdline").is_ok_and(|c| c.contains("airlock.debug=1"));
+    let debug =
+        std::fs::read_to_string("/proc/cmdline").is_ok_and(|c| c.contains("airlock.debug=1"));
     if !debug {
         let _ = sys::write_file(Path::new("/proc/sys/kernel/printk"), b"1");
     }
@@ -148,14 +159,8 @@ fn load_modules() -> Result<(), String> {
         let module = name.trim_end_matches(".ko");
         let params = std::ffi::CString::new(params_for(&cmdline, module)).unwrap_or_default();
         // SAFETY: a valid fd and C string.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_finit_module,
-                file.as_raw_fd(),
-                params.as_ptr(),
-                0,
-            )
-        };
+        let r =
+            unsafe { libc::syscall(libc::SYS_finit_module, file.as_raw_fd(), params.as_ptr(), 0) };
         if r < 0 {
             let e = std::io::Error::last_os_error();
             if e.raw_os_error() != Some(libc::EEXIST) {

@@ -314,15 +314,13 @@ fn main() {
         }
         Cmd::Doctor => doctor::run(),
         Cmd::Serve { args } => remote::serve(args),
-        Cmd::Task(args) => {
-            match task(*args, early_agent) {
-                Ok(code) => code,
-                Err(e) => {
-                    eprintln!("airlock: {}", chain(&e));
-                    EXIT_AIRLOCK
-                }
+        Cmd::Task(args) => match task(*args, early_agent) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("airlock: {}", chain(&e));
+                EXIT_AIRLOCK
             }
-        }
+        },
         Cmd::Image { cmd } => {
             match image::run(cmd, &|quiet| Box::new(image::HelperPuller { quiet })) {
                 Ok(code) => code,

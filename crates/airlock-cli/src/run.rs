@@ -262,7 +262,7 @@ pub fn run_then(
                     {
                         // QEMU is the agent's process on the host: the
                         // whole machine is gone.
-                        drop(sb.close());
+                        let _ = sb.close();
                         return Err(CoreError::MicrovmGone);
                     }
                     if !exited && !result.timed_out {

@@ -122,15 +122,31 @@ fn fork_bomb_and_memory_hog_stay_inside() {
         skip("needs root");
         return;
     }
-    let count = || std::fs::read_dir("/proc").unwrap().flatten().filter(|e| {
-        e.file_name().to_str().is_some_and(|s| s.parse::<u32>().is_ok())
-    }).count();
+    let count = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_str()
+                    .is_some_and(|s| s.parse::<u32>().is_ok())
+            })
+            .count()
+    };
     let before = count();
     let mut c = airlock(Who::Root).unwrap();
     let mut child = c
         .args([
-            "run", "--isolation", "microvm", "--timeout", "25s", "--memory", "128M", "--",
-            "sh", "-c",
+            "run",
+            "--isolation",
+            "microvm",
+            "--timeout",
+            "25s",
+            "--memory",
+            "128M",
+            "--",
+            "sh",
+            "-c",
             "python3 -c 'b=[]\nwhile True: b.append(bytearray(1<<20))' & f() { f | f & }; f",
         ])
         .stdin(Stdio::null())
@@ -149,10 +165,18 @@ fn fork_bomb_and_memory_hog_stay_inside() {
         std::thread::sleep(Duration::from_millis(200));
     };
     let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     // Other tests run beside this one: a generous margin, far below a
     // fork bomb's thousands.
-    assert!(peak < before + 60, "host processes grew from {before} to {peak}: {err}");
+    assert!(
+        peak < before + 60,
+        "host processes grew from {before} to {peak}: {err}"
+    );
     assert!(status.code().is_some(), "{status:?} {err}");
     // QEMU was reaped by airlock, not orphaned to init.
     assert!(orphaned_qemus().is_empty(), "{:?}", orphaned_qemus());
@@ -167,7 +191,15 @@ fn qemu_runs_confined_on_the_host() {
         return;
     };
     let mut child = c
-        .args(["run", "--isolation", "microvm", "--", "sh", "-c", "echo up; sleep 30"])
+        .args([
+            "run",
+            "--isolation",
+            "microvm",
+            "--",
+            "sh",
+            "-c",
+            "echo up; sleep 30",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -207,7 +239,12 @@ fn qemu_runs_confined_on_the_host() {
     assert_ne!(ns(&format!("/proc/{q}/ns/mnt")), ns("/proc/self/ns/mnt"));
     assert_ne!(ns(&format!("/proc/{q}/ns/pid")), ns("/proc/self/ns/pid"));
     let dev = std::fs::read_to_string(format!("/proc/{q}/net/dev")).unwrap();
-    let ifaces: Vec<&str> = dev.lines().skip(2).filter_map(|l| l.split(':').next()).map(str::trim).collect();
+    let ifaces: Vec<&str> = dev
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next())
+        .map(str::trim)
+        .collect();
     assert_eq!(ifaces, ["lo"], "{dev}");
     // Its root holds QEMU's files only: no /etc, /home, /root, /var.
     let root: Vec<String> = std::fs::read_dir(format!("/proc/{q}/root"))
@@ -254,9 +291,14 @@ fn qemu_child_of(parent: u32) -> Option<u32> {
         let Ok(st) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
             continue;
         };
-        let ppid = st.lines().find_map(|l| l.strip_prefix("PPid:")).map(|v| v.trim().to_string());
+        let ppid = st
+            .lines()
+            .find_map(|l| l.strip_prefix("PPid:"))
+            .map(|v| v.trim().to_string());
         let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
-        if ppid.as_deref() == Some(&parent.to_string()) && exe.to_string_lossy().contains("qemu-system") {
+        if ppid.as_deref() == Some(&parent.to_string())
+            && exe.to_string_lossy().contains("qemu-system")
+        {
             return Some(pid);
         }
     }

@@ -678,7 +678,10 @@ fn a_microvm_sandbox_through_the_library() {
     .expect("create");
     assert_eq!(sb.isolation(), airlock_spec::Isolation::Microvm);
     let notes = sb.take_notes();
-    assert!(notes.iter().any(|n| n.contains("microVM accelerator")), "{notes:?}");
+    assert!(
+        notes.iter().any(|n| n.contains("microVM accelerator")),
+        "{notes:?}"
+    );
     let end = Instant::now() + Duration::from_secs(120);
     loop {
         match sb.wait(Some(end.saturating_duration_since(Instant::now()))) {
@@ -701,7 +704,10 @@ fn a_microvm_sandbox_through_the_library() {
         assert_eq!(seen.exited[id], ExitStatus::Code(0));
     }
     let data = random_bytes(3 << 20, 11);
-    assert_eq!(upload(&mut sb, &mut seen, "/tmp/blob", &data), data.len() as u64);
+    assert_eq!(
+        upload(&mut sb, &mut seen, "/tmp/blob", &data),
+        data.len() as u64
+    );
     let sum = run(&mut sb, &mut seen, "cksum < /tmp/blob | cut -d' ' -f2");
     assert_eq!(sum.trim(), data.len().to_string());
     let back = download(&mut sb, &mut seen, "/tmp/blob").unwrap();

@@ -53,7 +53,15 @@ fn stdin_round_trip() {
     };
     let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
     let mut child = c
-        .args(["run", "--isolation", "microvm", "--", "sh", "-c", "cat | od -An -tx1 | md5sum"])
+        .args([
+            "run",
+            "--isolation",
+            "microvm",
+            "--",
+            "sh",
+            "-c",
+            "cat | od -An -tx1 | md5sum",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -108,7 +116,10 @@ fn memory_is_the_guests_ram() {
     let kib: u64 = l[0].parse().unwrap();
     assert!(kib <= 160 * 1024 && kib > 64 * 1024, "{o:?}");
     assert!(!o.stdout.contains("629145600"), "600 MiB fit in 160: {o:?}");
-    assert!(l.iter().any(|x| x.starts_with("after=") && *x != "after=0"), "{o:?}");
+    assert!(
+        l.iter().any(|x| x.starts_with("after=") && *x != "after=0"),
+        "{o:?}"
+    );
 }
 
 /// Two sandboxes restored from one template read different random bytes
@@ -139,9 +150,7 @@ fn three_at_once() {
     }
     let hs: Vec<_> = (0..3)
         .map(|i| {
-            std::thread::spawn(move || {
-                vm(&[], &format!("sleep 1; echo vm{i}; hostname")).unwrap()
-            })
+            std::thread::spawn(move || vm(&[], &format!("sleep 1; echo vm{i}; hostname")).unwrap())
         })
         .collect();
     for (i, h) in hs.into_iter().enumerate() {
@@ -182,7 +191,15 @@ fn qemu_killed_from_outside_fails_cleanly() {
         return;
     };
     let child = c
-        .args(["run", "--isolation", "microvm", "--", "sh", "-c", "echo up; sleep 120"])
+        .args([
+            "run",
+            "--isolation",
+            "microvm",
+            "--",
+            "sh",
+            "-c",
+            "echo up; sleep 120",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -206,7 +223,10 @@ fn qemu_killed_from_outside_fails_cleanly() {
     assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(125), "airlock's own failure: {err}");
-    assert!(err.contains("microVM ended before the command did"), "no clear error: {err}");
+    assert!(
+        err.contains("microVM ended before the command did"),
+        "no clear error: {err}"
+    );
     // Reaped by airlock (a process left unreaped would stay, a zombie of
     // an init that does not reap).
     assert!(

@@ -332,9 +332,7 @@ pub fn spawn(
         }
         Ok(_) => {
             reap(helper, true);
-            return Err(VmmError::Helper(io::Error::from_raw_os_error(
-                libc::EPROTO,
-            )));
+            return Err(VmmError::Helper(io::Error::from_raw_os_error(libc::EPROTO)));
         }
         Err(e) => {
             reap(helper, true);
@@ -430,7 +428,9 @@ pub fn helper_main() -> ! {
         )
     };
     if pid < 0 {
-        die(fail("clone the VMM's namespaces")(io::Error::last_os_error()));
+        die(fail("clone the VMM's namespaces")(
+            io::Error::last_os_error(),
+        ));
     }
     if pid == 0 {
         match jail(&spec) {
@@ -519,7 +519,8 @@ fn jail(spec: &VmmJail) -> Result<std::convert::Infallible, Fail> {
     // attached, so that the stage hides none of them.
     let mut trees = Vec::new();
     for (host, at) in &spec.ro {
-        let t = sys::open_tree_clone(host, true).map_err(fail(format!("open {}", host.display())))?;
+        let t =
+            sys::open_tree_clone(host, true).map_err(fail(format!("open {}", host.display())))?;
         sys::mount_setattr(
             t.as_raw_fd(),
             sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV,
@@ -533,7 +534,8 @@ fn jail(spec: &VmmJail) -> Result<std::convert::Infallible, Fail> {
         trees.push((t, at.clone(), is_dir));
     }
     for dev in &spec.devices {
-        let t = sys::open_tree_clone(dev, false).map_err(fail(format!("open {}", dev.display())))?;
+        let t =
+            sys::open_tree_clone(dev, false).map_err(fail(format!("open {}", dev.display())))?;
         sys::mount_setattr(
             t.as_raw_fd(),
             sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NOEXEC,
@@ -584,8 +586,8 @@ fn jail(spec: &VmmJail) -> Result<std::convert::Infallible, Fail> {
 
     // Credentials: nothing to keep.
     caps::drop_bounding().map_err(fail("drop the bounding set"))?;
-    match &spec.ids {
-        Some((uid, gid, groups)) => {
+    if let Some((uid, gid, groups)) = &spec.ids {
+        {
             // SAFETY: credential syscalls with plain integers and a live
             // array of groups.
             unsafe {
@@ -595,7 +597,6 @@ fn jail(spec: &VmmJail) -> Result<std::convert::Infallible, Fail> {
                 sys::cvt(libc::setresuid(*uid, *uid, *uid)).map_err(fail("setresuid"))?;
             }
         }
-        None => {}
     }
     caps::clear_all().map_err(fail("clear capabilities"))?;
     // SAFETY: prctl with integer arguments.
@@ -623,7 +624,8 @@ fn jail(spec: &VmmJail) -> Result<std::convert::Infallible, Fail> {
     sys::close_from((FD_FIRST_PASSED as usize + spec.passed) as u32)
         .map_err(fail("close other fds"))?;
 
-    let cs = |s: &[u8]| CString::new(s).map_err(|_| Fail("NUL in an argument".into(), libc::EINVAL));
+    let cs =
+        |s: &[u8]| CString::new(s).map_err(|_| Fail("NUL in an argument".into(), libc::EINVAL));
     let prog = cs(spec.program.as_os_str().as_bytes())?;
     let mut args = vec![prog.clone()];
     for a in &spec.args {

@@ -15,7 +15,9 @@ use std::sync::OnceLock;
 pub enum Accel {
     Kvm,
     /// Software emulation, and why KVM is not used.
-    Tcg { why: String },
+    Tcg {
+        why: String,
+    },
 }
 
 impl Accel {
@@ -47,8 +49,8 @@ impl Accel {
                     why: "AIRLOCK_VM_ACCEL=tcg".into(),
                 };
             }
-            let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-                .unwrap_or_default();
+            let boot_id =
+                std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
             let cache = crate::state_dir()
                 .ok()
                 .and_then(|s| crate::vm_dir(&s, "accel").ok())
@@ -168,7 +170,9 @@ fn probe_qemu_kvm() -> Result<(), String> {
                     let _ = (&mut e).take(4096).read_to_string(&mut err);
                 }
                 let line = err.lines().next().unwrap_or("").trim().to_string();
-                return Err(format!("QEMU cannot run a guest on KVM here ({st}: {line})"));
+                return Err(format!(
+                    "QEMU cannot run a guest on KVM here ({st}: {line})"
+                ));
             }
             Ok(None) if std::time::Instant::now() < end => {
                 std::thread::sleep(std::time::Duration::from_millis(50))
@@ -251,12 +255,7 @@ pub fn probe_kvm() -> Result<(), String> {
     }
     let run = Map(run, run_size);
     let mut sregs = [0u8; 312];
-    ioctl(
-        vcpu.as_raw_fd(),
-        KVM_GET_SREGS,
-        sregs.as_mut_ptr() as usize,
-    )
-    .map_err(e("get sregs"))?;
+    ioctl(vcpu.as_raw_fd(), KVM_GET_SREGS, sregs.as_mut_ptr() as usize).map_err(e("get sregs"))?;
     // cs: base (u64 at 0) and selector (u16 at 12) both 0.
     sregs[0..8].copy_from_slice(&0u64.to_le_bytes());
     sregs[12..14].copy_from_slice(&0u16.to_le_bytes());

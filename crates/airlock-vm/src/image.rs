@@ -80,7 +80,10 @@ fn mkfs(dir: &Path, out: &Path) -> Result<()> {
         return Err(VmError::Tool {
             tool: "mkfs.erofs",
             status: o.status.to_string(),
-            stderr: String::from_utf8_lossy(&o.stderr).chars().take(2000).collect(),
+            stderr: String::from_utf8_lossy(&o.stderr)
+                .chars()
+                .take(2000)
+                .collect(),
         });
     }
     Ok(())

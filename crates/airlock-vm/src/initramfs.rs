@@ -41,7 +41,13 @@ impl<W: Write> Cpio<W> {
         self.put(&[0u8; 3][..n])
     }
 
-    fn entry(&mut self, name: &str, mode: u32, rdev: (u32, u32), data: &[u8]) -> std::io::Result<()> {
+    fn entry(
+        &mut self,
+        name: &str,
+        mode: u32,
+        rdev: (u32, u32),
+        data: &[u8],
+    ) -> std::io::Result<()> {
         let name = name.trim_start_matches('/');
         let ino = self.ino;
         self.ino += 1;
@@ -81,7 +87,13 @@ impl<W: Write> Cpio<W> {
         self.entry(name, libc::S_IFLNK | 0o777, (0, 0), target.as_bytes())
     }
 
-    pub fn chardev(&mut self, name: &str, mode: u32, major: u32, minor: u32) -> std::io::Result<()> {
+    pub fn chardev(
+        &mut self,
+        name: &str,
+        mode: u32,
+        major: u32,
+        minor: u32,
+    ) -> std::io::Result<()> {
         self.entry(name, libc::S_IFCHR | mode, (major, minor), &[])
     }
 
@@ -185,7 +197,10 @@ pub fn build(state: &Path, kernel: &Kernel, agent_fd: RawFd) -> Result<PathBuf> 
                 if p == Path::new("/") || made.iter().any(|m| m == p) {
                     continue;
                 }
-                if !["/dev", "/proc", "/sys", "/tmp"].iter().any(|d| Path::new(d) == p) {
+                if !["/dev", "/proc", "/sys", "/tmp"]
+                    .iter()
+                    .any(|d| Path::new(d) == p)
+                {
                     c.dir(&p.to_string_lossy())?;
                 }
                 made.push(p.to_path_buf());

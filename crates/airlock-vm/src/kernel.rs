@@ -177,7 +177,12 @@ mod tests {
         let m = modules_for(d.path(), &["virtio_blk", "erofs", "overlay"]).unwrap();
         let rel: Vec<_> = m
             .iter()
-            .map(|p| p.strip_prefix(d.path()).unwrap().to_string_lossy().into_owned())
+            .map(|p| {
+                p.strip_prefix(d.path())
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned()
+            })
             .collect();
         assert_eq!(
             rel,

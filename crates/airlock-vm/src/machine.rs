@@ -104,13 +104,7 @@ impl Vm {
         let _ = f.take(max as u64).read_to_end(&mut b);
         String::from_utf8_lossy(&b)
             .chars()
-            .map(|c| {
-                if c.is_control() && c != '\n' {
-                    '?'
-                } else {
-                    c
-                }
-            })
+            .map(|c| if c.is_control() && c != '\n' { '?' } else { c })
             .collect()
     }
 
@@ -445,14 +439,13 @@ impl Machine {
         let t = Duration::from_secs(60);
         vm.qmp()?.execute("stop", serde_json::Value::Null, t)?;
         vm.qmp()?.send_fd("snapshot", file.as_raw_fd(), t)?;
-        vm.qmp()?.execute(
-            "migrate",
-            serde_json::json!({ "uri": "fd:snapshot" }),
-            t,
-        )?;
+        vm.qmp()?
+            .execute("migrate", serde_json::json!({ "uri": "fd:snapshot" }), t)?;
         let end = Instant::now() + Duration::from_secs(300);
         loop {
-            let st = vm.qmp()?.execute("query-migrate", serde_json::Value::Null, t)?;
+            let st = vm
+                .qmp()?
+                .execute("query-migrate", serde_json::Value::Null, t)?;
             match st["status"].as_str().unwrap_or("") {
                 "completed" => break,
                 "failed" | "cancelled" => {
@@ -495,7 +488,9 @@ impl Machine {
         let t = Duration::from_secs(30);
         let end = Instant::now() + Duration::from_secs(300);
         loop {
-            let st = vm.qmp()?.execute("query-status", serde_json::Value::Null, t)?;
+            let st = vm
+                .qmp()?
+                .execute("query-status", serde_json::Value::Null, t)?;
             match st["status"].as_str().unwrap_or("") {
                 "inmigrate" | "prelaunch" => {}
                 "paused" | "postmigrate" => break,

@@ -192,9 +192,16 @@ mod tests {
 
     fn pair() -> (OwnedFd, OwnedFd) {
         let mut sp = [0; 2];
-        // SAFETY: room for two fds.
         assert_eq!(
-            unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0, sp.as_mut_ptr()) },
+            // SAFETY: room for two fds.
+            unsafe {
+                libc::socketpair(
+                    libc::AF_UNIX,
+                    libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+                    0,
+                    sp.as_mut_ptr(),
+                )
+            },
             0
         );
         // SAFETY: two new fds.
@@ -225,14 +232,22 @@ mod tests {
             b"[1,2,3]\n".to_vec(),
             b"{\"no\":\"greeting\"}\n".to_vec(),
             vec![b'{'; MAX_LINE + 10],
-            [greeting.clone(), b"{\"error\":{\"desc\":\"nope\"}}\n".to_vec()].concat(),
+            [
+                greeting.clone(),
+                b"{\"error\":{\"desc\":\"nope\"}}\n".to_vec(),
+            ]
+            .concat(),
             [greeting.clone(), b"\xff\xfe\n".to_vec()].concat(),
             // Closed before answering.
             greeting.clone(),
             Vec::new(),
         ] {
             let r = hostile(&bad);
-            assert!(r.is_err(), "{:?}", String::from_utf8_lossy(&bad[..bad.len().min(40)]));
+            assert!(
+                r.is_err(),
+                "{:?}",
+                String::from_utf8_lossy(&bad[..bad.len().min(40)])
+            );
         }
         // Events are kept only up to a bound while waiting for a reply.
         let mut flood = greeting.clone();

@@ -234,3 +234,14 @@ fn qemu_killed_from_outside_fails_cleanly() {
         "QEMU left behind"
     );
 }
+
+/// `--trust untrusted` picks the microVM tier.
+#[test]
+fn trust_untrusted_is_a_microvm() {
+    let Some(o) = sh(Who::Root, &["--trust", "untrusted"], "uname -r") else {
+        return;
+    };
+    o.ok();
+    assert!(o.stdout.trim().ends_with("-cloud-amd64"), "{o:?}");
+    assert!(o.stderr.contains("microVM accelerator"), "{o:?}");
+}

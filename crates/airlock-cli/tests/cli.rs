@@ -127,7 +127,15 @@ fn bad_input_is_one_line_and_exit_125() {
     bad(&["run", "--isolation", "vm", "--", "true"], "vm");
     // The microVM tier refuses what it does not do yet, with a message.
     bad(
-        &["run", "--isolation", "microvm", "-v", "/tmp:/w", "--", "true"],
+        &[
+            "run",
+            "--isolation",
+            "microvm",
+            "-v",
+            "/tmp:/w",
+            "--",
+            "true",
+        ],
         "microVM",
     );
     bad(

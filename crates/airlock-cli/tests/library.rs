@@ -716,5 +716,27 @@ fn a_microvm_sandbox_through_the_library() {
     let shadow = download(&mut sb, &mut seen, "/../../etc/shadow");
     let host_shadow = std::fs::read("/etc/shadow").unwrap_or_default();
     assert!(shadow.map_or(true, |b| b != host_shadow || host_shadow.is_empty()));
+    // Pause stops the whole machine (QMP stop): a process started then
+    // does not run until resume.
+    sb.pause().unwrap();
+    let id = sb.start(&sh("echo resumed")).unwrap();
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(3) {
+        if let Some(e) = sb.wait(Some(Duration::from_millis(200))).unwrap() {
+            assert!(
+                !matches!(
+                    e,
+                    Event::Started { .. } | Event::Output { .. } | Event::Exited { .. }
+                ),
+                "ran while paused: {e:?}"
+            );
+            seen.take(&mut sb, e);
+        }
+    }
+    sb.resume().unwrap();
+    seen.pump(&mut sb, Duration::from_secs(60), "after resume", |s| {
+        s.exited.contains_key(&id)
+    });
+    assert_eq!(String::from_utf8_lossy(&seen.out[&id]), "resumed\n");
     sb.close();
 }

@@ -19,6 +19,8 @@ pub struct Spawned {
     pub plan: AgentPlan,
     /// What the user should hear about the set-up.
     pub notes: Vec<String>,
+    /// A microVM's QEMU monitor (pause and resume).
+    pub vm_monitor: Option<airlock_vm::Qmp>,
 }
 
 /// One isolation tier.
@@ -163,6 +165,7 @@ impl Backend for Container {
             agent,
             plan: agent_plan,
             notes,
+            vm_monitor: None,
         })
     }
 
@@ -235,6 +238,7 @@ impl Backend for Local {
                 exit_when_idle: false,
             },
             notes: Vec::new(),
+            vm_monitor: None,
         })
     }
 
@@ -351,7 +355,7 @@ impl Backend for Microvm {
         if !vm.restored {
             notes.push("microVM booted (no template)".into());
         }
-        let (pid, pidfd, channel) = vm
+        let (pid, pidfd, channel, monitor) = vm
             .into_parts()
             .ok_or_else(|| CoreError::Misuse("microVM already taken".into()))?;
         let agent = Agent {
@@ -395,6 +399,7 @@ impl Backend for Microvm {
             agent,
             plan: agent_plan,
             notes,
+            vm_monitor: monitor,
         })
     }
 

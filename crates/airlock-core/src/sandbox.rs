@@ -230,6 +230,9 @@ pub struct Sandbox {
     /// Processes started and not yet exited: id → pid (0 until started).
     procs: BTreeMap<u32, u32>,
     notes: Vec<String>,
+    /// A microVM's QEMU monitor: pause and resume stop and continue the
+    /// whole machine.
+    vm_monitor: Option<airlock_vm::Qmp>,
 }
 
 /// The cgroups a spec's limits need, the limits that fall back to rlimits
@@ -363,6 +366,7 @@ impl Sandbox {
             events: VecDeque::new(),
             procs: BTreeMap::new(),
             notes,
+            vm_monitor: spawned.vm_monitor.take(),
         };
         spawned.plan.exit_when_idle = opts.one_shot;
         if let Err(e) = sb.handshake(&spawned.plan.to_bytes()) {
@@ -685,6 +689,11 @@ impl Sandbox {
     }
 
     fn freeze(&mut self, on: bool) -> Result<(), CoreError> {
+        if let Some(q) = self.vm_monitor.as_mut() {
+            let cmd = if on { "stop" } else { "cont" };
+            q.execute(cmd, serde_json::Value::Null, Duration::from_secs(10))?;
+            return Ok(());
+        }
         let cg = self.cg.as_ref().ok_or_else(|| CoreError::Io {
             what: "pause/resume needs the sandbox's own cgroup (create it with accounting)",
             err: std::io::Error::from_raw_os_error(libc::EOPNOTSUPP),

@@ -28,6 +28,7 @@ pub use accel::Accel;
 pub use image::HostImage;
 pub use kernel::Kernel;
 pub use machine::{Machine, MachineOptions, Vm};
+pub use qmp::Qmp;
 
 use std::fs::File;
 use std::io;

@@ -122,10 +122,15 @@ impl Vm {
     }
 
     /// Gives up ownership of the process (the caller reaps it): its pid,
-    /// pidfd and the channel.
-    pub fn into_parts(mut self) -> Option<(libc::pid_t, OwnedFd, OwnedFd)> {
+    /// pidfd, the channel and QEMU's monitor.
+    pub fn into_parts(mut self) -> Option<(libc::pid_t, OwnedFd, OwnedFd, Option<Qmp>)> {
         self.reaped = true;
-        Some((self.pid, self.pidfd.take()?, self.channel.take()?))
+        Some((
+            self.pid,
+            self.pidfd.take()?,
+            self.channel.take()?,
+            self.qmp.take(),
+        ))
     }
 
     /// QEMU's monitor.

@@ -324,6 +324,12 @@ impl Backend for Microvm {
                     .into(),
             ));
         }
+        // SAFETY: geteuid cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err(CoreError::MicrovmUnsupported(
+                "it runs as root for now (QEMU then runs as nobody in its own namespaces, with no capabilities); rootless microVMs are not supported yet".into(),
+            ));
+        }
         if !spec.mounts.is_empty() {
             return Err(CoreError::MicrovmUnsupported(
                 "mounts (--ro, --rw, --overlay) are not available in a microVM yet: copy files in with `airlock cp` or use the container tier".into(),

@@ -257,3 +257,13 @@ fn rootless_is_refused_plainly() {
         "{o:?}"
     );
 }
+
+/// --cpus is the guest's vCPU count (rounded up).
+#[test]
+fn cpus_are_vcpus() {
+    let Some(o) = vm(&["--cpus", "1.5"], "nproc") else {
+        return;
+    };
+    o.ok();
+    assert_eq!(o.lines()[0], "2", "{o:?}");
+}

@@ -259,11 +259,19 @@ impl Machine {
             "-initrd".into(),
             J_INITRD.into(),
             "-append".into(),
-            // No calibration of the TSC or the delay loop (they fail or hang
-            // under TCG on a busy host): fixed values instead.
+            // Under TCG, no calibration of the TSC or the delay loop (they
+            // fail or hang on a busy host): fixed values instead.
             format!(
-                "console=ttyS0 {} panic=-1 oops=panic lpj=4000000 tsc_early_khz=2000000 no_timer_check i8042.noaux i8042.nokbd",
-                if debug() { "airlock.debug=1" } else { "quiet loglevel=1" }
+                "console=ttyS0 {} panic=-1 oops=panic i8042.noaux i8042.nokbd{}",
+                if debug() {
+                    "airlock.debug=1"
+                } else {
+                    "quiet loglevel=1"
+                },
+                match self.accel {
+                    Accel::Kvm => "",
+                    Accel::Tcg { .. } => " lpj=4000000 tsc_early_khz=2000000 no_timer_check",
+                }
             ),
             "-chardev".into(),
             "stdio,id=con,signal=off".into(),

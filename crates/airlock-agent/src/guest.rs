@@ -271,11 +271,28 @@ pub(crate) fn setup(g: &GuestPlan, c: &mut Confinement) -> Result<Vec<String>, S
     sys::timing::mark("disks");
     let dev_fs = mount::private_dev(&g.root)
         .map_err(|e| SetupError::io(Stage::Mounts, "the sandbox's /dev", e))?;
+    // A store image: its disk (mounted above) is the root's lower layer,
+    // a read-only clone as the container tier's host side makes.
+    let image = match &g.root.image {
+        Some(img) => {
+            let t = sys::open_tree_clone(&img.tree, true)
+                .map_err(|e| SetupError::io(Stage::Mounts, "open the image's disk", e))?;
+            sys::mount_setattr(
+                t.as_raw_fd(),
+                sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV,
+                0,
+                true,
+            )
+            .map_err(|e| SetupError::io(Stage::Mounts, "make the image read-only", e))?;
+            Some(t)
+        }
+        None => None,
+    };
     let trees = OpenedTrees {
         devices: Vec::new(),
         dev_fs: Some(dev_fs),
         mounts: Vec::new(),
-        image: None,
+        image,
         capture: None,
         notes: Vec::new(),
     };

@@ -267,3 +267,71 @@ fn cpus_are_vcpus() {
     o.ok();
     assert_eq!(o.lines()[0], "2", "{o:?}");
 }
+
+/// A store image as the guest's root (its tree as a read-only erofs disk
+/// under the sandbox's writable layer): its files are there, the host's
+/// are not, writes work and are gone in the next sandbox.
+#[test]
+fn a_store_image_in_a_microvm() {
+    if !is_root() {
+        skip("needs root");
+        return;
+    }
+    let Some(busybox) = ["/usr/bin/busybox", "/bin/busybox"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).is_file())
+    else {
+        skip("no busybox on this host");
+        return;
+    };
+    let dir = scratch(Who::Root);
+    std::fs::copy(busybox, dir.path().join("busybox")).unwrap();
+    std::fs::write(dir.path().join("hello.txt"), "from-the-image\n").unwrap();
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        "FROM scratch\nCOPY busybox /bin/busybox\nCOPY hello.txt /data/hello.txt\nENV PATH=/bin\n",
+    )
+    .unwrap();
+    let name = format!("microvm-test-{}", std::process::id());
+    let ctx = dir.path().display().to_string();
+    run(Who::Root, &["image", "build", "--name", &name, &ctx])
+        .unwrap()
+        .ok();
+    let script = "/bin/busybox cat /data/hello.txt; /bin/busybox ls /data /usr 2>&1; /bin/busybox uname -r; echo x > /data/new && echo wrote";
+    let go = || {
+        run(
+            Who::Root,
+            &[
+                "run",
+                "--isolation",
+                "microvm",
+                "--image",
+                &name,
+                "--",
+                "/bin/busybox",
+                "sh",
+                "-c",
+                script,
+            ],
+        )
+        .unwrap()
+    };
+    let a = go();
+    let b = go();
+    let _ = run(Who::Root, &["image", "rm", &name]);
+    for o in [&a, &b] {
+        o.ok();
+        let l = o.lines();
+        assert_eq!(l[0], "from-the-image", "{o:?}");
+        assert!(
+            o.stdout.contains("No such file or directory"),
+            "the host's /usr is there: {o:?}"
+        );
+        assert!(o.stdout.contains("-cloud-amd64"), "{o:?}");
+        assert!(o.stdout.contains("wrote"), "{o:?}");
+    }
+    assert!(
+        !b.stdout.contains("new"),
+        "a write of the first sandbox is in the second: {b:?}"
+    );
+}

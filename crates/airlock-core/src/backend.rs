@@ -295,6 +295,10 @@ impl Backend for Local {
 /// virtio-serial port as its channel.
 pub struct Microvm;
 
+/// Where a store image's disk is mounted in the guest (outside the
+/// sandbox's root, which is built on it).
+const GUEST_IMAGE_AT: &str = "/.image";
+
 /// Fresh bytes from the host's kernel.
 fn seed() -> Vec<u8> {
     let mut b = vec![0u8; 64];
@@ -318,10 +322,9 @@ impl Backend for Microvm {
         _unenforced: &[Controller],
         image: Option<&ImageRoot>,
     ) -> Result<Spawned, CoreError> {
-        if image.is_some() {
+        if image.is_some_and(|i| i.capture.is_some()) {
             return Err(CoreError::MicrovmUnsupported(
-                "only the host image runs in a microVM so far (--image is for the container tier)"
-                    .into(),
+                "image build steps (RUN) run in the container tier".into(),
             ));
         }
         // SAFETY: geteuid cannot fail.
@@ -340,9 +343,16 @@ impl Backend for Microvm {
             spec.limits.memory,
             spec.limits.cpus,
         );
-        let machine = airlock_vm::Machine::prepare(opts, &facts.image)?;
+        let machine =
+            airlock_vm::Machine::prepare(opts, &facts.image, image.map(|i| i.tree.as_path()))?;
         crate::timing::mark("vm prepared");
         let mut notes = vec![machine.accel.describe()];
+        // A store image's tree is its disk, mounted in the guest here.
+        let guest_image = image.map(|i| ImageRoot {
+            tree: PathBuf::from(GUEST_IMAGE_AT),
+            home: i.home.clone(),
+            capture: None,
+        });
         // Inside the guest the agent is root of the guest's own kernel:
         // the sandbox's ids are used as they are.
         let plan = Plan::compile(
@@ -354,7 +364,7 @@ impl Backend for Microvm {
             // The guest kernel's Landlock (the agent drops the layer, and
             // says so, if the guest kernel has none).
             1,
-            None,
+            guest_image.as_ref(),
         );
         let vm = machine.start()?;
         crate::timing::mark("vm started");
@@ -391,7 +401,14 @@ impl Backend for Microvm {
                         at: "/etc".into(),
                         fstype: "erofs".into(),
                     },
-                ],
+                ]
+                .into_iter()
+                .chain(guest_image.as_ref().map(|_| GuestDisk {
+                    serial: airlock_vm::image::SERIAL_IMAGE.into(),
+                    at: GUEST_IMAGE_AT.into(),
+                    fstype: "erofs".into(),
+                }))
+                .collect(),
                 seed: seed(),
                 time_ns,
             })),

@@ -195,3 +195,17 @@ impl HostImage {
         Ok(HostImage { usr, etc })
     }
 }
+
+/// The virtio serial number of a store image's disk.
+pub const SERIAL_IMAGE: &str = "airlock-image";
+
+/// A store image's flattened tree as a read-only erofs disk, cached under
+/// `<state>/vm/images/` by the tree's path and identity (store trees are
+/// content-addressed and never change in place).
+pub fn store_image(state: &Path, tree: &Path) -> Result<PathBuf> {
+    let dir = crate::vm_dir(state, "images")?;
+    let key = [format!("image v1 {}", tree.display()), change_id(tree)];
+    let parts: Vec<&[u8]> = key.iter().map(|s| s.as_bytes()).collect();
+    let name = format!("img{}-{}.erofs", crate::hash(&parts), "t");
+    cached(&dir, &name, |out| mkfs(tree, out))
+}

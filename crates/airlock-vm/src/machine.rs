@@ -68,6 +68,8 @@ pub struct Machine {
     pub kernel: Kernel,
     pub initramfs: PathBuf,
     pub image: HostImage,
+    /// A store image's disk (its sandboxes' root), if any.
+    pub store_image: Option<PathBuf>,
     pub opts: MachineOptions,
     qemu: PathBuf,
     state: PathBuf,
@@ -200,6 +202,7 @@ const J_KERNEL: &str = "/vm/vmlinuz";
 const J_INITRD: &str = "/vm/initrd";
 const J_USR: &str = "/vm/usr.erofs";
 const J_ETC: &str = "/vm/etc.erofs";
+const J_IMAGE: &str = "/vm/image.erofs";
 /// The fds QEMU gets: channel, QMP, and (restore or save) the snapshot.
 const FD_CHANNEL: RawFd = vmm::FD_FIRST_PASSED;
 const FD_QMP: RawFd = vmm::FD_FIRST_PASSED + 1;
@@ -208,7 +211,11 @@ const FD_SNAPSHOT: RawFd = vmm::FD_FIRST_PASSED + 2;
 impl Machine {
     /// Finds QEMU and the kernel, builds (or finds) the initramfs and the
     /// host image's disks, and probes the accelerator.
-    pub fn prepare(opts: MachineOptions, host: &airlock_jail::HostFacts) -> Result<Machine> {
+    pub fn prepare(
+        opts: MachineOptions,
+        host: &airlock_jail::HostFacts,
+        store_tree: Option<&Path>,
+    ) -> Result<Machine> {
         let qemu = crate::find_program("qemu-system-x86_64").ok_or(VmError::Missing {
             what: "qemu-system-x86_64".into(),
             hint: "install the Debian package qemu-system-x86; scripts/setup.sh does",
@@ -219,11 +226,16 @@ impl Machine {
             .map_err(|e| VmError::Agent(format!("open the agent binary: {e}")))?;
         let initramfs = crate::initramfs::build(&state, &kernel, agent)?;
         let image = HostImage::get(&state, host)?;
+        let store_image = match store_tree {
+            Some(t) => Some(crate::image::store_image(&state, t)?),
+            None => None,
+        };
         Ok(Machine {
             accel: Accel::detect(),
             kernel,
             initramfs,
             image,
+            store_image,
             opts,
             qemu,
             state,
@@ -291,7 +303,11 @@ impl Machine {
             "-mon".into(),
             "chardev=qmp,mode=control".into(),
         ];
-        for (id, path, serial) in [("usr", J_USR, SERIAL_USR), ("etc", J_ETC, SERIAL_ETC)] {
+        let mut disks = vec![("usr", J_USR, SERIAL_USR), ("etc", J_ETC, SERIAL_ETC)];
+        if self.store_image.is_some() {
+            disks.push(("image", J_IMAGE, crate::image::SERIAL_IMAGE));
+        }
+        for (id, path, serial) in disks {
             a.push("-drive".into());
             a.push(format!(
                 "file={path},format=raw,if=none,id={id},readonly=on,cache=unsafe"
@@ -311,6 +327,7 @@ impl Machine {
             self.initramfs.display().to_string(),
             self.image.usr.display().to_string(),
             self.image.etc.display().to_string(),
+            format!("{:?}", self.store_image),
         ];
         key.extend(self.args());
         let parts: Vec<&[u8]> = key.iter().map(|s| s.as_bytes()).collect();
@@ -334,16 +351,20 @@ impl Machine {
         }
         // SAFETY: geteuid cannot fail.
         let root = unsafe { libc::geteuid() } == 0;
+        let mut ro: Vec<(PathBuf, PathBuf)> = vec![
+            ("/usr".into(), "/usr".into()),
+            (self.kernel.image.clone(), J_KERNEL.into()),
+            (self.initramfs.clone(), J_INITRD.into()),
+            (self.image.usr.clone(), J_USR.into()),
+            (self.image.etc.clone(), J_ETC.into()),
+        ];
+        if let Some(img) = &self.store_image {
+            ro.push((img.clone(), J_IMAGE.into()));
+        }
         VmmJail {
             program: self.qemu.clone(),
             args,
-            ro: vec![
-                ("/usr".into(), "/usr".into()),
-                (self.kernel.image.clone(), J_KERNEL.into()),
-                (self.initramfs.clone(), J_INITRD.into()),
-                (self.image.usr.clone(), J_USR.into()),
-                (self.image.etc.clone(), J_ETC.into()),
-            ],
+            ro,
             devices,
             symlinks: vec![
                 ("/lib".into(), "usr/lib".into()),

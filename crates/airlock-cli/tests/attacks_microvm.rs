@@ -155,7 +155,7 @@ fn fork_bomb_and_memory_hog_stay_inside() {
         .spawn()
         .unwrap();
     let mut peak = before;
-    let end = Instant::now() + Duration::from_secs(240);
+    let end = Instant::now() + Duration::from_secs(900);
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
@@ -206,7 +206,7 @@ fn qemu_runs_confined_on_the_host() {
         .spawn()
         .unwrap();
     let pid = child.id();
-    let end = Instant::now() + Duration::from_secs(300);
+    let end = Instant::now() + Duration::from_secs(900);
     let q = loop {
         if let Some(q) = qemu_child_of(pid) {
             break q;

@@ -458,6 +458,22 @@ impl Machine {
             return Err(e);
         }
         std::fs::rename(&tmp, &path).map_err(io_err("rename", &path))?;
+        // Templates not used for a day go (the agent, kernel or host
+        // image they were made of changed since).
+        if let Ok(rd) = std::fs::read_dir(&dir) {
+            for e in rd.flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                let old = e
+                    .metadata()
+                    .and_then(|m| m.accessed())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > Duration::from_secs(86400));
+                if old && n.ends_with(".snap") && e.path() != path {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
         Ok(path)
     }
 

@@ -85,6 +85,20 @@ if [ ! -x /opt/airlock-mcp-venv/bin/python ] ||
     log "installing the mcp package (for the MCP tests) in /opt/airlock-mcp-venv"
     /usr/bin/python3 -m venv /opt/airlock-mcp-venv
     /opt/airlock-mcp-venv/bin/pip install -q mcp
+
+# The microVM tier: QEMU (its microvm machine), the Debian cloud kernel
+# (the default guest kernel, with its modules as plain .ko files),
+# erofs-utils (the host image's read-only disks) and binutils (objcopy
+# takes a debug build's debug information out of the guest's /init).
+need=()
+for p in qemu-system-x86 linux-image-cloud-amd64 erofs-utils binutils; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
+done
+if [ ${#need[@]} -gt 0 ]; then
+    log "installing ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
 # Node.js: any package that provides /usr/bin/node will do (Debian's

@@ -140,6 +140,7 @@ impl Files {
         let (in_root, ids) = match &plan.role {
             Role::Container(c) => (true, (!c.rootless).then_some(plan.file_user)),
             Role::Local => (false, None),
+            Role::Guest(_) => (true, Some(plan.file_user)),
         };
         let root = if in_root {
             sys::openat2(libc::AT_FDCWD, c"/", libc::O_PATH | libc::O_DIRECTORY, 0, 0).ok()

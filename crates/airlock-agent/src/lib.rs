@@ -22,6 +22,7 @@
 //! sends with `AgentSession`.
 
 mod files;
+mod guest;
 pub mod plan;
 mod procs;
 mod serve;
@@ -29,7 +30,7 @@ mod setup;
 mod tcp;
 
 use airlock_protocol::v2::Stage;
-pub use plan::{AgentPlan, ContainerPlan, Inherited, MountShape, Role};
+pub use plan::{AgentPlan, ContainerPlan, GuestDisk, GuestPlan, Inherited, MountShape, Role};
 pub use serve::{serve, Served};
 
 /// A set-up failure, reported as SetupFailed.
@@ -50,13 +51,25 @@ impl SetupError {
     }
 }
 
-/// Whether this process was started as the agent (`argv[0]`).
+/// Whether this process was started as the agent (`argv[0]`), or is a
+/// microVM guest's `/init`.
 pub fn is_agent_invocation() -> bool {
-    std::env::args_os().next().is_some_and(|a| a == plan::ARGV0)
+    std::env::args_os().next().is_some_and(|a| a == plan::ARGV0) || guest::is_guest_init()
 }
 
 /// The agent's `main`: never returns.
 pub fn main() -> ! {
+    // --- microVM tier: the guest's /init, and the VMM's jail helper ---
+    if guest::is_guest_init() {
+        guest::main();
+    }
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == airlock_jail::vmm::HELPER_ARG)
+    {
+        airlock_jail::vmm::helper_main();
+    }
+    // --- end microVM tier ---
     let code = match serve::run() {
         Ok(()) => 0,
         Err(_) => 1,

@@ -7,6 +7,12 @@ use serde::{Deserialize, Serialize};
 
 pub use airlock_jail::spawn::{AGENT_ARGV0 as ARGV0, FD_CHANNEL, FD_FIRST_TREE};
 
+/// A microVM guest's channel: the virtio-serial port of this name.
+pub const GUEST_PORT: &str = "org.airlock.agent";
+/// In a guest's initramfs: the kernel modules to load, one file name a
+/// line (the files beside it), in dependency order.
+pub const GUEST_MODULES: &str = "/airlock/modules";
+
 /// How one user mount's inherited tree looks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MountShape {
@@ -58,6 +64,38 @@ pub enum Role {
     Container(Box<ContainerPlan>),
     /// A plain child of airlock (the local tier): no isolation to set up.
     Local,
+    /// `/init` of a microVM guest (see `guest.rs`).
+    Guest(Box<GuestPlan>),
+}
+
+/// A microVM guest's set-up, applied by the agent as the guest's `/init`
+/// after boot (or after a snapshot of it was restored).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GuestPlan {
+    /// The sandbox's root, as the container tier builds it; the image's
+    /// directories come from the guest's read-only disks.
+    pub root: RootPlan,
+    pub hostname: String,
+    /// The image's disks, each mounted read-only before the root is built.
+    pub disks: Vec<GuestDisk>,
+    /// Fresh entropy from the host, mixed into the guest kernel's RNG and
+    /// reseeded from before any command runs: clones of one snapshot
+    /// share the RNG state they were saved with.
+    pub seed: Vec<u8>,
+    /// The host's wall clock (ns since the epoch) when the plan was made:
+    /// a restored guest's clock is the snapshot's.
+    pub time_ns: u64,
+}
+
+/// A read-only disk of the guest's image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestDisk {
+    /// Its virtio serial number (`/sys/block/vdX/serial`).
+    pub serial: String,
+    /// Where it is mounted (before the sandbox's root is built).
+    pub at: std::path::PathBuf,
+    /// Its filesystem (`erofs`).
+    pub fstype: String,
 }
 
 /// Everything the agent needs, from the host.

@@ -197,6 +197,7 @@ impl Procs {
         let chown_pty = match &plan.role {
             Role::Container(c) => !c.rootless,
             Role::Local => false,
+            Role::Guest(_) => true,
         };
         Procs {
             map: BTreeMap::new(),

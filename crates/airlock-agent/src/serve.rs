@@ -100,7 +100,7 @@ pub(crate) fn run() -> Result<(), Served> {
     }
 }
 
-fn reset_signals() {
+pub(crate) fn reset_signals() {
     // SAFETY: sigset manipulation on locals, then resetting dispositions.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
@@ -237,7 +237,7 @@ fn apply_plan(
         let _ = ch.flush();
         Served::SetupFailed
     };
-    let plan = match AgentPlan::from_bytes(data) {
+    let mut plan = match AgentPlan::from_bytes(data) {
         Ok(p) => p,
         Err(e) => {
             return Err(fail(
@@ -252,6 +252,7 @@ fn apply_plan(
     let notes = match &plan.role {
         Role::Container(c) => setup::container(c, ch.fd(), net_ready),
         Role::Local => setup::local().map(|()| Vec::new()),
+        Role::Guest(g) => crate::guest::setup(g, &mut plan.confinement),
     };
     match notes {
         Ok(notes) => {
@@ -505,9 +506,10 @@ impl Agent {
     /// started and every orphan it inherited as their subreaper.
     fn kill_all(&mut self) {
         match self.plan.role {
-            Role::Container(_) => {
-                // SAFETY: kill(-1) from PID 1 of a PID namespace signals
-                // every other process in it, and nothing outside.
+            Role::Container(_) | Role::Guest(_) => {
+                // SAFETY: kill(-1) from PID 1 of a PID namespace (or of a
+                // guest) signals every other process in it, and nothing
+                // outside.
                 unsafe { libc::kill(-1, libc::SIGKILL) };
             }
             Role::Local => self.procs.kill_groups(),

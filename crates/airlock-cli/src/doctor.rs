@@ -46,30 +46,18 @@ fn landlock_abi() -> i64 {
     airlock_jail::landlock::abi()
 }
 
+/// The microVM tier's accelerator, by the same probe the tier uses (a
+/// guest instruction through /dev/kvm, then QEMU itself on KVM).
 fn kvm() -> (bool, String) {
-    const KVM_GET_API_VERSION: libc::c_ulong = 0xAE00;
-    const KVM_CREATE_VM: libc::c_ulong = 0xAE01;
-    let Ok(f) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-    else {
-        return (false, "/dev/kvm missing or not accessible: the microVM tier will use software emulation (TCG), which is much slower".into());
-    };
-    use std::os::fd::AsRawFd;
-    // SAFETY: KVM ioctls with integer arguments on an fd we own.
-    let (api, vm) = unsafe {
-        let api = libc::ioctl(f.as_raw_fd(), KVM_GET_API_VERSION, 0);
-        let vm = libc::ioctl(f.as_raw_fd(), KVM_CREATE_VM, 0);
-        if vm >= 0 {
-            libc::close(vm);
-        }
-        (api, vm)
-    };
-    if api == 12 && vm >= 0 {
-        (true, "/dev/kvm can create VMs (API 12); whether a guest really boots (nested KVM can fail) is checked when a microVM starts, with a fallback to TCG".into())
-    } else {
-        (false, format!("/dev/kvm answered API {api} and could not create a VM: the microVM tier will use software emulation (TCG)"))
+    match airlock_vm::Accel::detect() {
+        airlock_vm::Accel::Kvm => (
+            true,
+            "KVM runs guests here: the microVM tier uses it".into(),
+        ),
+        airlock_vm::Accel::Tcg { why } => (
+            false,
+            format!("the microVM tier runs under software emulation (TCG), much slower: {why}"),
+        ),
     }
 }
 
@@ -213,6 +201,20 @@ pub fn run() -> i32 {
         what: "kvm",
         detail: kvm_detail,
         fix: if kvm_ok { "" } else { "enable virtualization (VT-x/AMD-V) or nested virtualization, and add yourself to the kvm group" },
+    });
+    let kernel = airlock_vm::Kernel::find(None);
+    lines.push(Line {
+        ok: kernel.is_ok(),
+        what: "guest kernel",
+        detail: match &kernel {
+            Ok(k) => format!(
+                "{} ({} modules for the initramfs)",
+                k.image.display(),
+                k.modules.len()
+            ),
+            Err(e) => e.to_string(),
+        },
+        fix: "apt-get install linux-image-cloud-amd64 (or pass AIRLOCK_VM_KERNEL=PATH)",
     });
     let qemu = which("qemu-system-x86_64");
     lines.push(Line {

@@ -117,7 +117,7 @@ struct TaskArgs {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum IsolationArg {
-    /// A guest kernel under a VMM (not in this build yet).
+    /// A guest kernel under a VMM (QEMU microvm; KVM, or software emulation).
     Microvm,
     /// Namespaces + seccomp + Landlock + no capabilities + cgroups.
     Container,

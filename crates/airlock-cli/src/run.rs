@@ -131,7 +131,6 @@ pub fn run_then(
     mut then: Option<Then<'_>>,
 ) -> Result<RunResult, CoreError> {
     let start = Instant::now();
-    let deadline = start + spec.limits.timeout;
     // Caught from now on, so a signal during start-up is forwarded, not
     // fatal to airlock alone.
     let signals = SignalFd::new(spec.tty).map_err(|err| CoreError::Io {
@@ -150,6 +149,10 @@ pub fn run_then(
             image,
         },
     )?;
+    // The timeout runs from the sandbox's creation: a microVM's first
+    // start builds caches and a template first, which the command's time
+    // does not include.
+    let deadline = Instant::now() + spec.limits.timeout;
     for n in sb.take_notes() {
         note(&n);
     }
@@ -256,6 +259,15 @@ pub fn run_then(
                 }
                 Event::AgentGone => {
                     gone = true;
+                    if !exited
+                        && !result.timed_out
+                        && sb.isolation() == airlock_spec::Isolation::Microvm
+                    {
+                        // QEMU is the agent's process on the host: the
+                        // whole machine is gone.
+                        let _ = sb.close();
+                        return Err(CoreError::MicrovmGone);
+                    }
                     if !exited && !result.timed_out {
                         // The agent died without a word: killed from
                         // outside, or by the OOM killer.

@@ -1044,3 +1044,70 @@ asyncio.run(main())
         .unwrap();
     assert_eq!(me["exit_code"], 128 + 1, "{me}");
 }
+
+/// `airlock serve` with `"isolation": "microvm"`: the sandbox is a guest
+/// (its kernel answers), several execs and a file over the one channel,
+/// pause and resume of the whole machine, and delete leaves no QEMU.
+#[test]
+fn a_microvm_sandbox_through_the_service() {
+    let Some(d) = Daemon::start(&[]) else {
+        return;
+    };
+    let id =
+        d.create(serde_json::json!({ "isolation": "microvm", "limits": { "timeout": "10m" } }));
+    let info = d.get(&format!("/v1/sandboxes/{id}"));
+    assert!(info.to_string().contains("microVM accelerator"), "{info}");
+    for i in 0..3 {
+        let (code, out, err) = d.exec(&id, &["sh", "-c", &format!("echo run{i}; uname -r")]);
+        assert_eq!(code, 0, "{err}");
+        assert!(out.starts_with(&format!("run{i}\n")), "{out}");
+        assert!(out.trim_end().ends_with("-cloud-amd64"), "{out}");
+    }
+    let (s, _) = d.req(
+        "PUT",
+        &format!("/v1/sandboxes/{id}/files?path=/tmp/f.bin"),
+        Some(b"bytes in a guest"),
+        false,
+    );
+    assert!(s == 200 || s == 201 || s == 204, "{s}");
+    let (code, out, _) = d.exec(&id, &["cat", "/tmp/f.bin"]);
+    assert_eq!((code, out.as_str()), (0, "bytes in a guest"));
+    assert!(matches!(
+        d.status("POST", &format!("/v1/sandboxes/{id}/pause")),
+        200 | 204
+    ));
+    assert!(matches!(
+        d.status("POST", &format!("/v1/sandboxes/{id}/resume")),
+        200 | 204
+    ));
+    let (code, out, _) = d.exec(&id, &["echo", "after"]);
+    assert_eq!((code, out.as_str()), (0, "after\n"));
+    assert!(matches!(
+        d.status("DELETE", &format!("/v1/sandboxes/{id}")),
+        200 | 204
+    ));
+    let end = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < end && qemus_of(d.child.as_ref().unwrap().id()) > 0 {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        qemus_of(d.child.as_ref().unwrap().id()),
+        0,
+        "QEMU left after delete"
+    );
+}
+
+/// QEMU processes that are children of `pid`.
+fn qemus_of(pid: u32) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            let p = e.file_name().to_string_lossy().into_owned();
+            let st = std::fs::read_to_string(format!("/proc/{p}/status")).unwrap_or_default();
+            let exe = std::fs::read_link(format!("/proc/{p}/exe")).unwrap_or_default();
+            st.lines().any(|l| l == format!("PPid:\t{pid}"))
+                && exe.to_string_lossy().contains("qemu-system")
+        })
+        .count()
+}

@@ -1,10 +1,9 @@
 //! Backends: how a tier starts its agent and what its processes get by
-//! default. The container and local tiers are here; the microVM tier will
-//! be a third behind the same trait.
+//! default: the container, local and microVM tiers.
 
 use crate::facts::Facts;
 use crate::CoreError;
-use airlock_agent::{AgentPlan, ContainerPlan, Inherited, MountShape, Role};
+use airlock_agent::{AgentPlan, ContainerPlan, GuestDisk, GuestPlan, Inherited, MountShape, Role};
 use airlock_confine::{rlimit::Rlimits, Confinement};
 use airlock_jail::cgroup::{Cgroup, Controller};
 use airlock_jail::mount;
@@ -20,16 +19,18 @@ pub struct Spawned {
     pub plan: AgentPlan,
     /// What the user should hear about the set-up.
     pub notes: Vec<String>,
+    /// A microVM's QEMU monitor (pause and resume).
+    pub vm_monitor: Option<airlock_vm::Qmp>,
 }
 
 /// One isolation tier.
 pub trait Backend {
     fn isolation(&self) -> Isolation;
-    /// Starts the (pre-spawned) agent for `spec`, in `cgroup` if there is
-    /// one.
+    /// Starts the agent for `spec` (the pre-spawned one, for the tiers
+    /// whose agent runs on the host), in `cgroup` if there is one.
     fn spawn(
         &self,
-        pending: Pending,
+        pending: Option<Pending>,
         spec: &ValidSpec,
         facts: &Facts,
         cgroup: Option<&Cgroup>,
@@ -52,7 +53,7 @@ pub fn for_spec(spec: &ValidSpec) -> Result<Box<dyn Backend>, CoreError> {
     match spec.isolation {
         Isolation::Container => Ok(Box::new(Container)),
         Isolation::None => Ok(Box::new(Local)),
-        Isolation::Microvm => Err(CoreError::MicrovmUnavailable),
+        Isolation::Microvm => Ok(Box::new(Microvm)),
     }
 }
 
@@ -66,7 +67,7 @@ impl Backend for Container {
 
     fn spawn(
         &self,
-        pending: Pending,
+        pending: Option<Pending>,
         spec: &ValidSpec,
         facts: &Facts,
         cgroup: Option<&Cgroup>,
@@ -135,6 +136,7 @@ impl Backend for Container {
                 capture,
             })
         };
+        let pending = pending.ok_or_else(|| CoreError::Misuse("no agent".into()))?;
         let agent = pending.start(AgentSpawn {
             idmap: Some(plan.idmap),
             cgroup,
@@ -163,6 +165,7 @@ impl Backend for Container {
             agent,
             plan: agent_plan,
             notes,
+            vm_monitor: None,
         })
     }
 
@@ -196,7 +199,7 @@ impl Backend for Local {
 
     fn spawn(
         &self,
-        pending: Pending,
+        pending: Option<Pending>,
         spec: &ValidSpec,
         _facts: &Facts,
         cgroup: Option<&Cgroup>,
@@ -214,6 +217,7 @@ impl Backend for Local {
                 .flatten(),
             ..Rlimits::default()
         };
+        let pending = pending.ok_or_else(|| CoreError::Misuse("no agent".into()))?;
         let agent = pending.start(AgentSpawn {
             idmap: None,
             cgroup,
@@ -234,6 +238,7 @@ impl Backend for Local {
                 exit_when_idle: false,
             },
             notes: Vec::new(),
+            vm_monitor: None,
         })
     }
 
@@ -281,5 +286,161 @@ impl Backend for Local {
             }
             libc::kill(agent.pid, libc::SIGKILL);
         }
+    }
+}
+
+/// The microVM tier: the agent is the `/init` of a guest under QEMU
+/// (`airlock-vm`), started from the template snapshot of its kind of
+/// machine; the host sees QEMU (jailed) as the agent's process and the
+/// virtio-serial port as its channel.
+pub struct Microvm;
+
+/// Where a store image's disk is mounted in the guest (outside the
+/// sandbox's root, which is built on it).
+const GUEST_IMAGE_AT: &str = "/.image";
+
+/// Fresh bytes from the host's kernel.
+fn seed() -> Vec<u8> {
+    let mut b = vec![0u8; 64];
+    // SAFETY: getrandom fills the buffer it is given.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    b.truncate(n.max(0) as usize);
+    b
+}
+
+impl Backend for Microvm {
+    fn isolation(&self) -> Isolation {
+        Isolation::Microvm
+    }
+
+    fn spawn(
+        &self,
+        _pending: Option<Pending>,
+        spec: &ValidSpec,
+        facts: &Facts,
+        _cgroup: Option<&Cgroup>,
+        _unenforced: &[Controller],
+        image: Option<&ImageRoot>,
+    ) -> Result<Spawned, CoreError> {
+        if image.is_some_and(|i| i.capture.is_some()) {
+            return Err(CoreError::MicrovmUnsupported(
+                "image build steps (RUN) run in the container tier".into(),
+            ));
+        }
+        // SAFETY: geteuid cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err(CoreError::MicrovmUnsupported(
+                "it runs as root for now (QEMU then runs as nobody in its own namespaces, with no capabilities); rootless microVMs are not supported yet".into(),
+            ));
+        }
+        if !spec.mounts.is_empty() {
+            return Err(CoreError::MicrovmUnsupported(
+                "mounts (--ro, --rw, --overlay) are not available in a microVM yet: copy files in with `airlock cp` or use the container tier".into(),
+            ));
+        }
+        let opts = airlock_vm::MachineOptions::from_limits(
+            std::env::var_os("AIRLOCK_VM_KERNEL").map(PathBuf::from),
+            spec.limits.memory,
+            spec.limits.cpus,
+        );
+        let machine =
+            airlock_vm::Machine::prepare(opts, &facts.image, image.map(|i| i.tree.as_path()))?;
+        crate::timing::mark("vm prepared");
+        let mut notes = vec![machine.accel.describe()];
+        // A store image's tree is its disk, mounted in the guest here.
+        let guest_image = image.map(|i| ImageRoot {
+            tree: PathBuf::from(GUEST_IMAGE_AT),
+            home: i.home.clone(),
+            capture: None,
+        });
+        // Inside the guest the agent is root of the guest's own kernel:
+        // the sandbox's ids are used as they are.
+        let plan = Plan::compile(
+            spec,
+            &facts.image,
+            &facts.kernel,
+            facts.idmap,
+            &[],
+            // The guest kernel's Landlock (the agent drops the layer, and
+            // says so, if the guest kernel has none).
+            1,
+            guest_image.as_ref(),
+        );
+        let vm = machine.start()?;
+        crate::timing::mark("vm started");
+        if !vm.restored {
+            notes.push("microVM booted (no template)".into());
+        }
+        let (pid, pidfd, channel, monitor) = vm
+            .into_parts()
+            .ok_or_else(|| CoreError::Misuse("microVM already taken".into()))?;
+        let agent = Agent {
+            pid,
+            pidfd,
+            channel,
+        };
+        let mut confinement = plan.confinement;
+        confinement.set_ids = true;
+        confinement.nested_userns = false;
+        let time_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let agent_plan = AgentPlan {
+            role: Role::Guest(Box::new(GuestPlan {
+                root: plan.root,
+                hostname: plan.hostname,
+                disks: vec![
+                    GuestDisk {
+                        serial: airlock_vm::image::SERIAL_USR.into(),
+                        at: "/usr".into(),
+                        fstype: "erofs".into(),
+                    },
+                    GuestDisk {
+                        serial: airlock_vm::image::SERIAL_ETC.into(),
+                        at: "/etc".into(),
+                        fstype: "erofs".into(),
+                    },
+                ]
+                .into_iter()
+                .chain(guest_image.as_ref().map(|_| GuestDisk {
+                    serial: airlock_vm::image::SERIAL_IMAGE.into(),
+                    at: GUEST_IMAGE_AT.into(),
+                    fstype: "erofs".into(),
+                }))
+                .collect(),
+                seed: seed(),
+                time_ns,
+            })),
+            confinement,
+            file_user: (plan.user.uid, plan.user.gid),
+            trace_timing: crate::timing::on(),
+            exit_when_idle: false,
+        };
+        notes.retain(|n| !n.is_empty());
+        Ok(Spawned {
+            agent,
+            plan: agent_plan,
+            notes,
+            vm_monitor: monitor,
+        })
+    }
+
+    fn env(&self, spec: &ValidSpec) -> Vec<(String, String)> {
+        airlock_jail::base_env(spec, |k| std::env::var(k).ok())
+    }
+
+    fn cwd(&self, spec: &ValidSpec) -> Result<PathBuf, CoreError> {
+        Ok(spec.effective_workdir())
+    }
+
+    fn user(&self, spec: &ValidSpec) -> User {
+        spec.user
+    }
+
+    fn kill(&self, agent: &Agent, _started: &[i32]) {
+        // SAFETY: QEMU is our unreaped child and PID 1 of its jail's PID
+        // namespace: its death ends the guest and everything in its jail.
+        unsafe { libc::kill(agent.pid, libc::SIGKILL) };
     }
 }

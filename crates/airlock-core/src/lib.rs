@@ -56,8 +56,12 @@ pub enum CoreError {
         #[source]
         err: io::Error,
     },
-    #[error("the microVM tier (--isolation microvm, --trust untrusted) is not available in this build yet; use --isolation container (the default) or none")]
-    MicrovmUnavailable,
+    #[error("the microVM tier: {0}")]
+    Microvm(#[from] airlock_vm::VmError),
+    #[error("the microVM tier: {0}")]
+    MicrovmUnsupported(String),
+    #[error("the microVM ended before the command did: its QEMU process was killed from outside, or the guest kernel stopped (a panic); the sandbox is gone")]
+    MicrovmGone,
     #[error(transparent)]
     Image(#[from] airlock_image::ImageError),
     #[error("image {image}: {why}")]

@@ -230,6 +230,9 @@ pub struct Sandbox {
     /// Processes started and not yet exited: id → pid (0 until started).
     procs: BTreeMap<u32, u32>,
     notes: Vec<String>,
+    /// A microVM's QEMU monitor: pause and resume stop and continue the
+    /// whole machine.
+    vm_monitor: Option<airlock_vm::Qmp>,
 }
 
 /// The cgroups a spec's limits need, the limits that fall back to rlimits
@@ -281,9 +284,16 @@ impl Sandbox {
             Isolation::Container => Some(facts::idmap()),
             _ => None,
         };
-        let pending = match opts.agent {
-            Some(p) if p.stream == opts.stream_channel && p.pending.idmap() == want => p,
-            _ => prespawn(backend.isolation(), opts.stream_channel)?,
+        // A microVM's agent is its guest's /init, over a byte stream.
+        let vm = backend.isolation() == Isolation::Microvm;
+        let stream_channel = opts.stream_channel || vm;
+        let pending = if vm {
+            None
+        } else {
+            Some(match opts.agent {
+                Some(p) if p.stream == opts.stream_channel && p.pending.idmap() == want => p,
+                _ => prespawn(backend.isolation(), opts.stream_channel)?,
+            })
         };
         let facts = Facts::get();
         crate::timing::mark("facts");
@@ -305,10 +315,16 @@ impl Sandbox {
             (_, Some(root)) => Some(root),
             (_, None) => crate::image::root_for(spec)?,
         };
-        let (cg, unenforced) = limits_setup(spec, opts.accounting, &mut notes)?;
+        // A microVM's limits are its guest's (RAM, vCPUs) and the agent's
+        // inside it.
+        let (cg, unenforced) = if vm {
+            (None, Vec::new())
+        } else {
+            limits_setup(spec, opts.accounting, &mut notes)?
+        };
         crate::timing::mark("limits");
         let mut spawned = match backend.spawn(
-            pending.pending,
+            pending.map(|p| p.pending),
             spec,
             facts,
             cg.as_ref(),
@@ -325,7 +341,7 @@ impl Sandbox {
         };
         crate::timing::mark("spawned");
         notes.extend(spawned.notes);
-        let transport = if opts.stream_channel {
+        let transport = if stream_channel {
             Transport::Stream
         } else {
             Transport::Seqpacket
@@ -350,6 +366,7 @@ impl Sandbox {
             events: VecDeque::new(),
             procs: BTreeMap::new(),
             notes,
+            vm_monitor: spawned.vm_monitor.take(),
         };
         spawned.plan.exit_when_idle = opts.one_shot;
         if let Err(e) = sb.handshake(&spawned.plan.to_bytes()) {
@@ -672,6 +689,11 @@ impl Sandbox {
     }
 
     fn freeze(&mut self, on: bool) -> Result<(), CoreError> {
+        if let Some(q) = self.vm_monitor.as_mut() {
+            let cmd = if on { "stop" } else { "cont" };
+            q.execute(cmd, serde_json::Value::Null, Duration::from_secs(10))?;
+            return Ok(());
+        }
         let cg = self.cg.as_ref().ok_or_else(|| CoreError::Io {
             what: "pause/resume needs the sandbox's own cgroup (create it with accounting)",
             err: std::io::Error::from_raw_os_error(libc::EOPNOTSUPP),

@@ -14,6 +14,8 @@ pub mod net;
 pub mod safepath;
 pub mod spawn;
 pub mod userns;
+/// The microVM tier's VMM jail (QEMU's namespaces and root).
+pub mod vmm;
 
 pub use airlock_confine::{caps, landlock, rlimit, seccomp};
 pub use airlock_sys as sys;

@@ -2429,6 +2429,10 @@ fn host_dirs(
                 continue;
             }
         }
+        // Kernels before 6.15 clone nothing from a detached mount: there
+        // the overlay is attached for a moment (where older kernels attach
+        // lower layers) and its directories cloned by path.
+        let mut attached: Option<OwnedFd> = None;
         for (path, source) in dirs {
             let rel = source.strip_prefix(&layer).unwrap_or(source);
             let rel = if rel.as_os_str().is_empty() {
@@ -2436,11 +2440,30 @@ fn host_dirs(
             } else {
                 rel
             };
-            let sub = sys::open_tree_clone_at(ovl.as_raw_fd(), rel)
-                .map_err(|e| fail("open overlay of", source, e))?;
+            let mut r = match &attached {
+                Some(a) => sys::open_tree_clone_at(a.as_raw_fd(), rel),
+                None => sys::open_tree_clone_at(ovl.as_raw_fd(), rel),
+            };
+            if attached.is_none()
+                && matches!(&r, Err(e) if e.raw_os_error() == Some(libc::EINVAL))
+                && !overlays.by_fd
+            {
+                mkdir(&overlays.lower_at, 0o700)?;
+                sys::move_mount_path(ovl.as_raw_fd(), &overlays.lower_at)
+                    .map_err(|e| fail("attach overlay of", source, e))?;
+                let dir = std::fs::File::open(&overlays.lower_at)
+                    .map_err(|e| fail("open overlay of", source, e))?;
+                r = sys::open_tree_clone_at(dir.as_raw_fd(), rel);
+                attached = Some(dir.into());
+            }
+            let sub = r.map_err(|e| fail("open overlay of", source, e))?;
             out.push((path.clone(), sub));
         }
+        // Parking moves the overlay away from where it was attached, too.
         park(ovl, &layer)?;
+        if attached.take().is_some() {
+            rmdir(&overlays.lower_at)?;
+        }
     }
     Ok(out)
 }

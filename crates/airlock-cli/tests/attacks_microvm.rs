@@ -1,0 +1,323 @@
+//! Attacks on the microVM tier, as root on the host: what the guest tries
+//! and what must not happen on the host. Each runs a real guest (restored
+//! from the cached template; see `microvm.rs`).
+
+mod common;
+use common::*;
+use std::io::Read;
+use std::net::TcpListener;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+fn vm(flags: &[&str], script: &str) -> Option<Out> {
+    let mut f = vec!["--isolation", "microvm"];
+    f.extend_from_slice(flags);
+    sh(Who::Root, &f, script)
+}
+
+fn vm_py(flags: &[&str], code: &str) -> Option<Out> {
+    let mut f = vec!["--isolation", "microvm"];
+    f.extend_from_slice(flags);
+    py(Who::Root, &f, code)
+}
+
+/// The host's addresses other than loopback (from `ip`), IPv4.
+fn host_addresses() -> Vec<String> {
+    let o = std::process::Command::new("ip")
+        .args(["-4", "-o", "addr", "show"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            let i = w.iter().position(|x| *x == "inet")?;
+            let a = w.get(i + 1)?.split('/').next()?.to_string();
+            (!a.starts_with("127.")).then_some(a)
+        })
+        .collect()
+}
+
+/// The guest has no network device: a server on the host's loopback and
+/// on the host's own addresses is out of reach (the guest's 127.0.0.1 is
+/// its own), and the server never sees a connection.
+#[test]
+fn guest_cannot_reach_the_hosts_network() {
+    if !is_root() {
+        skip("needs root");
+        return;
+    }
+    let l = TcpListener::bind("0.0.0.0:0").unwrap();
+    l.set_nonblocking(true).unwrap();
+    let port = l.local_addr().unwrap().port();
+    let mut targets = vec!["127.0.0.1".to_string()];
+    targets.extend(host_addresses());
+    let code = format!(
+        r#"
+print("ifaces", sorted(l.split(":")[0].strip() for l in open("/proc/net/dev").read().splitlines()[2:]))
+for a in {targets:?}:
+    s = socket.socket()
+    s.settimeout(5)
+    print(a, try_(s.connect, (a, {port})))
+print("udp", try_(socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto, b"x", ("{first}", 53)))
+"#,
+        first = targets.last().unwrap()
+    );
+    let o = vm_py(&[], &code).unwrap();
+    o.ok();
+    assert_eq!(o.lines()[0], "ifaces ['lo']", "{o:?}");
+    assert!(o.stdout.contains("127.0.0.1 ECONNREFUSED"), "{o:?}");
+    for a in &targets[1..] {
+        assert!(
+            o.stdout.contains(&format!("{a} ENETUNREACH")),
+            "{a} reachable? {o:?}"
+        );
+    }
+    assert!(o.stdout.contains("udp ENETUNREACH"), "{o:?}");
+    match l.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("the host's server got a connection: {other:?}"),
+    }
+}
+
+/// Host files outside what the guest is given are not there: a canary in
+/// a host directory, the host's users and shadow file, the host's home
+/// directories and /var.
+#[test]
+fn guest_cannot_read_host_files() {
+    if !is_root() {
+        skip("needs root");
+        return;
+    }
+    let dir = scratch(Who::Root);
+    let secret = format!("canary-{}-{}", std::process::id(), line!());
+    let canary = dir.path().join("canary");
+    std::fs::write(&canary, &secret).unwrap();
+    let o = vm(
+        &[],
+        &format!(
+            "cat {c} 2>&1; ls /root /home /var 2>&1; cat /etc/shadow 2>&1 | head -3; grep -c . /etc/passwd; grep -rl {s} /etc /tmp /var /home 2>/dev/null | head -3; echo end",
+            c = canary.display(),
+            s = secret
+        ),
+    )
+    .unwrap();
+    assert!(o.stdout.contains("No such file or directory"), "{o:?}");
+    assert!(!o.stdout.contains(&secret), "{o:?}");
+    let host_shadow = std::fs::read_to_string("/etc/shadow").unwrap_or_default();
+    for line in host_shadow.lines().take(3) {
+        assert!(!o.stdout.contains(line), "host shadow line visible: {o:?}");
+    }
+    // The host has the test user; the guest's passwd is airlock's own.
+    assert!(!o.stdout.contains("airlock-test"), "{o:?}");
+    assert!(o.stdout.contains("end"), "{o:?}");
+}
+
+/// A fork bomb and a memory hog stay inside the guest: the host sees no
+/// new processes (the guest's are not host processes), the run ends, and
+/// no QEMU is left.
+#[test]
+fn fork_bomb_and_memory_hog_stay_inside() {
+    if !is_root() {
+        skip("needs root");
+        return;
+    }
+    let count = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_str()
+                    .is_some_and(|s| s.parse::<u32>().is_ok())
+            })
+            .count()
+    };
+    let before = count();
+    let mut c = airlock(Who::Root).unwrap();
+    let mut child = c
+        .args([
+            "run",
+            "--isolation",
+            "microvm",
+            "--timeout",
+            "25s",
+            "--memory",
+            "128M",
+            "--",
+            "sh",
+            "-c",
+            "python3 -c 'b=[]\nwhile True: b.append(bytearray(1<<20))' & f() { f | f & }; f",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut peak = before;
+    let end = Instant::now() + Duration::from_secs(900);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        peak = peak.max(count());
+        assert!(Instant::now() < end, "the run did not end");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    // Other tests run beside this one: a generous margin, far below a
+    // fork bomb's thousands.
+    assert!(
+        peak < before + 60,
+        "host processes grew from {before} to {peak}: {err}"
+    );
+    assert!(status.code().is_some(), "{status:?} {err}");
+    // QEMU was reaped by airlock, not orphaned to init.
+    assert!(orphaned_qemus().is_empty(), "{:?}", orphaned_qemus());
+}
+
+/// The QEMU process on the host: no capabilities at all, no_new_privs,
+/// a seccomp filter, an unprivileged uid, its own network namespace (no
+/// interface), and a root that is not the host's.
+#[test]
+fn qemu_runs_confined_on_the_host() {
+    let Some(mut c) = airlock(Who::Root) else {
+        return;
+    };
+    let mut child = c
+        .args([
+            "run",
+            "--isolation",
+            "microvm",
+            "--",
+            "sh",
+            "-c",
+            "echo up; sleep 30",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let end = Instant::now() + Duration::from_secs(900);
+    let q = loop {
+        if let Some(q) = qemu_child_of(pid) {
+            break q;
+        }
+        assert!(Instant::now() < end, "no QEMU");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // Once the guest runs the command, QEMU is fully set up (its seccomp
+    // filter comes after its start).
+    let mut up = [0u8; 3];
+    child.stdout.take().unwrap().read_exact(&mut up).unwrap();
+    assert_eq!(&up, b"up\n");
+    let st = std::fs::read_to_string(format!("/proc/{q}/status")).unwrap();
+    let field = |k: &str| {
+        st.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}:")))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    for k in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        assert_eq!(field(k), "0000000000000000", "{k}: {st}");
+    }
+    assert_eq!(field("NoNewPrivs"), "1");
+    assert_eq!(field("Seccomp"), "2");
+    let uid = field("Uid");
+    assert!(uid.split_whitespace().all(|u| u != "0"), "{uid}");
+    let ns = |p: &str| std::fs::read_link(p).unwrap();
+    assert_ne!(ns(&format!("/proc/{q}/ns/net")), ns("/proc/self/ns/net"));
+    assert_ne!(ns(&format!("/proc/{q}/ns/mnt")), ns("/proc/self/ns/mnt"));
+    assert_ne!(ns(&format!("/proc/{q}/ns/pid")), ns("/proc/self/ns/pid"));
+    let dev = std::fs::read_to_string(format!("/proc/{q}/net/dev")).unwrap();
+    let ifaces: Vec<&str> = dev
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next())
+        .map(str::trim)
+        .collect();
+    assert_eq!(ifaces, ["lo"], "{dev}");
+    // Its root holds QEMU's files only: no /etc, /home, /root, /var.
+    let root: Vec<String> = std::fs::read_dir(format!("/proc/{q}/root"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    for absent in ["etc", "home", "root", "var", "tmp", "proc"] {
+        assert!(!root.iter().any(|n| n == absent), "{absent} in {root:?}");
+    }
+    // SAFETY: kill of our own child.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let _ = child.wait();
+}
+
+/// Inside the guest, module loading is off for good and the kernel's
+/// knobs are not the sandbox's to turn.
+#[test]
+fn guest_cannot_load_modules() {
+    let Some(o) = vm_py(
+        &[],
+        r#"
+print("disabled", open("/proc/sys/kernel/modules_disabled").read().strip())
+print("init_module", sc(175, 0, 0, 0))
+print("finit_module", sc(313, 0, 0, 0))
+print("sysrq", try_(lambda: open("/proc/sysrq-trigger", "w").write("c")))
+"#,
+    ) else {
+        return;
+    };
+    o.ok();
+    assert!(o.stdout.contains("disabled 1"), "{o:?}");
+    assert!(o.stdout.contains("init_module EPERM"), "{o:?}");
+    assert!(o.stdout.contains("finit_module EPERM"), "{o:?}");
+    assert!(!o.stdout.contains("sysrq OK"), "{o:?}");
+}
+
+/// The pid of the QEMU process that `airlock` (pid `parent`) started.
+fn qemu_child_of(parent: u32) -> Option<u32> {
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(st) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+            continue;
+        };
+        let ppid = st
+            .lines()
+            .find_map(|l| l.strip_prefix("PPid:"))
+            .map(|v| v.trim().to_string());
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+        if ppid.as_deref() == Some(&parent.to_string())
+            && exe.to_string_lossy().contains("qemu-system")
+        {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+/// QEMU processes whose parent is init: what a sandbox that did not reap
+/// its VMM would leave.
+fn orphaned_qemus() -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+        if st.lines().any(|l| l == "PPid:\t1") && exe.to_string_lossy().contains("qemu-system") {
+            out.push(pid);
+        }
+    }
+    out
+}

@@ -114,9 +114,43 @@ pub fn run(
     spec: &SandboxSpec,
     agent: Option<airlock_core::PendingAgent>,
     image: Option<airlock_jail::ImageRoot>,
+    egress_audit: Option<airlock_egress::Audit>,
     note: &mut dyn FnMut(&str),
 ) -> Result<RunResult, CoreError> {
-    run_then(spec, agent, image, note, None)
+    run_then(spec, agent, image, egress_audit, note, None)
+}
+
+/// `--verbose`: what the egress proxy decided, one line per destination.
+pub fn egress_summary(d: &[airlock_egress::Decision]) -> String {
+    use std::collections::BTreeMap;
+    let mut by: BTreeMap<(bool, String, u16), (u64, u64, u64, String)> = BTreeMap::new();
+    for x in d {
+        let e = by
+            .entry((x.allowed, x.host.clone(), x.port))
+            .or_insert((0, 0, 0, String::new()));
+        e.0 += 1;
+        e.1 += x.bytes_out;
+        e.2 += x.bytes_in;
+        if !x.allowed {
+            e.3 = x.reason.clone();
+        }
+    }
+    let allowed = d.iter().filter(|x| x.allowed).count();
+    let mut s = format!(
+        "airlock: egress: {} connection(s) allowed, {} denied",
+        allowed,
+        d.len() - allowed
+    );
+    for ((ok, host, port), (n, o, i, why)) in by {
+        if ok {
+            s.push_str(&format!(
+                "\n  allowed {host}:{port} x{n} ({o} bytes out, {i} bytes in)"
+            ));
+        } else {
+            s.push_str(&format!("\n  denied  {host}:{port} x{n}: {why}"));
+        }
+    }
+    s
 }
 
 /// What to do in the sandbox once the command is over, before it goes.
@@ -127,6 +161,7 @@ pub fn run_then(
     spec: &SandboxSpec,
     agent: Option<airlock_core::PendingAgent>,
     image: Option<airlock_jail::ImageRoot>,
+    egress_audit: Option<airlock_egress::Audit>,
     note: &mut dyn FnMut(&str),
     mut then: Option<Then<'_>>,
 ) -> Result<RunResult, CoreError> {
@@ -148,6 +183,7 @@ pub fn run_then(
             accounting: false,
             agent,
             image,
+            egress_audit,
         },
     )?;
     for n in sb.take_notes() {
@@ -287,7 +323,7 @@ pub fn run_then(
 
         // One poll over everything.
         let want_stdin = stdin_open && stdin_buf.is_empty() && sb.stdin_credit(id) > 0;
-        let mut fds = [
+        let mut fds = vec![
             libc::pollfd {
                 fd: sb.fd(),
                 events: libc::POLLIN | if sb.wants_write() { libc::POLLOUT } else { 0 },
@@ -319,6 +355,13 @@ pub fn run_then(
                 revents: 0,
             },
         ];
+        sb.extra_fds(&mut |fd, events| {
+            fds.push(libc::pollfd {
+                fd,
+                events,
+                revents: 0,
+            })
+        });
         // SAFETY: a valid array of pollfd.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
         if n < 0 {
@@ -330,6 +373,11 @@ pub fn run_then(
                 what: "poll",
                 err: e,
             });
+        }
+        for p in &fds[6..] {
+            if p.revents != 0 {
+                sb.on_extra(p.fd, p.revents);
+            }
         }
         if fds[0].revents & libc::POLLOUT != 0 {
             sb.on_writable()?;

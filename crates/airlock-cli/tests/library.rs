@@ -40,6 +40,7 @@ fn sandbox(stream: bool) -> Option<Sandbox> {
             one_shot: false,
             accounting: false,
             image: None,
+            egress_audit: None,
         },
     )
     .expect("create");

@@ -158,6 +158,14 @@ impl Backend for Container {
             file_user: (plan.user.uid, plan.user.gid),
             trace_timing: crate::timing::on(),
             exit_when_idle: false,
+            egress_ports: if spec.network.mode == airlock_spec::NetMode::None {
+                Vec::new()
+            } else {
+                vec![
+                    airlock_spec::net::HTTP_PROXY_PORT,
+                    airlock_spec::net::SOCKS_PORT,
+                ]
+            },
         };
         Ok(Spawned {
             agent,
@@ -232,6 +240,7 @@ impl Backend for Local {
                 file_user: ids,
                 trace_timing: crate::timing::on(),
                 exit_when_idle: false,
+                egress_ports: Vec::new(),
             },
             notes: Vec::new(),
         })

@@ -449,7 +449,13 @@ pub fn run_then(
     }
     // The sandbox is gone (and its agent reaped) before we are: with
     // one_shot it is ending already, its teardown overlapping ours.
+    let proxy = sb.egress_proxy().cloned();
     let t = sb.close();
+    if let Some(p) = proxy {
+        // The sandbox's side of every stream is gone: its connections end
+        // now, and their decisions are reported.
+        p.wait_idle(std::time::Duration::from_secs(2));
+    }
     airlock_core::timing::mark("closed");
     airlock_core::timing::print(&agent_marks);
     if t.peak_memory_bytes.is_some() {

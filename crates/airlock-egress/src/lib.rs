@@ -60,6 +60,8 @@ pub struct Proxy {
     /// How long a client may take to send its request head or first bytes.
     pub head_timeout: Duration,
     pub connect_timeout: Duration,
+    /// Connections being served.
+    active: std::sync::atomic::AtomicUsize,
 }
 
 const MAX_HEAD: usize = 64 * 1024;
@@ -71,6 +73,7 @@ impl Proxy {
             audit,
             head_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
+            active: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -85,15 +88,34 @@ impl Proxy {
 
     /// Serves one client stream in a thread of its own.
     pub fn spawn(self: &Arc<Self>, kind: Kind, conn: UnixStream) {
+        use std::sync::atomic::Ordering;
         let me = self.clone();
-        let _ = std::thread::Builder::new()
+        self.active.fetch_add(1, Ordering::SeqCst);
+        let r = std::thread::Builder::new()
             .name("airlock-egress".into())
             .spawn(move || {
                 let _ = match kind {
                     Kind::Http => me.serve_http(conn),
                     Kind::Socks => me.serve_socks(conn),
                 };
+                me.active.fetch_sub(1, Ordering::SeqCst);
             });
+        if r.is_err() {
+            self.active.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Waits (at most `limit`) until no connection is being served, so
+    /// that every decision has been reported.
+    pub fn wait_idle(&self, limit: Duration) -> bool {
+        let end = std::time::Instant::now() + limit;
+        while self.active.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+            if std::time::Instant::now() >= end {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        true
     }
 
     fn decide(&self, via: &'static str, host: &str, port: u16, reason: String) {

@@ -706,3 +706,185 @@ fn bypass_attempts_are_denied() {
         assert!(!log.contains(bad), "{bad:?} in the servers' log: {log}");
     }
 }
+
+/// A daemon inside the namespace (it is the host there).
+struct Daemon {
+    child: Child,
+    dir: tempdir::Dir,
+}
+
+impl Daemon {
+    fn start(net: &Inet) -> Daemon {
+        let dir = tempdir::Dir::new();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &net.ns])
+            .arg(common::bin().with_file_name("airlock-serve"))
+            .arg("--socket")
+            .arg(dir.path().join("airlock.sock"))
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let d = Daemon { child, dir };
+        let t = Instant::now();
+        while d.req("GET", "/healthz", None).0 != 200 {
+            assert!(t.elapsed() < Duration::from_secs(20), "no daemon");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        d
+    }
+
+    fn req(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> (u16, String) {
+        let mut c = Command::new("curl");
+        c.args(["-sS", "--unix-socket"])
+            .arg(self.dir.path().join("airlock.sock"))
+            .args(["-X", method, "-w", "\n%{http_code}"]);
+        if let Some(b) = body {
+            c.args(["-H", "content-type: application/json", "--data-binary"])
+                .arg(b.to_string());
+        }
+        let o = c.arg(format!("http://airlock{path}")).output().unwrap();
+        let s = String::from_utf8_lossy(&o.stdout).to_string();
+        let (body, code) = s.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    }
+
+    /// Runs argv; returns its stdout.
+    fn exec(&self, id: &str, argv: &[&str]) -> String {
+        let (s, b) = self.req(
+            "POST",
+            &format!("/v1/sandboxes/{id}/processes"),
+            Some(serde_json::json!({ "argv": argv })),
+        );
+        assert_eq!(s, 200, "{b}");
+        let mut out = String::new();
+        for line in b.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            if v["type"] == "stdout" {
+                out += v["text"].as_str().unwrap_or("");
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // SAFETY: SIGTERM to the process we started (ip exec'd the daemon).
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let t = Instant::now();
+        while !matches!(self.child.try_wait(), Ok(Some(_))) {
+            if t.elapsed() > Duration::from_secs(20) {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// The service: a sandbox created with a policy, the policy replaced while
+/// it runs (PUT .../network), every decision in its audit log; a sandbox
+/// without a network cannot be given one, and bad rules are refused.
+#[test]
+fn service_policy_update_and_audit() {
+    let Some(net) = Inet::new() else { return };
+    let d = Daemon::start(&net);
+    let overrides = [
+        format!("www.allowed.test={WWW}"),
+        format!("other.test={OTHER}"),
+    ];
+    let (s, v) = d.req(
+        "POST",
+        "/v1/sandboxes",
+        Some(serde_json::json!({
+            "network": {"allow": ["www.allowed.test"], "dns_override": overrides}
+        })),
+    );
+    assert_eq!(s, 201, "{v}");
+    let id = serde_json::from_str::<serde_json::Value>(&v).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let fetch = |path: &str| {
+        d.exec(
+            &id,
+            &[
+                "curl",
+                "-sS",
+                "-m",
+                "10",
+                "-w",
+                " %{http_code}\n",
+                &format!("http://{path}"),
+            ],
+        )
+    };
+    assert!(fetch("www.allowed.test/svc-1").starts_with("hello from www path=/svc-1"));
+    assert!(fetch("other.test/svc-2").contains("other.test:80 is not allowed"));
+    // The new policy: other.test only.
+    let (s, b) = d.req(
+        "PUT",
+        &format!("/v1/sandboxes/{id}/network"),
+        Some(serde_json::json!({"allow": ["other.test:80"], "dns_override": overrides})),
+    );
+    assert_eq!(s, 204, "{b}");
+    assert!(fetch("other.test/svc-3").starts_with("hello from other path=/svc-3"));
+    assert!(fetch("www.allowed.test/svc-4").contains("www.allowed.test:80 is not allowed"));
+    // Bad input, and a sandbox without a network.
+    for bad in [
+        serde_json::json!({"allow": ["a.*.test"]}),
+        serde_json::json!({"allow": ["x.test"], "dns_override": ["x.test=127.1"]}),
+        serde_json::json!("none"),
+        serde_json::json!({"alow": ["x.test"]}),
+    ] {
+        let (s, b) = d.req("PUT", &format!("/v1/sandboxes/{id}/network"), Some(bad.clone()));
+        assert!(s == 400 || s == 422, "{bad}: {s} {b}");
+    }
+    let (s, v) = d.req("POST", "/v1/sandboxes", Some(serde_json::json!({})));
+    assert_eq!(s, 201, "{v}");
+    let plain = serde_json::from_str::<serde_json::Value>(&v).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (s, b) = d.req(
+        "PUT",
+        &format!("/v1/sandboxes/{plain}/network"),
+        Some(serde_json::json!({"allow": ["www.allowed.test"]})),
+    );
+    assert_eq!(s, 409, "{b}");
+    // The audit: four decisions, with what was decided and why.
+    let (s, b) = d.req("GET", &format!("/v1/sandboxes/{id}/audit"), None);
+    assert_eq!(s, 200, "{b}");
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&b).unwrap();
+    let net_rows: Vec<&serde_json::Value> = rows
+        .iter()
+        .filter(|r| r["kind"] == "net")
+        .map(|r| &r["detail"])
+        .collect();
+    assert_eq!(net_rows.len(), 4, "{b}");
+    let find = |host: &str, allowed: bool| {
+        net_rows
+            .iter()
+            .filter(|r| r["host"] == host && r["allowed"] == allowed)
+            .count()
+    };
+    assert_eq!(find("www.allowed.test", true), 1, "{b}");
+    assert_eq!(find("other.test", false), 1, "{b}");
+    assert_eq!(find("other.test", true), 1, "{b}");
+    assert_eq!(find("www.allowed.test", false), 1, "{b}");
+    let ok = net_rows
+        .iter()
+        .find(|r| r["allowed"] == true && r["host"] == "www.allowed.test")
+        .unwrap();
+    assert_eq!(ok["addr"], WWW, "{ok}");
+    assert_eq!(ok["port"], 80);
+    assert!(ok["bytes_in"].as_u64().unwrap() > 30, "{ok}");
+    assert!(ok["bytes_out"].as_u64().unwrap() > 30, "{ok}");
+    assert!(rows.iter().any(|r| r["kind"] == "net-policy"), "{b}");
+    let log = net.log();
+    assert!(!log.contains("svc-2") && !log.contains("svc-4"), "{log}");
+}

@@ -334,15 +334,13 @@ fn main() {
         }
         Cmd::Doctor => doctor::run(),
         Cmd::Serve { args } => remote::serve(args),
-        Cmd::Task(args) => {
-            match task(*args, early_agent) {
-                Ok(code) => code,
-                Err(e) => {
-                    eprintln!("airlock: {}", chain(&e));
-                    EXIT_AIRLOCK
-                }
+        Cmd::Task(args) => match task(*args, early_agent) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("airlock: {}", chain(&e));
+                EXIT_AIRLOCK
             }
-        }
+        },
         Cmd::Image { cmd } => {
             match image::run(cmd, &|quiet| Box::new(image::HelperPuller { quiet })) {
                 Ok(code) => code,
@@ -611,7 +609,14 @@ fn task(mut args: TaskArgs, agent: Option<airlock_core::PendingAgent>) -> Result
         ));
         Ok(())
     };
-    let result = run::run_then(&spec, agent, prepared.image, None, &mut notes, Some(&mut then))?;
+    let result = run::run_then(
+        &spec,
+        agent,
+        prepared.image,
+        None,
+        &mut notes,
+        Some(&mut then),
+    )?;
     if !quiet {
         if let Some(msg) = run::epilogue(&spec, &result) {
             eprintln!("airlock: {msg}");

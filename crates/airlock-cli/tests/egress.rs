@@ -129,16 +129,52 @@ impl Inet {
         )
         .unwrap();
         ossl(&[
-            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-            "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=airlock egress test CA",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=airlock egress test CA",
         ]);
         ossl(&[
-            "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout",
-            "srv.key", "-out", "srv.csr", "-subj", "/CN=www.allowed.test",
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "srv.key",
+            "-out",
+            "srv.csr",
+            "-subj",
+            "/CN=www.allowed.test",
         ]);
         ossl(&[
-            "x509", "-req", "-in", "srv.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-CAcreateserial", "-out", "srv.pem", "-days", "2", "-extfile", "san.cnf",
+            "x509",
+            "-req",
+            "-in",
+            "srv.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "srv.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "san.cnf",
         ]);
         for f in ["ca.pem", "srv.pem"] {
             std::fs::set_permissions(
@@ -201,9 +237,7 @@ impl Drop for Inet {
     fn drop(&mut self) {
         let _ = self.server.kill();
         let _ = self.server.wait();
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.ns])
-            .status();
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
         let _ = std::fs::remove_dir_all(PathBuf::from("/etc/netns").join(&self.ns));
     }
 }
@@ -301,7 +335,9 @@ curl -sS -m 10 --cacert /certs/ca.pem https://other.test/denied-tls 2>&1 | head 
         assert_eq!(o.code, 0, "{who:?}: {o:?}");
         let s = &o.stdout;
         assert!(
-            s.contains("proxy=http://127.0.0.1:3128 http://127.0.0.1:3128 socks5h://127.0.0.1:1080"),
+            s.contains(
+                "proxy=http://127.0.0.1:3128 http://127.0.0.1:3128 socks5h://127.0.0.1:1080"
+            ),
             "{o:?}"
         );
         for want in [
@@ -322,20 +358,35 @@ curl -sS -m 10 --cacert /certs/ca.pem https://other.test/denied-tls 2>&1 | head 
             .unwrap();
         assert!(ms < 2000, "a denial took {ms} ms: {o:?}");
         assert!(
-            s.contains("airlock egress: other.test:80 is not allowed (no --allow-host rule matches it)"),
+            s.contains(
+                "airlock egress: other.test:80 is not allowed (no --allow-host rule matches it)"
+            ),
             "{o:?}"
         );
         // HTTPS through CONNECT: curl reports the proxy's 403.
         assert!(s.contains("403"), "{o:?}");
         // The summary.
-        assert!(o.stderr.contains("airlock: egress: 5 connection(s) allowed, 2 denied"), "{o:?}");
-        assert!(o.stderr.contains("allowed www.allowed.test:443 x3"), "{o:?}");
+        assert!(
+            o.stderr
+                .contains("airlock: egress: 5 connection(s) allowed, 2 denied"),
+            "{o:?}"
+        );
+        assert!(
+            o.stderr.contains("allowed www.allowed.test:443 x3"),
+            "{o:?}"
+        );
         assert!(o.stderr.contains("denied  other.test:443 x1"), "{o:?}");
     }
     let log = net.log();
     assert!(!log.contains("other"), "a denied host was reached: {log}");
-    assert!(!log.contains("dns packet"), "the proxy asked a resolver: {log}");
-    assert!(log.contains("www GET /ok-curl host=www.allowed.test"), "{log}");
+    assert!(
+        !log.contains("dns packet"),
+        "the proxy asked a resolver: {log}"
+    );
+    assert!(
+        log.contains("www GET /ok-curl host=www.allowed.test"),
+        "{log}"
+    );
 }
 
 /// The default network is none: no proxy variables, nothing listening.
@@ -399,8 +450,14 @@ fn cidr_rules_open_private_addresses() {
         "{o:?}"
     );
     let log = net.log();
-    assert!(log.contains("private GET /cidr-name host=rebind-priv.test"), "{log}");
-    assert!(log.contains("private GET /cidr-literal host=10.20.30.40"), "{log}");
+    assert!(
+        log.contains("private GET /cidr-name host=rebind-priv.test"),
+        "{log}"
+    );
+    assert!(
+        log.contains("private GET /cidr-literal host=10.20.30.40"),
+        "{log}"
+    );
 }
 
 /// Rules are checked before anything starts.
@@ -412,9 +469,18 @@ fn bad_policies_are_refused() {
         (vec!["--allow-host", "x.com:0"], "port 0"),
         (vec!["--allow-host", "10.0.0.1/8"], "host bits"),
         (vec!["--net", "none", "--allow-host", "x.com"], "--net none"),
-        (vec!["--dns-override", "x.com=1.2.3.4"], "--dns-override needs"),
-        (vec!["--allow-host", "x.com", "--dns-override", "x.com=0x7f.1"], "--dns-override"),
-        (vec!["--isolation", "none", "--allow-host", "x.com"], "local tier"),
+        (
+            vec!["--dns-override", "x.com=1.2.3.4"],
+            "--dns-override needs",
+        ),
+        (
+            vec!["--allow-host", "x.com", "--dns-override", "x.com=0x7f.1"],
+            "--dns-override",
+        ),
+        (
+            vec!["--isolation", "none", "--allow-host", "x.com"],
+            "local tier",
+        ),
         (vec!["--net", "sometimes"], "invalid --net"),
     ] {
         let mut a = vec!["run"];
@@ -609,7 +675,12 @@ fn bypass_attempts_are_denied() {
         "--allow-host",
         "localhost",
     ];
-    for n in ["rebind-lo.test", "rebind-priv.test", "rebind-meta.test", "rebind-mapped.test"] {
+    for n in [
+        "rebind-lo.test",
+        "rebind-priv.test",
+        "rebind-meta.test",
+        "rebind-mapped.test",
+    ] {
         args.extend_from_slice(&["--allow-host", n]);
     }
     for x in &o {
@@ -621,10 +692,14 @@ fn bypass_attempts_are_denied() {
             continue;
         };
         assert_eq!(out.code, 0, "{who:?}: {out:?}");
-        let r: serde_json::Value = serde_json::from_str(out.stdout.trim())
-            .unwrap_or_else(|e| panic!("{e}: {out:?}"));
+        let r: serde_json::Value =
+            serde_json::from_str(out.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {out:?}"));
         eprintln!("{who:?}: {r:#}");
-        let get = |k: &str| r[k].as_str().unwrap_or_else(|| panic!("no {k}: {r}")).to_string();
+        let get = |k: &str| {
+            r[k].as_str()
+                .unwrap_or_else(|| panic!("no {k}: {r}"))
+                .to_string()
+        };
         let expect: &[(&str, &str, &str)] = &[
             ("ip-literal", "403", "IP literal that no CIDR rule allows"),
             ("decimal", "403", "not a canonical IPv4 address"),
@@ -641,13 +716,21 @@ fn bypass_attempts_are_denied() {
             ("metadata", "403", "(the cloud metadata address)"),
             ("host-loopback", "403", "(loopback)"),
             ("localhost-name", "403", "which no CIDR rule allows"),
-            ("rebind-loopback", "403", "rebind-lo.test resolves to 127.0.0.1 (loopback)"),
+            (
+                "rebind-loopback",
+                "403",
+                "rebind-lo.test resolves to 127.0.0.1 (loopback)",
+            ),
             ("rebind-private", "403", "resolves to 10.20.30.40 (private"),
             ("rebind-metadata", "403", "(the cloud metadata address)"),
             ("rebind-mapped", "403", "(IPv4-mapped)"),
             ("not-allowed", "403", "other.test:80 is not allowed"),
             ("wildcard-apex", "403", "wild.test:80 is not allowed"),
-            ("wildcard-lookalike", "403", "evilwild.test:80 is not allowed"),
+            (
+                "wildcard-lookalike",
+                "403",
+                "evilwild.test:80 is not allowed",
+            ),
             ("deny-wins", "403", "denied by --deny-host deny.wild.test"),
             ("wrong-port", "403", "port.test:443 is not allowed"),
             ("host-mismatch", "403", "does not match the request's host"),
@@ -690,7 +773,10 @@ fn bypass_attempts_are_denied() {
             get("raw-socket")
         );
         assert!(
-            matches!(get("packet-socket").as_str(), "EPERM" | "EACCES" | "EAFNOSUPPORT"),
+            matches!(
+                get("packet-socket").as_str(),
+                "EPERM" | "EACCES" | "EAFNOSUPPORT"
+            ),
             "{who:?}: {}",
             get("packet-socket")
         );
@@ -702,7 +788,14 @@ fn bypass_attempts_are_denied() {
     }
     // Nothing of it reached a server or a resolver.
     let log = net.log();
-    for bad in ["bypass", "dns packet", "private", "metadata", "loopback", "other"] {
+    for bad in [
+        "bypass",
+        "dns packet",
+        "private",
+        "metadata",
+        "loopback",
+        "other",
+    ] {
         assert!(!log.contains(bad), "{bad:?} in the servers' log: {log}");
     }
 }
@@ -841,7 +934,11 @@ fn service_policy_update_and_audit() {
         serde_json::json!("none"),
         serde_json::json!({"alow": ["x.test"]}),
     ] {
-        let (s, b) = d.req("PUT", &format!("/v1/sandboxes/{id}/network"), Some(bad.clone()));
+        let (s, b) = d.req(
+            "PUT",
+            &format!("/v1/sandboxes/{id}/network"),
+            Some(bad.clone()),
+        );
         assert!(s == 400 || s == 422, "{bad}: {s} {b}");
     }
     let (s, v) = d.req("POST", "/v1/sandboxes", Some(serde_json::json!({})));

@@ -83,7 +83,10 @@ impl Proxy {
     }
 
     pub fn policy(&self) -> Arc<Policy> {
-        self.policy.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.policy
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Serves one client stream in a thread of its own.
@@ -217,7 +220,14 @@ impl Proxy {
                 None => (rest, "/".to_string()),
             };
             if auth.contains('@') {
-                return self.http_refuse(&mut c, via, auth, 0, 400, "credentials in the URL".into());
+                return self.http_refuse(
+                    &mut c,
+                    via,
+                    auth,
+                    0,
+                    400,
+                    "credentials in the URL".into(),
+                );
             }
             match split_authority(auth, Some(80)) {
                 Ok((h, p)) => (h, p, path),
@@ -435,7 +445,12 @@ impl Proxy {
         let mut b = [0u8; 2];
         c.read_exact(&mut b)?;
         if b[0] != 5 {
-            self.decide("socks", "", 0, format!("SOCKS version {} refused (only 5)", b[0]));
+            self.decide(
+                "socks",
+                "",
+                0,
+                format!("SOCKS version {} refused (only 5)", b[0]),
+            );
             return Ok(());
         }
         let mut methods = vec![0u8; b[1] as usize];
@@ -495,7 +510,10 @@ impl Proxy {
             }
         };
         let shown = host.to_string();
-        let addr = match self.resolve(&host, port).and_then(|a| Ok((a, self.dial(a)?))) {
+        let addr = match self
+            .resolve(&host, port)
+            .and_then(|a| Ok((a, self.dial(a)?)))
+        {
             Ok(a) => a,
             Err(r) => {
                 let code = match &r {
@@ -632,13 +650,17 @@ fn parse_request(head: &str) -> Result<Request, String> {
     let head = head
         .strip_suffix("\r\n\r\n")
         .ok_or("no empty line after the head")?;
-    if head.bytes().any(|b| b == 0 || (b < 0x20 && b != b'\r' && b != b'\n' && b != b'\t')) {
+    if head
+        .bytes()
+        .any(|b| b == 0 || (b < 0x20 && b != b'\r' && b != b'\n' && b != b'\t'))
+    {
         return Err("control bytes in the request head".into());
     }
     let mut lines = head.split("\r\n");
     let line = lines.next().ok_or("no request line")?;
     let mut parts = line.split(' ');
-    let (Some(m), Some(t), Some(v), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(m), Some(t), Some(v), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(format!("bad request line {line:?}"));
     };
@@ -763,9 +785,18 @@ mod tests {
 
     #[test]
     fn authority() {
-        assert_eq!(split_authority("a.com:443", None).unwrap(), ("a.com".into(), 443));
-        assert_eq!(split_authority("[::1]:80", None).unwrap(), ("[::1]".into(), 80));
-        assert_eq!(split_authority("a.com", Some(80)).unwrap(), ("a.com".into(), 80));
+        assert_eq!(
+            split_authority("a.com:443", None).unwrap(),
+            ("a.com".into(), 443)
+        );
+        assert_eq!(
+            split_authority("[::1]:80", None).unwrap(),
+            ("[::1]".into(), 80)
+        );
+        assert_eq!(
+            split_authority("a.com", Some(80)).unwrap(),
+            ("a.com".into(), 80)
+        );
         assert!(split_authority("a.com", None).is_err());
         assert!(split_authority("a.com:0", None).is_err());
         assert!(split_authority("a.com:+1", None).is_err());

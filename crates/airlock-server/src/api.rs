@@ -181,7 +181,9 @@ impl NetworkSpec {
             "none" => Ok(NetMode::None),
             "all" => Ok(NetMode::All),
             "allowlist" => Ok(NetMode::Allowlist),
-            o => Err(format!("network {o:?}: none, all, allowlist or a policy object")),
+            o => Err(format!(
+                "network {o:?}: none, all, allowlist or a policy object"
+            )),
         };
         Ok(match self {
             NetworkSpec::Mode(m) => airlock_spec::Network {

@@ -118,11 +118,13 @@ impl<'de> Deserialize<'de> for Network {
             NetworkRepr::Obj(o) => Network {
                 // Rules without a mode mean an allowlist; an empty object
                 // means nothing (never "everything").
-                mode: o.mode.unwrap_or(if o.allow.is_empty() && o.deny.is_empty() {
-                    NetMode::None
-                } else {
-                    NetMode::Allowlist
-                }),
+                mode: o
+                    .mode
+                    .unwrap_or(if o.allow.is_empty() && o.deny.is_empty() {
+                        NetMode::None
+                    } else {
+                        NetMode::Allowlist
+                    }),
                 allow: o.allow,
                 deny: o.deny,
                 dns_override: o.dns_override,
@@ -208,7 +210,8 @@ pub fn canonical_host(input: &str) -> Result<Host, String> {
     let ascii = if input.is_ascii() {
         input.to_ascii_lowercase()
     } else {
-        idna::domain_to_ascii_strict(input).map_err(|_| "not a valid international name".to_string())?
+        idna::domain_to_ascii_strict(input)
+            .map_err(|_| "not a valid international name".to_string())?
     };
     let name = ascii.strip_suffix('.').unwrap_or(&ascii);
     if name.is_empty() {
@@ -271,7 +274,9 @@ impl Cidr {
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, ip) {
             (IpAddr::V4(n), IpAddr::V4(a)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(n) & mask == u32::from(a) & mask
             }
             (IpAddr::V6(n), IpAddr::V6(a)) => {
@@ -351,7 +356,9 @@ fn parse_cidr(s: &str) -> Result<Cidr, String> {
             if l.is_empty() || l.len() > 3 || !l.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(format!("prefix length {l:?} is not a number"));
             }
-            let v: u8 = l.parse().map_err(|_| format!("prefix length {l} is too large"))?;
+            let v: u8 = l
+                .parse()
+                .map_err(|_| format!("prefix length {l} is too large"))?;
             if v > max {
                 return Err(format!("prefix length {v} is over {max}"));
             }
@@ -488,7 +495,7 @@ pub fn non_public(ip: IpAddr) -> Option<&'static str> {
                 [192, 88, 99, _] => "6to4 relay anycast",
                 [192, 168, ..] => "private (192.168.0.0/16)",
                 [198, b, ..] if b == 18 || b == 19 => "benchmarking (198.18.0.0/15)",
-                [a0, ..] if a0 >= 224 && a0 < 240 => "multicast",
+                [a0, ..] if (224..240).contains(&a0) => "multicast",
                 [a0, ..] if a0 >= 240 => "reserved or broadcast",
                 _ => return None,
             })
@@ -500,7 +507,12 @@ pub fn non_public(ip: IpAddr) -> Option<&'static str> {
                 "loopback"
             } else if a.is_unspecified() {
                 "unspecified"
-            } else if s[0] == 0 && s[1] == 0 && s[2] == 0 && s[3] == 0 && s[4] == 0 && s[5] == 0xffff
+            } else if s[0] == 0
+                && s[1] == 0
+                && s[2] == 0
+                && s[3] == 0
+                && s[4] == 0
+                && s[5] == 0xffff
             {
                 "IPv4-mapped"
             } else if v >> 32 == 0 {
@@ -609,7 +621,9 @@ impl Policy {
             .iter()
             .find(|r| port_ok(r, port) && name_matches(&r.target, name))
         {
-            return Err(Denied(format!("{name}:{port} is denied by --deny-host {r}")));
+            return Err(Denied(format!(
+                "{name}:{port} is denied by --deny-host {r}"
+            )));
         }
         if self.mode == NetMode::All
             || self
@@ -664,7 +678,9 @@ impl Policy {
             .iter()
             .find(|r| port_ok(r, port) && cidr_matches(&r.target, ip))
         {
-            return Err(Denied(format!("{shown}:{port} is denied by --deny-host {r}")));
+            return Err(Denied(format!(
+                "{shown}:{port} is denied by --deny-host {r}"
+            )));
         }
         if self
             .allow
@@ -677,9 +693,9 @@ impl Policy {
             return Ok(());
         }
         Err(Denied(match non_public(ip) {
-            Some(class) => format!(
-                "{shown}:{port} is an IP literal ({class}) that no CIDR rule allows"
-            ),
+            Some(class) => {
+                format!("{shown}:{port} is an IP literal ({class}) that no CIDR rule allows")
+            }
             None => format!("{shown}:{port} is an IP literal that no CIDR rule allows"),
         }))
     }
@@ -712,7 +728,10 @@ mod tests {
     fn canonical_names() {
         let n = |s: &str| canonical_host(s);
         assert_eq!(n("GitHub.COM.").unwrap(), Host::Name("github.com".into()));
-        assert_eq!(n("bücher.de").unwrap(), Host::Name("xn--bcher-kva.de".into()));
+        assert_eq!(
+            n("bücher.de").unwrap(),
+            Host::Name("xn--bcher-kva.de".into())
+        );
         assert_eq!(
             n("1.2.3.4").unwrap(),
             Host::Ip(IpAddr::V4(Ipv4Addr::new(1, 2, 3, 4)))
@@ -816,7 +835,12 @@ mod tests {
     fn the_rule() {
         let p = pol(
             NetMode::Allowlist,
-            &["github.com:443", "*.test", "10.9.0.0/16:80", "203.0.113.0/24"],
+            &[
+                "github.com:443",
+                "*.test",
+                "10.9.0.0/16:80",
+                "203.0.113.0/24",
+            ],
             &["bad.test", "10.9.9.0/24"],
         );
         // Names: name rule and port.
@@ -829,11 +853,15 @@ mod tests {
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         assert!(p.check_resolved("a.test", ip("93.184.216.34"), 80).is_ok());
         assert!(p.check_resolved("a.test", ip("127.0.0.1"), 80).is_err());
-        assert!(p.check_resolved("a.test", ip("169.254.169.254"), 80).is_err());
+        assert!(p
+            .check_resolved("a.test", ip("169.254.169.254"), 80)
+            .is_err());
         assert!(p.check_resolved("a.test", ip("10.9.1.1"), 80).is_ok());
         assert!(p.check_resolved("a.test", ip("10.9.1.1"), 81).is_err());
         assert!(p.check_resolved("a.test", ip("10.9.9.1"), 80).is_err());
-        assert!(p.check_resolved("a.test", ip("::ffff:93.184.216.34"), 80).is_err());
+        assert!(p
+            .check_resolved("a.test", ip("::ffff:93.184.216.34"), 80)
+            .is_err());
         // IP literals: only a CIDR rule.
         assert!(p.check_ip(ip("203.0.113.7"), 22).is_ok());
         assert!(p.check_ip(ip("93.184.216.34"), 80).is_err());
@@ -885,7 +913,13 @@ mod tests {
         ] {
             assert!(np(s).is_some(), "{s} counted as public");
         }
-        for s in ["93.184.216.34", "8.8.8.8", "172.32.0.1", "100.128.0.1", "2606:4700::1111"] {
+        for s in [
+            "93.184.216.34",
+            "8.8.8.8",
+            "172.32.0.1",
+            "100.128.0.1",
+            "2606:4700::1111",
+        ] {
             assert_eq!(np(s), None, "{s}");
         }
     }
@@ -901,8 +935,7 @@ mod tests {
         let n: Network = serde_json::from_str(r#"{}"#).unwrap();
         assert_eq!(n.mode, NetMode::None);
         assert!(serde_json::from_str::<Network>(r#"{"alow":["x"]}"#).is_err());
-        let back: Network =
-            serde_json::from_value(serde_json::to_value(&n).unwrap()).unwrap();
+        let back: Network = serde_json::from_value(serde_json::to_value(&n).unwrap()).unwrap();
         assert_eq!(back, n);
     }
 }

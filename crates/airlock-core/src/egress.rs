@@ -11,6 +11,10 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 
+/// Egress connections a sandbox may have open at once (each is a thread or
+/// two on the host); more are refused until some end.
+pub(crate) const MAX_STREAMS: usize = 256;
+
 pub(crate) struct Stream {
     pub sock: UnixStream,
     /// Bytes from the agent still to write to the proxy.

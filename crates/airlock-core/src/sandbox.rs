@@ -917,8 +917,12 @@ impl Sandbox {
                     }
                     _ => None,
                 };
+                let full = self
+                    .egress
+                    .as_ref()
+                    .is_some_and(|e| e.streams.len() >= crate::egress::MAX_STREAMS);
                 let opened = match (kind, self.egress.as_mut()) {
-                    (Some(k), Some(e)) => e.open(id, k).is_ok(),
+                    (Some(k), Some(e)) if !full => e.open(id, k).is_ok(),
                     _ => false,
                 };
                 let m = if opened {
@@ -926,7 +930,11 @@ impl Sandbox {
                 } else {
                     Message::TcpRefuse {
                         id,
-                        reason: v2::RefuseReason::Policy,
+                        reason: if full {
+                            v2::RefuseReason::Limit
+                        } else {
+                            v2::RefuseReason::Policy
+                        },
                     }
                 };
                 let _ = self.send(&m);

@@ -991,3 +991,41 @@ fn service_policy_update_and_audit() {
     let log = net.log();
     assert!(!log.contains("svc-2") && !log.contains("svc-4"), "{log}");
 }
+
+/// A sandbox that opens connection after connection to the proxy and
+/// never sends a request holds at most 256 of them on the host (each is a
+/// thread there); the rest are closed at once.
+#[test]
+fn open_streams_are_capped() {
+    let Some(net) = Inet::new() else { return };
+    let code = r#"
+import socket, select, time
+socks = []
+for i in range(300):
+    s = socket.create_connection(('127.0.0.1', 3128), timeout=5)
+    socks.append(s)
+time.sleep(2)
+closed = 0
+for s in socks:
+    r, _, _ = select.select([s], [], [], 0)
+    if r and s.recv(1) == b'':
+        closed += 1
+print('closed', closed)
+"#;
+    let Some((o, took)) = net.airlock(
+        Who::Root,
+        &[
+            "run",
+            "--allow-host",
+            "www.allowed.test",
+            "--",
+            "/usr/bin/python3",
+            "-c",
+            code,
+        ],
+    ) else {
+        return;
+    };
+    assert_eq!(o.stdout, "closed 44\n", "{o:?}");
+    assert!(took < Duration::from_secs(20), "{took:?}");
+}

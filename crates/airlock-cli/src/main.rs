@@ -76,7 +76,13 @@ Every `airlock run` flag applies.\n\nExample:\n  airlock task --repo . --patch f
         ids: Vec<String>,
     },
     /// The recent output of a sandbox's processes.
-    Logs { id: String },
+    Logs {
+        id: String,
+        /// The audit log instead (execs, file writes, every egress
+        /// decision), one JSON object per line.
+        #[arg(long)]
+        audit: bool,
+    },
     /// Forward a loopback port here to a port inside a sandbox.
     Port(remote::PortArgs),
     /// Freeze every process of a sandbox.
@@ -358,7 +364,7 @@ fn main() {
                 Cmd::Ls(a) => remote::ls(a),
                 Cmd::Inspect { id } => remote::inspect(&id),
                 Cmd::Rm { ids } => remote::rm(&ids),
-                Cmd::Logs { id } => remote::logs(&id),
+                Cmd::Logs { id, audit } => remote::logs(&id, audit),
                 Cmd::Port(a) => remote::port(a),
                 Cmd::Pause { id } => remote::pause_resume(&id, true),
                 Cmd::Resume { id } => remote::pause_resume(&id, false),

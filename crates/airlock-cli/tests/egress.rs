@@ -990,6 +990,38 @@ fn service_policy_update_and_audit() {
     assert!(rows.iter().any(|r| r["kind"] == "net-policy"), "{b}");
     let log = net.log();
     assert!(!log.contains("svc-2") && !log.contains("svc-4"), "{log}");
+    // The CLI: a sandbox with a policy, and its audit.
+    let cli = |args: &[&str]| {
+        let o = Command::new(common::bin())
+            .env("AIRLOCK_SOCKET", d.dir.path().join("airlock.sock"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{args:?}: {o:?}");
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    let over = format!("other.test={OTHER}");
+    let id2 = cli(&[
+        "create",
+        "-q",
+        "--allow-host",
+        "other.test",
+        "--dns-override",
+        &over,
+    ]);
+    assert!(d
+        .exec(
+            &id2,
+            &["curl", "-sS", "-m", "10", "http://other.test/cli-1"]
+        )
+        .starts_with("hello from other path=/cli-1"));
+    let audit = cli(&["logs", "--audit", &id2]);
+    assert!(
+        audit.lines().any(|l| l.contains(r#""kind":"net""#)
+            && l.contains(r#""host":"other.test""#)
+            && l.contains(r#""allowed":true"#)),
+        "{audit}"
+    );
 }
 
 /// A sandbox that opens connection after connection to the proxy and

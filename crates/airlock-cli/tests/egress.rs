@@ -61,6 +61,16 @@ serve('93.184.216.35', 443, 'other-tls', True)
 serve('10.20.30.40', 80, 'private', False)
 serve('169.254.169.254', 80, 'metadata', False)
 serve('127.0.0.1', 8081, 'loopback', False)
+held = []
+def hold():
+    h = socket.socket()
+    h.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    h.bind(('93.184.216.35', 8000))
+    h.listen(64)
+    while True:
+        c, _ = h.accept()
+        held.append(c)
+threading.Thread(target=hold, daemon=True).start()
 u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 u.bind(('93.184.216.53', 53))
 open(ready, 'w').write('ok')
@@ -1015,6 +1025,36 @@ fn service_policy_update_and_audit() {
             &["curl", "-sS", "-m", "10", "http://other.test/cli-1"]
         )
         .starts_with("hello from other path=/cli-1"));
+    // A server that never answers nor closes: once the client in the
+    // sandbox gives up, the proxy's threads for it end.
+    let threads = || {
+        std::fs::read_dir(format!("/proc/{}/task", d.child.id()))
+            .unwrap()
+            .flatten()
+            .filter(|t| {
+                std::fs::read_to_string(t.path().join("comm"))
+                    .is_ok_and(|c| c.starts_with("airlock-egress"))
+            })
+            .count()
+    };
+    let out = d.exec(
+        &id2,
+        &[
+            "sh",
+            "-c",
+            "curl -sS -m 2 http://other.test:8000/held 2>&1; echo rc=$?",
+        ],
+    );
+    assert!(out.contains("rc=28"), "{out}");
+    let t = Instant::now();
+    while threads() > 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "{} proxy threads left",
+            threads()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let audit = cli(&["logs", "--audit", &id2]);
     assert!(
         audit.lines().any(|l| l.contains(r#""kind":"net""#)

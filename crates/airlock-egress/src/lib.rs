@@ -736,6 +736,12 @@ fn same_host(header: &str, host: &Host, port: u16, default: u16) -> bool {
 
 /// Bytes both ways until both sides are done; `first` goes upstream first.
 /// Returns (bytes to upstream, bytes from upstream).
+/// After the sandbox's side has closed its sending half, the stream ends
+/// once upstream has been silent this long (a client that closed for good
+/// looks the same as one that half-closed, and a server that never
+/// answers nor closes must not keep the connection's threads).
+const HALF_CLOSED_IDLE: Duration = Duration::from_secs(5);
+
 fn relay(c: UnixStream, mut up: TcpStream, first: &[u8]) -> (u64, u64) {
     let mut out = 0u64;
     if !first.is_empty() {
@@ -748,20 +754,73 @@ fn relay(c: UnixStream, mut up: TcpStream, first: &[u8]) -> (u64, u64) {
         return (out, 0);
     };
     let mut c = c;
+    let out_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done2 = out_done.clone();
     let t = std::thread::Builder::new()
         .name("airlock-egress-in".into())
         .spawn(move || {
-            let n = copy(&mut up2, &mut c2);
+            let n = copy_watched(&mut up2, &mut c2, &done2);
             let _ = c2.shutdown(Shutdown::Write);
             n
         });
     out += copy(&mut c, &mut up);
     let _ = up.shutdown(Shutdown::Write);
+    out_done.store(true, std::sync::atomic::Ordering::SeqCst);
     let inn = match t {
         Ok(t) => t.join().unwrap_or(0),
         Err(_) => 0,
     };
     (out, inn)
+}
+
+/// Upstream to the sandbox, until upstream's EOF — or until the sandbox's
+/// end of the stream is gone altogether (its hang-up), so that a server
+/// that keeps a connection open does not keep this thread for ever.
+fn copy_watched(
+    r: &mut TcpStream,
+    w: &mut UnixStream,
+    out_done: &std::sync::atomic::AtomicBool,
+) -> u64 {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut n = 0u64;
+    let mut last = std::time::Instant::now();
+    loop {
+        if out_done.load(std::sync::atomic::Ordering::SeqCst) && last.elapsed() >= HALF_CLOSED_IDLE
+        {
+            return n;
+        }
+        let mut p = [
+            libc::pollfd {
+                fd: r.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: w.as_raw_fd(),
+                events: 0,
+                revents: 0,
+            },
+        ];
+        // SAFETY: two valid pollfds.
+        if unsafe { libc::poll(p.as_mut_ptr(), 2, 500) } < 0 {
+            continue;
+        }
+        if p[1].revents & (libc::POLLHUP | libc::POLLERR) != 0 && p[0].revents == 0 {
+            return n;
+        }
+        if p[0].revents == 0 {
+            continue;
+        }
+        let k = match r.read(&mut buf) {
+            Ok(0) | Err(_) => return n,
+            Ok(k) => k,
+        };
+        if w.write_all(&buf[..k]).is_err() {
+            return n;
+        }
+        n += k as u64;
+        last = std::time::Instant::now();
+    }
 }
 
 fn copy(r: &mut impl Read, w: &mut impl Write) -> u64 {

@@ -924,6 +924,49 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Whatever a client writes: an accepted name is plain (letters,
+        /// digits, '-', '_', dots between non-empty labels, no numeric
+        /// last label), and an accepted IPv4 literal was written exactly
+        /// as the address prints — no other spelling of an address gets in.
+        /// Number-like hosts in every notation: only the dotted quad of
+        /// canonical decimals is an address; nothing is a name.
+        #[test]
+        fn numeric_hosts(input in "(0[xX])?[0-9a-f]{1,4}(\\.(0[xX])?[0-9]{1,4}){0,4}\\.?") {
+            match canonical_host(&input) {
+                Ok(Host::Ip(IpAddr::V4(a))) => {
+                    let written = input.strip_suffix('.').unwrap_or(&input);
+                    proptest::prop_assert_eq!(written, a.to_string());
+                }
+                Ok(Host::Name(n)) => {
+                    proptest::prop_assert!(!is_numeric_label(n.rsplit('.').next().unwrap_or("")), "{}", n);
+                }
+                Ok(other) => proptest::prop_assert!(false, "{:?}", other),
+                Err(_) => {}
+            }
+        }
+
+        #[test]
+        fn canonical_hosts_are_plain(input in "[0-9a-fxA-FX.:%\\[\\]\0\r\n @_-]{0,24}") {
+            match canonical_host(&input) {
+                Ok(Host::Name(n)) => {
+                    proptest::prop_assert!(n.len() <= 253);
+                    proptest::prop_assert!(n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_' || b == b'.'));
+                    proptest::prop_assert!(n.split('.').all(|l| !l.is_empty()));
+                    proptest::prop_assert!(!is_numeric_label(n.rsplit('.').next().unwrap_or("")));
+                }
+                Ok(Host::Ip(IpAddr::V4(a))) => {
+                    let written = input.strip_suffix('.').unwrap_or(&input);
+                    proptest::prop_assert_eq!(written, a.to_string());
+                }
+                Ok(Host::Ip(IpAddr::V6(_))) => {
+                    proptest::prop_assert!(!input.contains('%'));
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
     #[test]
     fn json_forms() {
         let n: Network = serde_json::from_str("\"none\"").unwrap();

@@ -129,6 +129,11 @@ fn serve_with(channel: RawFd, transport: Transport, net_ready: bool) -> Served {
     let mut ch = Channel::new(channel, transport);
     let mut sess = AgentSession::new(AgentConfig {
         features: FEATURES_ALL,
+        // What the host may send ahead per stream (stdin, file writes,
+        // egress downloads): 1 MiB keeps a download through the proxy
+        // from stalling on credit; the agent holds at most this per
+        // stream it cannot drain.
+        window: 1 << 20,
         agent_version: format!("airlock-agent {}", env!("CARGO_PKG_VERSION")),
         ..AgentConfig::default()
     });

@@ -1031,35 +1031,43 @@ impl Sandbox {
         if revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) == 0 {
             return;
         }
-        let credit = self.sess.send_credit(id, StreamKind::Tcp).unwrap_or(0) as usize;
-        if credit == 0 {
-            return;
-        }
         if self.rbuf.len() < MAX_DATA {
             self.rbuf.resize(MAX_DATA, 0);
         }
-        let want = credit.min(MAX_DATA);
         let mut buf = std::mem::take(&mut self.rbuf);
-        let r = match self.egress.as_mut() {
-            Some(e) => e.read(id, &mut buf[..want]),
-            None => Ok(Some(0)),
-        };
-        match r {
-            Ok(Some(0)) => {}
-            Ok(Some(n)) => {
-                let _ = self.send(&Message::TcpData {
-                    id,
-                    data: buf[..n].to_vec(),
-                });
+        // Several frames per wake-up while there is credit and data: one
+        // poll round per 64 KiB would cost more than the copying.
+        for _ in 0..16 {
+            let credit = self.sess.send_credit(id, StreamKind::Tcp).unwrap_or(0) as usize;
+            if credit == 0 {
+                break;
             }
-            Ok(None) => {
-                if let Some(s) = self.egress.as_mut().and_then(|e| e.streams.get_mut(&id)) {
-                    s.read_done = true;
+            let want = credit.min(MAX_DATA);
+            let r = match self.egress.as_mut() {
+                Some(e) => e.read(id, &mut buf[..want]),
+                None => Ok(Some(0)),
+            };
+            match r {
+                Ok(Some(0)) => break,
+                Ok(Some(n)) => {
+                    let _ = self.send(&Message::TcpData {
+                        id,
+                        data: buf[..n].to_vec(),
+                    });
                 }
-                let _ = self.send(&Message::TcpShutdownWrite { id });
-                self.egress_maybe_close(id);
+                Ok(None) => {
+                    if let Some(s) = self.egress.as_mut().and_then(|e| e.streams.get_mut(&id)) {
+                        s.read_done = true;
+                    }
+                    let _ = self.send(&Message::TcpShutdownWrite { id });
+                    self.egress_maybe_close(id);
+                    break;
+                }
+                Err(()) => {
+                    self.egress_reset(id);
+                    break;
+                }
             }
-            Err(()) => self.egress_reset(id),
         }
         self.rbuf = buf;
     }

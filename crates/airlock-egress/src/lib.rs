@@ -250,6 +250,14 @@ impl Proxy {
         let shown = host.to_string();
         // Plain HTTP: the Host header must name the same host.
         if !connect {
+            let hosts = req
+                .headers
+                .iter()
+                .filter(|(k, _)| k.eq_ignore_ascii_case("host"))
+                .count();
+            if hosts > 1 {
+                return self.http_refuse(&mut c, via, &shown, port, 403, "two Host headers".into());
+            }
             if let Some(h) = req.header("host") {
                 if !same_host(h, &host, port, 80) {
                     return self.http_refuse(

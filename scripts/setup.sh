@@ -165,6 +165,21 @@ for f in /etc/subuid /etc/subgid; do
     grep -q '^airlock:' "$f" || echo "airlock:1879048192:65536" >>"$f"
 done
 
+# The egress tests (crates/airlock-cli/tests/egress.rs): iproute2 (the
+# test's own network namespace, its "internet"), openssl (a test CA and a
+# server certificate), curl (the client inside sandboxes), python3 (the
+# test servers, urllib).
+need=()
+for p in iproute2 openssl curl python3; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
+done
+if [ ${#need[@]} -gt 0 ]; then
+    log "installing ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
 # Unprivileged user namespaces (Debian allows them; Ubuntu's AppArmor may not).
 if [ -e /proc/sys/kernel/apparmor_restrict_unprivileged_userns ] &&
     [ "$(cat /proc/sys/kernel/apparmor_restrict_unprivileged_userns)" = 1 ]; then

@@ -113,6 +113,11 @@ pub struct AgentPlan {
     /// left) once every process it started has exited and been reported.
     #[serde(default)]
     pub exit_when_idle: bool,
+    /// Loopback ports the agent listens on inside the sandbox's network
+    /// namespace (the egress proxy's HTTP and SOCKS ports); each accepted
+    /// connection is offered to the host, which decides.
+    #[serde(default)]
+    pub egress_ports: Vec<u16>,
 }
 
 impl AgentPlan {

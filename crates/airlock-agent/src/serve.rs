@@ -31,6 +31,7 @@ pub(crate) enum Token {
     Proc(u32, u8),
     File(u32),
     Tcp(u32),
+    Listen(usize),
 }
 
 /// The sending half every part of the agent uses.
@@ -127,7 +128,12 @@ pub fn serve(channel: RawFd, transport: Transport) -> Served {
 fn serve_with(channel: RawFd, transport: Transport, net_ready: bool) -> Served {
     let mut ch = Channel::new(channel, transport);
     let mut sess = AgentSession::new(AgentConfig {
-        features: FEATURES_ALL & !v2::FEATURE_EGRESS,
+        features: FEATURES_ALL,
+        // What the host may send ahead per stream (stdin, file writes,
+        // egress downloads): 1 MiB keeps a download through the proxy
+        // from stalling on credit; the agent holds at most this per
+        // stream it cannot drain.
+        window: 1 << 20,
         agent_version: format!("airlock-agent {}", env!("CARGO_PKG_VERSION")),
         ..AgentConfig::default()
     });
@@ -141,10 +147,23 @@ fn serve_with(channel: RawFd, transport: Transport, net_ready: bool) -> Served {
         Ok(f) => f,
         Err(_) => return Served::HostGone,
     };
+    let mut tcps = Tcps::default();
+    for &port in &plan.egress_ports {
+        if let Err(e) = tcps.listen(port) {
+            let _ = sess.send(
+                &Message::Notice {
+                    text: format!(
+                        "the egress proxy's port {port} could not be opened inside the sandbox: {e}"
+                    ),
+                },
+                ch.outbound(),
+            );
+        }
+    }
     let mut a = Agent {
         procs: Procs::new(&plan),
         files: Files::new(&plan),
-        tcps: Tcps::default(),
+        tcps,
         plan,
         ch,
         sess,
@@ -369,6 +388,14 @@ impl Agent {
                             ch: &mut self.ch,
                         };
                         self.tcps.on_ready(id, re, &mut out);
+                        Ok(())
+                    }
+                    Token::Listen(i) => {
+                        let mut out = Out {
+                            sess: &mut self.sess,
+                            ch: &mut self.ch,
+                        };
+                        self.tcps.on_accept(i, &mut out);
                         Ok(())
                     }
                 };

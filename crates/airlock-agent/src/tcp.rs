@@ -1,6 +1,12 @@
 //! TCP streams the host opens to a port inside the sandbox (port
 //! forwarding): connect from the agent's network namespace, then bytes
 //! both ways under the protocol's credit, half-close and close.
+//!
+//! And the reverse (egress): the agent listens on loopback ports of the
+//! sandbox's namespace (the egress proxy's), and offers each accepted
+//! connection to the host as a stream (TcpOffer to the listener's own
+//! address and port). The agent decides nothing: the host's proxy reads
+//! the request from the stream and applies the policy.
 
 use crate::serve::{Out, Token};
 use airlock_protocol::v2::{AgentSession, Message, StreamKind, MAX_DATA};
@@ -20,12 +26,19 @@ struct Stream {
     read_done: bool,
     /// We sent TcpClose.
     closed_sent: bool,
+    /// An egress connection offered to the host, not yet accepted.
+    offered: bool,
 }
+
+/// Offers that may wait for the host's answer at once (below the host's
+/// own limit, which would count more as a violation).
+const MAX_PENDING_OFFERS: usize = 16;
 
 #[derive(Default)]
 pub(crate) struct Tcps {
     map: BTreeMap<u32, Stream>,
     buf: Vec<u8>,
+    listeners: Vec<(OwnedFd, u16)>,
 }
 
 fn errno() -> i32 {
@@ -91,15 +104,108 @@ fn connect(addr: IpAddr, port: u16) -> Result<(OwnedFd, bool), i32> {
     }
 }
 
+fn listen_on(port: u16) -> Result<OwnedFd, i32> {
+    // SAFETY: plain socket creation.
+    let fd = sys::cvt(unsafe {
+        libc::socket(
+            libc::AF_INET,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    })
+    .map_err(|e| sys::errno_of(&e))?;
+    // SAFETY: a new fd that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: sockaddr_in is plain data.
+    let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    sa.sin_family = libc::AF_INET as libc::sa_family_t;
+    sa.sin_port = port.to_be();
+    sa.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+    // SAFETY: a valid sockaddr_in and its size; then listen on our socket.
+    unsafe {
+        if libc::bind(
+            fd.as_raw_fd(),
+            (&sa as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        ) != 0
+            || libc::listen(fd.as_raw_fd(), 128) != 0
+        {
+            return Err(errno());
+        }
+    }
+    Ok(fd)
+}
+
 impl Tcps {
+    /// Listens on 127.0.0.1:`port` for egress connections.
+    pub fn listen(&mut self, port: u16) -> std::io::Result<()> {
+        let fd = listen_on(port).map_err(std::io::Error::from_raw_os_error)?;
+        self.listeners.push((fd, port));
+        Ok(())
+    }
+
+    fn pending_offers(&self) -> usize {
+        self.map.values().filter(|s| s.offered).count()
+    }
+
+    /// A listener is readable: accept one connection and offer it.
+    pub fn on_accept(&mut self, i: usize, out: &mut Out<'_>) {
+        let Some((lfd, port)) = self.listeners.get(i) else {
+            return;
+        };
+        let port = *port;
+        // SAFETY: accept4 on our listener; no address wanted.
+        let fd = unsafe {
+            libc::accept4(
+                lfd.as_raw_fd(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return;
+        }
+        // SAFETY: a new fd that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let Some(id) = out.sess.next_agent_id() else {
+            return;
+        };
+        out.send(Message::TcpOffer {
+            id,
+            dest: airlock_protocol::v2::Destination::Ip(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
+            port,
+        });
+        self.map.insert(
+            id,
+            Stream {
+                fd,
+                connecting: false,
+                buf: Vec::new(),
+                shut_pending: false,
+                read_done: false,
+                closed_sent: false,
+                offered: true,
+            },
+        );
+    }
+
     pub fn poll_set(
         &self,
         sess: &AgentSession,
         room: bool,
         add: &mut impl FnMut(RawFd, libc::c_short, Token),
     ) {
+        if room && self.pending_offers() < MAX_PENDING_OFFERS {
+            for (i, (fd, _)) in self.listeners.iter().enumerate() {
+                add(fd.as_raw_fd(), libc::POLLIN, Token::Listen(i));
+            }
+        }
         for (&id, s) in &self.map {
             let mut ev = 0;
+            if s.offered {
+                continue;
+            }
             if s.connecting {
                 ev |= libc::POLLOUT;
             } else {
@@ -130,6 +236,7 @@ impl Tcps {
                             shut_pending: false,
                             read_done: false,
                             closed_sent: false,
+                            offered: false,
                         },
                     );
                     if !connecting {
@@ -180,8 +287,15 @@ impl Tcps {
                     }
                 }
             }
-            // Offers (egress) are not made by this agent yet: nothing to
-            // accept or refuse.
+            Message::TcpAccept { id } => {
+                if let Some(s) = self.map.get_mut(&id) {
+                    s.offered = false;
+                }
+            }
+            Message::TcpRefuse { id, .. } => {
+                // Dropping the socket closes the client's connection.
+                self.map.remove(&id);
+            }
             _ => {}
         }
     }

@@ -87,7 +87,13 @@ is stopped when the client closes the pipe. The daemon serves the same tools ove
         ids: Vec<String>,
     },
     /// The recent output of a sandbox's processes.
-    Logs { id: String },
+    Logs {
+        id: String,
+        /// The audit log instead (execs, file writes, every egress
+        /// decision), one JSON object per line.
+        #[arg(long)]
+        audit: bool,
+    },
     /// Forward a loopback port here to a port inside a sandbox.
     Port(remote::PortArgs),
     /// Freeze every process of a sandbox.
@@ -204,6 +210,26 @@ struct RunArgs {
     /// Print nothing of airlock's own but errors.
     #[arg(long, short = 'q')]
     quiet: bool,
+    /// Network: none (default: loopback only), all (every public name and
+    /// address, through the egress proxy), or allowlist (implied by
+    /// --allow-host).
+    #[arg(long, value_name = "none|all|allowlist")]
+    net: Option<String>,
+    /// Let the sandbox reach NAME, *.SUFFIX (not the apex) or a CIDR, each
+    /// with an optional :PORT, through the egress proxy on the host.
+    /// Repeatable.
+    #[arg(long = "allow-host", value_name = "NAME|*.SUFFIX|CIDR[:PORT]")]
+    allow_host: Vec<String>,
+    /// Never reach these (wins over every --allow-host). Repeatable.
+    #[arg(long = "deny-host", value_name = "NAME|*.SUFFIX|CIDR[:PORT]")]
+    deny_host: Vec<String>,
+    /// The egress proxy resolves NAME to IP (as curl's --resolve).
+    /// Repeatable.
+    #[arg(long = "dns-override", value_name = "NAME=IP")]
+    dns_override: Vec<String>,
+    /// Print a summary of the egress proxy's decisions at the end.
+    #[arg(long)]
+    verbose: bool,
     /// The command and its arguments (after --).
     #[arg(trailing_var_arg = true, value_name = "COMMAND")]
     command: Vec<String>,
@@ -368,7 +394,7 @@ fn main() {
                 Cmd::Ls(a) => remote::ls(a),
                 Cmd::Inspect { id } => remote::inspect(&id),
                 Cmd::Rm { ids } => remote::rm(&ids),
-                Cmd::Logs { id } => remote::logs(&id),
+                Cmd::Logs { id, audit } => remote::logs(&id, audit),
                 Cmd::Port(a) => remote::port(a),
                 Cmd::Pause { id } => remote::pause_resume(&id, true),
                 Cmd::Resume { id } => remote::pause_resume(&id, false),
@@ -458,6 +484,12 @@ fn spec_from(args: &RunArgs) -> Result<airlock_core::image::Prepared> {
     spec.limits.output = args.output_limit;
     spec.hostname = args.hostname.clone();
     spec.tty = args.tty;
+    spec.network = network_from(
+        args.net.as_deref(),
+        &args.allow_host,
+        &args.deny_host,
+        &args.dns_override,
+    )?;
     let given = airlock_core::image::Given {
         user: args.user.clone(),
         workdir: args.workdir.clone(),
@@ -467,6 +499,36 @@ fn spec_from(args: &RunArgs) -> Result<airlock_core::image::Prepared> {
     let prepared = airlock_core::image::prepare(spec, &given)?;
     prepared.spec.validate()?;
     Ok(prepared)
+}
+
+/// The network policy the flags ask for (validated with the spec).
+fn network_from(
+    net: Option<&str>,
+    allow: &[String],
+    deny: &[String],
+    overrides: &[String],
+) -> Result<airlock_spec::Network> {
+    use airlock_spec::NetMode;
+    let mode = match net {
+        None if allow.is_empty() && deny.is_empty() => NetMode::None,
+        None => NetMode::Allowlist,
+        Some("none") => NetMode::None,
+        Some("all") => NetMode::All,
+        Some("allowlist") => NetMode::Allowlist,
+        Some(o) => bail!("invalid --net {o:?}: none, all or allowlist"),
+    };
+    if mode == NetMode::None && !(allow.is_empty() && deny.is_empty()) {
+        bail!("--net none takes no --allow-host / --deny-host");
+    }
+    if mode == NetMode::None && !overrides.is_empty() {
+        bail!("--dns-override needs a network (--allow-host or --net all)");
+    }
+    Ok(airlock_spec::Network {
+        mode,
+        allow: allow.to_vec(),
+        deny: deny.to_vec(),
+        dns_override: overrides.to_vec(),
+    })
 }
 
 fn run(
@@ -490,7 +552,30 @@ fn run(
     for n in &prepared.notes {
         notes(n);
     }
-    let result = run::run(&spec, agent, prepared.image, &mut notes)?;
+    if spec.network.mode == airlock_spec::NetMode::All {
+        notes("--net all: the sandbox reaches every public name and address through the egress proxy (private, loopback and link-local addresses still need a CIDR rule)");
+    }
+    let decisions = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let audit: Option<airlock_egress::Audit> = if spec.network.mode == airlock_spec::NetMode::None {
+        None
+    } else {
+        let d = decisions.clone();
+        let verbose = args.verbose && !quiet;
+        Some(std::sync::Arc::new(move |x: airlock_egress::Decision| {
+            if verbose && !x.allowed {
+                eprintln!(
+                    "airlock: egress denied ({}) {}:{}: {}",
+                    x.via, x.host, x.port, x.reason
+                );
+            }
+            d.lock().unwrap_or_else(|e| e.into_inner()).push(x);
+        }))
+    };
+    let result = run::run(&spec, agent, prepared.image, audit, &mut notes)?;
+    if args.verbose && !quiet && spec.network.mode != airlock_spec::NetMode::None {
+        let d = decisions.lock().unwrap_or_else(|e| e.into_inner());
+        eprintln!("{}", run::egress_summary(&d));
+    }
     if !quiet {
         if let Some(msg) = run::epilogue(&spec, &result) {
             eprintln!("airlock: {msg}");
@@ -564,7 +649,14 @@ fn task(mut args: TaskArgs, agent: Option<airlock_core::PendingAgent>) -> Result
         ));
         Ok(())
     };
-    let result = run::run_then(&spec, agent, prepared.image, &mut notes, Some(&mut then))?;
+    let result = run::run_then(
+        &spec,
+        agent,
+        prepared.image,
+        None,
+        &mut notes,
+        Some(&mut then),
+    )?;
     if !quiet {
         if let Some(msg) = run::epilogue(&spec, &result) {
             eprintln!("airlock: {msg}");

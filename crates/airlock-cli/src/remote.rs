@@ -54,6 +54,19 @@ pub struct CreateArgs {
     /// A label KEY=VALUE. Repeatable.
     #[arg(long = "label", short = 'l', value_name = "KEY=VALUE")]
     labels: Vec<String>,
+    /// Network: none (default), all, or allowlist (implied by --allow-host).
+    #[arg(long, value_name = "none|all|allowlist")]
+    net: Option<String>,
+    /// Let the sandbox reach NAME, *.SUFFIX or a CIDR, with an optional
+    /// :PORT, through the egress proxy. Repeatable.
+    #[arg(long = "allow-host", value_name = "NAME|*.SUFFIX|CIDR[:PORT]")]
+    allow_host: Vec<String>,
+    /// Never reach these (wins over --allow-host). Repeatable.
+    #[arg(long = "deny-host", value_name = "NAME|*.SUFFIX|CIDR[:PORT]")]
+    deny_host: Vec<String>,
+    /// The egress proxy resolves NAME to IP. Repeatable.
+    #[arg(long = "dns-override", value_name = "NAME=IP")]
+    dns_override: Vec<String>,
     /// Print nothing but the id.
     #[arg(long, short = 'q')]
     quiet: bool,
@@ -200,6 +213,14 @@ pub fn create(a: CreateArgs) -> Result<i32> {
         "limits": limits,
         "labels": labels,
     });
+    if a.net.is_some() || !a.allow_host.is_empty() || !a.deny_host.is_empty() {
+        req["network"] = serde_json::json!({
+            "mode": a.net.clone().unwrap_or_else(|| "allowlist".into()),
+            "allow": a.allow_host,
+            "deny": a.deny_host,
+            "dns_override": a.dns_override,
+        });
+    }
     for (k, v) in [
         ("image", &a.image),
         ("workdir", &a.workdir),
@@ -610,8 +631,17 @@ pub fn rm(ids: &[String]) -> Result<i32> {
     Ok(code)
 }
 
-pub fn logs(id: &str) -> Result<i32> {
+pub fn logs(id: &str, audit: bool) -> Result<i32> {
     let c = Client::new()?;
+    if audit {
+        // The audit log: one JSON object per line (execs, file writes,
+        // egress decisions, ...).
+        let v = c.get(&format!("{}/audit", sandbox_path(id)))?;
+        for row in v.as_array().into_iter().flatten() {
+            println!("{row}");
+        }
+        return Ok(0);
+    }
     let r = c
         .request("GET", &format!("{}/logs", sandbox_path(id)), Body::None)?
         .ok()?;

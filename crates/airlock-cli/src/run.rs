@@ -114,9 +114,45 @@ pub fn run(
     spec: &SandboxSpec,
     agent: Option<airlock_core::PendingAgent>,
     image: Option<airlock_jail::ImageRoot>,
+    egress_audit: Option<airlock_egress::Audit>,
     note: &mut dyn FnMut(&str),
 ) -> Result<RunResult, CoreError> {
-    run_then(spec, agent, image, note, None)
+    run_then(spec, agent, image, egress_audit, note, None)
+}
+
+/// `--verbose`: what the egress proxy decided, one line per destination.
+pub fn egress_summary(d: &[airlock_egress::Decision]) -> String {
+    use std::collections::BTreeMap;
+    /// Connections, bytes out, bytes in, the last reason.
+    type Tally = (u64, u64, u64, String);
+    let mut by: BTreeMap<(bool, String, u16), Tally> = BTreeMap::new();
+    for x in d {
+        let e = by
+            .entry((x.allowed, x.host.clone(), x.port))
+            .or_insert((0, 0, 0, String::new()));
+        e.0 += 1;
+        e.1 += x.bytes_out;
+        e.2 += x.bytes_in;
+        if !x.allowed {
+            e.3 = x.reason.clone();
+        }
+    }
+    let allowed = d.iter().filter(|x| x.allowed).count();
+    let mut s = format!(
+        "airlock: egress: {} connection(s) allowed, {} denied",
+        allowed,
+        d.len() - allowed
+    );
+    for ((ok, host, port), (n, o, i, why)) in by {
+        if ok {
+            s.push_str(&format!(
+                "\n  allowed {host}:{port} x{n} ({o} bytes out, {i} bytes in)"
+            ));
+        } else {
+            s.push_str(&format!("\n  denied  {host}:{port} x{n}: {why}"));
+        }
+    }
+    s
 }
 
 /// What to do in the sandbox once the command is over, before it goes.
@@ -127,6 +163,7 @@ pub fn run_then(
     spec: &SandboxSpec,
     agent: Option<airlock_core::PendingAgent>,
     image: Option<airlock_jail::ImageRoot>,
+    egress_audit: Option<airlock_egress::Audit>,
     note: &mut dyn FnMut(&str),
     mut then: Option<Then<'_>>,
 ) -> Result<RunResult, CoreError> {
@@ -147,6 +184,7 @@ pub fn run_then(
             accounting: false,
             agent,
             image,
+            egress_audit,
         },
     )?;
     // The timeout runs from the sandbox's creation: a microVM's first
@@ -299,7 +337,7 @@ pub fn run_then(
 
         // One poll over everything.
         let want_stdin = stdin_open && stdin_buf.is_empty() && sb.stdin_credit(id) > 0;
-        let mut fds = [
+        let mut fds = vec![
             libc::pollfd {
                 fd: sb.fd(),
                 events: libc::POLLIN | if sb.wants_write() { libc::POLLOUT } else { 0 },
@@ -331,6 +369,13 @@ pub fn run_then(
                 revents: 0,
             },
         ];
+        sb.extra_fds(&mut |fd, events| {
+            fds.push(libc::pollfd {
+                fd,
+                events,
+                revents: 0,
+            })
+        });
         // SAFETY: a valid array of pollfd.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
         if n < 0 {
@@ -342,6 +387,11 @@ pub fn run_then(
                 what: "poll",
                 err: e,
             });
+        }
+        for p in &fds[6..] {
+            if p.revents != 0 {
+                sb.on_extra(p.fd, p.revents);
+            }
         }
         if fds[0].revents & libc::POLLOUT != 0 {
             sb.on_writable()?;
@@ -412,7 +462,13 @@ pub fn run_then(
     }
     // The sandbox is gone (and its agent reaped) before we are: with
     // one_shot it is ending already, its teardown overlapping ours.
+    let proxy = sb.egress_proxy().cloned();
     let t = sb.close();
+    if let Some(p) = proxy {
+        // The sandbox's side of every stream is gone: its connections end
+        // now, and their decisions are reported.
+        p.wait_idle(std::time::Duration::from_secs(2));
+    }
     airlock_core::timing::mark("closed");
     airlock_core::timing::print(&agent_marks);
     if t.peak_memory_bytes.is_some() {

@@ -281,6 +281,7 @@ fn scenario(mode: &str, stream: bool, expect: Expect) -> Result<(), String> {
             one_shot: false,
             accounting: false,
             image: None,
+            egress_audit: None,
         },
     )
     .map_err(|e| format!("create: {e}"))?;

@@ -40,6 +40,7 @@ fn sandbox(stream: bool) -> Option<Sandbox> {
             one_shot: false,
             accounting: false,
             image: None,
+            egress_audit: None,
         },
     )
     .expect("create");
@@ -673,6 +674,7 @@ fn a_microvm_sandbox_through_the_library() {
             one_shot: false,
             accounting: false,
             image: None,
+            egress_audit: None,
         },
     )
     .expect("create");

@@ -160,6 +160,7 @@ impl Backend for Container {
             file_user: (plan.user.uid, plan.user.gid),
             trace_timing: crate::timing::on(),
             exit_when_idle: false,
+            egress_ports: egress_ports(spec),
         };
         Ok(Spawned {
             agent,
@@ -236,6 +237,7 @@ impl Backend for Local {
                 file_user: ids,
                 trace_timing: crate::timing::on(),
                 exit_when_idle: false,
+                egress_ports: Vec::new(),
             },
             notes: Vec::new(),
             vm_monitor: None,
@@ -352,6 +354,7 @@ impl Backend for Microvm {
             tree: PathBuf::from(GUEST_IMAGE_AT),
             home: i.home.clone(),
             capture: None,
+            premapped: false,
         });
         // Inside the guest the agent is root of the guest's own kernel:
         // the sandbox's ids are used as they are.
@@ -416,6 +419,9 @@ impl Backend for Microvm {
             file_user: (plan.user.uid, plan.user.gid),
             trace_timing: crate::timing::on(),
             exit_when_idle: false,
+            // The guest has no NIC: its one way out is the agent's tunnel
+            // to the host's proxy, as in a container.
+            egress_ports: egress_ports(spec),
         };
         notes.retain(|n| !n.is_empty());
         Ok(Spawned {
@@ -442,5 +448,17 @@ impl Backend for Microvm {
         // SAFETY: QEMU is our unreaped child and PID 1 of its jail's PID
         // namespace: its death ends the guest and everything in its jail.
         unsafe { libc::kill(agent.pid, libc::SIGKILL) };
+    }
+}
+
+/// The proxy ports the agent listens on inside (none without a network).
+fn egress_ports(spec: &ValidSpec) -> Vec<u16> {
+    if spec.network.mode == airlock_spec::NetMode::None {
+        Vec::new()
+    } else {
+        vec![
+            airlock_spec::net::HTTP_PROXY_PORT,
+            airlock_spec::net::SOCKS_PORT,
+        ]
     }
 }

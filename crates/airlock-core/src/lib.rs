@@ -6,6 +6,7 @@
 
 pub mod backend;
 pub mod build;
+mod egress;
 pub mod facts;
 pub mod image;
 pub mod sandbox;

@@ -170,6 +170,9 @@ pub struct CreateOptions {
     /// Groups for usage figures and pause/resume even without limits (the
     /// service's sandboxes).
     pub accounting: bool,
+    /// Where the egress proxy's decisions go (a sandbox whose network is
+    /// not `none`); `None`: nowhere.
+    pub egress_audit: Option<airlock_egress::Audit>,
 }
 
 /// What a sandbox uses now.
@@ -233,6 +236,9 @@ pub struct Sandbox {
     /// A microVM's QEMU monitor: pause and resume stop and continue the
     /// whole machine.
     vm_monitor: Option<airlock_vm::Qmp>,
+    /// The egress proxy and its streams (a network other than `none`).
+    egress: Option<crate::egress::Egress>,
+    rbuf: Vec<u8>,
 }
 
 /// The cgroups a spec's limits need, the limits that fall back to rlimits
@@ -347,6 +353,19 @@ impl Sandbox {
             Transport::Seqpacket
         };
         let ch = Channel::new(spawned.agent.channel.as_raw_fd(), transport);
+        let egress = if spec.network.mode == airlock_spec::NetMode::None {
+            None
+        } else {
+            // Validated with the spec: it compiles.
+            let policy = airlock_spec::net::Policy::compile(&spec.network)
+                .map_err(airlock_spec::SpecError::from)?;
+            let audit = opts
+                .egress_audit
+                .unwrap_or_else(|| std::sync::Arc::new(|_| {}));
+            Some(crate::egress::Egress::new(airlock_egress::Proxy::new(
+                policy, audit,
+            )))
+        };
         let mut sb = Sandbox {
             state: State::Creating,
             spec: spec.clone(),
@@ -367,6 +386,8 @@ impl Sandbox {
             procs: BTreeMap::new(),
             notes,
             vm_monitor: spawned.vm_monitor.take(),
+            egress,
+            rbuf: Vec::new(),
         };
         spawned.plan.exit_when_idle = opts.one_shot;
         if let Err(e) = sb.handshake(&spawned.plan.to_bytes()) {
@@ -908,6 +929,30 @@ impl Sandbox {
                 };
                 Event::FileEntries { id, entries }
             }
+            Message::TcpData { id, data } if self.is_egress(id) => {
+                self.egress_data(id, data);
+                return;
+            }
+            Message::TcpShutdownWrite { id } if self.is_egress(id) => {
+                if let Some(s) = self.egress.as_mut().and_then(|e| e.streams.get_mut(&id)) {
+                    s.shut_pending = true;
+                    s.got_shut = true;
+                }
+                self.egress_flush(id);
+                self.egress_maybe_close(id);
+                return;
+            }
+            Message::TcpClose { id, .. } if self.is_egress(id) => {
+                let sent = self
+                    .egress
+                    .as_mut()
+                    .and_then(|e| e.streams.remove(&id))
+                    .is_some_and(|s| s.close_sent);
+                if !sent {
+                    let _ = self.send(&Message::TcpClose { id, reset: false });
+                }
+                return;
+            }
             Message::TcpOpened { id } => Event::TcpOpened { id },
             Message::TcpFailed { id, errno } => Event::TcpFailed { id, errno },
             Message::TcpData { id, data } => Event::TcpData { id, data },
@@ -918,18 +963,169 @@ impl Sandbox {
                 self.state = State::Stopped;
                 return;
             }
-            // Offers (egress) are refused until a network policy exists;
-            // the session has validated it.
-            Message::TcpOffer { id, .. } => {
-                let _ = self.send(&Message::TcpRefuse {
-                    id,
-                    reason: v2::RefuseReason::Policy,
-                });
+            // An egress connection (the session has validated the offer):
+            // only to the proxy's own ports, and only with a network. The
+            // proxy decides about the destination.
+            Message::TcpOffer { id, dest, port } => {
+                let kind = match (&dest, self.egress.as_ref()) {
+                    (v2::Destination::Ip(IpAddr::V4(a)), Some(_)) if a.is_loopback() => {
+                        crate::egress::Egress::kind_of(port)
+                    }
+                    _ => None,
+                };
+                let full = self
+                    .egress
+                    .as_ref()
+                    .is_some_and(|e| e.streams.len() >= crate::egress::MAX_STREAMS);
+                let opened = match (kind, self.egress.as_mut()) {
+                    (Some(k), Some(e)) if !full => e.open(id, k).is_ok(),
+                    _ => false,
+                };
+                let m = if opened {
+                    Message::TcpAccept { id }
+                } else {
+                    Message::TcpRefuse {
+                        id,
+                        reason: if full {
+                            v2::RefuseReason::Limit
+                        } else {
+                            v2::RefuseReason::Policy
+                        },
+                    }
+                };
+                let _ = self.send(&m);
                 return;
             }
             _ => return,
         };
         self.events.push_back(e);
+    }
+
+    fn is_egress(&self, id: u32) -> bool {
+        self.egress
+            .as_ref()
+            .is_some_and(|e| e.streams.contains_key(&id))
+    }
+
+    /// The sandbox's egress proxy (to change its policy while it runs).
+    pub fn egress_proxy(&self) -> Option<&std::sync::Arc<airlock_egress::Proxy>> {
+        self.egress.as_ref().map(|e| &e.proxy)
+    }
+
+    fn egress_data(&mut self, id: u32, data: Vec<u8>) {
+        if let Some(s) = self.egress.as_mut().and_then(|e| e.streams.get_mut(&id)) {
+            s.to_sock.extend_from_slice(&data);
+        }
+        self.egress_flush(id);
+    }
+
+    fn egress_flush(&mut self, id: u32) {
+        let Some(e) = self.egress.as_mut() else {
+            return;
+        };
+        match e.flush(id) {
+            Ok(0) => {}
+            Ok(n) => {
+                let _ = self
+                    .sess
+                    .consumed(id, StreamKind::Tcp, n, self.ch.outbound());
+                self.flush_quiet();
+            }
+            Err(()) => self.egress_reset(id),
+        }
+    }
+
+    fn flush_quiet(&mut self) {
+        let _ = self.ch.flush();
+    }
+
+    /// The proxy's side failed: reset the agent's stream.
+    fn egress_reset(&mut self, id: u32) {
+        let Some(s) = self.egress.as_mut().and_then(|e| e.streams.get_mut(&id)) else {
+            return;
+        };
+        let owed = std::mem::take(&mut s.to_sock).len();
+        if !s.close_sent {
+            s.close_sent = true;
+            let _ = self.send(&Message::TcpClose { id, reset: true });
+        }
+        if owed > 0 {
+            let _ = self
+                .sess
+                .consumed(id, StreamKind::Tcp, owed, self.ch.outbound());
+        }
+    }
+
+    /// Both halves done: close the stream.
+    fn egress_maybe_close(&mut self, id: u32) {
+        let Some(s) = self.egress.as_mut().and_then(|e| e.streams.get_mut(&id)) else {
+            return;
+        };
+        if s.read_done && s.got_shut && s.to_sock.is_empty() && !s.close_sent {
+            s.close_sent = true;
+            let _ = self.send(&Message::TcpClose { id, reset: false });
+        }
+    }
+
+    /// Extra fds a caller's own poll loop must watch (egress streams), with
+    /// the events wanted; each readiness goes to [`Sandbox::on_extra`].
+    pub fn extra_fds(&self, add: &mut dyn FnMut(RawFd, libc::c_short)) {
+        if let Some(e) = &self.egress {
+            let credit = |id| self.sess.send_credit(id, StreamKind::Tcp).unwrap_or(0) as usize;
+            e.poll_set(credit, add);
+        }
+    }
+
+    /// An fd from [`Sandbox::extra_fds`] is ready.
+    pub fn on_extra(&mut self, fd: RawFd, revents: libc::c_short) {
+        let Some(id) = self.egress.as_ref().and_then(|e| e.id_of(fd)) else {
+            return;
+        };
+        if revents & libc::POLLOUT != 0 {
+            self.egress_flush(id);
+        }
+        if revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) == 0 {
+            return;
+        }
+        if self.rbuf.len() < MAX_DATA {
+            self.rbuf.resize(MAX_DATA, 0);
+        }
+        let mut buf = std::mem::take(&mut self.rbuf);
+        // Several frames per wake-up while there is credit and data: one
+        // poll round per 64 KiB would cost more than the copying.
+        for _ in 0..16 {
+            let credit = self.sess.send_credit(id, StreamKind::Tcp).unwrap_or(0) as usize;
+            if credit == 0 {
+                break;
+            }
+            let want = credit.min(MAX_DATA);
+            let r = match self.egress.as_mut() {
+                Some(e) => e.read(id, &mut buf[..want]),
+                None => Ok(Some(0)),
+            };
+            match r {
+                Ok(Some(0)) => break,
+                Ok(Some(n)) => {
+                    let _ = self.send(&Message::TcpData {
+                        id,
+                        data: buf[..n].to_vec(),
+                    });
+                }
+                Ok(None) => {
+                    if let Some(s) = self.egress.as_mut().and_then(|e| e.streams.get_mut(&id)) {
+                        s.read_done = true;
+                    }
+                    let _ = self.send(&Message::TcpShutdownWrite { id });
+                    self.egress_maybe_close(id);
+                    break;
+                }
+                Err(()) => {
+                    self.egress_reset(id);
+                    break;
+                }
+            }
+        }
+        self.rbuf = buf;
     }
 
     pub fn next_event(&mut self) -> Option<Event> {
@@ -939,7 +1135,7 @@ impl Sandbox {
     /// One round of waiting (at most `timeout`) on the channel and the
     /// agent's exit.
     fn poll_once(&mut self, timeout: Option<Duration>) -> Result<(), CoreError> {
-        let mut pfd = [
+        let pfd = [
             libc::pollfd {
                 fd: self.ch.fd(),
                 events: libc::POLLIN
@@ -956,11 +1152,24 @@ impl Sandbox {
                 revents: 0,
             },
         ];
+        let mut pfd = pfd.to_vec();
+        self.extra_fds(&mut |fd, events| {
+            pfd.push(libc::pollfd {
+                fd,
+                events,
+                revents: 0,
+            })
+        });
         let ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as i32);
-        // SAFETY: two valid pollfds.
-        let n = unsafe { libc::poll(pfd.as_mut_ptr(), 2, ms) };
+        // SAFETY: a valid array of pollfds.
+        let n = unsafe { libc::poll(pfd.as_mut_ptr(), pfd.len() as libc::nfds_t, ms) };
         if n <= 0 {
             return Ok(());
+        }
+        for p in &pfd[2..] {
+            if p.revents != 0 {
+                self.on_extra(p.fd, p.revents);
+            }
         }
         if pfd[0].revents & libc::POLLOUT != 0 {
             self.on_writable()?;

@@ -155,6 +155,9 @@ pub fn base_env(
     if let Some(tz) = host("TZ") {
         env.push(("TZ".into(), tz));
     }
+    if spec.network.mode != airlock_spec::NetMode::None {
+        env.extend(airlock_spec::net::proxy_env());
+    }
     for (k, v) in &spec.env {
         env.retain(|(ek, _)| ek != k);
         env.push((k.clone(), v.clone()));

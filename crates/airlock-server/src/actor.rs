@@ -186,6 +186,11 @@ pub enum Cmd {
     Usage {
         reply: Reply<Usage>,
     },
+    /// Replace the egress policy (the sandbox must have a network).
+    SetNetwork {
+        policy: airlock_spec::net::Policy,
+        reply: Reply<()>,
+    },
     Stop {
         reply: Option<Reply<()>>,
         reason: String,
@@ -234,6 +239,8 @@ pub trait Observer: Send + Sync + 'static {
     /// The last process ended or other activity happened (idle timer).
     fn activity(&self, sandbox: &str);
     fn ended(&self, sandbox: &str, ended: Ended);
+    /// The egress proxy decided about a connection (from its thread).
+    fn egress(&self, sandbox: &str, d: airlock_egress::Decision);
 }
 
 /// Creates a sandbox on a thread of its own; returns once it is Ready (or
@@ -257,11 +264,17 @@ pub fn spawn(
         .name(format!("sb-{}", &id[..id.len().min(12)]))
         .stack_size(256 * 1024)
         .spawn(move || {
+            let audit: airlock_egress::Audit = {
+                let observer = observer.clone();
+                let id = id.clone();
+                Arc::new(move |d| observer.egress(&id, d))
+            };
             let sb = Sandbox::create(
                 &spec,
                 CreateOptions {
                     accounting: true,
                     window: Some(1 << 20),
+                    egress_audit: Some(audit),
                     ..Default::default()
                 },
             );
@@ -448,7 +461,7 @@ impl Actor {
                 }
             }
             self.pump();
-            let mut fds = [
+            let mut fds = vec![
                 libc::pollfd {
                     fd: self.sb.fd(),
                     events: libc::POLLIN
@@ -473,10 +486,22 @@ impl Actor {
             // Held output is retried when a stream makes room (its reader
             // pokes us); a timer covers readers that went away.
             let timeout = if self.anything_held() { 20 } else { 1000 };
+            self.sb.extra_fds(&mut |fd, events| {
+                fds.push(libc::pollfd {
+                    fd,
+                    events,
+                    revents: 0,
+                })
+            });
             // SAFETY: a valid array of pollfd.
-            let n = unsafe { libc::poll(fds.as_mut_ptr(), 3, timeout) };
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
             if n < 0 {
                 continue;
+            }
+            for p in &fds[3..] {
+                if p.revents != 0 {
+                    self.sb.on_extra(p.fd, p.revents);
+                }
             }
             if fds[2].revents != 0 {
                 drain_eventfd(self.wake.as_raw_fd());
@@ -516,6 +541,16 @@ impl Actor {
     fn command(&mut self, c: Cmd) -> Option<Ended> {
         self.observer.activity(&self.id);
         match c {
+            Cmd::SetNetwork { policy, reply } => {
+                let r = match self.sb.egress_proxy() {
+                    Some(p) => {
+                        p.set_policy(policy);
+                        Ok(())
+                    }
+                    None => Err("the sandbox was created without a network (network \"none\"): its policy cannot be changed; create it with a network".to_string()),
+                };
+                let _ = reply.send(r);
+            }
             Cmd::Exec {
                 spec,
                 out,

@@ -150,6 +150,62 @@ pub struct MountRequest {
     pub mode: Option<String>,
 }
 
+/// A network policy: a mode name, or the rules.
+#[derive(Deserialize, Serialize, ToSchema, Clone, Debug)]
+#[serde(untagged)]
+pub enum NetworkSpec {
+    /// `none`, `all` or `allowlist`.
+    Mode(String),
+    Policy(NetworkRequest),
+}
+
+/// The rules of a network policy (each `NAME`, `*.SUFFIX` or `CIDR`, with
+/// an optional `:PORT`).
+#[derive(Deserialize, Serialize, ToSchema, Default, Clone, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkRequest {
+    /// `all` or `allowlist` (default when rules are given; `none` without).
+    pub mode: Option<String>,
+    #[serde(default)]
+    pub allow: Vec<String>,
+    #[serde(default)]
+    pub deny: Vec<String>,
+    /// `NAME=IP`: the proxy's resolver answers NAME with IP.
+    #[serde(default)]
+    pub dns_override: Vec<String>,
+}
+
+impl NetworkSpec {
+    /// The spec's form (not yet validated).
+    pub fn to_network(&self) -> Result<airlock_spec::Network, String> {
+        use airlock_spec::NetMode;
+        let mode = |m: &str| match m {
+            "none" => Ok(NetMode::None),
+            "all" => Ok(NetMode::All),
+            "allowlist" => Ok(NetMode::Allowlist),
+            o => Err(format!(
+                "network {o:?}: none, all, allowlist or a policy object"
+            )),
+        };
+        Ok(match self {
+            NetworkSpec::Mode(m) => airlock_spec::Network {
+                mode: mode(m)?,
+                ..Default::default()
+            },
+            NetworkSpec::Policy(p) => airlock_spec::Network {
+                mode: match &p.mode {
+                    Some(m) => mode(m)?,
+                    None if p.allow.is_empty() && p.deny.is_empty() => NetMode::None,
+                    None => NetMode::Allowlist,
+                },
+                allow: p.allow.clone(),
+                deny: p.deny.clone(),
+                dns_override: p.dns_override.clone(),
+            },
+        })
+    }
+}
+
 /// A new sandbox.
 #[derive(Deserialize, Serialize, ToSchema, Default, Clone, Debug)]
 #[serde(deny_unknown_fields)]
@@ -165,9 +221,10 @@ pub struct CreateRequest {
     pub env: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     pub limits: LimitsRequest,
-    /// `none` (loopback only; the default and, until egress lands, the
-    /// only policy).
-    pub network: Option<String>,
+    /// `none` (loopback only, the default), `all`, or a policy object
+    /// (`{"allow": ["github.com", "*.pypi.org:443"], "deny": [...],
+    /// "dns_override": ["name=ip"]}`); enforced by the egress proxy.
+    pub network: Option<NetworkSpec>,
     /// `sandbox` (default), `root`, `UID[:GID]`.
     pub user: Option<String>,
     pub workdir: Option<String>,
@@ -341,6 +398,7 @@ pub struct AuditQuery {
         get_sandbox,
         delete_sandbox,
         extend_timeout,
+        set_network,
         pause_sandbox,
         resume_sandbox,
         usage,
@@ -376,6 +434,8 @@ pub struct AuditQuery {
         ErrorBody,
         ErrorDetail,
         CreateRequest,
+        NetworkSpec,
+        NetworkRequest,
         LimitsRequest,
         MountRequest,
         SandboxInfo,
@@ -407,6 +467,7 @@ pub fn router(svc: Arc<Service>) -> Router {
         .route("/", post(create_sandbox).get(list_sandboxes))
         .route("/{id}", get(get_sandbox).delete(delete_sandbox))
         .route("/{id}/timeout", post(extend_timeout))
+        .route("/{id}/network", axum::routing::put(set_network))
         .route("/{id}/pause", post(pause_sandbox))
         .route("/{id}/resume", post(resume_sandbox))
         .route("/{id}/usage", get(usage))
@@ -558,6 +619,34 @@ async fn extend_timeout(
     live(&svc, &id)?;
     svc.set_deadline(&id, d)?;
     get_sandbox(State(svc), UrlPath(id)).await
+}
+
+#[utoipa::path(put, path = "/v1/sandboxes/{id}/network", params(("id" = String, Path)),
+    request_body = NetworkSpec,
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn set_network(
+    State(svc): State<Arc<Service>>,
+    UrlPath(id): UrlPath<String>,
+    ApiJson(req): ApiJson<NetworkSpec>,
+) -> ApiResult<StatusCode> {
+    let n = req.to_network().map_err(ApiError::invalid)?;
+    if n.mode == airlock_spec::NetMode::None {
+        return Err(ApiError::invalid(
+            "a running sandbox's network cannot be turned off with `none`: give an empty allowlist ({\"mode\":\"allowlist\"}) to deny everything",
+        ));
+    }
+    let policy =
+        airlock_spec::net::Policy::compile(&n).map_err(|e| ApiError::invalid(e.to_string()))?;
+    let h = live(&svc, &id)?;
+    h.ask(|reply| Cmd::SetNetwork { policy, reply })
+        .await
+        .map_err(ApiError::conflict)?;
+    svc.db.audit(
+        &id,
+        "net-policy",
+        serde_json::to_value(&n).unwrap_or(serde_json::Value::Null),
+    );
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(post, path = "/v1/sandboxes/{id}/pause", params(("id" = String, Path)),

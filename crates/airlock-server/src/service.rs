@@ -227,13 +227,8 @@ impl Service {
                 )))
             }
         };
-        match req.network.as_deref() {
-            None | Some("none") => {}
-            Some(o) => {
-                return Err(ApiError::invalid(format!(
-                    "network {o:?}: only `none` so far"
-                )))
-            }
+        if let Some(n) = &req.network {
+            s.network = n.to_network().map_err(ApiError::invalid)?;
         }
         for m in &req.mounts {
             let mode = match m.mode.as_deref() {
@@ -657,6 +652,15 @@ impl Observer for WeakObserver {
     fn ended(&self, sandbox: &str, e: Ended) {
         if let Some(s) = self.0.upgrade() {
             s.on_ended(sandbox, e);
+        }
+    }
+    fn egress(&self, sandbox: &str, d: airlock_egress::Decision) {
+        if let Some(s) = self.0.upgrade() {
+            s.db.audit(
+                sandbox,
+                "net",
+                serde_json::to_value(&d).unwrap_or(serde_json::Value::Null),
+            );
         }
     }
 }

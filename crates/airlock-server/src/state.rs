@@ -40,7 +40,9 @@ pub struct AuditRow {
     pub sandbox: String,
     /// Unix seconds, fractional.
     pub ts: f64,
-    /// create, exec, exec-end, file-write, pause, resume, stop, fail, recover.
+    /// create, exec, exec-end, file-write, pause, resume, stop, fail, recover,
+    /// net (an egress decision: allowed, via, host, addr, port, bytes_out,
+    /// bytes_in, reason), net-policy (the policy replaced).
     pub kind: String,
     #[schema(value_type = Object)]
     pub detail: serde_json::Value,

@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
+pub mod net;
 mod parse;
+pub use net::{NetMode, Network};
 pub use parse::{parse_duration, parse_env, parse_mount, parse_size, parse_user, EnvArg};
 
 /// Every way a spec can be wrong, each with the offending input.
@@ -55,6 +57,8 @@ pub enum SpecError {
     NoCommand,
     #[error("invalid image name {name:?}: {why}")]
     Image { name: String, why: &'static str },
+    #[error(transparent)]
+    Net(#[from] net::NetError),
     #[error("{what} is not available with --isolation {isolation}: {why}")]
     Unsupported {
         what: &'static str,
@@ -350,14 +354,6 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 /// Ids inside the sandbox are below this (the mapping covers 65536 ids).
 pub const MAX_ID: u32 = 65536;
 
-/// Network policy. Only `none` (loopback only) exists so far.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Network {
-    #[default]
-    None,
-}
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SandboxSpec {
@@ -447,6 +443,7 @@ impl SandboxSpec {
             })?;
         }
         self.limits.validate()?;
+        net::Policy::compile(&self.network)?;
         for m in &self.mounts {
             if m.source.as_os_str().as_encoded_bytes().contains(&0) {
                 return Err(SpecError::Nul {
@@ -520,6 +517,12 @@ impl SandboxSpec {
                 return unsupported(
                     "--image",
                     "the local tier runs on the host's own filesystem; use --isolation container",
+                );
+            }
+            if self.network.mode != NetMode::None {
+                return unsupported(
+                    "--net / --allow-host",
+                    "the local tier shares the host's network, where no policy can be enforced; use --isolation container",
                 );
             }
             if self.hostname != DEFAULT_HOSTNAME {
@@ -673,7 +676,7 @@ mod tests {
     fn defaults_deny() {
         let s = spec();
         assert_eq!(s.isolation, Isolation::Container);
-        assert_eq!(s.network, Network::None);
+        assert_eq!(s.network.mode, NetMode::None);
         assert_eq!(s.user, User::SANDBOX);
         assert!(s.env.is_empty());
         assert!(s.mounts.is_empty());

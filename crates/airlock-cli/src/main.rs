@@ -117,6 +117,11 @@ struct TaskArgs {
     /// Write what the command changed, as a git patch, to FILE.
     #[arg(long, value_name = "FILE")]
     patch: Option<PathBuf>,
+    /// Leave the sandbox running afterwards and print its id (the task
+    /// then runs in the service: `airlock serve` must be running; see
+    /// `airlock exec`, `airlock rm`).
+    #[arg(long)]
+    keep: bool,
     #[command(flatten)]
     run: RunArgs,
 }
@@ -600,6 +605,9 @@ fn task(mut args: TaskArgs, agent: Option<airlock_core::PendingAgent>) -> Result
     if args.run.command.is_empty() {
         bail!(airlock_spec::SpecError::NoCommand);
     }
+    if args.keep {
+        return task_kept(&args, &repo);
+    }
     // The patch file is opened now, before any sandbox exists.
     let mut patch_file = match &args.patch {
         Some(p) => Some(
@@ -674,6 +682,94 @@ fn task(mut args: TaskArgs, agent: Option<airlock_core::PendingAgent>) -> Result
         return Ok(EXIT_AIRLOCK);
     }
     Ok(result.exit_code)
+}
+
+/// `airlock task --keep`: the task runs in the service, whose sandbox
+/// outlives it.
+fn task_kept(args: &TaskArgs, repo: &Path) -> Result<i32> {
+    let r = &args.run;
+    for (unsupported, what) in [
+        (!r.mounts.is_empty(), "--mount"),
+        (r.image != "host", "--image"),
+        (r.tty, "--tty"),
+        (r.json.is_some(), "--json"),
+    ] {
+        if unsupported {
+            bail!("{what} is not available with task --keep (the task runs in the service)");
+        }
+    }
+    // The spec is checked here first, for the same errors as without --keep.
+    let prepared = spec_from(r)?;
+    let spec = prepared.spec;
+    let mut env = serde_json::Map::new();
+    for e in &r.env {
+        let (k, v) = match e {
+            airlock_spec::EnvArg::Set(k, v) => (k.clone(), v.clone()),
+            airlock_spec::EnvArg::Copy(k) => match std::env::var(k) {
+                Ok(v) => (k.clone(), v),
+                Err(_) => continue,
+            },
+        };
+        env.insert(k, v.into());
+    }
+    let mut limits = serde_json::Map::new();
+    limits.insert(
+        "timeout".into(),
+        format!("{}ms", spec.limits.timeout.as_millis()).into(),
+    );
+    if let Some(m) = spec.limits.memory {
+        limits.insert("memory".into(), m.to_string().into());
+    }
+    if let Some(p) = spec.limits.pids {
+        limits.insert("pids".into(), p.into());
+    }
+    if let Some(c) = spec.limits.cpus {
+        limits.insert("cpus".into(), c.into());
+    }
+    let mut req = serde_json::json!({
+        "repo": repo,
+        "argv": r.command,
+        "isolation": spec.isolation.name(),
+        "env": env,
+        "limits": limits,
+        "keep": true,
+    });
+    if let Some(u) = &r.user {
+        req["user"] = u.clone().into();
+    }
+    if let Some(o) = r.output_limit {
+        req["output_limit"] = o.into();
+    }
+    let c = client::Client::new()?;
+    let v = c.post("/v1/tasks", req)?;
+    use std::io::Write;
+    let _ = std::io::stdout().write_all(v["stdout"].as_str().unwrap_or("").as_bytes());
+    let _ = std::io::stderr().write_all(v["stderr"].as_str().unwrap_or("").as_bytes());
+    if let Some(p) = &args.patch {
+        std::fs::write(p, v["patch"].as_str().unwrap_or(""))
+            .with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    if !r.quiet {
+        if let Some(n) = v["notes"].as_array() {
+            for n in n {
+                eprintln!("airlock: note: {}", n.as_str().unwrap_or(""));
+            }
+        }
+        eprintln!(
+            "airlock: task: {} file(s) changed{}",
+            v["files_changed"].as_u64().unwrap_or(0),
+            if args.patch.is_some() {
+                "; patch written"
+            } else {
+                ""
+            },
+        );
+    }
+    // Said even with --quiet: the sandbox runs on until removed. (stdout
+    // is the command's alone.)
+    let id = v["sandbox"].as_str().unwrap_or("?");
+    eprintln!("airlock: kept sandbox {id} (airlock exec {id} -- sh; airlock rm {id})");
+    Ok(v["exit_code"].as_i64().unwrap_or(i64::from(EXIT_AIRLOCK)) as i32)
 }
 
 /// A tar stream of `dir` in the sandbox, whole.

@@ -140,6 +140,14 @@ impl Files {
         let (in_root, ids) = match &plan.role {
             Role::Container(c) => (true, (!c.rootless).then_some(plan.file_user)),
             Role::Local => (false, None),
+            // Run by root, file operations act as the sandbox's ids (which
+            // drops the agent's power over files); the agent's own Landlock
+            // domain bounds them in every case.
+            Role::Landlock => {
+                // SAFETY: geteuid cannot fail.
+                let root = unsafe { libc::geteuid() } == 0;
+                (false, (root && plan.file_user.0 != 0).then_some(plan.file_user))
+            }
         };
         let root = if in_root {
             sys::openat2(libc::AT_FDCWD, c"/", libc::O_PATH | libc::O_DIRECTORY, 0, 0).ok()

@@ -58,6 +58,11 @@ pub enum Role {
     Container(Box<ContainerPlan>),
     /// A plain child of airlock (the local tier): no isolation to set up.
     Local,
+    /// A plain child of airlock confined by Landlock (the Landlock tier):
+    /// the agent confines itself with its processes' Landlock rules (so
+    /// that its file operations reach no further than they do), and, run
+    /// by root, acts on files as the sandbox's unprivileged ids.
+    Landlock,
 }
 
 /// Everything the agent needs, from the host.

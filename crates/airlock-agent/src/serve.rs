@@ -252,6 +252,7 @@ fn apply_plan(
     let notes = match &plan.role {
         Role::Container(c) => setup::container(c, ch.fd(), net_ready),
         Role::Local => setup::local().map(|()| Vec::new()),
+        Role::Landlock => setup::landlocked(&plan.confinement).map(|()| Vec::new()),
     };
     match notes {
         Ok(notes) => {
@@ -510,7 +511,7 @@ impl Agent {
                 // every other process in it, and nothing outside.
                 unsafe { libc::kill(-1, libc::SIGKILL) };
             }
-            Role::Local => self.procs.kill_groups(),
+            Role::Local | Role::Landlock => self.procs.kill_groups(),
         }
     }
 

@@ -50,6 +50,10 @@ pub struct Confinement {
     pub drop_privileges: bool,
     /// Install the seccomp allowlist.
     pub seccomp: bool,
+    /// With `seccomp`: no network sockets at all, only unix socket pairs
+    /// (the Landlock tier, which shares the host's network).
+    #[serde(default)]
+    pub no_network: bool,
     /// Rootless container: the command enters a nested user namespace that
     /// maps its uid and gid onto the sandbox's single mapped id.
     pub nested_userns: bool,
@@ -72,7 +76,12 @@ pub struct Prepared {
 /// Prepares `c` in the calling process (the agent, after its set-up).
 pub fn prepare(c: &Confinement) -> Result<Prepared, Failure> {
     let filter = if c.seccomp {
-        Some(seccomp::compile().map_err(|_| (Stage::Seccomp, libc::EINVAL))?)
+        let sockets = if c.no_network {
+            seccomp::Sockets::UnixPairsOnly
+        } else {
+            seccomp::Sockets::UnixAndInet
+        };
+        Some(seccomp::compile_for(sockets).map_err(|_| (Stage::Seccomp, libc::EINVAL))?)
     } else {
         None
     };

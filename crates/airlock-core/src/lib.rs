@@ -58,6 +58,8 @@ pub enum CoreError {
     },
     #[error("the microVM tier (--isolation microvm, --trust untrusted) is not available in this build yet; use --isolation container (the default) or none")]
     MicrovmUnavailable,
+    #[error("the Landlock tier needs Landlock, which this kernel does not offer (Linux 5.13+ booted with landlock in lsm=; see airlock doctor)")]
+    LandlockUnavailable,
     #[error(transparent)]
     Image(#[from] airlock_image::ImageError),
     #[error("image {image}: {why}")]

@@ -230,6 +230,7 @@ impl Plan {
             rlimits: rlimit::Rlimits::sandbox(tasks, data),
             drop_privileges: true,
             seccomp: true,
+            no_network: false,
             nested_userns: idmap.is_rootless(),
             set_ids: !idmap.is_rootless(),
         };

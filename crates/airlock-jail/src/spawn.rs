@@ -62,7 +62,9 @@ const USERNS_HINT: &str = ": unprivileged user namespaces look disabled or restr
 On Ubuntu 23.10+ run `sudo sysctl kernel.apparmor_restrict_unprivileged_userns=0` (or add an \
 AppArmor profile for airlock); elsewhere check `sysctl user.max_user_namespaces` and \
 `kernel.unprivileged_userns_clone`; inside Docker, run with --security-opt seccomp=unconfined \
-or use `airlock run --isolation microvm`. `airlock doctor` checks all of this";
+or use another tier: `--isolation landlock` (no namespaces: Landlock, seccomp without network, \
+no capabilities; it gives up pid, mount and IPC isolation and sees the host's filesystem, only \
+restricted) or `--isolation microvm`. `airlock doctor` checks all of this";
 
 /// The running binary, opened once, before any sandbox exists.
 static AGENT_EXE: OnceLock<Result<OwnedFd, i32>> = OnceLock::new();

@@ -74,6 +74,11 @@ pub enum Isolation {
     Container,
     /// A plain child process with a scrubbed environment and limits.
     None,
+    /// Opt-in, for hosts without user namespaces: a plain child process
+    /// confined by Landlock, a seccomp allowlist without network sockets,
+    /// no capabilities, a scrubbed environment and limits. No pid, mount or
+    /// IPC isolation: weaker than the container tier.
+    Landlock,
 }
 
 impl Isolation {
@@ -82,9 +87,19 @@ impl Isolation {
             Isolation::Microvm => "microvm",
             Isolation::Container => "container",
             Isolation::None => "none",
+            Isolation::Landlock => "landlock",
         }
     }
+
+    /// The tiers whose processes are plain children of airlock (no
+    /// namespaces): `none` and `landlock`.
+    pub fn is_plain_child(self) -> bool {
+        matches!(self, Isolation::None | Isolation::Landlock)
+    }
 }
+
+/// The one line every run of the Landlock tier prints: what it gives up.
+pub const LANDLOCK_WARNING: &str = "warning: --isolation landlock is weaker than the container tier: no pid, mount or IPC isolation, the host's own filesystem (only restricted by Landlock) and the host's processes in view; use it only where user namespaces are refused";
 
 /// The root filesystem a sandbox starts from. In JSON a plain string:
 /// `"host"`, or the name of an image in the store.
@@ -514,6 +529,47 @@ impl SandboxSpec {
                 return unsupported(
                     "--hostname",
                     "the local tier shares the host's hostname; use --isolation container",
+                );
+            }
+        }
+        if self.isolation == Isolation::Landlock {
+            let unsupported = |what, why| {
+                Err(SpecError::Unsupported {
+                    what,
+                    isolation: "landlock",
+                    why,
+                })
+            };
+            for m in &self.mounts {
+                if m.mode == MountMode::Overlay {
+                    return unsupported(
+                        "an overlay --mount",
+                        "the Landlock tier has no mount namespace to put a copy-on-write layer in; mount it ro or rw, or use --isolation container",
+                    );
+                }
+                if m.source != m.target {
+                    return unsupported(
+                        "a --mount whose target differs from its source",
+                        "the Landlock tier has no mount namespace: a mount grants access to the host path itself, so write it as PATH:PATH[:ro|rw]",
+                    );
+                }
+            }
+            if self.user != User::default() {
+                return unsupported(
+                    "--user",
+                    "the Landlock tier runs as you (run by root: as an unprivileged id of airlock's range); use --isolation container",
+                );
+            }
+            if self.image != Image::Host {
+                return unsupported(
+                    "--image",
+                    "the Landlock tier runs on the host's own filesystem; use --isolation container",
+                );
+            }
+            if self.hostname != DEFAULT_HOSTNAME {
+                return unsupported(
+                    "--hostname",
+                    "the Landlock tier shares the host's hostname (no UTS namespace); use --isolation container",
                 );
             }
         }

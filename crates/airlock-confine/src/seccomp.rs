@@ -604,6 +604,7 @@ const UNIX_ONLY_TYPES: [i32; 2] = [libc::SOCK_STREAM, libc::SOCK_SEQPACKET];
 
 /// The whole policy, syscall number → verdict; numbers not in the map get
 /// `EPERM`.
+#[cfg(test)]
 fn policy() -> Result<BTreeMap<i64, Verdict>, SeccompError> {
     policy_for(Sockets::UnixAndInet)
 }

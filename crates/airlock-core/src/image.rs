@@ -25,7 +25,7 @@
 use crate::CoreError;
 use airlock_image::{Base, ImageDefaults, ImageRecord, Ownership, Store};
 use airlock_jail::ImageRoot;
-use airlock_spec::{Image, Isolation, SandboxSpec, SpecError, User};
+use airlock_spec::{Image, SandboxSpec, SpecError, User};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 

@@ -17,11 +17,12 @@ pub struct Rules {
     pub read_exec: Vec<PathBuf>,
     /// Everything.
     pub full: Vec<PathBuf>,
-    /// `/dev` is the host's own (the Landlock tier): only the harmless
-    /// character devices are granted, not the directory (no disks, no
-    /// terminals, no `/dev/shm`).
+    /// The filesystem is the host's own (the Landlock tier): no listing of
+    /// every directory beneath `/`, and of `/dev` only the harmless
+    /// character devices, not the directory (no disks, no terminals, no
+    /// `/dev/shm`).
     #[serde(default)]
-    pub host_dev: bool,
+    pub on_host: bool,
 }
 
 /// The devices a process on the host's `/dev` may open (read and write).
@@ -67,11 +68,15 @@ fn prepare_inner(rules: &Rules, ptys: bool) -> Result<Prepared, LandlockError> {
         .handle_access(all)?
         .scope(Scope::from_all(ABI_WANTED))?
         .create()?;
-    // "/" itself: listing only.
-    rs = rs.add_rules(
-        open("/")
-            .map(|fd| Ok::<_, landlock::RulesetError>(PathBeneath::new(fd, AccessFs::ReadDir))),
-    )?;
+    // "/" itself: listing only (a rule for a directory holds for all
+    // beneath it: in a sandbox's own root, not on the host's).
+    if !rules.on_host {
+        rs = rs.add_rules(
+            open("/").map(|fd| {
+                Ok::<_, landlock::RulesetError>(PathBeneath::new(fd, AccessFs::ReadDir))
+            }),
+        )?;
+    }
     // Kernel interfaces: read; /dev also write (null, tty) and ioctl (ttys).
     rs = rs.add_rules(open("/proc").map(|fd| {
         Ok::<_, landlock::RulesetError>(PathBeneath::new(
@@ -79,7 +84,7 @@ fn prepare_inner(rules: &Rules, ptys: bool) -> Result<Prepared, LandlockError> {
             AccessFs::ReadFile | AccessFs::ReadDir,
         ))
     }))?;
-    if rules.host_dev {
+    if rules.on_host {
         for d in HOST_DEVICES {
             rs = rs.add_rules(open(d).map(|fd| {
                 Ok::<_, landlock::RulesetError>(PathBeneath::new(

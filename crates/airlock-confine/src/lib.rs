@@ -48,6 +48,13 @@ pub struct Confinement {
     /// Drop every capability, lock the securebits and set `no_new_privs`
     /// (everything but the local tier).
     pub drop_privileges: bool,
+    /// With `drop_privileges`, for a caller that holds no capabilities in
+    /// its user namespace (the Landlock tier, rootless): the bounding set
+    /// and the securebits (which need `CAP_SETPCAP`) are left alone —
+    /// `no_new_privs` already keeps an exec from granting anything — and
+    /// only the capability sets are cleared (in case of ambient ones).
+    #[serde(default)]
+    pub unprivileged: bool,
     /// Install the seccomp allowlist.
     pub seccomp: bool,
     /// With `seccomp`: no network sockets at all, only unix socket pairs
@@ -147,7 +154,7 @@ pub fn confine(
             .map_err(e(Stage::Credentials))?;
         enter_nested_userns(uid, gid).map_err(e(Stage::Credentials))?;
     }
-    if c.drop_privileges {
+    if c.drop_privileges && !c.unprivileged {
         // A nested user namespace starts with a full bounding set.
         if !prep.bounding_empty || (c.nested_userns && uid != 0) {
             caps::drop_bounding().map_err(e(Stage::Credentials))?;

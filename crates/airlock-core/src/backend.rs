@@ -354,7 +354,7 @@ impl LandlockTier {
     /// on the host's filesystem.
     pub fn rules(&self, spec: &ValidSpec) -> airlock_confine::landlock::Rules {
         let mut rules = airlock_confine::landlock::Rules {
-            host_dev: true,
+            on_host: true,
             ..Default::default()
         };
         for t in [
@@ -417,6 +417,9 @@ impl Backend for LandlockTier {
                     landlock: Some(self.rules(spec)),
                     rlimits: Rlimits::sandbox(tasks, data),
                     drop_privileges: true,
+                    // Rootless there are no capabilities to drop (and no
+                    // CAP_SETPCAP to empty the bounding set with).
+                    unprivileged: !self.set_ids,
                     seccomp: true,
                     no_network: true,
                     nested_userns: false,

@@ -146,7 +146,10 @@ impl Files {
             Role::Landlock => {
                 // SAFETY: geteuid cannot fail.
                 let root = unsafe { libc::geteuid() } == 0;
-                (false, (root && plan.file_user.0 != 0).then_some(plan.file_user))
+                (
+                    false,
+                    (root && plan.file_user.0 != 0).then_some(plan.file_user),
+                )
             }
         };
         let root = if in_root {

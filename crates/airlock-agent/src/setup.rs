@@ -133,8 +133,13 @@ pub(crate) fn landlocked(c: &airlock_confine::Confinement) -> Result<(), SetupEr
             std::io::Error::from_raw_os_error(libc::EINVAL),
         ));
     };
-    let landlock_err =
-        |e: airlock_confine::landlock::LandlockError| SetupError::io(Stage::Landlock, "landlock", std::io::Error::other(e.to_string()));
+    let landlock_err = |e: airlock_confine::landlock::LandlockError| {
+        SetupError::io(
+            Stage::Landlock,
+            "landlock",
+            std::io::Error::other(e.to_string()),
+        )
+    };
     let prep = airlock_confine::landlock::prepare_agent(rules).map_err(landlock_err)?;
     // SAFETY: prctl with integer arguments.
     sys::cvt(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })

@@ -136,7 +136,10 @@ fn checks() -> Vec<Line> {
     lines.push(Line {
         ok: kv.is_some_and(|v| v >= MIN_KERNEL),
         what: "kernel",
-        detail: format!("Linux {release} (the container tier needs {}.{}+)", MIN_KERNEL.0, MIN_KERNEL.1),
+        detail: format!(
+            "Linux {release} (the container tier needs {}.{}+)",
+            MIN_KERNEL.0, MIN_KERNEL.1
+        ),
         fix: "boot a newer kernel (Debian 12's 6.1 and Ubuntu 22.04's 5.15 are fine)",
     });
     // SAFETY: geteuid cannot fail.

@@ -323,15 +323,13 @@ fn main() {
         }
         Cmd::Doctor { json } => doctor::run(json),
         Cmd::Serve { args } => remote::serve(args),
-        Cmd::Task(args) => {
-            match task(*args, early_agent) {
-                Ok(code) => code,
-                Err(e) => {
-                    eprintln!("airlock: {}", chain(&e));
-                    EXIT_AIRLOCK
-                }
+        Cmd::Task(args) => match task(*args, early_agent) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("airlock: {}", chain(&e));
+                EXIT_AIRLOCK
             }
-        }
+        },
         Cmd::Image { cmd } => {
             match image::run(cmd, &|quiet| Box::new(image::HelperPuller { quiet })) {
                 Ok(code) => code,

@@ -28,7 +28,11 @@ fn json_parses_and_agrees_with_the_text() {
             .lines()
             .filter(|l| l.starts_with("ok  ") || l.starts_with("FAIL"))
             .collect();
-        assert_eq!(checks.len(), text_checks.len(), "{who:?}: {text:?} {json:?}");
+        assert_eq!(
+            checks.len(),
+            text_checks.len(),
+            "{who:?}: {text:?} {json:?}"
+        );
         assert!(checks.len() >= 8, "{who:?}: {json:?}");
         for (c, line) in checks.iter().zip(&text_checks) {
             let name = c["check"].as_str().unwrap();
@@ -47,10 +51,7 @@ fn json_parses_and_agrees_with_the_text() {
         for t in tiers {
             let tier = t["tier"].as_str().unwrap();
             let ready = t["ready"].as_bool().unwrap();
-            let want = format!(
-                "{tier} tier: {}",
-                if ready { "ready" } else { "NOT ready" }
-            );
+            let want = format!("{tier} tier: {}", if ready { "ready" } else { "NOT ready" });
             assert!(
                 text.stdout.lines().any(|l| l.starts_with(&want)),
                 "{who:?}: {want:?} not in {text:?}"

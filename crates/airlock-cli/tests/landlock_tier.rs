@@ -116,8 +116,7 @@ fn filesystem_confined_to_the_rules() {
         )
         .unwrap();
         let open_dir = tempdir::Dir::new();
-        std::fs::set_permissions(open_dir.path(), std::fs::Permissions::from_mode(0o777))
-            .unwrap();
+        std::fs::set_permissions(open_dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
         let rw = tempdir::Dir::new();
         std::fs::set_permissions(rw.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
         let ro = tempdir::Dir::new();
@@ -175,14 +174,17 @@ print("write_ro=" + try_(lambda: open("{rop}/g", "w").write("x")))
         }
         // Outside every rule: refused whatever DAC would have said.
         for k in ["write_etc", "read_home_root", "read_disk"] {
-            assert_ne!(r.get(k).map(String::as_str), Some("OK"), "{who:?} {k}: {o:?}");
+            assert_ne!(
+                r.get(k).map(String::as_str),
+                Some("OK"),
+                "{who:?} {k}: {o:?}"
+            );
         }
         assert!(!open_dir.path().join("planted").exists(), "{who:?}");
-        assert!(!std::path::Path::new(&format!(
-            "/tmp/airlock-ll-planted-{}",
-            std::process::id()
-        ))
-        .exists());
+        assert!(
+            !std::path::Path::new(&format!("/tmp/airlock-ll-planted-{}", std::process::id()))
+                .exists()
+        );
         assert!(!std::path::Path::new("/etc/airlock-ll-planted").exists());
         assert!(!ro.path().join("g").exists());
         assert_eq!(
@@ -273,8 +275,14 @@ print("nofile=" + str(resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
         }
         // Run by root, never root.
         assert_ne!(r["uid"], "0", "{who:?}: {o:?}");
-        assert!(tcp.accept().is_err(), "{who:?}: the host listener was reached");
-        assert!(unix.accept().is_err(), "{who:?}: the host socket was reached");
+        assert!(
+            tcp.accept().is_err(),
+            "{who:?}: the host listener was reached"
+        );
+        assert!(
+            unix.accept().is_err(),
+            "{who:?}: the host socket was reached"
+        );
     });
 }
 
@@ -304,10 +312,8 @@ fn environment_is_scrubbed() {
             .collect();
         for k in &keys {
             assert!(
-                [
-                    "PATH", "HOME", "USER", "LANG", "TERM", "TZ", "TMPDIR", "GIVEN", "LC_CTYPE"
-                ]
-                .contains(k),
+                ["PATH", "HOME", "USER", "LANG", "TERM", "TZ", "TMPDIR", "GIVEN", "LC_CTYPE"]
+                    .contains(k),
                 "{who:?}: unexpected variable {k}: {o:?}"
             );
         }
@@ -379,7 +385,11 @@ print("agent_environ=" + try_(lambda: open("/proc/%d/environ" % os.getppid(), "r
             "mem",
             "agent_environ",
         ] {
-            assert_ne!(r.get(k).map(String::as_str), Some("OK"), "{who:?} {k}: {o:?}");
+            assert_ne!(
+                r.get(k).map(String::as_str),
+                Some("OK"),
+                "{who:?} {k}: {o:?}"
+            );
             assert!(r.contains_key(k), "{who:?} {k}: {o:?}");
         }
         assert!(!o.stdout.contains("victim-secret"), "{who:?}: {o:?}");
@@ -396,9 +406,8 @@ fn timeout_kills_the_whole_tree() {
     }
     both(|who| {
         let tag = 7000 + (std::process::id() % 1000) * 2 + (who == Who::User) as u32;
-        let script = format!(
-            "setsid sleep {tag}1 & (sleep {tag}2 &); sh -c 'sleep {tag}3 &'; sleep {tag}4"
-        );
+        let script =
+            format!("setsid sleep {tag}1 & (sleep {tag}2 &); sh -c 'sleep {tag}3 &'; sleep {tag}4");
         let t = std::time::Instant::now();
         let Some(o) = run(
             who,
@@ -457,8 +466,7 @@ print("env_token=" + os.environ.get("OUTER_TOKEN", "absent"))
 print("io_uring=" + sc(425, 1, 0))
 "#
         );
-        let timeout_tree =
-            "setsid sleep 9191 & (sleep 9192 &); sleep 9193";
+        let timeout_tree = "setsid sleep 9191 & (sleep 9192 &); sleep 9193";
         let script = format!(
             r#"
 A=/opt/al/airlock

@@ -53,9 +53,7 @@ impl FakeHost {
             .unwrap();
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
         }
-        for tool in [
-            "dirname", "id", "sed", "grep", "sort", "head", "cat", "cut",
-        ] {
+        for tool in ["dirname", "id", "sed", "grep", "sort", "head", "cat", "cut"] {
             let real = ["/usr/bin", "/bin"]
                 .iter()
                 .map(|d| Path::new(d).join(tool))
@@ -141,7 +139,10 @@ fn missing_toolchain_stops_setup_with_one_line() {
     assert_eq!(o.code, 1, "{o:?}");
     assert_eq!(o.stderr.lines().count(), 1, "{o:?}");
     assert!(o.stderr.contains("no Rust toolchain found"), "{o:?}");
-    assert!(o.stderr.contains(&msrv()) && o.stderr.contains("rustup"), "{o:?}");
+    assert!(
+        o.stderr.contains(&msrv()) && o.stderr.contains("rustup"),
+        "{o:?}"
+    );
 }
 
 /// The control: a toolchain of the needed version passes the checks.

@@ -71,11 +71,10 @@ fn prepare_inner(rules: &Rules, ptys: bool) -> Result<Prepared, LandlockError> {
     // "/" itself: listing only (a rule for a directory holds for all
     // beneath it: in a sandbox's own root, not on the host's).
     if !rules.on_host {
-        rs = rs.add_rules(
-            open("/").map(|fd| {
+        rs = rs
+            .add_rules(open("/").map(|fd| {
                 Ok::<_, landlock::RulesetError>(PathBeneath::new(fd, AccessFs::ReadDir))
-            }),
-        )?;
+            }))?;
     }
     // Kernel interfaces: read; /dev also write (null, tty) and ioctl (ttys).
     rs = rs.add_rules(open("/proc").map(|fd| {
@@ -95,9 +94,10 @@ fn prepare_inner(rules: &Rules, ptys: bool) -> Result<Prepared, LandlockError> {
         }
         if ptys {
             let tty = AccessFs::ReadFile | AccessFs::WriteFile | AccessFs::IoctlDev;
-            rs = rs.add_rules(open("/dev/ptmx").map(|fd| {
-                Ok::<_, landlock::RulesetError>(PathBeneath::new(fd, tty))
-            }))?;
+            rs = rs.add_rules(
+                open("/dev/ptmx")
+                    .map(|fd| Ok::<_, landlock::RulesetError>(PathBeneath::new(fd, tty))),
+            )?;
             rs = rs.add_rules(open("/dev/pts").map(|fd| {
                 Ok::<_, landlock::RulesetError>(PathBeneath::new(fd, tty | AccessFs::ReadDir))
             }))?;

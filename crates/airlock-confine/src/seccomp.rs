@@ -604,11 +604,6 @@ const UNIX_ONLY_TYPES: [i32; 2] = [libc::SOCK_STREAM, libc::SOCK_SEQPACKET];
 
 /// The whole policy, syscall number → verdict; numbers not in the map get
 /// `EPERM`.
-#[cfg(test)]
-fn policy() -> Result<BTreeMap<i64, Verdict>, SeccompError> {
-    policy_for(Sockets::UnixAndInet)
-}
-
 fn policy_for(sockets: Sockets) -> Result<BTreeMap<i64, Verdict>, SeccompError> {
     let mut rules = BTreeMap::new();
     for &(name, nr) in UNCONDITIONAL {
@@ -1864,7 +1859,11 @@ mod tests {
             libc::AF_ALG,
         ] {
             for ty in [libc::SOCK_STREAM, libc::SOCK_DGRAM, libc::SOCK_RAW] {
-                assert_eq!(socket_errno(&f, domain, ty), EPERM, "socket({domain}, {ty})");
+                assert_eq!(
+                    socket_errno(&f, domain, ty),
+                    EPERM,
+                    "socket({domain}, {ty})"
+                );
             }
         }
         assert_eq!(socket_errno(&f, libc::AF_UNIX, libc::SOCK_DGRAM), EPERM);
@@ -1876,7 +1875,11 @@ mod tests {
         // High bits in the domain do not slip past the 32-bit compare.
         let hi = (1u64 << 32) | libc::AF_INET as u64;
         assert_eq!(
-            errno_under_filter(&f, libc::SYS_socket, [hi, libc::SOCK_STREAM as u64, 0, 0, 0, 0]),
+            errno_under_filter(
+                &f,
+                libc::SYS_socket,
+                [hi, libc::SOCK_STREAM as u64, 0, 0, 0, 0]
+            ),
             EPERM
         );
         // socketpair: unix stream pairs only.
@@ -1909,7 +1912,11 @@ mod tests {
             EPERM
         );
         assert_eq!(
-            errno_under_filter(&f, libc::SYS_ptrace, [libc::PTRACE_TRACEME as u64, 0, 0, 0, 0, 0]),
+            errno_under_filter(
+                &f,
+                libc::SYS_ptrace,
+                [libc::PTRACE_TRACEME as u64, 0, 0, 0, 0, 0]
+            ),
             EPERM
         );
     }

@@ -210,7 +210,8 @@ fn is_binary(d: &[u8]) -> bool {
     d[..d.len().min(8000)].contains(&0) || std::str::from_utf8(d).is_err()
 }
 
-const B85: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz!#$%&()*+-;<=>?@^_`{|}~";
+const B85: &[u8] =
+    b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz!#$%&()*+-;<=>?@^_`{|}~";
 
 /// A `literal` hunk of git's binary patch: the data, deflated, in base85
 /// lines of up to 52 bytes.
@@ -245,10 +246,7 @@ fn binary_literal(d: &[u8]) -> String {
 }
 
 fn text_hunks(old: &[u8], new: &[u8]) -> String {
-    let (o, n) = (
-        String::from_utf8_lossy(old),
-        String::from_utf8_lossy(new),
-    );
+    let (o, n) = (String::from_utf8_lossy(old), String::from_utf8_lossy(new));
     let diff = similar::TextDiff::from_lines(o.as_ref(), n.as_ref());
     let mut s = String::new();
     for h in diff.unified_diff().context_radius(3).iter_hunks() {
@@ -268,8 +266,10 @@ fn file_patch(path: &[u8], from: Option<(&[u8], &Item)>, to: Option<&Item>) -> S
     );
     let zero = "0000000000000000000000000000000000000000";
     let (osha, nsha) = (
-        old.map(|i| blob_sha(i.data())).unwrap_or_else(|| zero.into()),
-        to.map(|i| blob_sha(i.data())).unwrap_or_else(|| zero.into()),
+        old.map(|i| blob_sha(i.data()))
+            .unwrap_or_else(|| zero.into()),
+        to.map(|i| blob_sha(i.data()))
+            .unwrap_or_else(|| zero.into()),
     );
     match (old, to) {
         (None, Some(n)) => s += &format!("new file mode {}\n", n.mode()),

@@ -778,6 +778,54 @@ mod tests {
     }
 
     #[test]
+    fn landlock_tier_takes_what_it_can_enforce() {
+        let mut s = spec();
+        s.isolation = Isolation::Landlock;
+        s.validate().unwrap();
+        let m = |src: &str, dst: &str, mode| Mount {
+            source: src.into(),
+            target: dst.into(),
+            mode,
+        };
+        s.mounts = vec![
+            m("/srv/a", "/srv/a", MountMode::Ro),
+            m("/srv/b", "/srv/b", MountMode::Rw),
+        ];
+        s.validate().unwrap();
+        for bad in [
+            m("/srv/a", "/work", MountMode::Ro),
+            m("/srv/a", "/srv/a", MountMode::Overlay),
+        ] {
+            s.mounts = vec![bad];
+            assert!(
+                matches!(
+                    s.validate(),
+                    Err(SpecError::Unsupported {
+                        isolation: "landlock",
+                        ..
+                    })
+                ),
+                "{:?}",
+                s.mounts
+            );
+        }
+        s.mounts.clear();
+        s.user = User { uid: 0, gid: 0 };
+        assert!(s.validate().is_err());
+        s.user = User::default();
+        s.image = Image::Store("py".into());
+        assert!(s.validate().is_err());
+        s.image = Image::Host;
+        s.hostname = "other".into();
+        assert!(s.validate().is_err());
+        assert_eq!(Isolation::Landlock.name(), "landlock");
+        assert!(Isolation::Landlock.is_plain_child() && !Isolation::Container.is_plain_child());
+        let j: SandboxSpec =
+            serde_json::from_str(r#"{"command":["true"],"isolation":"landlock"}"#).unwrap();
+        assert_eq!(j.isolation, Isolation::Landlock);
+    }
+
+    #[test]
     fn duplicate_targets_rejected() {
         let mut s = spec();
         let m = Mount {

@@ -562,3 +562,80 @@ fn unsupported_options_are_refused() {
         }
     });
 }
+
+/// More of the attack suite's cases that apply to a plain child: the
+/// caller's own secrets in its home (readable by its uid: Landlock alone
+/// refuses them), a host abstract unix socket, leaked fds, the agent's
+/// binary through /proc, the hostname, the disk and kernel memory.
+#[test]
+fn the_callers_secrets_and_the_agent_stay_out_of_reach() {
+    if !have_landlock() {
+        return;
+    }
+    both(|who| {
+        let (home, owner) = match who {
+            Who::Root => ("/root".to_string(), None),
+            Who::User => {
+                let Some(ids) = test_user_ids() else {
+                    skip("needs the test user");
+                    return;
+                };
+                (format!("/home/{TEST_USER}"), Some(ids))
+            }
+        };
+        if !std::path::Path::new(&home).is_dir() {
+            skip("the caller has no home directory");
+            return;
+        }
+        let secret = format!("{home}/.airlock-ll-secret-{}", std::process::id());
+        std::fs::write(&secret, "caller's own secret").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        if let Some((u, g)) = owner {
+            std::os::unix::fs::chown(&secret, Some(u), Some(g)).unwrap();
+        }
+        use std::os::linux::net::SocketAddrExt;
+        let name = format!("airlock-ll-abstract-{}", std::process::id());
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+        let abs = std::os::unix::net::UnixListener::bind_addr(&addr).unwrap();
+        abs.set_nonblocking(true).unwrap();
+        let airlock = bin().display().to_string();
+        let code = format!(
+            r#"
+print("home_secret=" + try_(lambda: open("{secret}").read()))
+def abstract():
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect("\0{name}")
+print("abstract=" + try_(abstract))
+def link(f):
+    try:
+        return os.readlink("/proc/self/fd/%s" % f)
+    except OSError:
+        return None
+fds = [f for f in os.listdir("/proc/self/fd") if int(f) > 2 and link(f) is not None]
+print("fds=" + ",".join(fds))
+print("agent_exe=" + try_(lambda: open("/proc/%d/exe" % os.getppid(), "rb")))
+print("airlock_write=" + try_(lambda: open("{airlock}", "r+b")))
+print("hostname=" + try_(socket.sethostname, "pwned"))
+print("kmsg=" + try_(lambda: open("/dev/kmsg").read(1)))
+print("mem=" + try_(lambda: open("/dev/mem", "rb")))
+print("sysrq=" + try_(lambda: open("/proc/sysrq-trigger", "w").write("h")))
+"#
+        );
+        let o = ll_py(who, &[], &[], &code);
+        let _ = std::fs::remove_file(&secret);
+        let Some(o) = o else { return };
+        o.ok();
+        let r = kv(&o);
+        assert_eq!(r["home_secret"], "EACCES", "{who:?}: {o:?}");
+        assert_eq!(r["abstract"], "EPERM", "{who:?}: {o:?}");
+        assert_eq!(r["fds"], "", "{who:?}: leaked fds: {o:?}");
+        for k in ["agent_exe", "airlock_write", "hostname", "kmsg", "mem", "sysrq"] {
+            assert!(r.contains_key(k), "{who:?} {k}: {o:?}");
+            assert_ne!(r[k], "OK", "{who:?} {k}: {o:?}");
+        }
+        assert!(abs.accept().is_err(), "{who:?}: the abstract socket was reached");
+        assert!(!o.stdout.contains("caller's own secret"));
+        let host_name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+        assert_ne!(host_name.trim(), "pwned");
+    });
+}

@@ -159,7 +159,7 @@ fn checks() -> Vec<Line> {
             what: "user namespaces",
             detail: format!("cannot be created: {}{}", std::io::Error::from_raw_os_error(e),
                 if apparmor.as_deref() == Some("1") { " (AppArmor restricts unprivileged user namespaces)" } else { "" }),
-            fix: "Ubuntu 23.10+: sudo sysctl kernel.apparmor_restrict_unprivileged_userns=0; elsewhere: sudo sysctl user.max_user_namespaces=15000 kernel.unprivileged_userns_clone=1; in Docker: --security-opt seccomp=unconfined",
+            fix: "Ubuntu 23.10+: install contrib/apparmor/airlock as /etc/apparmor.d/airlock and load it (scripts/setup.sh does), or sudo sysctl kernel.apparmor_restrict_unprivileged_userns=0; elsewhere: sudo sysctl user.max_user_namespaces=15000 kernel.unprivileged_userns_clone=1; in Docker: --security-opt seccomp=unconfined; or use --isolation landlock (weaker)",
         }),
     }
 

@@ -629,11 +629,21 @@ print("sysrq=" + try_(lambda: open("/proc/sysrq-trigger", "w").write("h")))
         assert_eq!(r["home_secret"], "EACCES", "{who:?}: {o:?}");
         assert_eq!(r["abstract"], "EPERM", "{who:?}: {o:?}");
         assert_eq!(r["fds"], "", "{who:?}: leaked fds: {o:?}");
-        for k in ["agent_exe", "airlock_write", "hostname", "kmsg", "mem", "sysrq"] {
+        for k in [
+            "agent_exe",
+            "airlock_write",
+            "hostname",
+            "kmsg",
+            "mem",
+            "sysrq",
+        ] {
             assert!(r.contains_key(k), "{who:?} {k}: {o:?}");
             assert_ne!(r[k], "OK", "{who:?} {k}: {o:?}");
         }
-        assert!(abs.accept().is_err(), "{who:?}: the abstract socket was reached");
+        assert!(
+            abs.accept().is_err(),
+            "{who:?}: the abstract socket was reached"
+        );
         assert!(!o.stdout.contains("caller's own secret"));
         let host_name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
         assert_ne!(host_name.trim(), "pwned");

@@ -42,6 +42,7 @@ airlock_version=$("$AIRLOCK" --version 2>/dev/null || echo "not available")
 step startup    bash "$BENCH_DIR/startup.sh"
 step memory     bash "$BENCH_DIR/memory.sh"
 step concurrent bash "$BENCH_DIR/concurrent.sh" "$N"
+step oci        bash "$BENCH_DIR/oci.sh"
 
 # --- the page ----------------------------------------------------------------
 cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
@@ -88,6 +89,11 @@ What each one measures:
   the host's MemAvailable per sandbox (which includes the kernel's cost of
   the namespaces and the workload itself; the plain-\`sleep\` row is that
   workload alone).
+- **OCI runtimes** (\`bench/oci.sh\`): \`podman run --rm IMAGE true\` with
+  \`--runtime\` runc, crun, runsc (\`--platform=ptrace\`) and airlock-runc,
+  and \`ctr run --rm\` with \`--runc-binary\` runc and airlock-runc, in one
+  run (hyperfine -N); ratios to crun, else runc, else runsc. The goal:
+  airlock within 1.1x of crun, far ahead of runsc.
 
 ## Machine and build
 
@@ -117,6 +123,10 @@ echo
 echo "## Density ($N concurrent sandboxes)"
 echo
 fence concurrent
+echo
+echo "## OCI runtimes"
+echo
+fence oci
 } >"$WORK/benchmarks.md"
 
 mkdir -p "$(dirname "$OUT")"

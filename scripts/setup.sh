@@ -118,11 +118,52 @@ if [ ! -x /opt/airlock-test-venv/bin/schemathesis ]; then
     /opt/airlock-test-venv/bin/pip install -q schemathesis
 fi
 
+# The Python SDK's tests (sdk/python; crates/airlock-cli/tests/sdk_python.rs):
+# httpx, websockets, pytest, pytest-asyncio and mypy from PyPI in a venv of their
+# own, and the SDK itself installed from this checkout (pip install
+# ./sdk/python; hatchling, its build backend, is in the venv so that the
+# reinstall on every run needs no network).
+sdk_venv=/opt/airlock-sdk-venv
+if ! "$sdk_venv/bin/python" -c 'import httpx, websockets, pytest, pytest_asyncio, hatchling, mypy' 2>/dev/null; then
+    log "installing the Python SDK's test dependencies in $sdk_venv"
+    /usr/bin/python3 -m venv "$sdk_venv"
+    "$sdk_venv/bin/pip" install -q 'httpx>=0.25,<1' 'websockets>=13' 'pytest>=7' \
+        'pytest-asyncio>=0.23' hatchling mypy
+fi
+"$sdk_venv/bin/pip" install -q --no-deps --no-build-isolation --force-reinstall ./sdk/python
+
+# The MCP tests (crates/airlock-cli/tests/mcp.rs): a real MCP client, the
+# `mcp` package from PyPI, in a venv of its own.
+if [ ! -x /opt/airlock-mcp-venv/bin/python ] ||
+    ! /opt/airlock-mcp-venv/bin/python -c 'import mcp' 2>/dev/null; then
+    log "installing the mcp package (for the MCP tests) in /opt/airlock-mcp-venv"
+    /usr/bin/python3 -m venv /opt/airlock-mcp-venv
+    /opt/airlock-mcp-venv/bin/pip install -q mcp
+fi
+
 # Node.js: any package that provides /usr/bin/node will do (Debian's
 # nodejs, or NodeSource's if the machine has it).
 if [ ! -x /usr/bin/node ]; then
     log "installing nodejs"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs >/dev/null
+fi
+
+# The agent recipe tests (crates/airlock-cli/tests/agents.rs): the Codex
+# CLI and Claude Code from npm (their configuration, Codex's app server and
+# Claude's MCP health check are driven with no model call, in a network
+# namespace of their own).
+if { ! command -v codex || ! command -v claude; } >/dev/null 2>&1 &&
+    ! command -v npm >/dev/null 2>&1; then
+    log "installing npm"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm >/dev/null
+fi
+if ! command -v codex >/dev/null 2>&1; then
+    log "installing the Codex CLI (for the agent recipe tests)"
+    npm install -g --silent @openai/codex >/dev/null
+fi
+if ! command -v claude >/dev/null 2>&1; then
+    log "installing Claude Code (for the agent recipe tests)"
+    npm install -g --silent @anthropic-ai/claude-code >/dev/null
 fi
 
 # The Rust toolchain was checked at the top (never Debian's rustc: too old).
@@ -183,4 +224,41 @@ if [ -z "${AIRLOCK_SETUP_NO_INSTALL:-}" ]; then
         install -m 0755 "$(dirname "$bin")/$p" "/usr/local/bin/$p"
     done
     log "installed /usr/local/bin/airlock (with airlock-agent, airlock-pull and airlock-serve)"
+fi
+
+# The OCI runtime (airlock oci / airlock-runc): busybox-static (the test
+# bundles' and images' root), podman with conmon, and runc and crun (the
+# differential test's references and the benchmark's peers), containerd
+# (ctr, and its CRI with CNI's loopback plugin), runsc (gVisor, a peer in
+# bench/oci.sh). airlock-runc, the name engines call by path, is a symlink to
+# airlock (it dispatches on argv[0]). The tests start their own engines
+# with their own roots; no service needs to run.
+need=()
+for p in busybox-static podman conmon runc crun containerd containernetworking-plugins uidmap runsc; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
+done
+if [ ${#need[@]} -gt 0 ]; then
+    log "installing ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+if [ -z "${AIRLOCK_SETUP_NO_INSTALL:-}" ]; then
+    ln -sf airlock /usr/local/bin/airlock-runc
+    log "installed /usr/local/bin/airlock-runc (a symlink to airlock)"
+fi
+# The Kubernetes manifests' schema check (contrib/k8s/, scripts/validate-k8s.py):
+# kubernetes-validate from PyPI, which ships the Kubernetes OpenAPI schemas,
+# in the test venv.
+if [ -x /opt/airlock-test-venv/bin/python ] &&
+    ! /opt/airlock-test-venv/bin/python -c 'import kubernetes_validate' 2>/dev/null; then
+    log "installing kubernetes-validate (for the manifest checks) in /opt/airlock-test-venv"
+    /opt/airlock-test-venv/bin/pip install -q kubernetes-validate
+fi
+# The CRI test's gRPC client (tests/cri/): grpcio and grpcio-tools in the
+# test venv.
+if [ -x /opt/airlock-test-venv/bin/python ] &&
+    ! /opt/airlock-test-venv/bin/python -c 'import grpc, grpc_tools' 2>/dev/null; then
+    log "installing grpcio and grpcio-tools (for the CRI test) in /opt/airlock-test-venv"
+    /opt/airlock-test-venv/bin/pip install -q grpcio grpcio-tools
 fi

@@ -3,6 +3,7 @@
 mod client;
 mod doctor;
 mod image;
+mod oci;
 mod remote;
 mod run;
 mod stdio;
@@ -64,6 +65,16 @@ Every `airlock run` flag applies.\n\nExample:\n  airlock task --repo . --patch f
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// The MCP server for coding agents, on stdin/stdout (see --help).
+    #[command(
+        disable_help_flag = true,
+        after_help = "Runs its own service in this process (no daemon needed); every sandbox it made \
+is stopped when the client closes the pipe. The daemon serves the same tools over streamable HTTP at /mcp."
+    )]
+    Mcp {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Create a long-lived sandbox through the service; prints its id.
     Create(Box<remote::CreateArgs>),
     /// Run a command in a sandbox of the service (exit code as `run`).
@@ -87,6 +98,13 @@ Every `airlock run` flag applies.\n\nExample:\n  airlock task --repo . --patch f
     Pause { id: String },
     /// Thaw a paused sandbox.
     Resume { id: String },
+    /// The OCI runtime (runc's command line) for containerd, podman and
+    /// Kubernetes; also reached as `airlock-runc` (a symlink to airlock).
+    #[command(disable_help_flag = true)]
+    Oci {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -265,6 +283,14 @@ fn main() {
     // exists), so that its start-up runs on another CPU while this process
     // parses its arguments and works out the plan.
     airlock_core::timing::mark("main");
+    // `airlock-runc` (a symlink engines call by path) is `airlock oci`.
+    if std::env::args_os().next().is_some_and(|a| {
+        Path::new(&a)
+            .file_name()
+            .is_some_and(|n| n == "airlock-runc")
+    }) {
+        std::process::exit(oci::main(std::env::args_os().skip(1).collect()));
+    }
     let early_agent = if std::env::args_os()
         .nth(1)
         .is_some_and(|a| a == "run" || a == "task")
@@ -322,7 +348,11 @@ fn main() {
             }
         }
         Cmd::Doctor { json } => doctor::run(json),
+        Cmd::Oci { args } => oci::main(args),
         Cmd::Serve { args } => remote::serve(args),
+        Cmd::Mcp { args } => {
+            remote::serve(std::iter::once("mcp".to_string()).chain(args).collect())
+        }
         Cmd::Task(args) => match task(*args, early_agent) {
             Ok(code) => code,
             Err(e) => {
@@ -417,6 +447,7 @@ fn spec_from(args: &RunArgs) -> Result<airlock_core::image::Prepared> {
             source: src,
             target: m.target.clone(),
             mode: m.mode,
+            as_owner: m.as_owner,
         });
     }
     for e in &args.env {
@@ -508,6 +539,9 @@ fn task(mut args: TaskArgs, agent: Option<airlock_core::PendingAgent>) -> Result
         source: repo.clone(),
         target: PathBuf::from("/work"),
         mode: airlock_spec::MountMode::Overlay,
+        // The command works in the copy as the repository's owner, root
+        // included (the repository itself is never written).
+        as_owner: true,
     });
     if args.run.workdir.is_none() {
         args.run.workdir = Some(PathBuf::from("/work"));
@@ -555,7 +589,12 @@ fn task(mut args: TaskArgs, agent: Option<airlock_core::PendingAgent>) -> Result
             eprintln!("airlock: {s}");
         }
     }
-    if result.after_failed.is_some() {
+    if let Some(why) = &result.after_failed {
+        // Never quiet: the patch is wrong or missing.
+        eprintln!(
+            "airlock: error: {why} (the command's exit status was {})",
+            result.exit_code
+        );
         return Ok(EXIT_AIRLOCK);
     }
     Ok(result.exit_code)

@@ -394,7 +394,6 @@ pub fn run_then(
     if let Some(f) = then.as_mut() {
         if !result.timed_out && !gone {
             if let Err(why) = f(&mut sb) {
-                note(&why);
                 result.after_failed = Some(why);
             }
         }

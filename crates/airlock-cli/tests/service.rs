@@ -970,3 +970,130 @@ fn landlock_tier_through_the_service() {
     let (code, o, _) = d.exec(&id, &["cat", &format!("{home}/in.txt")]);
     assert_eq!((code, o.as_str()), (0, "to the sandbox"));
 }
+
+/// A foreground exec's `started` event names the process's API id, so a
+/// client that streams its events can signal it (the Python SDK kills a
+/// command that runs out of its timeout that way) or feed its stdin.
+#[test]
+fn foreground_exec_started_event_names_the_process() {
+    use std::io::{BufRead, BufReader};
+    let Some(d) = Daemon::start(&[]) else { return };
+    let id = d.create(serde_json::json!({}));
+    // Two processes first, so that the id is not trivially 0 or 1.
+    d.exec(&id, &["true"]);
+    d.exec(&id, &["true"]);
+    let body = serde_json::json!({"argv": ["sleep", "4242.5"]}).to_string();
+    let mut curl = Command::new("curl")
+        .args(["-sS", "-N", "--unix-socket"])
+        .arg(&d.sock)
+        .args([
+            "-H",
+            "content-type: application/json",
+            "--data-binary",
+            &body,
+        ])
+        .arg(format!("http://airlock/v1/sandboxes/{id}/processes"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(curl.stdout.take().unwrap()).lines();
+    let started: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(started["type"], "started", "{started}");
+    let pid = started["id"].as_u64().expect("the started event has an id");
+    // It is the id the process list shows for this command.
+    let procs = d.get(&format!("/v1/sandboxes/{id}/processes"));
+    let mine: Vec<&serde_json::Value> = procs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["argv"][1] == "4242.5")
+        .collect();
+    assert_eq!(mine.len(), 1, "{procs}");
+    assert_eq!(mine[0]["id"].as_u64(), Some(pid));
+    assert_eq!(mine[0]["running"], true);
+    assert_eq!(mine[0]["pid"], started["pid"]);
+    // Signalled by that id, the streamed command ends with 128+9.
+    let (s, v) = d.json(
+        "POST",
+        &format!("/v1/sandboxes/{id}/processes/{pid}/signal"),
+        serde_json::json!({"signal": "KILL"}),
+    );
+    assert_eq!(s, 204, "{v}");
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    let last: serde_json::Value = serde_json::from_str(rest.last().unwrap()).unwrap();
+    assert_eq!(last["type"], "exit");
+    assert_eq!(last["code"], 137);
+    assert!(curl.wait().unwrap().success());
+    assert!(host_processes_matching("4242.5").is_empty());
+    // Once it has ended, a signal is a conflict with its state (409).
+    let (s, v) = d.json(
+        "POST",
+        &format!("/v1/sandboxes/{id}/processes/{pid}/signal"),
+        serde_json::json!({"signal": "KILL"}),
+    );
+    assert_eq!(s, 409, "{v}");
+    assert_eq!(v["error"]["code"], "failed");
+}
+
+/// A terminal client that goes away hangs the terminal up: its process
+/// gets SIGHUP (and ends), and the client's Close is answered at once.
+#[test]
+fn pty_client_close_hangs_up() {
+    let Some(d) = Daemon::start(&[]) else { return };
+    let id = d.create(serde_json::json!({}));
+    let (s, v) = d.json(
+        "POST",
+        &format!("/v1/sandboxes/{id}/processes"),
+        serde_json::json!({"argv": ["sleep", "5151.25"], "tty": {"rows": 24, "cols": 80}, "background": true, "stdin": true}),
+    );
+    assert_eq!(s, 201, "{v}");
+    let pid = v["id"].as_u64().unwrap();
+    let script = format!(
+        r#"
+import asyncio, time, websockets
+async def main():
+    ws = await websockets.unix_connect({sock:?}, "ws://airlock/v1/sandboxes/{id}/processes/{pid}/pty")
+    await asyncio.sleep(0.5)
+    t0 = time.monotonic()
+    await ws.close()
+    print("CLOSED", ws.close_code, round(time.monotonic() - t0, 2))
+asyncio.run(main())
+"#,
+        sock = d.sock.display().to_string(),
+    );
+    let end = Instant::now() + Duration::from_secs(10);
+    while host_processes_matching("5151.25").is_empty() {
+        assert!(Instant::now() < end, "the terminal's process never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let o = Command::new(PYTHON)
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // The service answered the Close (not the client's 10 s close timeout).
+    let secs: f64 = text.split_whitespace().last().unwrap().parse().unwrap();
+    assert!(secs < 3.0, "{text}");
+    let end = Instant::now() + Duration::from_secs(10);
+    while !host_processes_matching("5151.25").is_empty() {
+        assert!(
+            Instant::now() < end,
+            "the hung-up terminal's process still runs"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let procs = d.get(&format!("/v1/sandboxes/{id}/processes"));
+    let me = procs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"].as_u64() == Some(pid))
+        .unwrap();
+    assert_eq!(me["exit_code"], 128 + 1, "{me}");
+}

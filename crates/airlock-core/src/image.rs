@@ -235,6 +235,7 @@ pub fn prepare_tree(
             tree: tree.to_path_buf(),
             home: who.home,
             capture: None,
+            premapped: false,
         }),
         notes,
     })
@@ -406,6 +407,7 @@ pub fn root_for(spec: &SandboxSpec) -> Result<Option<ImageRoot>, CoreError> {
         tree,
         home,
         capture: None,
+        premapped: false,
     }))
 }
 

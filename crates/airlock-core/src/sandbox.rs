@@ -692,6 +692,40 @@ impl Sandbox {
         })
     }
 
+    /// Changes the sandbox's cgroup limits while it runs (only those that
+    /// are `Some`); needs the sandbox's own groups (`accounting`).
+    pub fn update_limits(
+        &mut self,
+        memory: Option<u64>,
+        pids: Option<u64>,
+        cpus: Option<f64>,
+    ) -> Result<(), CoreError> {
+        let cg = self.cg.as_ref().ok_or_else(|| CoreError::Io {
+            what: "changing limits needs the sandbox's own cgroup (create it with accounting)",
+            err: std::io::Error::from_raw_os_error(libc::EOPNOTSUPP),
+        })?;
+        cg.update(&cgroup::Limits {
+            memory,
+            pids,
+            cpus,
+            always: false,
+        })?;
+        Ok(())
+    }
+
+    /// The host pids of every process in the sandbox (its cgroups', or
+    /// else the agent and its descendants).
+    pub fn host_pids(&self) -> Vec<i32> {
+        if self.reaped {
+            return Vec::new();
+        }
+        let mut pids = self.cg.as_ref().map(|c| c.procs()).unwrap_or_default();
+        if pids.is_empty() {
+            pids = descendants(self.agent.pid);
+        }
+        pids
+    }
+
     /// What the sandbox uses now (cgroup figures where it has groups; its
     /// writable layer, seen through its agent's root).
     pub fn usage(&self) -> Usage {
@@ -1033,4 +1067,35 @@ impl Drop for Sandbox {
             cg.destroy();
         }
     }
+}
+
+/// `root` and every process below it, from `/proc` (parent links).
+fn descendants(root: i32) -> Vec<i32> {
+    let mut parent: Vec<(i32, i32)> = Vec::new();
+    if let Ok(rd) = std::fs::read_dir("/proc") {
+        for e in rd.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            // The fields after the command name, which may hold spaces.
+            let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+                continue;
+            };
+            if let Some(pp) = rest.split_whitespace().nth(1).and_then(|s| s.parse().ok()) {
+                parent.push((pid, pp));
+            }
+        }
+    }
+    let mut out = vec![root];
+    let mut i = 0;
+    while i < out.len() {
+        let p = out[i];
+        out.extend(parent.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        i += 1;
+    }
+    out.sort_unstable();
+    out
 }

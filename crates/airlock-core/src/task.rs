@@ -181,7 +181,7 @@ fn read_tar(r: impl Read, caps: Caps) -> Result<BTreeMap<Vec<u8>, Item>, TaskErr
 fn quote(prefix: &str, p: &[u8]) -> String {
     let needs = p
         .iter()
-        .any(|&b| b < 0x20 || b >= 0x7f || b == b'"' || b == b'\\');
+        .any(|&b| !(0x20..0x7f).contains(&b) || b == b'"' || b == b'\\');
     if !needs {
         return format!("{prefix}{}", String::from_utf8_lossy(p));
     }

@@ -496,6 +496,84 @@ impl Cgroup {
         }
     }
 
+    /// Changes the limits of a running sandbox's groups (`airlock oci
+    /// update`): each limit that is `Some` is written where its group is;
+    /// one whose controller this sandbox has no group for is an error.
+    pub fn update(&self, l: &Limits) -> Result<(), JailError> {
+        let err = |path: &Path, e: io::Error| JailError::Cgroup {
+            path: path.to_path_buf(),
+            err: e,
+        };
+        let missing = |c: Controller| {
+            err(
+                Path::new(c.name()),
+                io::Error::from_raw_os_error(libc::EOPNOTSUPP),
+            )
+        };
+        let write_all = |dir: &Path, set: Vec<(&'static str, String)>| -> Result<(), JailError> {
+            // v1's memsw limit must stay at or above the memory limit: the
+            // order that works depends on the direction, so try both.
+            let once = |set: &[(&'static str, String)]| -> Result<(), JailError> {
+                for (file, value) in set {
+                    let p = dir.join(file);
+                    match crate::sys::write_file(&p, value.as_bytes()) {
+                        Ok(()) => {}
+                        Err(e)
+                            if (file.contains("swap") || file.contains("memsw"))
+                                && e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(err(&p, e)),
+                    }
+                }
+                Ok(())
+            };
+            once(&set).or_else(|_| {
+                let mut rev = set.clone();
+                rev.reverse();
+                once(&rev)
+            })
+        };
+        if l.memory.is_some() {
+            let (dir, w) = self
+                .memory
+                .as_ref()
+                .ok_or_else(|| missing(Controller::Memory))?;
+            write_all(dir, settings(Controller::Memory, *w, l))?;
+        }
+        if l.pids.is_some() {
+            let dir = self
+                .pids
+                .as_ref()
+                .ok_or_else(|| missing(Controller::Pids))?;
+            let w = if self.v2.as_deref() == Some(dir.as_path()) {
+                Where::V2
+            } else {
+                Where::V1
+            };
+            write_all(dir, settings(Controller::Pids, w, l))?;
+        }
+        if l.cpus.is_some() {
+            match (&self.cpu_v1, &self.v2) {
+                (Some(d), _) => write_all(d, settings(Controller::Cpu, Where::V1, l))?,
+                (None, Some(d)) => write_all(d, settings(Controller::Cpu, Where::V2, l))?,
+                (None, None) => return Err(missing(Controller::Cpu)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Every process in the sandbox's groups (host pids, deduplicated).
+    pub fn procs(&self) -> Vec<i32> {
+        let mut out: Vec<i32> = Vec::new();
+        for d in &self.dirs {
+            if let Ok(s) = std::fs::read_to_string(d.join("cgroup.procs")) {
+                out.extend(s.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
     /// Kills every process in the groups (they stay, for [`destroy`]).
     pub fn kill_all(&self) {
         for d in &self.dirs {

@@ -295,6 +295,7 @@ mod tests {
                 source: "/x".into(),
                 target: t.into(),
                 mode,
+                as_owner: false,
             });
         }
         let p = compile(&spec, &[]);

@@ -474,6 +474,12 @@ pub struct ImageRoot {
     /// the sandbox's tmpfs.
     #[serde(default)]
     pub capture: Option<PathBuf>,
+    /// Run by root: the tree's files already carry the sandbox's host ids
+    /// (an overlay whose layers were id-mapped onto the sandbox's range,
+    /// as `airlock oci` makes of an engine's overlay rootfs, which itself
+    /// cannot be id-mapped), so it is not id-mapped again.
+    #[serde(default)]
+    pub premapped: bool,
 }
 
 /// The names of the upper and work directories in [`ImageRoot::capture`].
@@ -688,6 +694,9 @@ pub fn open_trees(
         // stays as it is: its files appear owned by nobody and are usable
         // only where others may.
         let map = match r.owner_chain() {
+            // The tree is only ever the overlay's lower layer (the spec
+            // allows as_owner nowhere else): nothing reaches the host.
+            Some(0) if m.as_owner && m.mode == MountMode::Overlay => Some(idmap_to),
             Some(0) => {
                 notes.push(format!(
                     "{} is owned by root, so it is not id-mapped: the sandbox sees its files as nobody's and may read or write only where others may (chown -R it to a normal user and group, e.g. alice:alice, to work in it as its owner)",
@@ -709,7 +718,13 @@ pub fn open_trees(
         // directory's group may be root or another privileged group
         // (docker, shadow), which the sandbox must neither read as nor
         // leave setgid programs of.
-        let owner = (owner.0, idmap_group(owner.0, &passwd));
+        // (A root-owned overlay worked in as its owner maps root's group
+        // too: the overlay's copy-up must be able to keep a file's group.)
+        let owner = if owner.0 == 0 && m.as_owner && m.mode == MountMode::Overlay {
+            (0, 0)
+        } else {
+            (owner.0, idmap_group(owner.0, &passwd))
+        };
         if let Some(host) = map {
             let ns = match namespaces.iter().find(|(o, _)| *o == owner) {
                 Some((_, ns)) => Some(ns.as_raw_fd()),
@@ -767,7 +782,8 @@ pub fn open_trees(
                     err,
                 }
             })?;
-            let tree = open_image_tree(&img.tree, true, Some(ns.as_raw_fd()))?;
+            let idmap = (!img.premapped).then(|| ns.as_raw_fd());
+            let tree = open_image_tree(&img.tree, true, idmap)?;
             let capture = match &img.capture {
                 Some(c) => Some(open_image_tree(c, false, Some(ns.as_raw_fd()))?),
                 None => None,
@@ -2704,6 +2720,7 @@ mod tests {
             source: "/src".into(),
             target: "/work".into(),
             mode: MountMode::Ro,
+            as_owner: false,
         };
         let p = plan("/work/sub", std::slice::from_ref(&m));
         assert_eq!(p.writable.len(), 3);
@@ -2725,6 +2742,7 @@ mod tests {
             source: "/src".into(),
             target: "/tmp/w".into(),
             mode: MountMode::Rw,
+            as_owner: false,
         };
         assert_eq!(
             plan("/tmp/w/x", std::slice::from_ref(&m)).workdir_below,
@@ -2920,6 +2938,7 @@ mod tests {
                     source: p.to_path_buf(),
                     target: "/m".into(),
                     mode: MountMode::Ro,
+                    as_owner: false,
                 })
                 .unwrap(),
             )
@@ -2969,6 +2988,7 @@ mod tests {
             source: fifo.clone(),
             target: "/p".into(),
             mode,
+            as_owner: false,
         };
         assert!(matches!(
             check_source(&m(MountMode::Ro)),
@@ -2984,6 +3004,7 @@ mod tests {
             source: "/s".into(),
             target: t.into(),
             mode: MountMode::Ro,
+            as_owner: false,
         };
         let p = plan("/", &[m("/a/b/c"), m("/a"), m("/a/b")]);
         let order: Vec<_> = p.user_mounts.iter().map(|m| m.target.clone()).collect();

@@ -66,7 +66,9 @@ impl ApiError {
         let m: String = what.into();
         let status = if m.contains("No such file") || m.contains("no process") {
             StatusCode::NOT_FOUND
-        } else if m.contains("the sandbox is gone") {
+        } else if m.contains("the sandbox is gone") || m.contains("has exited") {
+            // A wrong state, not a wrong request: e.g. a signal to a
+            // process that has ended.
             StatusCode::CONFLICT
         } else {
             StatusCode::UNPROCESSABLE_ENTITY
@@ -366,6 +368,7 @@ pub struct AuditQuery {
         open_port,
         list_ports,
         close_port,
+        run_task,
         healthz,
         metrics,
     ),
@@ -392,6 +395,8 @@ pub struct AuditQuery {
         AuditRow,
         ProcInfo,
         UsageResponse,
+        crate::runs::TaskRequest,
+        crate::runs::TaskResponse,
     ))
 )]
 pub struct ApiDoc;
@@ -441,6 +446,8 @@ pub fn router(svc: Arc<Service>) -> Router {
         .route("/{id}/ports/{port}", axum::routing::delete(close_port));
     Router::new()
         .nest("/v1/sandboxes", sb)
+        .route("/v1/tasks", post(run_task))
+        .nest_service("/mcp", crate::mcp::http_service(svc.clone()))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
@@ -671,7 +678,7 @@ fn parse_user(s: &str) -> ApiResult<airlock_spec::User> {
     airlock_spec::parse_user(s).map_err(|e| ApiError::invalid(e.to_string()))
 }
 
-fn process_spec(req: &ExecRequest) -> ApiResult<airlock_core::ProcessSpec> {
+pub(crate) fn process_spec(req: &ExecRequest) -> ApiResult<airlock_core::ProcessSpec> {
     if req.argv.is_empty() || req.argv[0].is_empty() {
         return Err(ApiError::invalid("argv must name a command"));
     }
@@ -744,8 +751,15 @@ fn event_json(e: &ProcEvent) -> serde_json::Value {
 }
 
 /// A stream of a process's events, NDJSON or (with `Accept:
-/// text/event-stream`) SSE, ending with its exit.
-fn event_stream(headers: &HeaderMap, h: Handle, rx: mpsc::Receiver<ProcEvent>) -> Response {
+/// text/event-stream`) SSE, ending with its exit. Its `started` event
+/// carries the process's API id (`id`, the handle for signal, stdin and
+/// events) beside its pid inside the sandbox.
+fn event_stream(
+    headers: &HeaderMap,
+    h: Handle,
+    id: u32,
+    rx: mpsc::Receiver<ProcEvent>,
+) -> Response {
     let sse = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -759,7 +773,11 @@ fn event_stream(headers: &HeaderMap, h: Handle, rx: mpsc::Receiver<ProcEvent>) -
             // Room in the stream: the sandbox may send more.
             h.poke();
             let end = matches!(e, ProcEvent::Exited { .. } | ProcEvent::StartFailed { .. });
-            let j = event_json(&e).to_string();
+            let mut j = event_json(&e);
+            if matches!(e, ProcEvent::Started { .. }) {
+                j["id"] = serde_json::json!(id);
+            }
+            let j = j.to_string();
             let line = if sse {
                 format!("data: {j}\n\n")
             } else {
@@ -784,7 +802,7 @@ fn event_stream(headers: &HeaderMap, h: Handle, rx: mpsc::Receiver<ProcEvent>) -
 
 #[utoipa::path(post, path = "/v1/sandboxes/{id}/processes", params(("id" = String, Path)),
     request_body = ExecRequest,
-    responses((status = 200, description = "NDJSON (or SSE) events: started, stdout/stderr (text or b64), exit"),
+    responses((status = 200, description = "NDJSON (or SSE) events: started (with the process's API id), stdout/stderr (text or b64), exit"),
         (status = 201, body = ExecStarted, description = "background")))]
 async fn exec(
     State(svc): State<Arc<Service>>,
@@ -827,15 +845,16 @@ async fn exec(
     }
     let (tx, rx) = mpsc::channel(crate::actor::STREAM_EVENTS);
     drop(stdin_tx);
-    h.ask(|reply| Cmd::Exec {
-        spec,
-        out: Some(tx),
-        stdin: stdin_rx,
-        reply,
-    })
-    .await
-    .map_err(ApiError::failed)?;
-    Ok(event_stream(&headers, h, rx))
+    let pid = h
+        .ask(|reply| Cmd::Exec {
+            spec,
+            out: Some(tx),
+            stdin: stdin_rx,
+            reply,
+        })
+        .await
+        .map_err(ApiError::failed)?;
+    Ok(event_stream(&headers, h, pid, rx))
 }
 
 #[utoipa::path(get, path = "/v1/sandboxes/{id}/processes", params(("id" = String, Path)),
@@ -864,7 +883,7 @@ async fn process_events(
     let h = live(&svc, &id)?;
     if q.primary.unwrap_or(false) {
         if let Some(rx) = svc.take_primary(&id, pid) {
-            return Ok(event_stream(&headers, h, rx));
+            return Ok(event_stream(&headers, h, pid, rx));
         }
         return Err(ApiError::conflict(
             "no held output for this process (start it with background and hold_output)",
@@ -879,7 +898,7 @@ async fn process_events(
     })
     .await
     .map_err(ApiError::failed)?;
-    Ok(event_stream(&headers, h, rx))
+    Ok(event_stream(&headers, h, pid, rx))
 }
 
 #[utoipa::path(post, path = "/v1/sandboxes/{id}/processes/{pid}/stdin",
@@ -944,7 +963,8 @@ pub fn signal_number(v: &serde_json::Value) -> Option<i32> {
 
 #[utoipa::path(post, path = "/v1/sandboxes/{id}/processes/{pid}/signal",
     params(("id" = String, Path), ("pid" = u32, Path)), request_body = SignalRequest,
-    responses((status = 204)))]
+    responses((status = 204), (status = 404, body = ErrorBody, description = "no such process"),
+        (status = 409, body = ErrorBody, description = "the process has ended")))]
 async fn process_signal(
     State(svc): State<Arc<Service>>,
     UrlPath((id, pid)): UrlPath<(String, u32)>,
@@ -989,7 +1009,7 @@ async fn process_resize(
 
 #[utoipa::path(get, path = "/v1/sandboxes/{id}/processes/{pid}/pty",
     params(("id" = String, Path), ("pid" = u32, Path)),
-    responses((status = 101, description = "WebSocket: binary frames are the terminal's bytes both ways; text frames from the client are {\"resize\":[rows,cols]} or {\"eof\":true}; the server ends with a text frame {\"exit\":CODE}")))]
+    responses((status = 101, description = "WebSocket: binary frames are the terminal's bytes both ways; text frames from the client are {\"resize\":[rows,cols]} or {\"eof\":true}; the server ends with a text frame {\"exit\":CODE}; a client that closes hangs the terminal up (SIGHUP)")))]
 async fn process_pty(
     State(svc): State<Arc<Service>>,
     UrlPath((id, pid)): UrlPath<(String, u32)>,
@@ -1017,7 +1037,7 @@ async fn pty_session(
     let (mut tx_ws, mut rx_ws) = socket.split();
     use futures_util::SinkExt;
     let h2 = h.clone();
-    let input = tokio::spawn(async move {
+    let mut input = tokio::spawn(async move {
         while let Some(Ok(m)) = rx_ws.next().await {
             match m {
                 WsMessage::Binary(b) => {
@@ -1052,7 +1072,27 @@ async fn pty_session(
         }
         h2.send(Cmd::CloseStdin { id: pid });
     });
-    while let Some(e) = rx.recv().await {
+    loop {
+        let e = tokio::select! {
+            e = rx.recv() => match e {
+                Some(e) => e,
+                None => break,
+            },
+            _ = &mut input => {
+                // The client went away (its Close, or a broken connection):
+                // hang the terminal up as a terminal does (SIGHUP to the
+                // process), answer its Close and end.
+                let _ = h
+                    .ask(|reply| Cmd::Signal {
+                        id: pid,
+                        signo: libc::SIGHUP,
+                        reply,
+                    })
+                    .await;
+                let _ = tx_ws.send(WsMessage::Close(None)).await;
+                break;
+            }
+        };
         h.poke();
         match e {
             ProcEvent::Output { data, .. } => {
@@ -1070,6 +1110,11 @@ async fn pty_session(
                     ))
                     .await;
                 let _ = tx_ws.send(WsMessage::Close(None)).await;
+                // The closing handshake: wait (briefly) for the client's
+                // Close before the connection goes. Dropping it at once
+                // makes some clients (Python websockets' sync client) fail
+                // to answer and lose the last frames they had received.
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(2), &mut input).await;
                 break;
             }
             _ => {}
@@ -1504,6 +1549,19 @@ async fn close_port(
     } else {
         Err(ApiError::not_found(format!("no forward of port {port}")))
     }
+}
+
+// ----------------------------------------------------------------- tasks
+
+#[utoipa::path(post, path = "/v1/tasks", request_body = crate::runs::TaskRequest,
+    responses((status = 200, body = crate::runs::TaskResponse,
+        description = "The command ran (whatever its exit code): its bounded output and the git patch of what it changed under /work"),
+        (status = 422, body = ErrorBody)))]
+async fn run_task(
+    State(svc): State<Arc<Service>>,
+    ApiJson(req): ApiJson<crate::runs::TaskRequest>,
+) -> ApiResult<Json<crate::runs::TaskResponse>> {
+    Ok(Json(crate::runs::run_task(svc, req).await?))
 }
 
 // ----------------------------------------------------------------- misc

@@ -5,7 +5,9 @@
 
 pub mod actor;
 pub mod api;
+pub mod mcp;
 pub mod ports;
+pub mod runs;
 pub mod service;
 pub mod state;
 
@@ -38,6 +40,11 @@ pub struct Args {
     /// Where the state database lives (default: airlock's state dir).
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// The tier of the MCP endpoint (/mcp): untrusted (microvm),
+    /// experimental (container) or own (none); its tools may ask for a
+    /// stronger tier, never a weaker one.
+    #[arg(long, value_name = "LEVEL", default_value = "experimental")]
+    pub mcp_trust: String,
 }
 
 fn default_socket() -> PathBuf {
@@ -126,6 +133,12 @@ fn recover(db: &state::Db) -> usize {
 
 pub fn main() {
     let args = Args::parse();
+    match mcp::floor_of_trust(&args.mcp_trust) {
+        Some(f) => {
+            let _ = mcp::HTTP_FLOOR.set(f);
+        }
+        None => fail("--mcp-trust: untrusted, experimental or own"),
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_target(false)

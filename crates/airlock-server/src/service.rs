@@ -251,6 +251,9 @@ impl Service {
                 source: PathBuf::from(&m.source),
                 target: PathBuf::from(&m.target),
                 mode,
+                // Never for API clients: root-only files of a root-owned
+                // tree stay unreadable to their sandboxes.
+                as_owner: false,
             });
         }
         for (k, v) in &req.env {

@@ -187,6 +187,12 @@ pub struct Mount {
     pub target: PathBuf,
     #[serde(default)]
     pub mode: MountMode,
+    /// Overlay only: the sandbox works in the tree as its owner even when
+    /// that is root (files only root may read there become readable to
+    /// the command; the host's tree is never written). `airlock task`
+    /// sets it for the repository it was given; the service's API cannot.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub as_owner: bool,
 }
 
 /// The identity the command runs as inside the sandbox.
@@ -471,6 +477,12 @@ impl SandboxSpec {
         let mut seen: Vec<&Path> = Vec::new();
         for m in &self.mounts {
             validate_target(&m.target)?;
+            if m.as_owner && m.mode != MountMode::Overlay {
+                return Err(SpecError::MountTarget {
+                    target: m.target.clone(),
+                    why: "as_owner is only for overlay mounts (the host's tree must never be written as its owner)",
+                });
+            }
             if !m.source.is_absolute() {
                 return Err(SpecError::MountSource {
                     path: m.source.clone(),
@@ -786,6 +798,7 @@ mod tests {
             source: src.into(),
             target: dst.into(),
             mode,
+            as_owner: false,
         };
         s.mounts = vec![
             m("/srv/a", "/srv/a", MountMode::Ro),
@@ -832,6 +845,7 @@ mod tests {
             source: "/tmp".into(),
             target: "/work".into(),
             mode: MountMode::Ro,
+            as_owner: false,
         };
         s.mounts = vec![m.clone(), m];
         assert!(matches!(s.validate(), Err(SpecError::MountTarget { .. })));
@@ -856,6 +870,7 @@ mod tests {
             source: "/tmp".into(),
             target: "/work".into(),
             mode: MountMode::Rw,
+            as_owner: false,
         });
         assert!(matches!(s.validate(), Err(SpecError::Unsupported { .. })));
     }

@@ -127,6 +127,7 @@ pub fn parse_mount(input: &str) -> Result<Mount, SpecError> {
         source: PathBuf::from(src),
         target,
         mode,
+        as_owner: false,
     })
 }
 

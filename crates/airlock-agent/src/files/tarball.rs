@@ -59,6 +59,11 @@ fn header(st: &libc::stat, kind: tar::EntryType) -> tar::Header {
     h
 }
 
+/// `e` with the archive path it happened at (the errno kept).
+fn named(e: io::Error, path: &Path) -> io::Error {
+    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}
+
 fn add_dir<W: Write>(
     b: &mut tar::Builder<W>,
     dir: &OwnedFd,
@@ -81,11 +86,13 @@ fn add_dir<W: Write>(
             libc::S_IFDIR => {
                 let mut h = header(&st, tar::EntryType::Directory);
                 b.append_data(&mut h, &path, io::empty())?;
-                let sub = openat(dir.as_raw_fd(), &c, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+                let sub = openat(dir.as_raw_fd(), &c, libc::O_RDONLY | libc::O_DIRECTORY, 0)
+                    .map_err(|e| named(e, &path))?;
                 add_dir(b, &sub, &path, depth + 1)?;
             }
             libc::S_IFREG => {
-                let f = openat(dir.as_raw_fd(), &c, libc::O_RDONLY | libc::O_NOCTTY, 0)?;
+                let f = openat(dir.as_raw_fd(), &c, libc::O_RDONLY | libc::O_NOCTTY, 0)
+                    .map_err(|e| named(e, &path))?;
                 let f = std::fs::File::from(f);
                 let mut h = header(&st, tar::EntryType::Regular);
                 h.set_size(st.st_size.max(0) as u64);

@@ -3,5 +3,10 @@
 //! serve` runs it.
 
 fn main() {
+    // `airlock mcp` runs `airlock-serve mcp ARGS`: the MCP server on stdio.
+    let mut args = std::env::args().skip(1);
+    if args.next().as_deref() == Some("mcp") {
+        std::process::exit(airlock_server::mcp::main_stdio(args.collect()));
+    }
     airlock_server::main();
 }

@@ -4,10 +4,64 @@
 #
 #   bash scripts/setup.sh            # packages, users, build, install to /usr/local/bin
 #   AIRLOCK_SETUP_NO_INSTALL=1 ...   # build only (used by the test script)
+#   bash scripts/setup.sh --check-only   # only the prerequisite checks (any user)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 log() { printf 'setup: %s\n' "$*" >&2; }
+
+check_only=
+if [ "${1:-}" = --check-only ] || [ -n "${AIRLOCK_SETUP_CHECK_ONLY:-}" ]; then
+    check_only=1
+fi
+
+# --- Prerequisites setup cannot install (issue 13) ---------------------------
+# Checked before anything is installed or built. Each failure is one line:
+# what was found, what is needed, how to get it. Setup never installs a
+# compiler that cannot build the project (Debian's rustc is too old).
+msrv=$(sed -n 's/^rust-version = "\(.*\)"/\1/p' Cargo.toml)
+# $1 >= $2, as dotted versions.
+version_ge() { [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n 1)" = "$2" ]; }
+if ! command -v cargo >/dev/null 2>&1; then
+    for d in "$HOME/.cargo/bin" /usr/local/cargo/bin; do
+        if [ -x "$d/cargo" ]; then export PATH="$d:$PATH"; break; fi
+    done
+fi
+rustup_hint="install Rust with rustup (https://rustup.rs: curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal), or run 'rustup update stable' if you have it, then run setup again"
+if ! command -v cargo >/dev/null 2>&1 || ! command -v rustc >/dev/null 2>&1; then
+    echo "setup: no Rust toolchain found (cargo and rustc), airlock needs Rust $msrv or newer: $rustup_hint" >&2
+    exit 1
+fi
+found=
+for tool in rustc cargo; do
+    v=$("$tool" --version 2>/dev/null | sed -n 's/^[a-z]* \([0-9][0-9.]*\).*/\1/p' | head -n 1)
+    if [ -z "$v" ] || ! version_ge "$v" "$msrv"; then
+        found="$tool ${v:-of unknown version} ($(command -v "$tool"))"
+        break
+    fi
+done
+if [ -n "$found" ]; then
+    echo "setup: found $found, but airlock needs Rust $msrv or newer (rust-version in Cargo.toml): $rustup_hint" >&2
+    exit 1
+fi
+kernel_min=5.12
+kernel=$(cut -d- -f1 /proc/sys/kernel/osrelease 2>/dev/null || echo 0)
+if ! version_ge "$kernel" "$kernel_min"; then
+    echo "setup: found Linux $kernel, but airlock needs $kernel_min or newer (id-mapped mounts, the new mount API, Landlock): boot a newer kernel (Debian 12's 6.1 or Ubuntu 22.04's 5.15 will do), then run setup again" >&2
+    exit 1
+fi
+# No user namespaces at all: the container tier cannot run, the Landlock
+# tier can. Said, not fatal.
+if [ ! -e /proc/self/ns/user ]; then
+    log "warning: this kernel has no user namespaces (CONFIG_USER_NS), so the container tier cannot run: use a kernel built with CONFIG_USER_NS=y, or run sandboxes with --isolation landlock (weaker: see the README)"
+elif [ "$(cat /proc/sys/user/max_user_namespaces 2>/dev/null || echo 1)" = 0 ]; then
+    log "warning: user.max_user_namespaces=0, so the container tier cannot run: sudo sysctl -w user.max_user_namespaces=15000, or run sandboxes with --isolation landlock (weaker)"
+fi
+if [ -n "$check_only" ]; then
+    log "prerequisites ok: $(rustc --version), Linux $kernel"
+    exit 0
+fi
+# --- end of the prerequisite checks ---------------------------------------
 
 if [ "$(id -u)" != 0 ]; then
     echo "setup: run as root (it installs packages and creates the test user)" >&2
@@ -126,21 +180,11 @@ if ! command -v claude >/dev/null 2>&1; then
     npm install -g --silent @anthropic-ai/claude-code >/dev/null
 fi
 
-# A Rust toolchain: the machine's own (rustup) if present, else Debian's.
-if ! command -v cargo >/dev/null 2>&1; then
-    for d in "$HOME/.cargo/bin" /usr/local/cargo/bin; do
-        [ -x "$d/cargo" ] && export PATH="$d:$PATH"
-    done
-fi
-if ! command -v cargo >/dev/null 2>&1; then
-    log "installing Debian's cargo and rustc"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cargo rustc >/dev/null
-fi
+# The Rust toolchain was checked at the top (never Debian's rustc: too old).
 
 # The declared minimum Rust version (rust-version in Cargo.toml), for the
 # test script's check that it really builds the code. Only with rustup,
 # and only for the tests: a failure here is not fatal.
-msrv=$(sed -n 's/^rust-version = "\(.*\)"/\1/p' Cargo.toml)
 if [ -n "${AIRLOCK_SETUP_NO_INSTALL:-}" ] && command -v rustup >/dev/null 2>&1 &&
     ! rustup toolchain list | grep -q "^$msrv"; then
     log "installing Rust $msrv (the minimum version the tests check)"
@@ -180,12 +224,28 @@ if [ ${#need[@]} -gt 0 ]; then
     apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
+
+# --- AppArmor (issue 13) ------------------------------------------------------
+# Debian's apparmor package gives apparmor_parser, with which a test checks
+# that contrib/apparmor/airlock compiles. Where AppArmor restricts
+# unprivileged user namespaces (Ubuntu 23.10+), the profile is installed
+# and loaded: it lets /usr/local/bin/airlock create them, as Ubuntu's own
+# profiles do for bwrap.
+if ! dpkg-query -W -f='${Status}' apparmor 2>/dev/null | grep -q "install ok installed"; then
+    log "installing apparmor (apparmor_parser, for the AppArmor profile's test)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends apparmor >/dev/null
+fi
+
 # Unprivileged user namespaces (Debian allows them; Ubuntu's AppArmor may not).
 if [ -e /proc/sys/kernel/apparmor_restrict_unprivileged_userns ] &&
     [ "$(cat /proc/sys/kernel/apparmor_restrict_unprivileged_userns)" = 1 ]; then
-    log "note: AppArmor restricts unprivileged user namespaces; rootless airlock needs"
-    log "      sysctl kernel.apparmor_restrict_unprivileged_userns=0"
+    log "AppArmor restricts unprivileged user namespaces: installing /etc/apparmor.d/airlock"
+    install -m 0644 contrib/apparmor/airlock /etc/apparmor.d/airlock
+    apparmor_parser -r /etc/apparmor.d/airlock ||
+        log "warning: could not load /etc/apparmor.d/airlock; rootless sandboxes need it (or --isolation landlock)"
 fi
+# --- end of the AppArmor block ------------------------------------------------
 
 if [ -z "${AIRLOCK_SETUP_NO_INSTALL:-}" ]; then
     log "building airlock (release, static)"

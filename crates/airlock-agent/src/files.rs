@@ -141,6 +141,17 @@ impl Files {
             Role::Container(c) => (true, (!c.rootless).then_some(plan.file_user)),
             Role::Local => (false, None),
             Role::Guest(_) => (true, Some(plan.file_user)),
+            // Run by root, file operations act as the sandbox's ids (which
+            // drops the agent's power over files); the agent's own Landlock
+            // domain bounds them in every case.
+            Role::Landlock => {
+                // SAFETY: geteuid cannot fail.
+                let root = unsafe { libc::geteuid() } == 0;
+                (
+                    false,
+                    (root && plan.file_user.0 != 0).then_some(plan.file_user),
+                )
+            }
         };
         let root = if in_root {
             sys::openat2(libc::AT_FDCWD, c"/", libc::O_PATH | libc::O_DIRECTORY, 0, 0).ok()

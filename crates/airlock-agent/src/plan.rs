@@ -66,6 +66,11 @@ pub enum Role {
     Local,
     /// `/init` of a microVM guest (see `guest.rs`).
     Guest(Box<GuestPlan>),
+    /// A plain child of airlock confined by Landlock (the Landlock tier):
+    /// the agent confines itself with its processes' Landlock rules (so
+    /// that its file operations reach no further than they do), and, run
+    /// by root, acts on files as the sandbox's unprivileged ids.
+    Landlock,
 }
 
 /// A microVM guest's set-up, applied by the agent as the guest's `/init`

@@ -196,7 +196,7 @@ impl Procs {
     pub fn new(plan: &AgentPlan) -> Procs {
         let chown_pty = match &plan.role {
             Role::Container(c) => !c.rootless,
-            Role::Local => false,
+            Role::Local | Role::Landlock => false,
             Role::Guest(_) => true,
         };
         Procs {
@@ -674,17 +674,26 @@ impl Procs {
         }
         // SAFETY: getpid cannot fail.
         let me = unsafe { libc::getpid() };
-        kill_descendants(me, 0);
+        // Orphans of what is killed become ours (we are their subreaper),
+        // and a process may have forked while the tree was walked: walk
+        // again until nothing is left (each round kills everything found).
+        for _ in 0..1000 {
+            if kill_descendants(me, 0) == 0 {
+                break;
+            }
+        }
     }
 }
 
-/// SIGKILLs every descendant of `pid` (from /proc/PID/task/*/children).
-fn kill_descendants(pid: i32, depth: u32) {
+/// SIGKILLs every descendant of `pid` (from /proc/PID/task/*/children)
+/// that is still alive; returns how many it signalled.
+fn kill_descendants(pid: i32, depth: u32) -> usize {
+    let mut n = 0;
     if depth > 64 {
-        return;
+        return n;
     }
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return;
+        return n;
     };
     for t in tasks.flatten() {
         let Ok(kids) = std::fs::read_to_string(t.path().join("children")) else {
@@ -694,10 +703,19 @@ fn kill_descendants(pid: i32, depth: u32) {
             .split_whitespace()
             .filter_map(|k| k.parse::<i32>().ok())
         {
-            kill_descendants(k, depth + 1);
-            // SAFETY: a child of ours (not reaped: it is listed), so the pid
-            // is not recycled.
+            n += kill_descendants(k, depth + 1);
+            // A zombie (killed already, not yet reaped) needs nothing more.
+            let state = std::fs::read_to_string(format!("/proc/{k}/stat")).unwrap_or_default();
+            let zombie = state
+                .rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X'));
+            if !zombie {
+                n += 1;
+            }
+            // SAFETY: a descendant of ours that is not reaped (it is
+            // listed), so the pid is not recycled.
             unsafe { libc::kill(k, libc::SIGKILL) };
         }
     }
+    n
 }

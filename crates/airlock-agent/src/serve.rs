@@ -272,6 +272,7 @@ fn apply_plan(
         Role::Container(c) => setup::container(c, ch.fd(), net_ready),
         Role::Local => setup::local().map(|()| Vec::new()),
         Role::Guest(g) => crate::guest::setup(g, &mut plan.confinement),
+        Role::Landlock => setup::landlocked(&plan.confinement).map(|()| Vec::new()),
     };
     match notes {
         Ok(notes) => {
@@ -539,7 +540,7 @@ impl Agent {
                 // outside.
                 unsafe { libc::kill(-1, libc::SIGKILL) };
             }
-            Role::Local => self.procs.kill_groups(),
+            Role::Local | Role::Landlock => self.procs.kill_groups(),
         }
     }
 

@@ -118,6 +118,36 @@ pub(crate) fn local() -> Result<(), SetupError> {
     Ok(())
 }
 
+/// The Landlock tier: a subreaper like the local tier's agent, not
+/// dumpable (its processes may run as the same uid), and confined by the
+/// same Landlock rules as they are (plus the pseudo-terminals it opens for
+/// them), so that nothing it does for the host (files, tars) reaches
+/// further than they could.
+pub(crate) fn landlocked(c: &airlock_confine::Confinement) -> Result<(), SetupError> {
+    local()?;
+    non_dumpable()?;
+    let Some(rules) = &c.landlock else {
+        return Err(SetupError::io(
+            Stage::Landlock,
+            "no Landlock rules in the plan of the Landlock tier",
+            std::io::Error::from_raw_os_error(libc::EINVAL),
+        ));
+    };
+    let landlock_err = |e: airlock_confine::landlock::LandlockError| {
+        SetupError::io(
+            Stage::Landlock,
+            "landlock",
+            std::io::Error::other(e.to_string()),
+        )
+    };
+    let prep = airlock_confine::landlock::prepare_agent(rules).map_err(landlock_err)?;
+    // SAFETY: prctl with integer arguments.
+    sys::cvt(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })
+        .map_err(|e| SetupError::io(Stage::Landlock, "PR_SET_NO_NEW_PRIVS", e))?;
+    prep.restrict_self().map_err(landlock_err)?;
+    Ok(())
+}
+
 /// The mount trees the parent opened, from [`FD_FIRST_TREE`] on.
 fn inherited(i: &crate::plan::Inherited) -> OpenedTrees {
     let mut next = FD_FIRST_TREE;

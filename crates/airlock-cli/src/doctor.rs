@@ -1,13 +1,61 @@
-//! `airlock doctor`: one line per kernel feature, each with what to do.
+//! `airlock doctor`: one line per kernel feature, each with what to do;
+//! `--json`: the same checks as data.
 
 use airlock_jail::cgroup::{Controller, Layout, Where};
+use serde::Serialize;
 use std::path::Path;
 
+/// One check: what it is about, whether it passed, what was found and
+/// (when it failed) what to do.
+#[derive(Serialize)]
 struct Line {
     ok: bool,
+    #[serde(rename = "check")]
     what: &'static str,
     detail: String,
+    #[serde(serialize_with = "fix_or_null")]
     fix: &'static str,
+}
+
+fn fix_or_null<S: serde::Serializer>(fix: &&'static str, s: S) -> Result<S::Ok, S::Error> {
+    if fix.is_empty() {
+        s.serialize_none()
+    } else {
+        s.serialize_str(fix)
+    }
+}
+
+/// A tier's readiness, from the checks it needs.
+#[derive(Serialize)]
+struct Tier {
+    tier: &'static str,
+    ready: bool,
+    /// The checks it needs (by name).
+    needs: Vec<&'static str>,
+    note: &'static str,
+}
+
+#[derive(Serialize)]
+struct Report {
+    kernel: String,
+    checks: Vec<Line>,
+    tiers: Vec<Tier>,
+}
+
+/// The oldest kernel the container tier is written for (id-mapped mounts,
+/// the new mount API, openat2, pidfds, close_range).
+pub const MIN_KERNEL: (u32, u32) = (5, 12);
+
+fn kernel_release() -> String {
+    read("/proc/sys/kernel/osrelease").unwrap_or_else(|| "unknown".into())
+}
+
+/// `major.minor` of a kernel release string.
+fn kernel_version(release: &str) -> Option<(u32, u32)> {
+    let mut it = release.split(|c: char| !c.is_ascii_digit());
+    let major = it.next()?.parse().ok()?;
+    let minor = it.next()?.parse().ok()?;
+    Some((major, minor))
 }
 
 fn read(p: &str) -> Option<String> {
@@ -69,8 +117,19 @@ fn which(name: &str) -> Option<String> {
         .map(|p| p.display().to_string())
 }
 
-pub fn run() -> i32 {
+fn checks() -> Vec<Line> {
     let mut lines = Vec::new();
+    let release = kernel_release();
+    let kv = kernel_version(&release);
+    lines.push(Line {
+        ok: kv.is_some_and(|v| v >= MIN_KERNEL),
+        what: "kernel",
+        detail: format!(
+            "Linux {release} (the container tier needs {}.{}+)",
+            MIN_KERNEL.0, MIN_KERNEL.1
+        ),
+        fix: "boot a newer kernel (Debian 12's 6.1 and Ubuntu 22.04's 5.15 are fine)",
+    });
     // SAFETY: geteuid cannot fail.
     let root = unsafe { libc::geteuid() } == 0;
 
@@ -88,7 +147,7 @@ pub fn run() -> i32 {
             what: "user namespaces",
             detail: format!("cannot be created: {}{}", std::io::Error::from_raw_os_error(e),
                 if apparmor.as_deref() == Some("1") { " (AppArmor restricts unprivileged user namespaces)" } else { "" }),
-            fix: "Ubuntu 23.10+: sudo sysctl kernel.apparmor_restrict_unprivileged_userns=0; elsewhere: sudo sysctl user.max_user_namespaces=15000 kernel.unprivileged_userns_clone=1; in Docker: --security-opt seccomp=unconfined",
+            fix: "Ubuntu 23.10+: install contrib/apparmor/airlock as /etc/apparmor.d/airlock and load it (scripts/setup.sh does), or sudo sysctl kernel.apparmor_restrict_unprivileged_userns=0; elsewhere: sudo sysctl user.max_user_namespaces=15000 kernel.unprivileged_userns_clone=1; in Docker: --security-opt seccomp=unconfined; or use --isolation landlock (weaker)",
         }),
     }
 
@@ -225,26 +284,118 @@ pub fn run() -> i32 {
         fix: "apt-get install qemu-system-x86",
     });
 
-    for l in &lines {
-        let mark = if l.ok { "ok  " } else { "FAIL" };
-        if l.ok || l.fix.is_empty() {
-            println!("{mark} {:<16} {}", l.what, l.detail);
-        } else {
-            println!("{mark} {:<16} {} — fix: {}", l.what, l.detail, l.fix);
+    let restricted = apparmor.as_deref() == Some("1");
+    let profile = Path::new(APPARMOR_PROFILE).exists();
+    lines.push(Line {
+        ok: !restricted || find(&lines, "user namespaces").ok,
+        what: "apparmor userns",
+        detail: match (restricted, profile) {
+            (false, _) => "unprivileged user namespaces are not restricted by AppArmor".into(),
+            (true, true) => format!("restricted (kernel.apparmor_restrict_unprivileged_userns=1); {APPARMOR_PROFILE} is installed"),
+            (true, false) => format!("restricted (kernel.apparmor_restrict_unprivileged_userns=1) and {APPARMOR_PROFILE} is not installed"),
+        },
+        fix: "install contrib/apparmor/airlock as /etc/apparmor.d/airlock and run apparmor_parser -r /etc/apparmor.d/airlock (scripts/setup.sh does), or use --isolation landlock",
+    });
+    lines
+}
+
+/// Where setup installs the AppArmor profile that lets
+/// /usr/local/bin/airlock create user namespaces.
+const APPARMOR_PROFILE: &str = "/etc/apparmor.d/airlock";
+
+fn find<'a>(lines: &'a [Line], what: &str) -> &'a Line {
+    // Every name asked for is pushed by checks().
+    lines
+        .iter()
+        .find(|l| l.what == what)
+        .unwrap_or_else(|| unreachable!("no check {what}"))
+}
+
+fn tiers(lines: &[Line]) -> Vec<Tier> {
+    let ready = |needs: &[&'static str]| needs.iter().all(|n| find(lines, n).ok);
+    let container = ["kernel", "user namespaces", "seccomp"];
+    let landlock = ["seccomp", "landlock"];
+    let microvm = ["user namespaces", "seccomp", "qemu"];
+    vec![
+        Tier {
+            tier: "container",
+            ready: ready(&container),
+            needs: container.to_vec(),
+            note: "the default: namespaces, seccomp, Landlock, no capabilities, cgroups",
+        },
+        Tier {
+            tier: "landlock",
+            ready: ready(&landlock),
+            needs: landlock.to_vec(),
+            note: "opt-in (--isolation landlock) where user namespaces are refused: weaker, no pid, mount or IPC isolation",
+        },
+        Tier {
+            tier: "microvm",
+            ready: false,
+            needs: microvm.to_vec(),
+            note: "not in this build yet",
+        },
+        Tier {
+            tier: "none",
+            ready: true,
+            needs: Vec::new(),
+            note: "no isolation: your own code only",
+        },
+    ]
+}
+
+pub fn run(json: bool) -> i32 {
+    let lines = checks();
+    let tiers = tiers(&lines);
+    let container_ok = tiers.first().is_some_and(|t| t.ready);
+    if json {
+        let report = Report {
+            kernel: kernel_release(),
+            checks: lines,
+            tiers,
+        };
+        match serde_json::to_string_pretty(&report) {
+            Ok(j) => println!("{j}"),
+            Err(e) => {
+                eprintln!("airlock: doctor: {e}");
+                return 125;
+            }
+        }
+    } else {
+        for l in &lines {
+            let mark = if l.ok { "ok  " } else { "FAIL" };
+            if l.ok || l.fix.is_empty() {
+                println!("{mark} {:<16} {}", l.what, l.detail);
+            } else {
+                println!("{mark} {:<16} {} — fix: {}", l.what, l.detail, l.fix);
+            }
+        }
+        for t in &tiers {
+            println!(
+                "{} tier: {} ({})",
+                t.tier,
+                if t.ready { "ready" } else { "NOT ready" },
+                t.note
+            );
         }
     }
-    let container_ok = lines.iter().take(2).all(|l| l.ok);
-    println!(
-        "container tier: {}",
-        if container_ok {
-            "ready"
-        } else {
-            "NOT ready (see the FAIL lines above)"
-        }
-    );
     if container_ok {
         0
     } else {
         1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_versions() {
+        assert_eq!(kernel_version("6.1.0-18-amd64"), Some((6, 1)));
+        assert_eq!(kernel_version("5.15.0-91-generic"), Some((5, 15)));
+        assert_eq!(kernel_version("6.18.44-fc-v595"), Some((6, 18)));
+        assert_eq!(kernel_version("garbage"), None);
+        assert!(kernel_version("5.4.0").unwrap() < MIN_KERNEL);
     }
 }

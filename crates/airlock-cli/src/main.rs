@@ -37,11 +37,15 @@ enum Cmd {
     #[command(
         after_help = "Exit codes: the command's own; 128+N if killed by signal N; 124 on timeout; \
 125 if airlock itself failed; 126 if the command cannot be executed; 127 if it is not found.\n\n\
-Examples:\n  airlock run -- python3 -c 'print(1)'\n  airlock run --mount ./repo:/work:overlay --workdir /work --timeout 5m --memory 1G --pids 256 --cpus 1 -- cargo test\n  airlock run --image py -- python3 -c 'print(1)'\n  airlock run --isolation none -- make"
+Examples:\n  airlock run -- python3 -c 'print(1)'\n  airlock run --mount ./repo:/work:overlay --workdir /work --timeout 5m --memory 1G --pids 256 --cpus 1 -- cargo test\n  airlock run --image py -- python3 -c 'print(1)'\n  airlock run --isolation none -- make\n  airlock run --isolation landlock -- make   (hosts without user namespaces; weaker)"
     )]
     Run(Box<RunArgs>),
     /// Check what this machine's kernel offers each tier, with fixes.
-    Doctor,
+    Doctor {
+        /// The same checks as JSON, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
     /// Manage images: ls, rm, inspect, import, pull, build.
     Image {
         #[command(subcommand)]
@@ -134,6 +138,11 @@ enum IsolationArg {
     Container,
     /// A plain child process with a scrubbed environment and limits.
     None,
+    /// Opt-in, for hosts that refuse user namespaces: a plain child
+    /// confined by Landlock, seccomp without network sockets, no
+    /// capabilities, limits. Weaker than container (no pid, mount or IPC
+    /// isolation).
+    Landlock,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -369,7 +378,7 @@ fn main() {
                 }
             }
         }
-        Cmd::Doctor => doctor::run(),
+        Cmd::Doctor { json } => doctor::run(json),
         Cmd::Oci { args } => oci::main(args),
         Cmd::Serve { args } => remote::serve(args),
         Cmd::Mcp { args } => {
@@ -441,6 +450,7 @@ fn spec_from(args: &RunArgs) -> Result<airlock_core::image::Prepared> {
         (None, IsolationArg::Microvm) => Isolation::Microvm,
         (None, IsolationArg::Container) => Isolation::Container,
         (None, IsolationArg::None) => Isolation::None,
+        (None, IsolationArg::Landlock) => Isolation::Landlock,
     };
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     for m in &args.mounts {
@@ -550,7 +560,10 @@ fn run(
     let spec = prepared.spec;
     let quiet = args.quiet;
     let mut notes = |n: &str| {
-        if !quiet {
+        // Warnings (the Landlock tier's) are printed even with --quiet.
+        if n.starts_with("warning: ") {
+            eprintln!("airlock: {n}");
+        } else if !quiet {
             eprintln!("airlock: note: {n}");
         }
     };
@@ -630,7 +643,10 @@ fn task(mut args: TaskArgs, agent: Option<airlock_core::PendingAgent>) -> Result
     let spec = prepared.spec;
     let quiet = args.run.quiet;
     let mut notes = |n: &str| {
-        if !quiet {
+        // Warnings (the Landlock tier's) are printed even with --quiet.
+        if n.starts_with("warning: ") {
+            eprintln!("airlock: {n}");
+        } else if !quiet {
             eprintln!("airlock: note: {n}");
         }
     };

@@ -12,7 +12,7 @@ const EXIT_AIRLOCK: i32 = 125;
 
 #[derive(Args, Clone)]
 pub struct CreateArgs {
-    /// Isolation tier: container (default), none, microvm.
+    /// Isolation tier: container (default), none, landlock, microvm.
     #[arg(long, default_value = "container")]
     isolation: String,
     /// Root filesystem image (host).

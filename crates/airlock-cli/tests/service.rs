@@ -918,6 +918,59 @@ fn openapi_is_complete_and_documented() {
     }
 }
 
+/// The service runs the Landlock tier too (`"isolation": "landlock"`):
+/// never as root, no network; and its file operations reach no further
+/// than the sandbox's processes: a symlink the sandbox plants in its home,
+/// pointing at a host file, gives the client nothing (the agent confines
+/// itself with the same Landlock rules and acts as the sandbox's ids).
+#[test]
+fn landlock_tier_through_the_service() {
+    let Some(d) = Daemon::start(&[]) else { return };
+    let out = |c: &mut Command| -> Output { c.stdin(Stdio::null()).output().unwrap() };
+    // A host file any user may read: only Landlock keeps it out.
+    let host_file = d.dir.path().join("host-only.txt");
+    std::fs::write(&host_file, "host-only content").unwrap();
+    std::fs::set_permissions(&host_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let id = d.create(serde_json::json!({ "isolation": "landlock" }));
+    let (code, o, e) = d.exec(
+        &id,
+        &[
+            "/usr/bin/python3",
+            "-c",
+            "import os, socket, sys\nprint(os.getuid())\nprint(os.environ['HOME'])\n\
+             try:\n    socket.socket()\n    print('inet=OK')\nexcept OSError as e:\n    print('inet=%d' % e.errno)\n\
+             os.symlink(sys.argv[1], os.environ['HOME'] + '/leak')\n\
+             try:\n    open(sys.argv[1]).read()\n    print('direct=OK')\nexcept OSError as e:\n    print('direct=%d' % e.errno)",
+            host_file.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{o} {e}");
+    let lines: Vec<&str> = o.lines().collect();
+    assert_ne!(lines[0], "0", "{o}");
+    assert_eq!(lines[2], format!("inet={}", libc::EPERM), "{o}");
+    assert_eq!(lines[3], format!("direct={}", libc::EACCES), "{o}");
+    let home = lines[1];
+    let dest = d.dir.path().join("leaked");
+    let o = out(d
+        .cli()
+        .args(["cp", &format!("{id}:{home}/leak"), dest.to_str().unwrap()]));
+    let got = std::fs::read_to_string(&dest).unwrap_or_default();
+    assert!(
+        !o.status.success() && !got.contains("host-only"),
+        "the host file came out: {o:?}"
+    );
+    // Files of its own go both ways.
+    let src = d.dir.path().join("in.txt");
+    std::fs::write(&src, "to the sandbox").unwrap();
+    assert!(out(d
+        .cli()
+        .args(["cp", src.to_str().unwrap(), &format!("{id}:{home}/in.txt")]))
+    .status
+    .success());
+    let (code, o, _) = d.exec(&id, &["cat", &format!("{home}/in.txt")]);
+    assert_eq!((code, o.as_str()), (0, "to the sandbox"));
+}
+
 /// A foreground exec's `started` event names the process's API id, so a
 /// client that streams its events can signal it (the Python SDK kills a
 /// command that runs out of its timeout that way) or feed its stdin.

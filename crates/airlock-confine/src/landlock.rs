@@ -17,7 +17,22 @@ pub struct Rules {
     pub read_exec: Vec<PathBuf>,
     /// Everything.
     pub full: Vec<PathBuf>,
+    /// The filesystem is the host's own (the Landlock tier): no listing of
+    /// every directory beneath `/`, and of `/dev` only the harmless
+    /// character devices, not the directory (no disks, no terminals, no
+    /// `/dev/shm`).
+    #[serde(default)]
+    pub on_host: bool,
 }
+
+/// The devices a process on the host's `/dev` may open (read and write).
+pub const HOST_DEVICES: [&str; 5] = [
+    "/dev/null",
+    "/dev/zero",
+    "/dev/full",
+    "/dev/random",
+    "/dev/urandom",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum LandlockError {
@@ -35,17 +50,32 @@ pub struct Prepared(landlock::RulesetCreated);
 
 /// Builds the ruleset for `rules`, resolving their paths now.
 pub fn prepare(rules: &Rules) -> Result<Prepared, LandlockError> {
+    prepare_inner(rules, false)
+}
+
+/// The ruleset for the agent of a sandbox on the host's `/dev` (the
+/// Landlock tier), which confines itself with its processes' rules plus
+/// the pseudo-terminals it allocates for them (`/dev/ptmx`, `/dev/pts`).
+/// Its processes add their own layer, without those.
+pub fn prepare_agent(rules: &Rules) -> Result<Prepared, LandlockError> {
+    prepare_inner(rules, true)
+}
+
+fn prepare_inner(rules: &Rules, ptys: bool) -> Result<Prepared, LandlockError> {
     let all = AccessFs::from_all(ABI_WANTED);
     let read = AccessFs::from_read(ABI_WANTED);
     let mut rs = Ruleset::default()
         .handle_access(all)?
         .scope(Scope::from_all(ABI_WANTED))?
         .create()?;
-    // "/" itself: listing only.
-    rs = rs.add_rules(
-        open("/")
-            .map(|fd| Ok::<_, landlock::RulesetError>(PathBeneath::new(fd, AccessFs::ReadDir))),
-    )?;
+    // "/" itself: listing only (a rule for a directory holds for all
+    // beneath it: in a sandbox's own root, not on the host's).
+    if !rules.on_host {
+        rs = rs
+            .add_rules(open("/").map(|fd| {
+                Ok::<_, landlock::RulesetError>(PathBeneath::new(fd, AccessFs::ReadDir))
+            }))?;
+    }
     // Kernel interfaces: read; /dev also write (null, tty) and ioctl (ttys).
     rs = rs.add_rules(open("/proc").map(|fd| {
         Ok::<_, landlock::RulesetError>(PathBeneath::new(
@@ -53,12 +83,33 @@ pub fn prepare(rules: &Rules) -> Result<Prepared, LandlockError> {
             AccessFs::ReadFile | AccessFs::ReadDir,
         ))
     }))?;
-    rs = rs.add_rules(open("/dev").map(|fd| {
-        Ok::<_, landlock::RulesetError>(PathBeneath::new(
-            fd,
-            AccessFs::ReadFile | AccessFs::ReadDir | AccessFs::WriteFile | AccessFs::IoctlDev,
-        ))
-    }))?;
+    if rules.on_host {
+        for d in HOST_DEVICES {
+            rs = rs.add_rules(open(d).map(|fd| {
+                Ok::<_, landlock::RulesetError>(PathBeneath::new(
+                    fd,
+                    AccessFs::ReadFile | AccessFs::WriteFile,
+                ))
+            }))?;
+        }
+        if ptys {
+            let tty = AccessFs::ReadFile | AccessFs::WriteFile | AccessFs::IoctlDev;
+            rs = rs.add_rules(
+                open("/dev/ptmx")
+                    .map(|fd| Ok::<_, landlock::RulesetError>(PathBeneath::new(fd, tty))),
+            )?;
+            rs = rs.add_rules(open("/dev/pts").map(|fd| {
+                Ok::<_, landlock::RulesetError>(PathBeneath::new(fd, tty | AccessFs::ReadDir))
+            }))?;
+        }
+    } else {
+        rs = rs.add_rules(open("/dev").map(|fd| {
+            Ok::<_, landlock::RulesetError>(PathBeneath::new(
+                fd,
+                AccessFs::ReadFile | AccessFs::ReadDir | AccessFs::WriteFile | AccessFs::IoctlDev,
+            ))
+        }))?;
+    }
     for p in &rules.read_exec {
         rs = rs.add_rules(
             open(p).map(|fd| Ok::<_, landlock::RulesetError>(PathBeneath::new(fd, read))),

@@ -48,8 +48,19 @@ pub struct Confinement {
     /// Drop every capability, lock the securebits and set `no_new_privs`
     /// (everything but the local tier).
     pub drop_privileges: bool,
+    /// With `drop_privileges`, for a caller that holds no capabilities in
+    /// its user namespace (the Landlock tier, rootless): the bounding set
+    /// and the securebits (which need `CAP_SETPCAP`) are left alone —
+    /// `no_new_privs` already keeps an exec from granting anything — and
+    /// only the capability sets are cleared (in case of ambient ones).
+    #[serde(default)]
+    pub unprivileged: bool,
     /// Install the seccomp allowlist.
     pub seccomp: bool,
+    /// With `seccomp`: no network sockets at all, only unix socket pairs
+    /// (the Landlock tier, which shares the host's network).
+    #[serde(default)]
+    pub no_network: bool,
     /// Rootless container: the command enters a nested user namespace that
     /// maps its uid and gid onto the sandbox's single mapped id.
     pub nested_userns: bool,
@@ -72,7 +83,12 @@ pub struct Prepared {
 /// Prepares `c` in the calling process (the agent, after its set-up).
 pub fn prepare(c: &Confinement) -> Result<Prepared, Failure> {
     let filter = if c.seccomp {
-        Some(seccomp::compile().map_err(|_| (Stage::Seccomp, libc::EINVAL))?)
+        let sockets = if c.no_network {
+            seccomp::Sockets::UnixPairsOnly
+        } else {
+            seccomp::Sockets::UnixAndInet
+        };
+        Some(seccomp::compile_for(sockets).map_err(|_| (Stage::Seccomp, libc::EINVAL))?)
     } else {
         None
     };
@@ -138,7 +154,7 @@ pub fn confine(
             .map_err(e(Stage::Credentials))?;
         enter_nested_userns(uid, gid).map_err(e(Stage::Credentials))?;
     }
-    if c.drop_privileges {
+    if c.drop_privileges && !c.unprivileged {
         // A nested user namespace starts with a full bounding set.
         if !prep.bounding_empty || (c.nested_userns && uid != 0) {
             caps::drop_bounding().map_err(e(Stage::Credentials))?;

@@ -583,12 +583,60 @@ fn insert(
     Ok(())
 }
 
+/// Which sockets a filter lets a process make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Sockets {
+    /// `AF_UNIX`, `AF_INET` and `AF_INET6` (the container tier: its network
+    /// namespace decides what they reach).
+    #[default]
+    UnixAndInet,
+    /// No network at all, for a process that shares the host's network
+    /// (the Landlock tier): `socket` and `socketpair` for `AF_UNIX` stream
+    /// and seqpacket sockets only, and `connect` refused, because nothing
+    /// else limits which host sockets a path would reach (Landlock does not
+    /// govern `connect`). Datagram unix sockets are refused too: `sendto`
+    /// and `sendmsg` name their destination themselves.
+    UnixPairsOnly,
+}
+
+/// `AF_UNIX` socket types allowed with [`Sockets::UnixPairsOnly`].
+const UNIX_ONLY_TYPES: [i32; 2] = [libc::SOCK_STREAM, libc::SOCK_SEQPACKET];
+
 /// The whole policy, syscall number → verdict; numbers not in the map get
 /// `EPERM`.
-fn policy() -> Result<BTreeMap<i64, Verdict>, SeccompError> {
+fn policy_for(sockets: Sockets) -> Result<BTreeMap<i64, Verdict>, SeccompError> {
     let mut rules = BTreeMap::new();
     for &(name, nr) in UNCONDITIONAL {
+        if sockets == Sockets::UnixPairsOnly
+            && (nr == libc::SYS_socketpair || nr == libc::SYS_connect)
+        {
+            continue;
+        }
         insert(&mut rules, name, nr, Verdict::Allow)?;
+    }
+    if sockets == Sockets::UnixPairsOnly {
+        let unix_only = || {
+            Verdict::Checks(vec![
+                Check::OneOf {
+                    arg: 0,
+                    mask: u32::MAX,
+                    values: vec![libc::AF_UNIX as u32],
+                },
+                Check::OneOf {
+                    arg: 1,
+                    mask: SOCK_TYPE_MASK as u32,
+                    values: UNIX_ONLY_TYPES.iter().map(|t| *t as u32).collect(),
+                },
+            ])
+        };
+        insert(&mut rules, "socket", libc::SYS_socket, unix_only())?;
+        insert(&mut rules, "socketpair", libc::SYS_socketpair, unix_only())?;
+        insert(
+            &mut rules,
+            "connect",
+            libc::SYS_connect,
+            Verdict::Errno(libc::EPERM as u32),
+        )?;
     }
     // clone: no namespace flag.
     insert(
@@ -609,31 +657,33 @@ fn policy() -> Result<BTreeMap<i64, Verdict>, SeccompError> {
         Verdict::Errno(libc::ENOSYS as u32),
     )?;
     // socket: listed domains and types only.
-    insert(
-        &mut rules,
-        "socket",
-        libc::SYS_socket,
-        Verdict::Checks(vec![
-            Check::OneOf {
-                arg: 0,
-                mask: u32::MAX,
-                values: SOCKET_DOMAINS.iter().map(|d| *d as u32).collect(),
-            },
-            Check::OneOf {
-                arg: 1,
-                mask: SOCK_TYPE_MASK as u32,
-                values: SOCKET_TYPES.iter().map(|t| *t as u32).collect(),
-            },
-            // Default, TCP, UDP and ping protocols only: no SCTP, MPTCP,
-            // UDP-Lite or L2TP (less-used code, and module autoloading on
-            // kernels that have modules).
-            Check::OneOf {
-                arg: 2,
-                mask: u32::MAX,
-                values: SOCKET_PROTOCOLS.to_vec(),
-            },
-        ]),
-    )?;
+    if sockets == Sockets::UnixAndInet {
+        insert(
+            &mut rules,
+            "socket",
+            libc::SYS_socket,
+            Verdict::Checks(vec![
+                Check::OneOf {
+                    arg: 0,
+                    mask: u32::MAX,
+                    values: SOCKET_DOMAINS.iter().map(|d| *d as u32).collect(),
+                },
+                Check::OneOf {
+                    arg: 1,
+                    mask: SOCK_TYPE_MASK as u32,
+                    values: SOCKET_TYPES.iter().map(|t| *t as u32).collect(),
+                },
+                // Default, TCP, UDP and ping protocols only: no SCTP, MPTCP,
+                // UDP-Lite or L2TP (less-used code, and module autoloading on
+                // kernels that have modules).
+                Check::OneOf {
+                    arg: 2,
+                    mask: u32::MAX,
+                    values: SOCKET_PROTOCOLS.to_vec(),
+                },
+            ]),
+        )?;
+    }
     // fcntl: anything but leases. A lease on a host file (an rw mount)
     // would stall a host writer's open() for up to lease-break-time (45 s).
     insert(
@@ -876,7 +926,12 @@ fn generate(rules: &BTreeMap<i64, Verdict>) -> Result<Vec<sock_filter>, SeccompE
 
 /// Build the allowlist filter for x86_64.
 pub fn compile() -> Result<Filter, SeccompError> {
-    let rules = policy()?;
+    compile_for(Sockets::UnixAndInet)
+}
+
+/// Build the allowlist filter for x86_64 with the given socket policy.
+pub fn compile_for(sockets: Sockets) -> Result<Filter, SeccompError> {
+    let rules = policy_for(sockets)?;
     let allowed = rules
         .values()
         .filter(|v| !matches!(v, Verdict::Errno(_)))
@@ -1790,6 +1845,80 @@ mod tests {
             Outcome::Exited(code) => code,
             other => panic!("socket({domain}, {ty}): child {other:?}"),
         }
+    }
+
+    #[test]
+    fn seccomp_unix_pairs_only_refuses_every_network_socket() {
+        let f = compile_for(Sockets::UnixPairsOnly).unwrap();
+        for domain in [
+            libc::AF_INET,
+            libc::AF_INET6,
+            libc::AF_NETLINK,
+            libc::AF_PACKET,
+            libc::AF_VSOCK,
+            libc::AF_ALG,
+        ] {
+            for ty in [libc::SOCK_STREAM, libc::SOCK_DGRAM, libc::SOCK_RAW] {
+                assert_eq!(
+                    socket_errno(&f, domain, ty),
+                    EPERM,
+                    "socket({domain}, {ty})"
+                );
+            }
+        }
+        assert_eq!(socket_errno(&f, libc::AF_UNIX, libc::SOCK_DGRAM), EPERM);
+        assert_eq!(socket_errno(&f, libc::AF_UNIX, libc::SOCK_STREAM), 0);
+        assert_eq!(
+            socket_errno(&f, libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC),
+            0
+        );
+        // High bits in the domain do not slip past the 32-bit compare.
+        let hi = (1u64 << 32) | libc::AF_INET as u64;
+        assert_eq!(
+            errno_under_filter(
+                &f,
+                libc::SYS_socket,
+                [hi, libc::SOCK_STREAM as u64, 0, 0, 0, 0]
+            ),
+            EPERM
+        );
+        // socketpair: unix stream pairs only.
+        let pair = |domain: i32, ty: i32| {
+            match sandboxed(&f, || {
+                let mut fds = [0; 2];
+                // SAFETY: socketpair fills the two-element array.
+                let r = unsafe { libc::socketpair(domain, ty, 0, fds.as_mut_ptr()) };
+                if r < 0 {
+                    errno()
+                } else {
+                    0
+                }
+            }) {
+                Outcome::Exited(code) => code,
+                other => panic!("socketpair: child {other:?}"),
+            }
+        };
+        assert_eq!(pair(libc::AF_UNIX, libc::SOCK_STREAM), 0);
+        assert_eq!(pair(libc::AF_UNIX, libc::SOCK_DGRAM), EPERM);
+        assert_eq!(pair(libc::AF_INET, libc::SOCK_STREAM), EPERM);
+        // connect: refused whatever the address.
+        assert_eq!(
+            errno_under_filter(&f, libc::SYS_connect, [u64::MAX, 0, 0, 0, 0, 0]),
+            EPERM
+        );
+        // The rest of the allowlist is the container tier's.
+        assert_eq!(
+            errno_under_filter(&f, libc::SYS_io_uring_setup, [1, 0, 0, 0, 0, 0]),
+            EPERM
+        );
+        assert_eq!(
+            errno_under_filter(
+                &f,
+                libc::SYS_ptrace,
+                [libc::PTRACE_TRACEME as u64, 0, 0, 0, 0, 0]
+            ),
+            EPERM
+        );
     }
 
     #[test]

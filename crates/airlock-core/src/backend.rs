@@ -53,6 +53,7 @@ pub fn for_spec(spec: &ValidSpec) -> Result<Box<dyn Backend>, CoreError> {
     match spec.isolation {
         Isolation::Container => Ok(Box::new(Container)),
         Isolation::None => Ok(Box::new(Local)),
+        Isolation::Landlock => Ok(Box::new(LandlockTier::new(spec)?)),
         Isolation::Microvm => Ok(Box::new(Microvm)),
     }
 }
@@ -288,6 +289,189 @@ impl Backend for Local {
             }
             libc::kill(agent.pid, libc::SIGKILL);
         }
+    }
+}
+
+/// The Landlock tier (opt-in, for hosts that refuse user namespaces): a
+/// plain child like the local tier's, confined as a container's processes
+/// are but for what needs namespaces — Landlock over the host's own
+/// filesystem (the container tier's read/exec and write rules: the system
+/// directories read-only, a private home that is also the temporary
+/// directory, the spec's mounts as the host paths they name), the seccomp
+/// allowlist with no network socket at all, no capabilities,
+/// `no_new_privs`, a new session, a scrubbed environment, rlimits and the
+/// timeout. Run by root, its processes run as an unprivileged id of
+/// airlock's subordinate range, never as root.
+pub struct LandlockTier {
+    /// The private home and temporary directory, created for this
+    /// sandbox and removed with it.
+    scratch: PathBuf,
+    /// The ids its processes run as on the host.
+    ids: (u32, u32),
+    /// They are not airlock's own (run by root).
+    set_ids: bool,
+}
+
+impl LandlockTier {
+    pub fn new(spec: &ValidSpec) -> Result<LandlockTier, CoreError> {
+        if Facts::get().landlock_abi < 1 {
+            return Err(CoreError::LandlockUnavailable);
+        }
+        // SAFETY: geteuid/getuid/getgid cannot fail.
+        let (euid, uid, gid) = unsafe { (libc::geteuid(), libc::getuid(), libc::getgid()) };
+        let (ids, set_ids) = if euid == 0 {
+            let map = crate::facts::idmap();
+            match (map.host_uid(spec.user.uid), map.host_gid(spec.user.gid)) {
+                (Some(u), Some(g)) if u != 0 && g != 0 => ((u, g), true),
+                _ => {
+                    return Err(CoreError::Io {
+                        what: "the Landlock tier run by root needs airlock's subordinate id range (/etc/subuid)",
+                        err: std::io::Error::from_raw_os_error(libc::EINVAL),
+                    })
+                }
+            }
+        } else {
+            ((uid, gid), false)
+        };
+        let scratch = std::env::temp_dir().join(format!(
+            "airlock-landlock-{:x}-{}",
+            crate::unique(),
+            std::process::id()
+        ));
+        let io = |what: &'static str| move |err| CoreError::Io { what, err };
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&scratch)
+                .map_err(io("the Landlock tier's private directory"))?;
+        }
+        if set_ids {
+            std::os::unix::fs::chown(&scratch, Some(ids.0), Some(ids.1))
+                .map_err(io("the Landlock tier's private directory"))?;
+        }
+        Ok(LandlockTier {
+            scratch,
+            ids,
+            set_ids,
+        })
+    }
+
+    /// Landlock rules as the container tier derives them from the spec,
+    /// on the host's filesystem.
+    pub fn rules(&self, spec: &ValidSpec) -> airlock_confine::landlock::Rules {
+        let mut rules = airlock_confine::landlock::Rules {
+            on_host: true,
+            ..Default::default()
+        };
+        for t in [
+            "usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc",
+        ] {
+            rules.read_exec.push(std::path::Path::new("/").join(t));
+        }
+        rules.full.push(self.scratch.clone());
+        for m in &spec.mounts {
+            match m.mode {
+                airlock_spec::MountMode::Ro => rules.read_exec.push(m.source.clone()),
+                _ => rules.full.push(m.source.clone()),
+            }
+        }
+        rules
+    }
+}
+
+impl Drop for LandlockTier {
+    fn drop(&mut self) {
+        // The directory this tier created (a fresh name, 0700); its
+        // processes are gone by now. remove_dir_all does not follow
+        // symbolic links planted inside.
+        let _ = std::fs::remove_dir_all(&self.scratch);
+    }
+}
+
+impl Backend for LandlockTier {
+    fn isolation(&self) -> Isolation {
+        Isolation::Landlock
+    }
+
+    fn spawn(
+        &self,
+        pending: Option<Pending>,
+        spec: &ValidSpec,
+        facts: &Facts,
+        cgroup: Option<&Cgroup>,
+        unenforced: &[Controller],
+        _image: Option<&ImageRoot>,
+    ) -> Result<Spawned, CoreError> {
+        let pending = pending.ok_or_else(|| CoreError::Misuse("no agent".into()))?;
+        let data = unenforced
+            .contains(&Controller::Memory)
+            .then_some(spec.limits.memory)
+            .flatten();
+        let tasks = spec
+            .limits
+            .pids
+            .unwrap_or_else(|| facts.kernel.default_tasks());
+        let agent = pending.start(AgentSpawn {
+            idmap: None,
+            cgroup,
+            inherit: Vec::new(),
+        })?;
+        Ok(Spawned {
+            agent,
+            plan: AgentPlan {
+                role: Role::Landlock,
+                confinement: Confinement {
+                    landlock: Some(self.rules(spec)),
+                    rlimits: Rlimits::sandbox(tasks, data),
+                    drop_privileges: true,
+                    // Rootless there are no capabilities to drop (and no
+                    // CAP_SETPCAP to empty the bounding set with).
+                    unprivileged: !self.set_ids,
+                    seccomp: true,
+                    no_network: true,
+                    nested_userns: false,
+                    set_ids: self.set_ids,
+                },
+                file_user: self.ids,
+                trace_timing: crate::timing::on(),
+                exit_when_idle: false,
+                // No network namespace: a proxy port inside would be the
+                // host's (the spec refuses a network policy here).
+                egress_ports: Vec::new(),
+            },
+            notes: Vec::new(),
+            vm_monitor: None,
+        })
+    }
+
+    fn env(&self, spec: &ValidSpec) -> Vec<(String, String)> {
+        let mut env = airlock_jail::base_env(spec, |k| std::env::var(k).ok());
+        let home = self.scratch.display().to_string();
+        for (k, v) in env.iter_mut() {
+            if k == "HOME" && !spec.env.iter().any(|(ek, _)| ek == "HOME") {
+                *v = home.clone();
+            }
+        }
+        if !spec.env.iter().any(|(k, _)| k == "TMPDIR") {
+            env.push(("TMPDIR".into(), home));
+        }
+        env
+    }
+
+    fn cwd(&self, spec: &ValidSpec) -> Result<PathBuf, CoreError> {
+        Ok(spec.workdir.clone().unwrap_or_else(|| self.scratch.clone()))
+    }
+
+    fn user(&self, _spec: &ValidSpec) -> User {
+        User {
+            uid: self.ids.0,
+            gid: self.ids.1,
+        }
+    }
+
+    fn kill(&self, agent: &Agent, started: &[i32]) {
+        Local.kill(agent, started)
     }
 }
 

@@ -25,7 +25,7 @@
 use crate::CoreError;
 use airlock_image::{Base, ImageDefaults, ImageRecord, Ownership, Store};
 use airlock_jail::ImageRoot;
-use airlock_spec::{Image, Isolation, SandboxSpec, SpecError, User};
+use airlock_spec::{Image, SandboxSpec, SpecError, User};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
@@ -75,10 +75,10 @@ pub fn prepare(spec: SandboxSpec, given: &Given) -> Result<Prepared, CoreError> 
                 name: name.clone(),
                 why,
             })?;
-            if spec.isolation == Isolation::None {
+            if spec.isolation.is_plain_child() {
                 return Err(SpecError::Unsupported {
                     what: "--image",
-                    isolation: "none",
+                    isolation: spec.isolation.name(),
                     why: "the local tier runs on the host's own filesystem; use --isolation container",
                 }
                 .into());

@@ -63,6 +63,8 @@ pub enum CoreError {
     MicrovmUnsupported(String),
     #[error("the microVM ended before the command did: its QEMU process was killed from outside, or the guest kernel stopped (a panic); the sandbox is gone")]
     MicrovmGone,
+    #[error("the Landlock tier needs Landlock, which this kernel does not offer (Linux 5.13+ booted with landlock in lsm=; see airlock doctor)")]
+    LandlockUnavailable,
     #[error(transparent)]
     Image(#[from] airlock_image::ImageError),
     #[error("image {image}: {why}")]

@@ -304,6 +304,12 @@ impl Sandbox {
         let facts = Facts::get();
         crate::timing::mark("facts");
         let mut notes = Vec::new();
+        if backend.isolation() == Isolation::Landlock {
+            notes.push(airlock_spec::LANDLOCK_WARNING.into());
+            if facts.landlock_abi < 6 {
+                notes.push(format!("Landlock ABI {} on this kernel: the command's signals and abstract unix sockets are not scoped (ABI 6, Linux 6.12+): it can signal your other processes", facts.landlock_abi));
+            }
+        }
         if backend.isolation() == Isolation::Container {
             if facts.landlock_abi == 0 {
                 notes.push("this kernel has no Landlock: the sandbox runs without its filesystem-confinement layer (see airlock doctor)".into());
@@ -1212,7 +1218,7 @@ impl Sandbox {
             .filter(|&&p| p > 0)
             .map(|&p| p as i32)
             .collect();
-        if self.backend.isolation() == Isolation::None {
+        if self.backend.isolation().is_plain_child() {
             // The local agent kills what it started, and what those left
             // behind, if it still can: ask it first.
             if self.state == State::Running || self.state == State::Creating {

@@ -234,7 +234,9 @@ impl Plan {
             landlock: (landlock_abi > 0).then_some(rules),
             rlimits: rlimit::Rlimits::sandbox(tasks, data),
             drop_privileges: true,
+            unprivileged: false,
             seccomp: true,
+            no_network: false,
             nested_userns: idmap.is_rootless(),
             set_ids: !idmap.is_rootless(),
         };

@@ -212,7 +212,7 @@ impl NetworkSpec {
 pub struct CreateRequest {
     /// `host` (default).
     pub image: Option<String>,
-    /// container (default), none or microvm.
+    /// container (default), none, landlock or microvm.
     pub isolation: Option<String>,
     #[serde(default)]
     pub mounts: Vec<MountRequest>,

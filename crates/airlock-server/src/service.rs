@@ -221,9 +221,10 @@ impl Service {
             None | Some("container") => Isolation::Container,
             Some("none") => Isolation::None,
             Some("microvm") => Isolation::Microvm,
+            Some("landlock") => Isolation::Landlock,
             Some(o) => {
                 return Err(ApiError::invalid(format!(
-                    "isolation {o:?}: container, none or microvm"
+                    "isolation {o:?}: container, none, landlock or microvm"
                 )))
             }
         };

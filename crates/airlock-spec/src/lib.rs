@@ -78,6 +78,11 @@ pub enum Isolation {
     Container,
     /// A plain child process with a scrubbed environment and limits.
     None,
+    /// Opt-in, for hosts without user namespaces: a plain child process
+    /// confined by Landlock, a seccomp allowlist without network sockets,
+    /// no capabilities, a scrubbed environment and limits. No pid, mount or
+    /// IPC isolation: weaker than the container tier.
+    Landlock,
 }
 
 impl Isolation {
@@ -86,9 +91,19 @@ impl Isolation {
             Isolation::Microvm => "microvm",
             Isolation::Container => "container",
             Isolation::None => "none",
+            Isolation::Landlock => "landlock",
         }
     }
+
+    /// The tiers whose processes are plain children of airlock (no
+    /// namespaces): `none` and `landlock`.
+    pub fn is_plain_child(self) -> bool {
+        matches!(self, Isolation::None | Isolation::Landlock)
+    }
 }
+
+/// The one line every run of the Landlock tier prints: what it gives up.
+pub const LANDLOCK_WARNING: &str = "warning: --isolation landlock is weaker than the container tier: no pid, mount or IPC isolation, the host's own filesystem (only restricted by Landlock) and the host's processes in view; use it only where user namespaces are refused";
 
 /// The root filesystem a sandbox starts from. In JSON a plain string:
 /// `"host"`, or the name of an image in the store.
@@ -532,6 +547,53 @@ impl SandboxSpec {
                 );
             }
         }
+        if self.isolation == Isolation::Landlock {
+            let unsupported = |what, why| {
+                Err(SpecError::Unsupported {
+                    what,
+                    isolation: "landlock",
+                    why,
+                })
+            };
+            for m in &self.mounts {
+                if m.mode == MountMode::Overlay {
+                    return unsupported(
+                        "an overlay --mount",
+                        "the Landlock tier has no mount namespace to put a copy-on-write layer in; mount it ro or rw, or use --isolation container",
+                    );
+                }
+                if m.source != m.target {
+                    return unsupported(
+                        "a --mount whose target differs from its source",
+                        "the Landlock tier has no mount namespace: a mount grants access to the host path itself, so write it as PATH:PATH[:ro|rw]",
+                    );
+                }
+            }
+            if self.user != User::default() {
+                return unsupported(
+                    "--user",
+                    "the Landlock tier runs as you (run by root: as an unprivileged id of airlock's range); use --isolation container",
+                );
+            }
+            if self.image != Image::Host {
+                return unsupported(
+                    "--image",
+                    "the Landlock tier runs on the host's own filesystem; use --isolation container",
+                );
+            }
+            if self.hostname != DEFAULT_HOSTNAME {
+                return unsupported(
+                    "--hostname",
+                    "the Landlock tier shares the host's hostname (no UTS namespace); use --isolation container",
+                );
+            }
+            if self.network.mode != NetMode::None {
+                return unsupported(
+                    "a network policy",
+                    "the Landlock tier has no network namespace: it has no network at all (every socket but AF_UNIX is refused); use --isolation container for egress",
+                );
+            }
+        }
         Ok(())
     }
 }
@@ -734,6 +796,55 @@ mod tests {
         assert!(validate_target(Path::new("/work")).is_ok());
         assert!(validate_target(Path::new("/home/sandbox/x")).is_ok());
         assert!(validate_target(Path::new("/procx")).is_ok());
+    }
+
+    #[test]
+    fn landlock_tier_takes_what_it_can_enforce() {
+        let mut s = spec();
+        s.isolation = Isolation::Landlock;
+        s.validate().unwrap();
+        let m = |src: &str, dst: &str, mode| Mount {
+            source: src.into(),
+            target: dst.into(),
+            mode,
+            as_owner: false,
+        };
+        s.mounts = vec![
+            m("/srv/a", "/srv/a", MountMode::Ro),
+            m("/srv/b", "/srv/b", MountMode::Rw),
+        ];
+        s.validate().unwrap();
+        for bad in [
+            m("/srv/a", "/work", MountMode::Ro),
+            m("/srv/a", "/srv/a", MountMode::Overlay),
+        ] {
+            s.mounts = vec![bad];
+            assert!(
+                matches!(
+                    s.validate(),
+                    Err(SpecError::Unsupported {
+                        isolation: "landlock",
+                        ..
+                    })
+                ),
+                "{:?}",
+                s.mounts
+            );
+        }
+        s.mounts.clear();
+        s.user = User { uid: 0, gid: 0 };
+        assert!(s.validate().is_err());
+        s.user = User::default();
+        s.image = Image::Store("py".into());
+        assert!(s.validate().is_err());
+        s.image = Image::Host;
+        s.hostname = "other".into();
+        assert!(s.validate().is_err());
+        assert_eq!(Isolation::Landlock.name(), "landlock");
+        assert!(Isolation::Landlock.is_plain_child() && !Isolation::Container.is_plain_child());
+        let j: SandboxSpec =
+            serde_json::from_str(r#"{"command":["true"],"isolation":"landlock"}"#).unwrap();
+        assert_eq!(j.isolation, Isolation::Landlock);
     }
 
     #[test]

@@ -139,6 +139,7 @@ if [ ! -x /opt/airlock-mcp-venv/bin/python ] ||
     log "installing the mcp package (for the MCP tests) in /opt/airlock-mcp-venv"
     /usr/bin/python3 -m venv /opt/airlock-mcp-venv
     /opt/airlock-mcp-venv/bin/pip install -q mcp
+fi
 
 # The microVM tier: QEMU (its microvm machine), the Debian cloud kernel
 # (the default guest kernel, with its modules as plain .ko files),

@@ -281,7 +281,7 @@ fn a_terminal_sees_its_size_and_its_resize() {
             "python3".into(),
             "-c".into(),
             "import os,signal,sys,time\n\
-             def show(*a):\n    c,r=os.get_terminal_size(0); print(f'size {r}x{c} tty={os.isatty(1)}', flush=True)\n\
+             def show(*a):\n    c,r=os.get_terminal_size(0); os.write(1, f'size {r}x{c} tty={os.isatty(1)}\\n'.encode())\n\
              signal.signal(signal.SIGWINCH, lambda *a: (show(), os._exit(0)))\n\
              show()\n\
              time.sleep(60)\n"

@@ -658,16 +658,16 @@ fn task(mut args: TaskArgs, agent: Option<airlock_core::PendingAgent>) -> Result
         let Some(f) = patch_file.as_mut() else {
             return Ok(());
         };
-        let tree = task_tree(sb, Path::new("/work"))?;
         let t = Instant::now();
-        let p = airlock_core::task::patch(&repo, &tree[..], airlock_core::task::Caps::default())
+        let tree = TreeReader::start(sb, Path::new("/work"))?;
+        let p = airlock_core::task::patch(&repo, tree, airlock_core::task::Caps::default())
             .map_err(|e| format!("cannot make the patch: {e}"))?;
         use std::io::Write;
         f.write_all(p.as_bytes())
             .map_err(|e| format!("cannot write the patch: {e}"))?;
         let files = p.lines().filter(|l| l.starts_with("diff --git ")).count();
         summary = Some(format!(
-            "task: {files} file(s) changed; patch written ({} bytes, computed in {} ms)",
+            "task: {files} file(s) changed; patch written ({} bytes; tree read and diffed in {} ms)",
             p.len(),
             t.elapsed().as_millis()
         ));
@@ -788,33 +788,66 @@ fn task_kept(args: &TaskArgs, repo: &Path) -> Result<i32> {
     Ok(v["exit_code"].as_i64().unwrap_or(i64::from(EXIT_AIRLOCK)) as i32)
 }
 
-/// A tar stream of `dir` in the sandbox, whole.
-fn task_tree(sb: &mut airlock_core::Sandbox, dir: &Path) -> Result<Vec<u8>, String> {
-    use airlock_core::{Event, StreamKind};
-    let id = sb.tar_out(dir).map_err(|e| e.to_string())?;
-    let mut tar = Vec::new();
-    let end = Instant::now() + Duration::from_secs(600);
-    loop {
-        let left = end.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err("reading the sandbox's tree timed out".into());
+/// A tar stream of `dir` in the sandbox, read as it comes (the patch
+/// checks each entry's size before it holds a byte of it: nothing is
+/// buffered whole).
+struct TreeReader<'a> {
+    sb: &'a mut airlock_core::Sandbox,
+    id: u32,
+    buf: Vec<u8>,
+    pos: usize,
+    done: bool,
+    end: Instant,
+}
+
+impl<'a> TreeReader<'a> {
+    fn start(sb: &'a mut airlock_core::Sandbox, dir: &Path) -> Result<TreeReader<'a>, String> {
+        let id = sb.tar_out(dir).map_err(|e| e.to_string())?;
+        Ok(TreeReader {
+            sb,
+            id,
+            buf: Vec::new(),
+            pos: 0,
+            done: false,
+            end: Instant::now() + Duration::from_secs(600),
+        })
+    }
+}
+
+impl std::io::Read for TreeReader<'_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        use airlock_core::{Event, StreamKind};
+        let fail = |m: String| std::io::Error::other(m);
+        while self.pos == self.buf.len() {
+            if self.done {
+                return Ok(0);
+            }
+            let left = self.end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(fail("reading the sandbox's tree timed out".into()));
+            }
+            match self.sb.wait(Some(left)).map_err(|e| fail(e.to_string()))? {
+                Some(Event::FileData { id, data }) if id == self.id => {
+                    let _ = self.sb.consumed(id, StreamKind::File, data.len());
+                    self.buf = data;
+                    self.pos = 0;
+                }
+                Some(Event::FileDone { id, result }) if id == self.id => match result {
+                    Ok(_) => self.done = true,
+                    Err(e) => {
+                        return Err(fail(format!("cannot read the sandbox's tree: {}", e.text)))
+                    }
+                },
+                Some(Event::AgentGone) | None => {
+                    return Err(fail("the sandbox ended before its tree was read".into()))
+                }
+                Some(_) => {}
+            }
         }
-        match sb.wait(Some(left)).map_err(|e| e.to_string())? {
-            Some(Event::FileData { id: i, data }) if i == id => {
-                let _ = sb.consumed(id, StreamKind::File, data.len());
-                tar.extend_from_slice(&data);
-            }
-            Some(Event::FileDone { id: i, result }) if i == id => {
-                return match result {
-                    Ok(_) => Ok(tar),
-                    Err(e) => Err(format!("cannot read the sandbox's tree: {}", e.text)),
-                };
-            }
-            Some(Event::AgentGone) | None => {
-                return Err("the sandbox ended before its tree was read".into())
-            }
-            Some(_) => {}
-        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
     }
 }
 

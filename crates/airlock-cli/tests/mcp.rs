@@ -671,4 +671,29 @@ fn rest_tasks_endpoint() {
         std::fs::read_to_string(evil.join("secret.txt")).unwrap(),
         "TOPSECRET-airlock\n"
     );
+
+    // The same with root-owned repositories (not id-mapped): a 0700
+    // directory, and a 0755 one holding a 0600 file. The sandbox reads
+    // neither secret; nor may the patch (found by a red team: both came
+    // back as "deleted" files with their content).
+    for (mode, name) in [(0o700, "root700"), (0o755, "root755")] {
+        let r = dir.path().join(name);
+        std::fs::create_dir_all(&r).unwrap();
+        std::fs::write(r.join("key"), "TOPSECRET-root\n").unwrap();
+        std::fs::set_permissions(r.join("key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::write(r.join("pub.txt"), "ok\n").unwrap();
+        std::fs::set_permissions(&r, std::fs::Permissions::from_mode(mode)).unwrap();
+        let (code, body) = d.curl(&[
+            "-X",
+            "POST",
+            "-H",
+            "content-type: application/json",
+            "--data-binary",
+            &serde_json::json!({"repo": r, "argv": ["sh", "-c", "cat /work/key; true"]})
+                .to_string(),
+            "http://airlock/v1/tasks",
+        ]);
+        assert!(!body.contains("TOPSECRET"), "{name}: {code}: {body}");
+        assert!(!body.contains("deleted file"), "{name}: {code}: {body}");
+    }
 }

@@ -350,3 +350,78 @@ fn an_unreadable_file_fails_the_task_by_name() {
         assert!(!text.contains("TOP-SECRET"), "{text}");
     });
 }
+
+/// What would exhaust the host while the patch is computed fails the task
+/// instead: a sparse file far larger than the patch allows (a header and
+/// a few blocks in the sandbox) is refused from its size.
+#[test]
+fn a_huge_sparse_file_fails_the_task_quickly() {
+    let Some(mut cmd) = airlock(Who::Root) else {
+        return;
+    };
+    let work = scratch(Who::Root);
+    let repo = work.path().join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    std::fs::write(repo.join("a.txt"), "a\n").unwrap();
+    let patch = work.path().join("out.patch");
+    let t = std::time::Instant::now();
+    let out = cmd
+        .args(["task", "--repo", repo.to_str().unwrap(), "--patch"])
+        .arg(&patch)
+        .args(["--", "truncate", "-s", "3G", "big"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{stderr}");
+    assert!(stderr.contains("larger than the patch allows"), "{stderr}");
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(60),
+        "{:?}",
+        t.elapsed()
+    );
+}
+
+/// A lone CR, and a directory with a file system mounted on it in the
+/// repository: the patch still applies, and the mounted files (which the
+/// sandbox's copy does not show) are not reported deleted.
+#[test]
+fn carriage_returns_and_submounts() {
+    let Some(mut cmd) = airlock(Who::Root) else {
+        return;
+    };
+    let work = scratch(Who::Root);
+    let repo = work.path().join("repo");
+    std::fs::create_dir_all(repo.join("m")).unwrap();
+    std::fs::write(repo.join("a.txt"), "a\n").unwrap();
+    let st = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "airlock-task-test"])
+        .arg(repo.join("m"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::write(repo.join("m/inner.txt"), "inner-secret\n").unwrap();
+    let patch = work.path().join("out.patch");
+    let out = cmd
+        .args(["task", "--repo", repo.to_str().unwrap(), "--patch"])
+        .arg(&patch)
+        .args(["--", "sh", "-c", "printf 'a\\rb\\nc\\n' > cr.txt; ls m"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let _ = Command::new("umount").arg(repo.join("m")).status();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let text = std::fs::read_to_string(&patch).unwrap();
+    assert!(!text.contains("inner"), "{text}");
+    let fresh = work.path().join("fresh");
+    std::fs::create_dir(&fresh).unwrap();
+    std::fs::write(fresh.join("a.txt"), "a\n").unwrap();
+    let st = Command::new("git")
+        .args(["apply", patch.to_str().unwrap()])
+        .current_dir(&fresh)
+        .status()
+        .unwrap();
+    assert!(st.success(), "{text}");
+    assert_eq!(std::fs::read(fresh.join("cr.txt")).unwrap(), b"a\rb\nc\n");
+}

@@ -51,7 +51,7 @@ impl Default for Caps {
     fn default() -> Caps {
         Caps {
             max_files: 1_000_000,
-            max_bytes: 8 << 30,
+            max_bytes: 1 << 30,
         }
     }
 }
@@ -76,8 +76,19 @@ fn blob_sha(d: &[u8]) -> String {
 /// The repository's tracked things (no `.git`), without following
 /// symlinks.
 fn read_base(root: &Path, caps: Caps) -> Result<BTreeMap<Vec<u8>, Item>, TaskError> {
+    use std::os::unix::fs::MetadataExt;
     let mut out = BTreeMap::new();
     let mut total = 0u64;
+    // What is mounted below the root is not in the sandbox's copy (an
+    // overlay's lower layer shows no submounts): its directories count
+    // as empty here too, or their files would seem deleted (and their
+    // content be put into the patch).
+    let dev = std::fs::symlink_metadata(root)
+        .map_err(|err| TaskError::Io {
+            path: root.display().to_string(),
+            err,
+        })?
+        .dev();
     let mut stack = vec![Vec::<u8>::new()];
     while let Some(rel) = stack.pop() {
         let dir = if rel.is_empty() {
@@ -103,7 +114,9 @@ fn read_base(root: &Path, caps: Caps) -> Result<BTreeMap<Vec<u8>, Item>, TaskErr
             let md = std::fs::symlink_metadata(e.path()).map_err(io)?;
             let ft = md.file_type();
             if ft.is_dir() {
-                stack.push(p);
+                if md.dev() == dev {
+                    stack.push(p);
+                }
             } else if ft.is_symlink() {
                 let t = std::fs::read_link(e.path()).map_err(io)?;
                 out.insert(p, Item::Link(t.as_os_str().as_bytes().to_vec()));
@@ -125,7 +138,7 @@ fn read_base(root: &Path, caps: Caps) -> Result<BTreeMap<Vec<u8>, Item>, TaskErr
 
 /// The sandbox's copy, from a tar stream of it (paths relative to its
 /// root).
-fn read_tar(r: impl Read, caps: Caps) -> Result<BTreeMap<Vec<u8>, Item>, TaskError> {
+fn read_tar<R: Read>(r: &mut R, caps: Caps) -> Result<BTreeMap<Vec<u8>, Item>, TaskError> {
     let io = |err| TaskError::Io {
         path: "the sandbox's tree".into(),
         err,
@@ -156,12 +169,15 @@ fn read_tar(r: impl Read, caps: Caps) -> Result<BTreeMap<Vec<u8>, Item>, TaskErr
         let kind = e.header().entry_type();
         if kind.is_file() {
             let mode = e.header().mode().unwrap_or(0o644);
-            let mut d = Vec::new();
-            e.read_to_end(&mut d).map_err(io)?;
-            total += d.len() as u64;
+            // Counted from the header, before a byte is held (a sparse
+            // file of a terabyte is a header and a few blocks).
+            let size = e.header().size().map_err(io)?;
+            total = total.saturating_add(size);
             if total > caps.max_bytes {
                 return Err(TaskError::TooLarge("bytes"));
             }
+            let mut d = Vec::with_capacity(size.min(1 << 20) as usize);
+            (&mut e).take(size).read_to_end(&mut d).map_err(io)?;
             out.insert(p, Item::File(d, mode & 0o111 != 0));
         } else if kind.is_symlink() {
             let t = e
@@ -206,8 +222,19 @@ fn quote(prefix: &str, p: &[u8]) -> String {
     s
 }
 
+/// Files larger than this go as binary literals (a line diff of them
+/// could take minutes and gigabytes).
+const TEXT_MAX: usize = 4 << 20;
+
 fn is_binary(d: &[u8]) -> bool {
-    d[..d.len().min(8000)].contains(&0) || std::str::from_utf8(d).is_err()
+    d.len() > TEXT_MAX
+        || d[..d.len().min(8000)].contains(&0)
+        || std::str::from_utf8(d).is_err()
+        // A lone CR: the line diff would split there and git would not.
+        || d
+            .iter()
+            .enumerate()
+            .any(|(i, &b)| b == b'\r' && d.get(i + 1) != Some(&b'\n'))
 }
 
 const B85: &[u8] =
@@ -247,7 +274,9 @@ fn binary_literal(d: &[u8]) -> String {
 
 fn text_hunks(old: &[u8], new: &[u8]) -> String {
     let (o, n) = (String::from_utf8_lossy(old), String::from_utf8_lossy(new));
-    let diff = similar::TextDiff::from_lines(o.as_ref(), n.as_ref());
+    let diff = similar::TextDiff::configure()
+        .timeout(std::time::Duration::from_secs(10))
+        .diff_lines(o.as_ref(), n.as_ref());
     let mut s = String::new();
     for h in diff.unified_diff().context_radius(3).iter_hunks() {
         s.push_str(&h.to_string());
@@ -327,9 +356,17 @@ fn file_patch(path: &[u8], from: Option<(&[u8], &Item)>, to: Option<&Item>) -> S
 
 /// The patch from the repository at `base` to the tree in the tar stream
 /// `result` (empty when nothing changed).
-pub fn patch(base: &Path, result: impl Read, caps: Caps) -> Result<String, TaskError> {
+pub fn patch(base: &Path, mut result: impl Read, caps: Caps) -> Result<String, TaskError> {
+    let new = read_tar(&mut result, caps)?;
+    // The archive's end marker is not the end of the stream: whoever
+    // produced it reports its outcome after it (a tar that failed half way
+    // still ends its archive). Read to the real end, so that a failure is
+    // an error here and never a tree with files missing.
+    std::io::copy(&mut result, &mut std::io::sink()).map_err(|err| TaskError::Io {
+        path: "the sandbox's tree".into(),
+        err,
+    })?;
     let old = read_base(base, caps)?;
-    let new = read_tar(result, caps)?;
     // Exact renames: a deleted path whose item reappears under a new one.
     let deleted: Vec<&Vec<u8>> = old.keys().filter(|p| !new.contains_key(*p)).collect();
     let added: BTreeSet<&Vec<u8>> = new.keys().filter(|p| !old.contains_key(*p)).collect();
@@ -382,5 +419,82 @@ mod tests {
         // Empty data deflates to 8 bytes: one line of length 'H'.
         assert!(binary_literal(b"").starts_with("literal 0\nH"));
         assert_eq!(binary_literal(b"").lines().nth(1).unwrap().len(), 1 + 10);
+    }
+
+    fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, data) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_entry_type(tar::EntryType::Regular);
+            b.append_data(&mut h, name, *data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    fn repo(files: &[(&str, &[u8])]) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "airlock-task-unit-{}-{}",
+            std::process::id(),
+            crate::unique()
+        ));
+        std::fs::create_dir(&d).unwrap();
+        for (n, data) in files {
+            std::fs::write(d.join(n), data).unwrap();
+        }
+        d
+    }
+
+    /// A complete archive followed by its producer's failure is an error,
+    /// never a tree with files missing (which would show them deleted, with
+    /// the host's content of them in the patch).
+    #[test]
+    fn a_failure_after_the_archive_is_an_error() {
+        struct ThenFail(std::io::Cursor<Vec<u8>>);
+        impl Read for ThenFail {
+            fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
+                match self.0.read(b)? {
+                    0 => Err(io::Error::other("tar: secret.txt: Permission denied")),
+                    n => Ok(n),
+                }
+            }
+        }
+        let d = repo(&[("a.txt", b"a\n"), ("secret.txt", b"TOP SECRET\n")]);
+        let r = patch(
+            &d,
+            ThenFail(std::io::Cursor::new(tar_of(&[("a.txt", b"a\n")]))),
+            Caps::default(),
+        );
+        let _ = std::fs::remove_dir_all(&d);
+        let e = r
+            .expect_err("a failed stream must fail the patch")
+            .to_string();
+        assert!(e.contains("Permission denied"), "{e}");
+    }
+
+    /// A huge entry is refused from its header, before its data is read.
+    #[test]
+    fn sizes_are_checked_before_reading() {
+        let mut h = tar::Header::new_gnu();
+        h.set_path("sparse").unwrap();
+        h.set_size(1 << 40);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_cksum();
+        // The header alone: reading any data would fail with an early EOF.
+        let d = repo(&[]);
+        let r = patch(&d, &h.as_bytes()[..], Caps::default());
+        let _ = std::fs::remove_dir_all(&d);
+        assert!(matches!(r, Err(TaskError::TooLarge("bytes"))), "{r:?}");
+    }
+
+    /// A lone CR would split a line for the line diff and not for git:
+    /// such a file goes as a binary literal.
+    #[test]
+    fn lone_carriage_returns_go_as_binary() {
+        assert!(is_binary(b"a\rb\nc\n"));
+        assert!(!is_binary(b"a\r\nb\r\n"));
+        assert!(is_binary(&vec![b'x'; TEXT_MAX + 1]));
     }
 }

@@ -267,9 +267,15 @@ impl AsOwner {
         let Ok(md) = std::fs::metadata(repo) else {
             return none;
         };
-        if md.uid() == 0 {
-            return none;
-        }
+        // A root-owned repository is not id-mapped: the sandbox sees its
+        // files as nobody's, and so is it read here (never as root: a file
+        // the sandbox could not read would otherwise come back as the old
+        // side of a "deleted" file).
+        let (uid, gid) = if md.uid() == 0 {
+            (65534, 65534)
+        } else {
+            (md.uid(), md.gid())
+        };
         // SAFETY: getgroups with a zero size only counts.
         let n = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
         let mut groups = vec![0 as libc::gid_t; n.max(0) as usize];
@@ -279,8 +285,8 @@ impl AsOwner {
         // SAFETY: raw syscalls that change only this thread's credentials.
         unsafe {
             libc::syscall(libc::SYS_setgroups, 0usize, std::ptr::null::<libc::gid_t>());
-            libc::syscall(libc::SYS_setfsgid, md.gid() as libc::c_long);
-            libc::syscall(libc::SYS_setfsuid, md.uid() as libc::c_long);
+            libc::syscall(libc::SYS_setfsgid, gid as libc::c_long);
+            libc::syscall(libc::SYS_setfsuid, uid as libc::c_long);
         }
         AsOwner {
             groups: Some(groups),

@@ -425,3 +425,48 @@ fn carriage_returns_and_submounts() {
     assert!(st.success(), "{text}");
     assert_eq!(std::fs::read(fresh.join("cr.txt")).unwrap(), b"a\rb\nc\n");
 }
+
+/// A process that keeps writing while the tree is read cannot corrupt the
+/// archive (each file goes as exactly the size it had when its header was
+/// written): the task ends with a patch that applies.
+#[test]
+fn a_file_still_growing_while_the_tree_is_read() {
+    let Some(mut cmd) = airlock(Who::Root) else {
+        return;
+    };
+    let work = scratch(Who::Root);
+    let repo = work.path().join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    std::fs::write(repo.join("a.txt"), "a\n").unwrap();
+    let patch = work.path().join("out.patch");
+    let out = cmd
+        .args(["task", "--repo", repo.to_str().unwrap(), "--patch"])
+        .arg(&patch)
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "setsid sh -c 'while :; do echo growing >> grow.txt; done' </dev/null >/dev/null 2>&1 & \
+             sleep 0.3; echo b > b.txt",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let fresh = work.path().join("fresh");
+    std::fs::create_dir(&fresh).unwrap();
+    std::fs::write(fresh.join("a.txt"), "a\n").unwrap();
+    let st = Command::new("git")
+        .args(["apply", patch.to_str().unwrap()])
+        .current_dir(&fresh)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(std::fs::read(fresh.join("b.txt")).unwrap(), b"b\n");
+    let grown = std::fs::read_to_string(fresh.join("grow.txt")).unwrap();
+    assert!(
+        grown.lines().all(|l| l == "growing" || l.is_empty()),
+        "{grown:.200}"
+    );
+}

@@ -94,9 +94,17 @@ fn add_dir<W: Write>(
                 let f = openat(dir.as_raw_fd(), &c, libc::O_RDONLY | libc::O_NOCTTY, 0)
                     .map_err(|e| named(e, &path))?;
                 let f = std::fs::File::from(f);
+                let size = st.st_size.max(0) as u64;
                 let mut h = header(&st, tar::EntryType::Regular);
-                h.set_size(st.st_size.max(0) as u64);
-                b.append_data(&mut h, &path, f)?;
+                h.set_size(size);
+                // Exactly the header's size, whatever a process still
+                // writing to the file does meanwhile: more would run into
+                // the next header, less would shift it (zeros fill).
+                let exact = io::Read::take(
+                    io::Read::chain(io::Read::take(f, size), io::repeat(0)),
+                    size,
+                );
+                b.append_data(&mut h, &path, exact)?;
             }
             libc::S_IFLNK => {
                 let mut buf = vec![0u8; libc::PATH_MAX as usize];

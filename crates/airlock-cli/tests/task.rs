@@ -470,3 +470,74 @@ fn a_file_still_growing_while_the_tree_is_read() {
         "{grown:.200}"
     );
 }
+
+/// `--keep`: the task runs in the service, the patch is written and the
+/// sandbox stays, named on stderr; stdout is the command's alone.
+#[test]
+fn keep_leaves_the_sandbox_in_the_service() {
+    if !common::is_root() {
+        common::skip("needs root");
+        return;
+    }
+    let work = scratch(Who::Root);
+    let repo = work.path().join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    std::fs::write(repo.join("a.txt"), "a\n").unwrap();
+    let sock = work.path().join("s.sock");
+    let serve = common::bin().with_file_name("airlock-serve");
+    let mut daemon = Command::new(&serve)
+        .args(["--socket", sock.to_str().unwrap(), "--state-dir"])
+        .arg(work.path().join("state"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !sock.exists() && std::time::Instant::now() < end {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let sock_env = sock.to_str().unwrap().to_string();
+    let run = |args: &[&str]| {
+        let mut c = airlock(Who::Root).unwrap();
+        c.env("AIRLOCK_SOCKET", &sock_env)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let patch = work.path().join("out.patch");
+    let out = run(&[
+        "task",
+        "--keep",
+        "--repo",
+        repo.to_str().unwrap(),
+        "--patch",
+        patch.to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        "echo from-the-command; echo b > b.txt; exit 3",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let id = stderr
+        .split("kept sandbox ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_default()
+        .to_string();
+    let ls = run(&["ls"]);
+    let _ = run(&["rm", &id]);
+    // A graceful stop (it stops what it still runs).
+    // SAFETY: our own child's pid.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    let _ = daemon.wait();
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert_eq!(stdout, "from-the-command\n");
+    assert!(id.starts_with("sb-"), "{stderr}");
+    assert!(String::from_utf8_lossy(&ls.stdout).contains(&id), "{ls:?}");
+    assert!(std::fs::read_to_string(&patch)
+        .unwrap()
+        .contains("+++ b/b.txt"));
+    assert!(!repo.join("b.txt").exists());
+}

@@ -10,6 +10,20 @@ cd "$(dirname "$0")/.."
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 
+# apt_need PKG...: installs those of PKG that are not installed yet.
+apt_need() {
+    local need=() p
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
+    done
+    if [ ${#need[@]} -gt 0 ]; then
+        log "installing ${need[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    fi
+}
+
 check_only=
 if [ "${1:-}" = --check-only ] || [ -n "${AIRLOCK_SETUP_CHECK_ONLY:-}" ]; then
     check_only=1
@@ -71,47 +85,20 @@ fi
 # Debian packages: build tools, util-linux (setpriv for the rootless tests),
 # iproute2 (network test hosts), and the toolchains the tests run inside
 # sandboxes and under the seccomp filter (python3, gcc, git, node).
-need=()
-for p in build-essential pkg-config util-linux iproute2 python3 git procps ca-certificates; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
-done
-if [ ${#need[@]} -gt 0 ]; then
-    log "installing ${need[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
+apt_need build-essential pkg-config util-linux iproute2 python3 git procps ca-certificates
 
 # The image tests: mmdebstrap (Debian images), docker-registry and skopeo
 # (a real registry on loopback, filled from archives the tests make),
 # openssl (the registry test's token server signs with it), libcap2-bin
 # (file capabilities), zstd.
-need=()
-for p in mmdebstrap docker-registry skopeo openssl libcap2-bin zstd; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
-done
-if [ ${#need[@]} -gt 0 ]; then
-    log "installing ${need[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
+apt_need mmdebstrap docker-registry skopeo openssl libcap2-bin zstd
 # The docker-registry package enables a system service on port 5000; the
 # tests start their own registries and need none running.
 
 # The service tests: curl, a real WebSocket client (Debian's Python
 # websockets, for /usr/bin/python3) and schemathesis (from PyPI, in a venv
 # of its own) to fuzz the API from its OpenAPI document.
-need=()
-for p in curl python3-websockets python3-venv; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
-done
-if [ ${#need[@]} -gt 0 ]; then
-    log "installing ${need[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
+apt_need curl python3-websockets python3-venv
 if [ ! -x /opt/airlock-test-venv/bin/schemathesis ]; then
     log "installing schemathesis (for the API tests) in /opt/airlock-test-venv"
     /usr/bin/python3 -m venv /opt/airlock-test-venv
@@ -145,16 +132,7 @@ fi
 # (the default guest kernel, with its modules as plain .ko files),
 # erofs-utils (the host image's read-only disks) and binutils (objcopy
 # takes a debug build's debug information out of the guest's /init).
-need=()
-for p in qemu-system-x86 linux-image-cloud-amd64 erofs-utils binutils; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
-done
-if [ ${#need[@]} -gt 0 ]; then
-    log "installing ${need[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
+apt_need qemu-system-x86 linux-image-cloud-amd64 erofs-utils binutils
 
 # Node.js: any package that provides /usr/bin/node will do (Debian's
 # nodejs, or NodeSource's if the machine has it).
@@ -214,16 +192,7 @@ done
 # test's own network namespace, its "internet"), openssl (a test CA and a
 # server certificate), curl (the client inside sandboxes), python3 (the
 # test servers, urllib).
-need=()
-for p in iproute2 openssl curl python3; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
-done
-if [ ${#need[@]} -gt 0 ]; then
-    log "installing ${need[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
+apt_need iproute2 openssl curl python3
 
 
 # --- AppArmor (issue 13) ------------------------------------------------------
@@ -266,16 +235,7 @@ fi
 # bench/oci.sh). airlock-runc, the name engines call by path, is a symlink to
 # airlock (it dispatches on argv[0]). The tests start their own engines
 # with their own roots; no service needs to run.
-need=()
-for p in busybox-static podman conmon runc crun containerd containernetworking-plugins uidmap runsc; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
-done
-if [ ${#need[@]} -gt 0 ]; then
-    log "installing ${need[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
+apt_need busybox-static podman conmon runc crun containerd containernetworking-plugins uidmap runsc
 if [ -z "${AIRLOCK_SETUP_NO_INSTALL:-}" ]; then
     ln -sf airlock /usr/local/bin/airlock-runc
     log "installed /usr/local/bin/airlock-runc (a symlink to airlock)"

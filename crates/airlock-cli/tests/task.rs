@@ -83,6 +83,21 @@ fn snapshot(root: &Path) -> BTreeMap<String, String> {
     out
 }
 
+/// A fresh one-file repository (`a.txt` = "a") in `work`, with `patch`
+/// applied by `git apply`, which must succeed.
+fn apply_to_fresh(work: &Path, patch: &Path, text: &str) -> std::path::PathBuf {
+    let fresh = work.join("fresh");
+    std::fs::create_dir(&fresh).unwrap();
+    std::fs::write(fresh.join("a.txt"), "a\n").unwrap();
+    let st = Command::new("git")
+        .args(["apply", patch.to_str().unwrap()])
+        .current_dir(&fresh)
+        .status()
+        .unwrap();
+    assert!(st.success(), "git apply failed: {text}");
+    fresh
+}
+
 fn sh_host(dir: &Path, script: &str) {
     let st = Command::new("sh")
         .args(["-c", script])
@@ -124,6 +139,14 @@ git -c user.email=t@t -c user.name=t commit -qm base
     }
 }
 
+/// Every entry below `.` (without `.git`), one line each: its kind, and
+/// for a file its executable bit and md5 — run in the sandbox and on the
+/// patched copy alike.
+const LISTING: &str = "find . -path ./.git -prune -o -print | sort | \
+    while read f; do if [ -L \"$f\" ]; then echo \"L $f\"; \
+    elif [ -f \"$f\" ]; then echo \"F $f $(test -x \"$f\" && echo x) \
+    $(md5sum < \"$f\" | cut -c1-32)\"; else echo \"D $f\"; fi; done";
+
 /// What the command does: every kind of change git can describe, and
 /// writes outside the repository that must not reach the host.
 const CHANGES: &str = r#"set -e
@@ -160,16 +183,7 @@ fn patch_reproduces_every_change_and_the_repo_is_untouched() {
             .args(["task", "--repo", repo.to_str().unwrap(), "--patch"])
             .arg(&patch)
             .args(["--env", &format!("MARK={marker}"), "--"])
-            .args([
-                "sh",
-                "-c",
-                &format!(
-                    "{CHANGES}\ncd /work && find . -path ./.git -prune -o -print | sort | \
-                     while read f; do if [ -L \"$f\" ]; then echo \"L $f\"; \
-                     elif [ -f \"$f\" ]; then echo \"F $f $(test -x \"$f\" && echo x) \
-                     $(md5sum < \"$f\" | cut -c1-32)\"; else echo \"D $f\"; fi; done"
-                ),
-            ])
+            .args(["sh", "-c", &format!("{CHANGES}\ncd /work && {LISTING}")])
             .stdin(Stdio::null())
             .output()
             .unwrap();
@@ -217,13 +231,7 @@ fn patch_reproduces_every_change_and_the_repo_is_untouched() {
             .collect();
         // ... and the same listing of the patched copy.
         let listing = Command::new("sh")
-            .args([
-                "-c",
-                "find . -path ./.git -prune -o -print | sort | \
-                 while read f; do if [ -L \"$f\" ]; then echo \"L $f\"; \
-                 elif [ -f \"$f\" ]; then echo \"F $f $(test -x \"$f\" && echo x) \
-                 $(md5sum < \"$f\" | cut -c1-32)\"; else echo \"D $f\"; fi; done",
-            ])
+            .args(["-c", LISTING])
             .current_dir(&fresh)
             .output()
             .unwrap();
@@ -414,15 +422,7 @@ fn carriage_returns_and_submounts() {
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     let text = std::fs::read_to_string(&patch).unwrap();
     assert!(!text.contains("inner"), "{text}");
-    let fresh = work.path().join("fresh");
-    std::fs::create_dir(&fresh).unwrap();
-    std::fs::write(fresh.join("a.txt"), "a\n").unwrap();
-    let st = Command::new("git")
-        .args(["apply", patch.to_str().unwrap()])
-        .current_dir(&fresh)
-        .status()
-        .unwrap();
-    assert!(st.success(), "{text}");
+    let fresh = apply_to_fresh(work.path(), &patch, &text);
     assert_eq!(std::fs::read(fresh.join("cr.txt")).unwrap(), b"a\rb\nc\n");
 }
 
@@ -454,15 +454,7 @@ fn a_file_still_growing_while_the_tree_is_read() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
-    let fresh = work.path().join("fresh");
-    std::fs::create_dir(&fresh).unwrap();
-    std::fs::write(fresh.join("a.txt"), "a\n").unwrap();
-    let st = Command::new("git")
-        .args(["apply", patch.to_str().unwrap()])
-        .current_dir(&fresh)
-        .status()
-        .unwrap();
-    assert!(st.success());
+    let fresh = apply_to_fresh(work.path(), &patch, "");
     assert_eq!(std::fs::read(fresh.join("b.txt")).unwrap(), b"b\n");
     let grown = std::fs::read_to_string(fresh.join("grow.txt")).unwrap();
     assert!(

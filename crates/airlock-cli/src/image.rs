@@ -149,8 +149,11 @@ pub struct BuildArgs {
     /// ARG value for the Dockerfile: KEY=VALUE. Repeatable.
     #[arg(long = "build-arg", value_name = "KEY=VALUE", value_parser = build_arg)]
     build_args: Vec<(String, String)>,
-    /// A host RUN steps may reach (network is off otherwise). Repeatable.
-    /// Not available in this build: the egress allowlist is not there yet.
+    /// A host RUN steps may reach, through the egress proxy (NAME,
+    /// *.SUFFIX or CIDR, with an optional :PORT, as `airlock run
+    /// --allow-host`); the network is off otherwise. Repeatable. A step's
+    /// cached result is reused whatever the hosts: --no-cache to fetch
+    /// again.
     #[arg(long = "allow-host", value_name = "HOST")]
     allow_hosts: Vec<String>,
     /// Build every step again.
@@ -418,7 +421,12 @@ fn build(store: &Store, a: BuildArgs, puller: &dyn Fn(bool) -> Box<dyn Puller>) 
     o.base.debian_mirror = a.mirror.clone();
     o.base.pull = pull_opts(&a.name, &a.registry, &a.common)?;
     if !o.allow_hosts.is_empty() {
-        bail!(airlock_core::build::NO_EGRESS);
+        // Refused now, not at the first RUN step.
+        airlock_spec::net::Policy::compile(&airlock_spec::Network {
+            mode: airlock_spec::NetMode::Allowlist,
+            allow: o.allow_hosts.clone(),
+            ..airlock_spec::Network::default()
+        })?;
     }
     // Each RUN step in a container sandbox, its output on stderr.
     let out = |b: &[u8]| bars.output(b);

@@ -310,7 +310,8 @@ fn host_address() -> Option<std::net::IpAddr> {
 
 /// Slow (the Debian image): a RUN step cannot reach a server on the
 /// host's loopback, nor the host's own address: the sandbox has only its
-/// own loopback. `--allow-host` is refused with its reason.
+/// own loopback. With `--allow-host` it reaches that host through the
+/// egress proxy, and only that host.
 #[test]
 fn slow_run_steps_have_no_network() {
     let Some(state) = debian() else { return };
@@ -352,18 +353,85 @@ fn slow_run_steps_have_no_network() {
             "the host's server was reached"
         );
     }
+    // With --allow-host the step reaches that host through the egress
+    // proxy (in the build's own process), and nothing else: a server on
+    // the host's loopback, allowed by a CIDR rule for its port only.
+    let served = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = served.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut c, _) = served.accept().unwrap();
+        let mut req = Vec::new();
+        let mut b = [0u8; 1024];
+        while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = c.read(&mut b).unwrap();
+            if n == 0 {
+                break;
+            }
+            req.extend_from_slice(&b[..n]);
+        }
+        c.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 9\r\n\r\nfrom-host")
+            .unwrap();
+        String::from_utf8_lossy(&req).into_owned()
+    });
+    let denied_port = lo.local_addr().unwrap().port();
+    let fetch = format!(
+        "import os, urllib.request, urllib.error\n\
+         for k in ('NO_PROXY', 'no_proxy'): os.environ.pop(k, None)\n\
+         px = urllib.request.build_opener(urllib.request.ProxyHandler({{'http': os.environ['HTTP_PROXY']}}))\n\
+         body = px.open('http://127.0.0.1:{port}/hello', timeout=20).read().decode()\n\
+         open('/fetched', 'w').write(body)\n\
+         try:\n\
+         \x20   px.open('http://127.0.0.1:{denied_port}/x', timeout=20); print('reached the other port')\n\
+         except urllib.error.HTTPError as e:\n\
+         \x20   print('other port: HTTP', e.code)\n\
+         s = __import__('socket').socket(); s.settimeout(5)\n\
+         try:\n\
+         \x20   s.connect(('127.0.0.1', {port})); print('direct connect reached the host')\n\
+         except OSError as e:\n\
+         \x20   print('direct refused', e.errno)\n"
+    );
+    std::fs::write(work.path().join("fetch.py"), &fetch).unwrap();
+    std::fs::write(
+        work.path().join("Dockerfile"),
+        "FROM py\nCOPY fetch.py /\nRUN python3 /fetch.py\n",
+    )
+    .unwrap();
+    let rule = format!("127.0.0.1/32:{port}");
     let o = build(
         Who::Root,
         state,
         work.path(),
         "net2",
-        &["--allow-host", "deb.debian.org"],
+        &["--no-cache", "--allow-host", &rule],
+    );
+    o.ok();
+    let req = server.join().unwrap();
+    assert!(req.starts_with("GET /hello "), "{req:?}");
+    assert!(o.stderr.contains("other port: HTTP 403"), "{o:?}");
+    assert!(
+        o.stderr.contains("egress denied") && o.stderr.contains(&format!(":{denied_port}")),
+        "the proxy's refusal is on the build's output: {o:?}"
+    );
+    assert!(o.stderr.contains("direct refused"), "{o:?}");
+    assert!(!o.stderr.contains("reached"), "{o:?}");
+    assert_eq!(
+        lo.accept().unwrap_err().kind(),
+        std::io::ErrorKind::WouldBlock,
+        "the denied port was reached"
+    );
+    let fetched = rootfs(Who::Root, state, "net2").join("fetched");
+    assert_eq!(std::fs::read_to_string(&fetched).unwrap(), "from-host");
+    // A rule that is not one is refused before any step runs.
+    let o = build(
+        Who::Root,
+        state,
+        work.path(),
+        "net3",
+        &["--allow-host", "bad host"],
     );
     assert_eq!(o.code, 125, "{o:?}");
-    assert!(
-        o.stderr.contains("--allow-host") && o.stderr.contains("network off"),
-        "{o:?}"
-    );
+    assert!(o.stderr.contains("bad host"), "{o:?}");
 }
 
 /// Slow (the Debian image): a failing RUN step is one clear error naming

@@ -3,8 +3,11 @@
 //!
 //! A step runs in a sandbox whose root is the image built so far (one
 //! overlay, as `airlock run --image` makes it), with the step's Env, ARGs,
-//! WorkingDir and User, and with the network off: only the sandbox's own
-//! loopback. Its overlay's upper and work directories are the ones the
+//! WorkingDir and User, and with the network off — only the sandbox's own
+//! loopback — unless the build names hosts (`--allow-host`): then the
+//! step's sandbox has an allowlist, enforced by an egress proxy in this
+//! process exactly as `airlock run --allow-host` does, and what the proxy
+//! refused is said on the build's output. Its overlay's upper and work directories are the ones the
 //! builder handed over (on the store's filesystem, id-mapped like the tree
 //! when run by root, so that files keep the ids the step gave them): what
 //! the step changed stays there for the builder to turn into the step's
@@ -24,9 +27,6 @@ use std::time::{Duration, Instant};
 
 /// How long one RUN step may take by default.
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(2 * 3600);
-
-/// Why `--allow-host` is refused.
-pub const NO_EGRESS: &str = "--allow-host: RUN steps cannot reach any host in this build yet (the egress allowlist and its proxy are not implemented); they run with the network off (loopback only). Put what a step needs in the build context and COPY it, or build FROM debian:<suite> / use `airlock image build --debian SUITE --packages ...` for packages";
 
 /// Runs RUN steps in sandboxes.
 pub struct SandboxRunner<'a> {
@@ -49,9 +49,6 @@ impl StepRunner for SandboxRunner<'_> {
     fn run(&self, step: &RunStep) -> Result<RunOutcome, RunnerError> {
         if step.base == Base::Host {
             return Err("RUN on an image built FROM host cannot run yet (its tree sits on the host image); build FROM an image or debian:<suite>".into());
-        }
-        if !step.allow_hosts.is_empty() {
-            return Err(NO_EGRESS.into());
         }
         let capture = match (step.upper.parent(), step.work.parent()) {
             (Some(a), Some(b))
@@ -98,7 +95,16 @@ impl StepRunner for SandboxRunner<'_> {
             return Err("no image root for the step".into());
         };
         root.capture = Some(capture);
-        let code = run_one(&prepared.spec, root, self.output)?;
+        let mut spec = prepared.spec;
+        if !step.allow_hosts.is_empty() {
+            spec.network = airlock_spec::Network {
+                mode: airlock_spec::NetMode::Allowlist,
+                allow: step.allow_hosts.clone(),
+                ..airlock_spec::Network::default()
+            };
+            spec.validate()?;
+        }
+        let code = run_one(&spec, root, self.output)?;
         for n in stubs {
             let p = step.upper.join(n);
             if std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir()) {
@@ -118,12 +124,35 @@ fn run_one(
     root: airlock_jail::ImageRoot,
     output: &dyn Fn(&[u8]),
 ) -> Result<i32, CoreError> {
+    // What the egress proxy refused goes out with the step's output (the
+    // step's own error is often only "connection refused" or a 403).
+    let denied = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let egress_audit: Option<airlock_egress::Audit> =
+        if spec.network.mode == airlock_spec::NetMode::None {
+            None
+        } else {
+            let d = denied.clone();
+            Some(std::sync::Arc::new(move |x: airlock_egress::Decision| {
+                if !x.allowed {
+                    d.lock().unwrap_or_else(|e| e.into_inner()).push(format!(
+                        "airlock: egress denied ({}) {}:{}: {}\n",
+                        x.via, x.host, x.port, x.reason
+                    ));
+                }
+            }))
+        };
+    let flush_denied = || {
+        for l in denied.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            output(l.as_bytes());
+        }
+    };
     let mut sb = Sandbox::create(
         spec,
         CreateOptions {
             one_shot: true,
             window: Some(1 << 20),
             image: Some(root),
+            egress_audit,
             ..CreateOptions::default()
         },
     )?;
@@ -145,7 +174,9 @@ fn run_one(
                 ),
             });
         }
-        match sb.wait(Some(left))? {
+        let ev = sb.wait(Some(left))?;
+        flush_denied();
+        match ev {
             Some(Event::Output { data, stream, .. }) => {
                 output(&data);
                 let kind = match stream {
@@ -197,7 +228,12 @@ fn run_one(
             Some(_) => {}
         }
     }
+    let proxy = sb.egress_proxy().cloned();
     sb.close();
+    if let Some(p) = proxy {
+        p.wait_idle(Duration::from_secs(2));
+    }
+    flush_denied();
     // An agent gone without a word was killed (from outside, or by the
     // OOM killer).
     Ok(code.unwrap_or(128 + libc::SIGKILL))

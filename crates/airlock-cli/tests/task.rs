@@ -125,6 +125,8 @@ mkdir -p sub/dir && printf 'nested\n' > sub/dir/keep.txt
 printf 'quoted\n' > 'name with "quotes" and spaces.txt'
 ln -s edit.txt link-old
 ln -s sub link-dir
+ln -s edit.txt link-to-file
+printf 'becomes a link\n' > file-to-link
 git add -A
 git -c user.email=t@t -c user.name=t commit -qm base
 "#,
@@ -161,6 +163,8 @@ printf '\377\000new binary\001' > new.bin
 printf '\000more' >> blob.bin
 rm link-old && ln -s created.txt link-old
 ln -s sub/dir/keep.txt link-new
+rm link-to-file && printf 'now a file\n' > link-to-file
+rm file-to-link && ln -s edit.txt file-to-link
 printf 'no newline at end' > no-eol.txt
 printf 'changed\n' > 'name with "quotes" and spaces.txt'
 printf 'empty follows\n' > /dev/null && : > empty.txt

@@ -37,6 +37,9 @@ impl Item {
             Item::File(d, _) | Item::Link(d) => d,
         }
     }
+    fn is_link(&self) -> bool {
+        matches!(self, Item::Link(_))
+    }
 }
 
 /// What a diff covers at most (a bigger repository is an error, not a
@@ -395,6 +398,12 @@ pub fn patch(base: &Path, mut result: impl Read, caps: Caps) -> Result<String, T
     for p in paths {
         match (old.get(p), new.get(p)) {
             (Some(o), Some(n)) if o == n => {}
+            // A symlink that became a file, or the reverse: git applies a
+            // type change only as a deletion and an addition.
+            (Some(o), Some(n)) if o.is_link() != n.is_link() => {
+                out += &file_patch(p, Some((p, o)), None);
+                out += &file_patch(p, None, Some(n));
+            }
             (Some(o), Some(n)) => out += &file_patch(p, Some((p, o)), Some(n)),
             (Some(o), None) => out += &file_patch(p, Some((p, o)), None),
             (None, Some(n)) => match renamed_from.get(&p) {

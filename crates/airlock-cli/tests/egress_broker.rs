@@ -416,6 +416,15 @@ fn bounded(mut c: Command, limit: Duration) -> Out {
     }
 }
 
+/// What follows `marker` in `s`, up to the next echo (panics without it).
+fn section<'a>(s: &'a str, marker: &str) -> &'a str {
+    let rest = s
+        .split_once(marker)
+        .unwrap_or_else(|| panic!("{marker:?} missing: {s}"))
+        .1;
+    rest.split("echo ").next().unwrap()
+}
+
 fn contains(hay: &[u8], needle: &str) -> bool {
     let n = needle.as_bytes();
     hay.windows(n.len()).any(|w| w == n)
@@ -529,12 +538,14 @@ curl -sS -m 20 -H "X-Api-Key: $API_TOKEN" https://api.bound.test/other-header
         assert!(s.contains("plain=403\n"), "{o:?}");
         // Keep-alive: three requests, one connection, each rewritten.
         for p in ["/ka-1", "/ka-2", "/ka-3"] {
+            let sec = section(s, &format!("echo bound-tls GET {p} body-len=0\n"));
             assert!(
-                s.contains(&format!("echo bound-tls GET {p} body-len=0\n")),
+                sec.contains(&format!("Authorization: Bearer {}\n", net.secret)),
                 "{p}: {o:?}"
             );
         }
-        assert!(s.contains("conns=1\nconns=0\nconns=0\n"), "{o:?}");
+        let conns: Vec<&str> = s.lines().filter(|l| l.starts_with("conns=")).collect();
+        assert_eq!(conns, ["conns=1", "conns=0", "conns=0"], "{o:?}");
         assert!(
             s.contains("echo bound-tls POST /post-chunked body-len=100000\n"),
             "{o:?}"
@@ -544,13 +555,7 @@ curl -sS -m 20 -H "X-Api-Key: $API_TOKEN" https://api.bound.test/other-header
             "{o:?}"
         );
         // The client's own credentials were dropped on the bound host.
-        let own = s
-            .split("echo bound-tls GET /own-credentials")
-            .nth(1)
-            .unwrap()
-            .split("echo ")
-            .next()
-            .unwrap();
+        let own = section(s, "echo bound-tls GET /own-credentials");
         assert!(!own.contains("my-own-token"), "{o:?}");
         assert!(!own.to_ascii_lowercase().contains("cookie:"), "{o:?}");
         // Any header carries the value where the placeholder was.

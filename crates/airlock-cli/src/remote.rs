@@ -215,11 +215,7 @@ pub fn create(a: CreateArgs) -> Result<i32> {
         "limits": limits,
         "labels": labels,
     });
-    if a.net.is_some()
-        || !a.allow_host.is_empty()
-        || !a.deny_host.is_empty()
-        || a.broker.any()
-    {
+    if a.net.is_some() || !a.allow_host.is_empty() || !a.deny_host.is_empty() || a.broker.any() {
         req["network"] = serde_json::json!({
             "mode": a.net.clone().unwrap_or_else(|| "allowlist".into()),
             "allow": a.allow_host,

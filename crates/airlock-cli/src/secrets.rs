@@ -2,8 +2,8 @@
 //! and `airlock create`: secrets, inspected hosts, HTTP rules and the CAs
 //! trusted for upstream servers.
 
-use anyhow::{bail, Context, Result};
 use airlock_spec::net::{parse_secret_arg, random_placeholder, SecretBinding, SecretValue};
+use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Clone, Default, Debug)]
@@ -24,9 +24,9 @@ pub struct BrokerArgs {
     /// Repeatable.
     #[arg(long = "inspect-host", value_name = "NAME|*.SUFFIX")]
     pub inspect_host: Vec<String>,
-    /// 'METHODS HOST/PATH-GLOB' (e.g. 'GET,HEAD api.github.com/repos/acme/*';
-    /// * for any method; * in the path matches anything, / included): on a
-    /// host named by some rule (its TLS is then terminated), a request
+    /// 'METHODS HOST/PATH-GLOB', e.g. 'GET,HEAD api.github.com/repos/acme/*'
+    /// ("*" for any method; "*" in the path matches anything, "/" too): on
+    /// a host named by some rule (its TLS is then terminated), a request
     /// passes only when one of them matches; others get a 403. Repeatable.
     #[arg(long = "allow-http", value_name = "'METHODS HOST/PATH'")]
     pub allow_http: Vec<String>,

@@ -385,9 +385,9 @@ impl Sandbox {
             let audit = opts
                 .egress_audit
                 .unwrap_or_else(|| std::sync::Arc::new(|_| {}));
-            Some(crate::egress::Egress::new(airlock_egress::Proxy::with_broker(
-                policy, audit, broker,
-            )))
+            Some(crate::egress::Egress::new(
+                airlock_egress::Proxy::with_broker(policy, audit, broker),
+            ))
         };
         let mut sb = Sandbox {
             state: State::Creating,

@@ -114,13 +114,17 @@ impl Broker {
 
         // The sandbox's CA.
         let key = rcgen::KeyPair::generate().map_err(|e| format!("cannot make a CA key: {e}"))?;
-        let mut p = rcgen::CertificateParams::new(Vec::<String>::new())
-            .map_err(|e| format!("CA: {e}"))?;
+        let mut p =
+            rcgen::CertificateParams::new(Vec::<String>::new()).map_err(|e| format!("CA: {e}"))?;
         let id: String = random(4).iter().map(|b| format!("{b:02x}")).collect();
-        p.distinguished_name
-            .push(rcgen::DnType::CommonName, format!("airlock sandbox CA {id}"));
-        p.distinguished_name
-            .push(rcgen::DnType::OrganizationName, "airlock (ephemeral, one sandbox)");
+        p.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            format!("airlock sandbox CA {id}"),
+        );
+        p.distinguished_name.push(
+            rcgen::DnType::OrganizationName,
+            "airlock (ephemeral, one sandbox)",
+        );
         p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
         p.key_usages = vec![
             rcgen::KeyUsagePurpose::KeyCertSign,
@@ -346,12 +350,7 @@ impl Broker {
             return;
         };
         let mut upr = Reader::new(us);
-        loop {
-            match self.one_request(proxy, via, &mut cli, &mut upr, name, port, addr) {
-                Ok(true) => continue,
-                Ok(false) | Err(_) => break,
-            }
-        }
+        while let Ok(true) = self.one_request(proxy, via, &mut cli, &mut upr, name, port, addr) {}
         cli.get_mut().conn.send_close_notify();
         let _ = cli.get_mut().flush();
         upr.get_mut().conn.send_close_notify();
@@ -652,7 +651,11 @@ impl Broker {
                             let mut changed = false;
                             for b in &bound {
                                 if contains(&plain, b.placeholder.as_bytes()) {
-                                    plain = replace(&plain, b.placeholder.as_bytes(), b.value.as_bytes());
+                                    plain = replace(
+                                        &plain,
+                                        b.placeholder.as_bytes(),
+                                        b.value.as_bytes(),
+                                    );
                                     changed = true;
                                 }
                             }
@@ -1054,5 +1057,168 @@ mod tests {
         assert!(has_dot_segment("/a/./b"));
         assert!(!has_dot_segment("/repos/acme/x..y"));
         assert!(!has_dot_segment("/projects/acme%2Fapp"));
+    }
+
+    fn broker() -> (Broker, String) {
+        let ph = airlock_spec::net::random_placeholder();
+        let n = Network {
+            mode: airlock_spec::NetMode::Allowlist,
+            allow: vec!["api.test".into()],
+            secrets: vec![airlock_spec::net::SecretBinding {
+                name: "TOKEN".into(),
+                hosts: vec!["api.test".into()],
+                placeholder: ph.clone(),
+                value: airlock_spec::net::SecretValue("s3cret".into()),
+            }],
+            inspect: vec!["*.insp.test".into()],
+            allow_http: vec!["GET rules.test/ok/*".into()],
+            ..Network::default()
+        };
+        (Broker::from_network(&n).unwrap().unwrap(), ph)
+    }
+
+    #[test]
+    fn which_hosts_are_terminated() {
+        let (b, _) = broker();
+        assert!(b.terminates("api.test"));
+        assert!(b.terminates("a.insp.test"));
+        assert!(!b.terminates("insp.test"));
+        assert!(b.terminates("rules.test"));
+        assert!(!b.terminates("other.test"));
+        assert!(b.ca_pem().starts_with("-----BEGIN CERTIFICATE-----"));
+        let bundle = String::from_utf8(b.trust_bundle()).unwrap();
+        assert!(bundle.ends_with(b.ca_pem()));
+        assert_eq!(b.secret_names("api.test"), ["TOKEN"]);
+        assert!(b.secret_names("a.insp.test").is_empty());
+    }
+
+    #[test]
+    fn rewrite_swaps_only_on_bound_hosts() {
+        let (b, ph) = broker();
+        let head = format!(
+            "GET /x?t={ph} HTTP/1.1\r\nHost: api.test\r\nAuthorization: Basic {}\r\nX-Key: k-{ph}\r\nCookie: own=1\r\nProxy-Authorization: Basic eDp5\r\nUpgrade: h2c\r\n\r\n",
+            b64_encode(format!("user:{ph}").as_bytes())
+        );
+        let req = parse_request(&head).unwrap();
+        let (out, stripped) = b.rewrite(&req, "api.test");
+        assert!(
+            out.starts_with(&format!("GET /x?t={ph} HTTP/1.1\r\n")),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!(
+                "Authorization: Basic {}\r\n",
+                b64_encode(b"user:s3cret")
+            )),
+            "{out}"
+        );
+        assert!(out.contains("X-Key: k-s3cret\r\n"), "{out}");
+        assert!(
+            !out.contains("Cookie")
+                && !out.contains("Proxy-Authorization")
+                && !out.contains("Upgrade"),
+            "{out}"
+        );
+        assert_eq!(stripped, ["Cookie", "Proxy-Authorization"]);
+        // Elsewhere (an inspected host): nothing swapped, nothing dropped
+        // but the proxy's own header.
+        let (out, stripped) = b.rewrite(&req, "a.insp.test");
+        assert!(!out.contains("s3cret"), "{out}");
+        assert!(
+            out.contains(&format!("X-Key: k-{ph}")) && out.contains("Cookie: own=1"),
+            "{out}"
+        );
+        assert_eq!(stripped, ["Proxy-Authorization"]);
+    }
+
+    #[test]
+    fn checks() {
+        let (b, _) = broker();
+        let req = |h: &str| parse_request(h).unwrap();
+        let ok = req("GET /ok/a HTTP/1.1\r\nHost: rules.test\r\n\r\n");
+        assert!(b.check(&ok, "rules.test", 443, "/ok/a").is_ok());
+        let e = b
+            .check(
+                &req("POST /ok/a HTTP/1.1\r\nHost: rules.test\r\n\r\n"),
+                "rules.test",
+                443,
+                "/ok/a",
+            )
+            .unwrap_err();
+        assert_eq!(e.0, 403);
+        assert!(e.1.contains("GET rules.test/ok/*"), "{}", e.1);
+        let e = b
+            .check(
+                &req("GET /ok/a HTTP/1.1\r\nHost: other.test\r\n\r\n"),
+                "rules.test",
+                443,
+                "/ok/a",
+            )
+            .unwrap_err();
+        assert!(e.1.contains("no domain fronting"), "{}", e.1);
+        let e = b
+            .check(
+                &req("GET /ok/a HTTP/1.1\r\nHost: rules.test\r\nHost: rules.test\r\n\r\n"),
+                "rules.test",
+                443,
+                "/ok/a",
+            )
+            .unwrap_err();
+        assert_eq!(e.0, 403);
+        let e = b
+            .check(
+                &req("GET http://rules.test/ok/a HTTP/1.1\r\nHost: rules.test\r\n\r\n"),
+                "rules.test",
+                443,
+                "/ok/a",
+            )
+            .unwrap_err();
+        assert_eq!(e.0, 400);
+        let e = b
+            .check(
+                &req("TRACE /ok/a HTTP/1.1\r\nHost: rules.test\r\n\r\n"),
+                "rules.test",
+                443,
+                "/ok/a",
+            )
+            .unwrap_err();
+        assert_eq!(e.0, 403);
+        // Host with the port, on another port.
+        let p = req("GET /ok/a HTTP/1.1\r\nHost: rules.test:8443\r\n\r\n");
+        assert!(b.check(&p, "rules.test", 8443, "/ok/a").is_ok());
+        assert!(b.check(&p, "rules.test", 443, "/ok/a").is_err());
+        // No rule names the host: everything passes there.
+        let any = req("DELETE /anything HTTP/1.1\r\nHost: a.insp.test\r\n\r\n");
+        assert!(b.check(&any, "a.insp.test", 443, "/anything").is_ok());
+    }
+
+    #[test]
+    fn framing() {
+        let r = |h: &str| request_body(&parse_request(h).unwrap());
+        assert!(matches!(
+            r("POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n"),
+            Ok(Body::Len(5))
+        ));
+        assert!(matches!(
+            r("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Ok(Body::Chunked)
+        ));
+        assert!(
+            r("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n")
+                .is_err()
+        );
+        assert!(r("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n").is_err());
+        assert!(r("POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n").is_err());
+        assert!(r("POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n").is_err());
+        // Chunked bodies pass through byte for byte; a bad one stops.
+        let mut src = Reader::new(&b"5\r\nhello\r\n0\r\nT: 1\r\n\r\nNEXT"[..]);
+        let mut out = Vec::new();
+        copy_chunked(&mut src, &mut out).unwrap();
+        assert_eq!(out, b"5\r\nhello\r\n0\r\nT: 1\r\n\r\n");
+        assert_eq!(src.avail(), b"NEXT");
+        let mut bad = Reader::new(&b"5\r\nhelloXX0\r\n\r\n"[..]);
+        assert!(copy_chunked(&mut bad, &mut Vec::new()).is_err());
+        let mut bad = Reader::new(&b"zz\r\n"[..]);
+        assert!(copy_chunked(&mut bad, &mut Vec::new()).is_err());
     }
 }

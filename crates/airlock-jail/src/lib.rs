@@ -163,10 +163,7 @@ pub fn base_env(
         }
         if spec.network.trust_bundle.is_some() {
             for k in airlock_spec::net::CA_BUNDLE_VARS {
-                env.push((
-                    k.to_string(),
-                    airlock_spec::net::CA_BUNDLE_PATH.to_string(),
-                ));
+                env.push((k.to_string(), airlock_spec::net::CA_BUNDLE_PATH.to_string()));
             }
         }
     }
@@ -241,9 +238,7 @@ impl Plan {
             // The system's roots and this sandbox's own CA (see
             // airlock_egress::broker); read-only for the sandbox's user.
             root.entries.push(mount::Entry::File {
-                path: PathBuf::from(
-                    airlock_spec::net::CA_BUNDLE_PATH.trim_start_matches('/'),
-                ),
+                path: PathBuf::from(airlock_spec::net::CA_BUNDLE_PATH.trim_start_matches('/')),
                 contents: bundle.to_vec(),
                 mode: 0o444,
             });

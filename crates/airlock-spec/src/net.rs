@@ -270,16 +270,20 @@ pub fn parse_http_rule(input: &str) -> Result<HttpRule, NetError> {
         input: input.to_string(),
         why: why.to_string(),
     };
-    let (m, rest) = input
-        .trim()
-        .split_once(' ')
-        .ok_or_else(|| err("expected 'METHODS HOST/PATH' (e.g. 'GET,HEAD api.github.com/repos/acme/*')"))?;
+    let (m, rest) = input.trim().split_once(' ').ok_or_else(|| {
+        err("expected 'METHODS HOST/PATH' (e.g. 'GET,HEAD api.github.com/repos/acme/*')")
+    })?;
     let rest = rest.trim();
     let methods = if m == "*" {
         Vec::new()
     } else {
-        let v: Vec<String> = m.split(',').map(|x| x.trim().to_ascii_uppercase()).collect();
-        if v.iter().any(|x| x.is_empty() || !x.bytes().all(|b| b.is_ascii_uppercase())) {
+        let v: Vec<String> = m
+            .split(',')
+            .map(|x| x.trim().to_ascii_uppercase())
+            .collect();
+        if v.iter()
+            .any(|x| x.is_empty() || !x.bytes().all(|b| b.is_ascii_uppercase()))
+        {
             return Err(err("methods are words like GET, separated by commas, or *"));
         }
         v
@@ -288,7 +292,10 @@ pub fn parse_http_rule(input: &str) -> Result<HttpRule, NetError> {
         Some(i) => (&rest[..i], rest[i..].to_string()),
         None => (rest, "/*".to_string()),
     };
-    if path.bytes().any(|b| b <= b' ' || b == 0x7f || b == b'?' || b == b'#') {
+    if path
+        .bytes()
+        .any(|b| b <= b' ' || b == 0x7f || b == b'?' || b == b'#')
+    {
         return Err(err("the path glob has a space, control byte, '?' or '#'"));
     }
     let host = parse_name_pattern("--allow-http rule", h)?;
@@ -319,9 +326,15 @@ pub fn check_broker(n: &Network) -> Result<(), NetError> {
         // The name only (never the value) goes into messages.
         let ok = !s.name.is_empty()
             && !s.name.as_bytes()[0].is_ascii_digit()
-            && s.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            && s.name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_');
         if !ok {
-            return Err(bad("--secret name", &s.name, "a variable name: letters, digits and '_'"));
+            return Err(bad(
+                "--secret name",
+                &s.name,
+                "a variable name: letters, digits and '_'",
+            ));
         }
         if names.contains(&&s.name) {
             return Err(bad("--secret name", &s.name, "given twice"));
@@ -335,7 +348,11 @@ pub fn check_broker(n: &Network) -> Result<(), NetError> {
         }
         let ph = s.placeholder.strip_prefix("airlock-secret-").unwrap_or("");
         if ph.len() < 32 || !ph.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(bad("--secret placeholder", &s.placeholder, "not one airlock made"));
+            return Err(bad(
+                "--secret placeholder",
+                &s.placeholder,
+                "not one airlock made",
+            ));
         }
         let v = &s.value.0;
         if v.is_empty() {
@@ -352,7 +369,11 @@ pub fn check_broker(n: &Network) -> Result<(), NetError> {
             ));
         }
         if v.contains(&s.placeholder) || s.placeholder.contains(v.as_str()) {
-            return Err(bad("--secret", &s.name, "its value overlaps its placeholder"));
+            return Err(bad(
+                "--secret",
+                &s.name,
+                "its value overlaps its placeholder",
+            ));
         }
     }
     for h in &n.inspect {
@@ -1015,6 +1036,7 @@ mod tests {
             allow: allow.iter().map(|s| s.to_string()).collect(),
             deny: deny.iter().map(|s| s.to_string()).collect(),
             dns_override: vec![],
+            ..Network::default()
         })
         .unwrap()
     }
@@ -1275,5 +1297,102 @@ mod tests {
         assert!(serde_json::from_str::<Network>(r#"{"alow":["x"]}"#).is_err());
         let back: Network = serde_json::from_value(serde_json::to_value(&n).unwrap()).unwrap();
         assert_eq!(back, n);
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob("/repos/acme/*", "/repos/acme/x"));
+        assert!(glob("/repos/acme/*", "/repos/acme/x/y/z"));
+        assert!(glob("/repos/acme/*", "/repos/acme/"));
+        assert!(!glob("/repos/acme/*", "/repos/acme"));
+        assert!(!glob("/repos/acme/*", "/repos/acmex/y"));
+        assert!(glob("/a/*/c", "/a/b/c"));
+        assert!(glob("/a/*/c", "/a/b/x/c"));
+        assert!(!glob("/a/*/c", "/a/b/cd"));
+        assert!(glob("*", ""));
+        assert!(glob("/x", "/x"));
+        assert!(!glob("/x", "/x/"));
+    }
+
+    #[test]
+    fn http_rules() {
+        let r = parse_http_rule("GET,head api.github.com/repos/acme/*").unwrap();
+        assert_eq!(r.methods, ["GET", "HEAD"]);
+        assert_eq!(r.host, Target::Name("api.github.com".into()));
+        assert!(r.matches("GET", "/repos/acme/widget"));
+        assert!(r.matches("HEAD", "/repos/acme/widget"));
+        assert!(!r.matches("POST", "/repos/acme/widget"));
+        assert!(!r.matches("GET", "/repos/other/widget"));
+        assert_eq!(r.to_string(), "GET,HEAD api.github.com/repos/acme/*");
+        let any = parse_http_rule("* *.example.com").unwrap();
+        assert!(any.methods.is_empty() && any.path == "/*");
+        assert!(any.host.matches_name("a.example.com"));
+        assert!(!any.host.matches_name("example.com"));
+        for bad in [
+            "GET",
+            "G-T a.test/x",
+            "GET 10.0.0.1/x",
+            "GET a.test:443/x",
+            "GET a.test/x?y",
+            "GET a.test/x y",
+        ] {
+            assert!(parse_http_rule(bad).is_err(), "{bad}");
+        }
+    }
+
+    fn secret(name: &str, hosts: &[&str], value: &str) -> SecretBinding {
+        SecretBinding {
+            name: name.into(),
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            placeholder: random_placeholder(),
+            value: SecretValue(value.into()),
+        }
+    }
+
+    #[test]
+    fn secrets_are_checked_and_never_serialized() {
+        let mut n = Network {
+            mode: NetMode::Allowlist,
+            allow: vec!["api.test".into()],
+            secrets: vec![secret("TOKEN", &["api.test", "*.api.test"], "v4lue-xyz")],
+            ..Network::default()
+        };
+        check_broker(&n).unwrap();
+        let json = serde_json::to_string(&n).unwrap();
+        assert!(!json.contains("v4lue-xyz"), "{json}");
+        assert!(json.contains("TOKEN") && json.contains("airlock-secret-"));
+        assert!(!format!("{n:?}").contains("v4lue-xyz"));
+        // Read back: no value (it never travels in JSON).
+        let back: Network = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.secrets[0].value, SecretValue::default());
+        for (s, why) in [
+            (secret("1X", &["a.test"], "v"), "variable name"),
+            (secret("X", &[], "v"), "no host"),
+            (secret("X", &["10.0.0.0/8"], "v"), "not an address"),
+            (secret("X", &["a.test:443"], "v"), "no :PORT"),
+            (secret("X", &["a.test"], ""), "empty"),
+            (
+                secret("X", &["a.test"], "a\r\nX-Evil: 1"),
+                "control character",
+            ),
+        ] {
+            n.secrets = vec![s];
+            let e = check_broker(&n).unwrap_err().to_string();
+            assert!(e.contains(why), "{e}");
+            assert!(!e.contains("X-Evil"), "{e}");
+        }
+        let mut p = secret("X", &["a.test"], "v");
+        p.placeholder = "chosen".into();
+        n.secrets = vec![p];
+        assert!(check_broker(&n).is_err());
+        n.secrets = vec![secret("X", &["a.test"], "v"), secret("X", &["b.test"], "w")];
+        assert!(check_broker(&n).unwrap_err().to_string().contains("twice"));
+        n.secrets = vec![secret("X", &["a.test"], "v")];
+        n.mode = NetMode::None;
+        n.allow.clear();
+        assert!(check_broker(&n)
+            .unwrap_err()
+            .to_string()
+            .contains("need a network"));
     }
 }

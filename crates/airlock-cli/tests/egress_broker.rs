@@ -537,6 +537,8 @@ curl -sS -m 20 -H "Authorization: Bearer $API_TOKEN" -H 'Transfer-Encoding: chun
 curl -sS -m 20 -H "Authorization: Bearer $API_TOKEN" --data-binary @/tmp/body https://api.bound.test/post-sized
 curl -sS -m 20 -H "Authorization: Bearer my-own-token" -H "Cookie: c=1" https://api.bound.test/own-credentials
 curl -sS -m 20 -H "X-Api-Key: $API_TOKEN" https://api.bound.test/other-header
+curl -sS -m 20 -H "Authorization: Bearer $API_TOKEN" -H 'Expect: 100-continue' --data-binary @/tmp/body https://api.bound.test/post-expect
+echo "fronted=$(curl -sS -m 20 -o /dev/null -w '%{http_code}' -H 'Host: echo.unbound.test' -H "Authorization: Bearer $API_TOKEN" https://api.bound.test/fronted)"
 "#;
     let mut args: Vec<String> = vec!["run".into(), "--verbose".into()];
     args.extend(broker_flags(&net));
@@ -622,6 +624,13 @@ curl -sS -m 20 -H "X-Api-Key: $API_TOKEN" https://api.bound.test/other-header
         assert!(!own.to_ascii_lowercase().contains("cookie:"), "{o:?}");
         // Any header carries the value where the placeholder was.
         assert!(s.contains(&format!("X-Api-Key: {}\n", net.secret)), "{o:?}");
+        // Expect: 100-continue: the server's 100 reaches the client, then
+        // the body goes up.
+        let exp = section(s, "echo bound-tls POST /post-expect body-len=100000\n");
+        assert!(exp.contains("Expect: 100-continue"), "{o:?}");
+        // Another Host than the name on the bound host: refused, so the
+        // value cannot be fronted to another site on the same server.
+        assert!(s.contains("fronted=403\n"), "{o:?}");
         // The audit (--verbose): the refusal of plain HTTP, with its reason;
         // the value in none of airlock's own output.
         assert!(

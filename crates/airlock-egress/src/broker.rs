@@ -883,7 +883,21 @@ impl<S: Read> Reader<S> {
             if self.avail().len() > crate::MAX_HEAD {
                 return Err(io::Error::other("a head over 64 KiB"));
             }
-            if !self.fill()? {
+            let more = match self.fill() {
+                // A kept-alive client that stays silent between requests:
+                // the connection ends quietly.
+                Err(e)
+                    if self.avail().is_empty()
+                        && matches!(
+                            e.kind(),
+                            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                        ) =>
+                {
+                    return Ok(None)
+                }
+                r => r?,
+            };
+            if !more {
                 if self.avail().is_empty() {
                     return Ok(None);
                 }

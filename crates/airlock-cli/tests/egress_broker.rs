@@ -95,6 +95,10 @@ class H(http.server.BaseHTTPRequestHandler):
             return self.send(200, f'<html><body><a href="/files/{WHEEL_NAME}#sha256={h}">{WHEEL_NAME}</a></body></html>\n'.encode(), 'text/html')
         if p == '/files/' + WHEEL_NAME:
             return self.send(200, WHEEL, 'application/octet-stream')
+        if p == '/close-after':
+            # Answer, then close without saying so (as an idle timeout).
+            self.close_connection = True
+            return self.send(200, b'closing\n')
         if p.startswith('/check'):
             ok = self.headers.get('Authorization') == 'Bearer ' + expected
             return self.send(200, b'auth=match\n' if ok else b'auth=mismatch\n')
@@ -538,6 +542,7 @@ curl -sS -m 20 -H "Authorization: Bearer $API_TOKEN" --data-binary @/tmp/body ht
 curl -sS -m 20 -H "Authorization: Bearer my-own-token" -H "Cookie: c=1" https://api.bound.test/own-credentials
 curl -sS -m 20 -H "X-Api-Key: $API_TOKEN" https://api.bound.test/other-header
 curl -sS -m 20 -H "Authorization: Bearer $API_TOKEN" -H 'Expect: 100-continue' --data-binary @/tmp/body https://api.bound.test/post-expect
+curl -sS -m 20 --rate 3/s -w 'reconns=%{num_connects}\n' https://api.bound.test/close-after https://api.bound.test/after-close
 echo "fronted=$(curl -sS -m 20 -o /dev/null -w '%{http_code}' -H 'Host: echo.unbound.test' -H "Authorization: Bearer $API_TOKEN" https://api.bound.test/fronted)"
 "#;
     let mut args: Vec<String> = vec!["run".into(), "--verbose".into()];
@@ -628,6 +633,16 @@ echo "fronted=$(curl -sS -m 20 -o /dev/null -w '%{http_code}' -H 'Host: echo.unb
         // the body goes up.
         let exp = section(s, "echo bound-tls POST /post-expect body-len=100000\n");
         assert!(exp.contains("Expect: 100-continue"), "{o:?}");
+        // A server that closes an idle kept-alive connection: the proxy
+        // closes the client's too, and the client's next request goes on a
+        // new one.
+        assert!(s.contains("closing\nreconns=1\n"), "{o:?}");
+        assert!(
+            s.contains("echo bound-tls GET /after-close body-len=0\n"),
+            "{o:?}"
+        );
+        let reconns: Vec<&str> = s.lines().filter(|l| l.starts_with("reconns=")).collect();
+        assert_eq!(reconns, ["reconns=1", "reconns=1"], "{o:?}");
         // Another Host than the name on the bound host: refused, so the
         // value cannot be fronted to another site on the same server.
         assert!(s.contains("fronted=403\n"), "{o:?}");

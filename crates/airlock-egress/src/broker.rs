@@ -369,6 +369,9 @@ impl Broker {
         port: u16,
         addr: IpAddr,
     ) -> io::Result<bool> {
+        if !wait_next(cli, upr) {
+            return Ok(false);
+        }
         let head = match cli.read_head() {
             Ok(Some(h)) => h,
             Ok(None) => return Ok(false),
@@ -683,6 +686,74 @@ impl Broker {
     /// The names of the secrets bound to `name` (for messages).
     pub fn secret_names(&self, name: &str) -> Vec<String> {
         self.bound_to(name).map(|b| b.name.clone()).collect()
+    }
+}
+
+/// Waits for the client's next request on a kept-alive connection;
+/// `false` when upstream closed (or spoke unasked) first, or the client
+/// stayed silent too long: the client's connection is then closed before
+/// it sends a request into a dead upstream connection (clients retry a
+/// closed idle connection on a new one; a request lost mid-way they may
+/// not).
+fn wait_next(
+    cli: &mut Reader<rustls::StreamOwned<rustls::ServerConnection, Prefixed>>,
+    upr: &mut Reader<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>,
+) -> bool {
+    use std::os::fd::AsRawFd;
+    if !cli.avail().is_empty() || cli.s.sock.pos < cli.s.sock.pre.len() {
+        return true;
+    }
+    // Plaintext rustls already decrypted.
+    let mut b = [0u8; 16 * 1024];
+    match cli.s.conn.reader().read(&mut b) {
+        Ok(0) => return true,
+        Ok(n) => {
+            cli.buf.extend_from_slice(&b[..n]);
+            return true;
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+        Err(_) => return true,
+    }
+    let mut p = [
+        libc::pollfd {
+            fd: cli.s.sock.s.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: upr.s.sock.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    loop {
+        p[0].revents = 0;
+        p[1].revents = 0;
+        // SAFETY: two valid pollfds.
+        let n = unsafe { libc::poll(p.as_mut_ptr(), 2, IDLE.as_millis() as i32) };
+        if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
+        if n <= 0 {
+            return false;
+        }
+        if p[1].revents != 0 {
+            // TLS records from upstream between requests: session tickets
+            // (TLS 1.3) are fine; its close, or data nobody asked for, end
+            // the connection — checked before the client's request even
+            // when that is there too (a request on a closed idle
+            // connection is one a client retries).
+            let us = &mut upr.s;
+            match us.conn.read_tls(&mut us.sock) {
+                Ok(0) | Err(_) => return false,
+                Ok(_) => {}
+            }
+            match us.conn.process_new_packets() {
+                Ok(st) if st.plaintext_bytes_to_read() == 0 && !st.peer_has_closed() => continue,
+                _ => return false,
+            }
+        }
+        return p[0].revents != 0;
     }
 }
 

@@ -1269,6 +1269,31 @@ fn service_never_echoes_the_secret() {
         .as_str()
         .unwrap()
         .to_string();
+    // Bad input is a 400 that does not quote the value.
+    for bad in [
+        serde_json::json!({"allow": ["api.bound.test"], "secrets": [{"name": "T", "hosts": ["api.bound.test"], "value": format!("{}\r\nX: 1", net.secret)}]}),
+        serde_json::json!({"allow": ["api.bound.test"], "secrets": [{"name": "T", "hosts": ["10.0.0.0/8"], "value": net.secret}]}),
+        serde_json::json!({"secrets": [{"name": "T", "hosts": ["api.bound.test"], "value": net.secret}]}),
+        serde_json::json!({"allow": ["a.test"], "inspect": ["a.test"], "upstream_ca": ["-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"]}),
+    ] {
+        let (s, b) = d.req(
+            "POST",
+            "/v1/sandboxes",
+            Some(serde_json::json!({ "network": bad })),
+        );
+        assert!(s == 400 || s == 422, "{bad}: {s} {b}");
+        assert!(!b.contains(&net.secret), "{b}");
+    }
+    let (s, b) = d.req(
+        "PUT",
+        &format!("/v1/sandboxes/{id}/network"),
+        Some(serde_json::json!({"allow": ["api.bound.test"], "secrets": [{"name": "T", "hosts": ["api.bound.test"], "value": net.secret}]})),
+    );
+    assert!(s == 400 || s == 422, "{s} {b}");
+    assert!(
+        b.contains("fixed when a sandbox is created") && !b.contains(&net.secret),
+        "{b}"
+    );
     let check = |id: &str| {
         d.exec(
             id,

@@ -81,6 +81,26 @@ pub fn system_roots_pem() -> String {
     String::new()
 }
 
+/// Checks `--upstream-ca` texts: each must hold PEM certificates that
+/// parse (a request with a bad one is refused before a sandbox is made).
+pub fn check_upstream_ca(pems: &[String]) -> Result<(), String> {
+    for pem in pems {
+        let mut roots = rustls::RootCertStore::empty();
+        let mut any = false;
+        for c in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            let c = c.map_err(|e| format!("upstream_ca: {e}"))?;
+            roots
+                .add(c)
+                .map_err(|e| format!("upstream_ca: a certificate refused: {e}"))?;
+            any = true;
+        }
+        if !any {
+            return Err("upstream_ca: no certificate in it".into());
+        }
+    }
+    Ok(())
+}
+
 impl Broker {
     /// The broker a network asks for (`None`: no secret, no inspected
     /// host, no HTTP rule). Makes the sandbox's CA.

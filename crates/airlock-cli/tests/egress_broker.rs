@@ -755,85 +755,87 @@ print('files', nfiles, flush=True)
 child.kill()
 child.wait()
 "#;
-    let out = tempdir::Dir::new();
-    std::fs::set_permissions(
-        out.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o777),
-    )
-    .unwrap();
-    let json = out.path().join("result.json");
-    let mut args: Vec<String> = vec!["run".into(), "--verbose".into()];
-    args.extend(broker_flags(&net));
-    args.extend([
-        "--mount".into(),
-        format!("{}:/certs:ro", net.dir.path().display()),
-        "--mount".into(),
-        format!("{}:/out:rw", out.path().display()),
-        "--json".into(),
-        json.display().to_string(),
-        "--".into(),
-        "/usr/bin/python3".into(),
-        "-c".into(),
-        scan.into(),
-    ]);
-    let a: Vec<&str> = args.iter().map(String::as_str).collect();
-    let Some(o) = net.airlock(Who::Root, &a) else {
-        return;
-    };
-    assert_eq!(o.code, 0, "{o:?}");
-    assert!(o.stdout.contains("child auth=match\n"), "{o:?}");
-    assert!(o.stdout.contains("child-read True"), "{o:?}");
-    let files: usize = o
-        .stdout
-        .split("files ")
-        .nth(1)
-        .and_then(|r| r.trim().parse().ok())
+    for who in [Who::Root, Who::User] {
+        let out = tempdir::Dir::new();
+        std::fs::set_permissions(
+            out.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o777),
+        )
         .unwrap();
-    assert!(files > 5, "{o:?}");
-    let environ = std::fs::read(out.path().join("environ.bin")).unwrap();
-    let mem = std::fs::read(out.path().join("mem.bin")).unwrap();
-    let filebytes = std::fs::read(out.path().join("files.bin")).unwrap();
-    assert!(mem.len() > 1 << 20, "{} bytes of memory", mem.len());
-    // The dump is real: the placeholder is in it (env and memory), and so
-    // is the unbound server's answer (in a file).
-    assert!(contains(&environ, "API_TOKEN=airlock-secret-"));
-    let ph_start = environ
-        .windows(10)
-        .position(|w| w == b"API_TOKEN=")
-        .unwrap()
-        + 10;
-    let placeholder = String::from_utf8_lossy(&environ[ph_start..ph_start + 47]).to_string();
-    assert!(placeholder.starts_with("airlock-secret-"), "{placeholder}");
-    assert!(
-        contains(&mem, &placeholder),
-        "the memory dump lacks the placeholder"
-    );
-    assert!(contains(
-        &filebytes,
-        "echo unbound-tls GET /echo-unbound-py"
-    ));
-    assert!(contains(
-        &filebytes,
-        &format!("Authorization: Bearer {placeholder}")
-    ));
-    for (what, bytes) in [
-        ("an environment", &environ),
-        ("process memory", &mem),
-        ("a file", &filebytes),
-    ] {
+        let json = out.path().join("result.json");
+        let mut args: Vec<String> = vec!["run".into(), "--verbose".into()];
+        args.extend(broker_flags(&net));
+        args.extend([
+            "--mount".into(),
+            format!("{}:/certs:ro", net.dir.path().display()),
+            "--mount".into(),
+            format!("{}:/out:rw", out.path().display()),
+            "--json".into(),
+            json.display().to_string(),
+            "--".into(),
+            "/usr/bin/python3".into(),
+            "-c".into(),
+            scan.into(),
+        ]);
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        let Some(o) = net.airlock(who, &a) else {
+            continue;
+        };
+        assert_eq!(o.code, 0, "{o:?}");
+        assert!(o.stdout.contains("child auth=match\n"), "{o:?}");
+        assert!(o.stdout.contains("child-read True"), "{o:?}");
+        let files: usize = o
+            .stdout
+            .split("files ")
+            .nth(1)
+            .and_then(|r| r.trim().parse().ok())
+            .unwrap();
+        assert!(files > 5, "{o:?}");
+        let environ = std::fs::read(out.path().join("environ.bin")).unwrap();
+        let mem = std::fs::read(out.path().join("mem.bin")).unwrap();
+        let filebytes = std::fs::read(out.path().join("files.bin")).unwrap();
+        assert!(mem.len() > 1 << 20, "{} bytes of memory", mem.len());
+        // The dump is real: the placeholder is in it (env and memory), and so
+        // is the unbound server's answer (in a file).
+        assert!(contains(&environ, "API_TOKEN=airlock-secret-"));
+        let ph_start = environ
+            .windows(10)
+            .position(|w| w == b"API_TOKEN=")
+            .unwrap()
+            + 10;
+        let placeholder = String::from_utf8_lossy(&environ[ph_start..ph_start + 47]).to_string();
+        assert!(placeholder.starts_with("airlock-secret-"), "{placeholder}");
         assert!(
-            !contains(bytes, &net.secret),
-            "the secret's value is in {what} inside the sandbox"
+            contains(&mem, &placeholder),
+            "the memory dump lacks the placeholder"
         );
+        assert!(contains(
+            &filebytes,
+            "echo unbound-tls GET /echo-unbound-py"
+        ));
+        assert!(contains(
+            &filebytes,
+            &format!("Authorization: Bearer {placeholder}")
+        ));
+        for (what, bytes) in [
+            ("an environment", &environ),
+            ("process memory", &mem),
+            ("a file", &filebytes),
+        ] {
+            assert!(
+                !contains(bytes, &net.secret),
+                "{who:?}: the secret's value is in {what} inside the sandbox"
+            );
+        }
+        assert!(!o.stdout.contains(&net.secret) && !o.stderr.contains(&net.secret));
+        let j = std::fs::read_to_string(&json).unwrap();
+        assert!(!j.contains(&net.secret), "{j}");
+        // It did reach the bound server.
+        assert!(net.log().contains(&format!(
+            "bound-tls GET /check auth='Bearer {}'",
+            net.secret
+        )));
     }
-    assert!(!o.stdout.contains(&net.secret) && !o.stderr.contains(&net.secret));
-    let j = std::fs::read_to_string(&json).unwrap();
-    assert!(!j.contains(&net.secret), "{j}");
-    // It did reach the bound server.
-    assert!(net.log().contains(&format!(
-        "bound-tls GET /check auth='Bearer {}'",
-        net.secret
-    )));
 }
 
 /// HTTP rules on an inspected host: an allowed GET passes, a POST to the

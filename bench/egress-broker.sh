@@ -28,7 +28,7 @@ chmod 755 "$WORK"
 PID=""
 cleanup() {
     if [ -n "$PID" ]; then kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; fi
-    rm -rf "$WORK"
+    [ -n "${KEEP:-}" ] || rm -rf "$WORK"
 }
 trap cleanup EXIT
 
@@ -124,7 +124,7 @@ tun=$("$AIRLOCK" run -q "${NET[@]}" -- curl -sS --cacert /bench/ca.pem -o /dev/n
 term=$("$AIRLOCK" run -q "${NET[@]}" -- curl -sS -o /dev/null -w '%{time_total}' "https://term.test:$PORT/big")
 log "requests: $N kept-alive and $M new connections, tunnelled then terminated"
 "$AIRLOCK" run -q "${NET[@]}" -- "$PYTHON" /bench/req.py tunnel.test "$PORT" "$N" "$M" /bench/ca.pem >"$WORK/req-tunnel"
-"$AIRLOCK" run -q "${NET[@]}" -- sh -c "$PYTHON /bench/req.py term.test $PORT $N $M \"\"" >"$WORK/req-term"
+"$AIRLOCK" run ${VERBOSE:+--verbose} -q "${NET[@]}" -- sh -c "$PYTHON /bench/req.py term.test $PORT $N $M \"\"" >"$WORK/req-term"
 
 "$PYTHON" - "$SIZE_MB" "$tun" "$term" "$WORK/req-tunnel" "$WORK/req-term" <<'PY'
 import sys

@@ -472,17 +472,19 @@ impl Broker {
         let expect = req
             .header("expect")
             .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
-        upr.get_mut().write_all(out_head.as_bytes())?;
-        d.bytes_out += out_head.len() as u64;
+        // Head and body in as few TLS records (and packets) as fit.
         let mut body_sent = false;
-        if !expect {
-            d.bytes_out += send_body(cli, upr.get_mut(), body)?;
-            upr.get_mut().flush()?;
-            body_sent = true;
-        } else {
-            upr.get_mut().flush()?;
+        {
+            let mut w = io::BufWriter::with_capacity(64 * 1024, upr.get_mut());
+            w.write_all(out_head.as_bytes())?;
+            d.bytes_out += out_head.len() as u64;
+            if !expect {
+                d.bytes_out += send_body(cli, &mut w, body)?;
+                body_sent = true;
+            }
+            w.flush()?;
         }
-        // Responses: 1xx ones first.
+        // Responses: 1xx ones first (passed on at once).
         let result = loop {
             let Some(rhead) = upr.read_head()? else {
                 d.reason = format!("{name} closed the connection without an answer");
@@ -499,26 +501,26 @@ impl Broker {
                     return Ok(false);
                 }
             };
-            cli.get_mut().write_all(&rhead)?;
-            d.bytes_in += rhead.len() as u64;
-            if status == 101 {
-                // Upgrades were taken out of the request; a server that
-                // switches anyway ends the connection here.
-                close = true;
-                break (status, rh);
-            }
-            if (100..200).contains(&status) {
+            if (100..200).contains(&status) && status != 101 {
+                cli.get_mut().write_all(&rhead)?;
                 cli.get_mut().flush()?;
+                d.bytes_in += rhead.len() as u64;
                 if status == 100 && !body_sent {
-                    d.bytes_out += send_body(cli, upr.get_mut(), body)?;
-                    upr.get_mut().flush()?;
+                    let mut w = io::BufWriter::with_capacity(64 * 1024, upr.get_mut());
+                    d.bytes_out += send_body(cli, &mut w, body)?;
+                    w.flush()?;
                     body_sent = true;
                 }
                 continue;
             }
-            break (status, rh);
+            if status == 101 {
+                // Upgrades were taken out of the request; a server that
+                // switches anyway ends the connection here.
+                close = true;
+            }
+            break (status, rh, rhead);
         };
-        let (status, rh) = result;
+        let (status, rh, rhead) = result;
         if !body_sent && !matches!(body, Body::None) {
             // The server answered without asking for the body: the
             // client's body is still on its way, so the connection ends.
@@ -536,38 +538,48 @@ impl Broker {
         {
             close = true;
         }
+        // The response's framing, decided before a byte of it goes out.
         let no_body =
             req.method == "HEAD" || status == 204 || status == 304 || (100..200).contains(&status);
-        if !no_body {
-            let te = hdr("transfer-encoding");
-            let cl = hdr("content-length");
-            if !te.is_empty() {
-                let last = te
-                    .last()
-                    .and_then(|v| v.rsplit(',').next())
-                    .map(|s| s.trim().to_ascii_lowercase());
-                if last.as_deref() == Some("chunked") {
-                    d.bytes_in += copy_chunked(upr, cli.get_mut())?;
-                } else {
-                    d.bytes_in += copy_eof(upr, cli.get_mut())?;
-                    close = true;
-                }
-            } else if let Some(v) = cl.first() {
-                let n = match v.parse::<u64>() {
-                    Ok(n) if cl.iter().all(|x| x == v) => n,
-                    _ => {
-                        d.reason = format!("a bad Content-Length from {name}");
-                        proxy.report(d);
-                        return Ok(false);
-                    }
-                };
-                d.bytes_in += copy_len(upr, cli.get_mut(), n)?;
+        let te = hdr("transfer-encoding");
+        let cl = hdr("content-length");
+        let framing = if no_body {
+            Body::None
+        } else if !te.is_empty() {
+            let last = te
+                .last()
+                .and_then(|v| v.rsplit(',').next())
+                .map(|s| s.trim().to_ascii_lowercase());
+            if last.as_deref() == Some("chunked") {
+                Body::Chunked
             } else {
-                d.bytes_in += copy_eof(upr, cli.get_mut())?;
                 close = true;
+                Body::Eof
             }
-        }
-        cli.get_mut().flush()?;
+        } else if let Some(v) = cl.first() {
+            match v.parse::<u64>() {
+                Ok(n) if cl.iter().all(|x| x == v) => Body::Len(n),
+                _ => {
+                    d.reason = format!("a bad Content-Length from {name}");
+                    let _ = respond(cli.get_mut(), 502, "Bad Gateway", &d.reason);
+                    proxy.report(d);
+                    return Ok(false);
+                }
+            }
+        } else {
+            close = true;
+            Body::Eof
+        };
+        let mut w = io::BufWriter::with_capacity(64 * 1024, cli.get_mut());
+        w.write_all(&rhead)?;
+        d.bytes_in += rhead.len() as u64;
+        d.bytes_in += match framing {
+            Body::None => 0,
+            Body::Len(n) => copy_len(upr, &mut w, n)?,
+            Body::Chunked => copy_chunked(upr, &mut w)?,
+            Body::Eof => copy_eof(upr, &mut w)?,
+        };
+        w.flush()?;
         d.allowed = true;
         proxy.report(d);
         Ok(!close)
@@ -808,6 +820,8 @@ enum Body {
     None,
     Len(u64),
     Chunked,
+    /// Until the server closes (responses only).
+    Eof,
 }
 
 fn request_body(req: &crate::Request) -> Result<Body, String> {
@@ -852,6 +866,7 @@ fn send_body<R: Read, W: Write>(r: &mut Reader<R>, w: &mut W, b: Body) -> io::Re
         Body::None => Ok(0),
         Body::Len(n) => copy_len(r, w, n),
         Body::Chunked => copy_chunked(r, w),
+        Body::Eof => copy_eof(r, w),
     }
 }
 

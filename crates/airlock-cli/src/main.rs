@@ -578,6 +578,9 @@ fn run(
     if spec.network.mode == airlock_spec::NetMode::All {
         notes("--net all: the sandbox reaches every public name and address through the egress proxy (private, loopback and link-local addresses still need a CIDR rule)");
     }
+    for n in secrets::unreachable_secret_hosts(&spec.network) {
+        notes(&n);
+    }
     let decisions = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let audit: Option<airlock_egress::Audit> = if spec.network.mode == airlock_spec::NetMode::None {
         None

@@ -123,3 +123,30 @@ impl BrokerArgs {
         Ok(())
     }
 }
+
+/// Notes for secrets bound to names that no `--allow-host` rule lets
+/// through (on 443): the value would never be used.
+pub fn unreachable_secret_hosts(n: &airlock_spec::Network) -> Vec<String> {
+    let Ok(p) = airlock_spec::net::Policy::compile(n) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for s in &n.secrets {
+        for h in &s.hosts {
+            if h.starts_with("*.") {
+                continue;
+            }
+            let Ok(airlock_spec::net::Host::Name(name)) = airlock_spec::net::canonical_host(h)
+            else {
+                continue;
+            };
+            if p.check_name(&name, 443).is_err() {
+                out.push(format!(
+                    "--secret {}@{h}: no --allow-host rule lets the sandbox reach {name}:443, so the secret is never used there",
+                    s.name
+                ));
+            }
+        }
+    }
+    out
+}

@@ -1119,6 +1119,28 @@ fn bad_secret_flags_are_refused() {
         assert!(o.stderr.contains(want), "{flags:?}: {want:?}: {o:?}");
         assert!(!o.stderr.contains(&net.secret), "{o:?}");
     }
+    // A secret for a name the sandbox cannot reach: said, not fatal.
+    let Some(o) = net.airlock(
+        Who::Root,
+        &[
+            "run",
+            "--allow-host",
+            "a.test",
+            "--secret",
+            "API_TOKEN@b.test",
+            "--",
+            "true",
+        ],
+    ) else {
+        return;
+    };
+    assert_eq!(o.code, 0, "{o:?}");
+    assert!(
+        o.stderr.contains(
+            "--secret API_TOKEN@b.test: no --allow-host rule lets the sandbox reach b.test:443"
+        ),
+        "{o:?}"
+    );
     // A value with a line break could inject a header: refused, unquoted.
     let f = net.secret_dir.path().join("nl");
     std::fs::write(&f, format!("{}\r\nX-Evil: 1\n", net.secret)).unwrap();

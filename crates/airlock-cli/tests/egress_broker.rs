@@ -933,6 +933,80 @@ req -X POST -d x=1 https://insp.test/upload/file
     );
 }
 
+/// Raw requests on one terminated connection (to the bound host): only
+/// http/1.1 is negotiated even when the client offers h2; pipelined
+/// requests are each checked (a second one with another Host is refused
+/// and the connection ends, so a third is never forwarded); a request
+/// with both Content-Length and Transfer-Encoding (smuggling) is refused;
+/// an absolute URL naming another host is refused.
+#[test]
+fn terminated_connections_check_every_request() {
+    let Some(net) = Inet::new() else { return };
+    let script = r#"
+import os, re, socket, ssl
+def tls():
+    s = socket.create_connection(('127.0.0.1', 3128), timeout=20)
+    s.sendall(b'CONNECT api.bound.test:443 HTTP/1.1\r\nHost: api.bound.test:443\r\n\r\n')
+    h = b''
+    while b'\r\n\r\n' not in h:
+        h += s.recv(1)
+    ctx = ssl.create_default_context()
+    ctx.set_alpn_protocols(['h2', 'http/1.1'])
+    return ctx.wrap_socket(s, server_hostname='api.bound.test')
+def statuses(t):
+    d = b''
+    while True:
+        try:
+            x = t.recv(65536)
+        except (OSError, ssl.SSLError):
+            break
+        if not x:
+            break
+        d += x
+    return [x.decode() for x in re.findall(rb'(?:^|\n)HTTP/1\.1 (\d{3}) ', d)]
+tok = os.environ['API_TOKEN']
+t = tls()
+print('alpn', t.selected_alpn_protocol())
+t.sendall((f'GET /pipe-1 HTTP/1.1\r\nHost: api.bound.test\r\nAuthorization: Bearer {tok}\r\n\r\n'
+           f'GET /pipe-2 HTTP/1.1\r\nHost: echo.unbound.test\r\nAuthorization: Bearer {tok}\r\n\r\n'
+           f'GET /pipe-3 HTTP/1.1\r\nHost: api.bound.test\r\nAuthorization: Bearer {tok}\r\n\r\n').encode())
+print('pipelined', statuses(t))
+t = tls()
+body = b'0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: api.bound.test\r\n\r\n'
+t.sendall(b'POST /smuggle HTTP/1.1\r\nHost: api.bound.test\r\nContent-Length: %d\r\nTransfer-Encoding: chunked\r\n\r\n' % len(body) + body)
+print('smuggle', statuses(t))
+t = tls()
+t.sendall(f'GET https://echo.unbound.test/abs HTTP/1.1\r\nHost: api.bound.test\r\nAuthorization: Bearer {tok}\r\n\r\n'.encode())
+print('absolute', statuses(t))
+t = tls()
+t.sendall(f'GET /obs-fold HTTP/1.1\r\nHost: api.bound.test\r\nX-A: 1\r\n Host: echo.unbound.test\r\n\r\n'.encode())
+print('folded', statuses(t))
+"#;
+    let mut args: Vec<String> = vec!["run".into()];
+    args.extend(broker_flags(&net));
+    args.extend([
+        "--".into(),
+        "/usr/bin/python3".into(),
+        "-c".into(),
+        script.into(),
+    ]);
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let Some(o) = net.airlock(Who::Root, &a) else {
+        return;
+    };
+    assert_eq!(o.code, 0, "{o:?}");
+    assert_eq!(
+        o.stdout,
+        "alpn http/1.1\npipelined ['200', '403']\nsmuggle ['400']\nabsolute ['400']\nfolded ['400']\n",
+        "{o:?}"
+    );
+    let log = net.log();
+    assert!(log.contains("bound-tls GET /pipe-1"), "{log}");
+    for never in ["/pipe-2", "/pipe-3", "/smuggle", "/abs", "/obs-fold"] {
+        assert!(!log.contains(never), "{never} reached a server: {log}");
+    }
+}
+
 /// An upstream whose certificate no trusted CA signed: the client gets a
 /// 502 with the reason, and nothing (the secret least of all) reaches the
 /// server. Without --upstream-ca the test CA is not trusted either.

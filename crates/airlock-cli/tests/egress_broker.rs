@@ -541,6 +541,7 @@ curl -sS -m 20 -H "Authorization: Bearer $API_TOKEN" -H 'Transfer-Encoding: chun
 curl -sS -m 20 -H "Authorization: Bearer $API_TOKEN" --data-binary @/tmp/body https://api.bound.test/post-sized
 curl -sS -m 20 -H "Authorization: Bearer my-own-token" -H "Cookie: c=1" https://api.bound.test/own-credentials
 curl -sS -m 20 -H "X-Api-Key: $API_TOKEN" https://api.bound.test/other-header
+curl -sS -m 20 -x socks5h://127.0.0.1:1080 -H "Authorization: Bearer $API_TOKEN" https://api.bound.test/via-socks
 curl -sS -m 20 -H "Authorization: Bearer $API_TOKEN" -H 'Expect: 100-continue' --data-binary @/tmp/body https://api.bound.test/post-expect
 curl -sS -m 20 --rate 3/s -w 'reconns=%{num_connects}\n' https://api.bound.test/close-after https://api.bound.test/after-close
 echo "fronted=$(curl -sS -m 20 -o /dev/null -w '%{http_code}' -H 'Host: echo.unbound.test' -H "Authorization: Bearer $API_TOKEN" https://api.bound.test/fronted)"
@@ -629,6 +630,12 @@ echo "fronted=$(curl -sS -m 20 -o /dev/null -w '%{http_code}' -H 'Host: echo.unb
         assert!(!own.to_ascii_lowercase().contains("cookie:"), "{o:?}");
         // Any header carries the value where the placeholder was.
         assert!(s.contains(&format!("X-Api-Key: {}\n", net.secret)), "{o:?}");
+        // Through SOCKS5 too.
+        let socks = section(s, "echo bound-tls GET /via-socks body-len=0\n");
+        assert!(
+            socks.contains(&format!("Authorization: Bearer {}\n", net.secret)),
+            "{o:?}"
+        );
         // Expect: 100-continue: the server's 100 reaches the client, then
         // the body goes up.
         let exp = section(s, "echo bound-tls POST /post-expect body-len=100000\n");

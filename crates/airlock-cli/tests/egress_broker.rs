@@ -95,6 +95,14 @@ class H(http.server.BaseHTTPRequestHandler):
             return self.send(200, f'<html><body><a href="/files/{WHEEL_NAME}#sha256={h}">{WHEEL_NAME}</a></body></html>\n'.encode(), 'text/html')
         if p == '/files/' + WHEEL_NAME:
             return self.send(200, WHEEL, 'application/octet-stream')
+        if p == '/chunked-resp':
+            self.send_response(200)
+            self.send_header('Transfer-Encoding', 'chunked')
+            self.end_headers()
+            for part in (b'first-part ', b'x' * 70000, b' last-part\n'):
+                self.wfile.write(b'%x\r\n%s\r\n' % (len(part), part))
+            self.wfile.write(b'0\r\n\r\n')
+            return
         if p == '/close-after':
             # Answer, then close without saying so (as an idle timeout).
             self.close_connection = True
@@ -541,6 +549,7 @@ curl -sS -m 20 -H "Authorization: Bearer $API_TOKEN" -H 'Transfer-Encoding: chun
 curl -sS -m 20 -H "Authorization: Bearer $API_TOKEN" --data-binary @/tmp/body https://api.bound.test/post-sized
 curl -sS -m 20 -H "Authorization: Bearer my-own-token" -H "Cookie: c=1" https://api.bound.test/own-credentials
 curl -sS -m 20 -H "X-Api-Key: $API_TOKEN" https://api.bound.test/other-header
+curl -sS -m 20 -o /dev/null -o /dev/null -w 'chunked-size=%{size_download} c=%{num_connects}\n' https://api.bound.test/chunked-resp https://api.bound.test/after-chunked
 curl -sS -m 20 -x socks5h://127.0.0.1:1080 -H "Authorization: Bearer $API_TOKEN" https://api.bound.test/via-socks
 curl -sS -m 20 -H "Authorization: Bearer $API_TOKEN" -H 'Expect: 100-continue' --data-binary @/tmp/body https://api.bound.test/post-expect
 curl -sS -m 20 --rate 3/s -w 'reconns=%{num_connects}\n' https://api.bound.test/close-after https://api.bound.test/after-close
@@ -630,6 +639,11 @@ echo "fronted=$(curl -sS -m 20 -o /dev/null -w '%{http_code}' -H 'Host: echo.unb
         assert!(!own.to_ascii_lowercase().contains("cookie:"), "{o:?}");
         // Any header carries the value where the placeholder was.
         assert!(s.contains(&format!("X-Api-Key: {}\n", net.secret)), "{o:?}");
+        // A chunked response, then another request on the connection.
+        assert!(
+            s.contains("chunked-size=70022 c=1\nchunked-size=102 c=0\n"),
+            "{o:?}"
+        );
         // Through SOCKS5 too.
         let socks = section(s, "echo bound-tls GET /via-socks body-len=0\n");
         assert!(

@@ -105,6 +105,11 @@ if [ ! -x /opt/airlock-test-venv/bin/schemathesis ]; then
     /opt/airlock-test-venv/bin/pip install -q schemathesis
 fi
 
+# Credential brokering tests (crates/airlock-cli/tests/egress_broker.rs,
+# issue 10): git (its http-backend serves clones), pip (installs from a
+# local index through the proxy), openssl and curl (the test CA, the client).
+apt_need git python3-pip openssl curl
+
 # The Python SDK's tests (sdk/python; crates/airlock-cli/tests/sdk_python.rs):
 # httpx, websockets, pytest, pytest-asyncio and mypy from PyPI in a venv of their
 # own, and the SDK itself installed from this checkout (pip install

@@ -6,6 +6,7 @@ mod image;
 mod oci;
 mod remote;
 mod run;
+mod secrets;
 mod stdio;
 
 use airlock_spec::{
@@ -244,6 +245,8 @@ struct RunArgs {
     /// Print a summary of the egress proxy's decisions at the end.
     #[arg(long)]
     verbose: bool,
+    #[command(flatten)]
+    broker: secrets::BrokerArgs,
     /// The command and its arguments (after --).
     #[arg(trailing_var_arg = true, value_name = "COMMAND")]
     command: Vec<String>,
@@ -505,6 +508,7 @@ fn spec_from(args: &RunArgs) -> Result<airlock_core::image::Prepared> {
         &args.deny_host,
         &args.dns_override,
     )?;
+    args.broker.apply(&mut spec.network)?;
     let given = airlock_core::image::Given {
         user: args.user.clone(),
         workdir: args.workdir.clone(),
@@ -543,6 +547,7 @@ fn network_from(
         allow: allow.to_vec(),
         deny: deny.to_vec(),
         dns_override: overrides.to_vec(),
+        ..Default::default()
     })
 }
 
@@ -572,6 +577,9 @@ fn run(
     }
     if spec.network.mode == airlock_spec::NetMode::All {
         notes("--net all: the sandbox reaches every public name and address through the egress proxy (private, loopback and link-local addresses still need a CIDR rule)");
+    }
+    for n in secrets::unreachable_secret_hosts(&spec.network) {
+        notes(&n);
     }
     let decisions = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let audit: Option<airlock_egress::Audit> = if spec.network.mode == airlock_spec::NetMode::None {

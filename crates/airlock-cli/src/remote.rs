@@ -67,6 +67,8 @@ pub struct CreateArgs {
     /// The egress proxy resolves NAME to IP. Repeatable.
     #[arg(long = "dns-override", value_name = "NAME=IP")]
     dns_override: Vec<String>,
+    #[command(flatten)]
+    broker: crate::secrets::BrokerArgs,
     /// Print nothing but the id.
     #[arg(long, short = 'q')]
     quiet: bool,
@@ -213,13 +215,14 @@ pub fn create(a: CreateArgs) -> Result<i32> {
         "limits": limits,
         "labels": labels,
     });
-    if a.net.is_some() || !a.allow_host.is_empty() || !a.deny_host.is_empty() {
+    if a.net.is_some() || !a.allow_host.is_empty() || !a.deny_host.is_empty() || a.broker.any() {
         req["network"] = serde_json::json!({
             "mode": a.net.clone().unwrap_or_else(|| "allowlist".into()),
             "allow": a.allow_host,
             "deny": a.deny_host,
             "dns_override": a.dns_override,
         });
+        a.broker.api_fields(&mut req["network"])?;
     }
     for (k, v) in [
         ("image", &a.image),

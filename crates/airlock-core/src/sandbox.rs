@@ -283,7 +283,24 @@ impl Sandbox {
     pub fn create(spec: &SandboxSpec, opts: CreateOptions) -> Result<Sandbox, CoreError> {
         crate::timing::mark("create");
         // The only gate: every backend takes a validated spec.
-        let spec: ValidSpec = spec.clone().validated()?;
+        let mut spec = spec.clone();
+        spec.validate()?;
+        // Secrets, inspected hosts or HTTP rules: the proxy terminates TLS
+        // with a CA of this sandbox's own, which only its bundle trusts.
+        let broker = if spec.network.mode == airlock_spec::NetMode::None {
+            None
+        } else {
+            airlock_egress::broker::Broker::from_network(&spec.network)
+                .map_err(|e| CoreError::Io {
+                    what: "cannot set up TLS termination for the egress proxy",
+                    err: std::io::Error::other(e),
+                })?
+                .map(std::sync::Arc::new)
+        };
+        spec.network.trust_bundle = broker
+            .as_ref()
+            .map(|b| std::sync::Arc::new(b.trust_bundle()));
+        let spec: ValidSpec = spec.validated()?;
         let spec = &spec;
         let backend = backend::for_spec(spec)?;
         let want = match backend.isolation() {
@@ -368,9 +385,9 @@ impl Sandbox {
             let audit = opts
                 .egress_audit
                 .unwrap_or_else(|| std::sync::Arc::new(|_| {}));
-            Some(crate::egress::Egress::new(airlock_egress::Proxy::new(
-                policy, audit,
-            )))
+            Some(crate::egress::Egress::new(
+                airlock_egress::Proxy::with_broker(policy, audit, broker),
+            ))
         };
         let mut sb = Sandbox {
             state: State::Creating,

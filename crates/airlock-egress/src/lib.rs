@@ -15,6 +15,7 @@
 //!
 //! Blocking I/O, one thread per connection (two while relaying).
 
+pub mod broker;
 pub mod tls;
 
 use airlock_spec::net::{canonical_host, Denied, Host, Policy};
@@ -48,6 +49,12 @@ pub struct Decision {
     pub bytes_out: u64,
     pub bytes_in: u64,
     pub reason: String,
+    /// On a host whose TLS the proxy terminates: the request's method and
+    /// path (without the query).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
 }
 
 /// Called for every decision (from the connection's thread).
@@ -62,19 +69,48 @@ pub struct Proxy {
     pub connect_timeout: Duration,
     /// Connections being served.
     active: std::sync::atomic::AtomicUsize,
+    /// TLS termination for the hosts secrets are bound to and inspected
+    /// ones (fixed when the sandbox is made).
+    broker: Option<Arc<broker::Broker>>,
 }
 
 const MAX_HEAD: usize = 64 * 1024;
 
 impl Proxy {
     pub fn new(policy: Policy, audit: Audit) -> Arc<Proxy> {
+        Proxy::with_broker(policy, audit, None)
+    }
+
+    /// A proxy that terminates TLS to the hosts `broker` names.
+    pub fn with_broker(
+        policy: Policy,
+        audit: Audit,
+        broker: Option<Arc<broker::Broker>>,
+    ) -> Arc<Proxy> {
         Arc::new(Proxy {
             policy: RwLock::new(Arc::new(policy)),
             audit,
             head_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             active: std::sync::atomic::AtomicUsize::new(0),
+            broker,
         })
+    }
+
+    pub fn broker(&self) -> Option<&Arc<broker::Broker>> {
+        self.broker.as_ref()
+    }
+
+    /// The broker, when it terminates TLS to `host`.
+    fn terminating<'a>(&'a self, host: &'a Host) -> Option<(&'a broker::Broker, &'a str)> {
+        match (host, &self.broker) {
+            (Host::Name(n), Some(b)) if b.terminates(n) => Some((b, n.as_str())),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn report(&self, d: Decision) {
+        (self.audit)(d);
     }
 
     /// Replaces the policy; connections from now on use the new one.
@@ -131,6 +167,8 @@ impl Proxy {
             bytes_out: 0,
             bytes_in: 0,
             reason,
+            method: None,
+            path: None,
         });
     }
 
@@ -278,6 +316,16 @@ impl Proxy {
                 return self.http_refuse(&mut c, via, &shown, port, code, why);
             }
         };
+        if !connect && self.terminating(&host).is_some() {
+            return self.http_refuse(
+                &mut c,
+                via,
+                &shown,
+                port,
+                403,
+                format!("{shown} is a host whose TLS airlock terminates (a secret is bound to it, or it is inspected): plain HTTP to it is refused, use https"),
+            );
+        }
         let mut up = match self.dial(addr) {
             Ok(s) => s,
             Err(r) => {
@@ -294,6 +342,10 @@ impl Proxy {
             if let Err(why) = self.check_first(&mut c, &up, &host, &mut first) {
                 self.decide(via, &shown, port, why);
                 let _ = up.shutdown(Shutdown::Both);
+                return Ok(());
+            }
+            if let Some((b, name)) = self.terminating(&host) {
+                b.serve(self, via, c, up, first, name, port, addr.ip());
                 return Ok(());
             }
         } else {
@@ -328,6 +380,8 @@ impl Proxy {
             bytes_out: o + out0,
             bytes_in: i,
             reason: String::new(),
+            method: None,
+            path: None,
         });
         Ok(())
     }
@@ -542,6 +596,10 @@ impl Proxy {
             let _ = up.shutdown(Shutdown::Both);
             return Ok(());
         }
+        if let Some((b, name)) = self.terminating(&host) {
+            b.serve(self, "socks", c, up, first, name, port, addr.ip());
+            return Ok(());
+        }
         let (o, i) = relay(c, up, &first);
         (self.audit)(Decision {
             allowed: true,
@@ -552,6 +610,8 @@ impl Proxy {
             bytes_out: o,
             bytes_in: i,
             reason: String::new(),
+            method: None,
+            path: None,
         });
         Ok(())
     }

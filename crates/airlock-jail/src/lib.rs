@@ -157,6 +157,15 @@ pub fn base_env(
     }
     if spec.network.mode != airlock_spec::NetMode::None {
         env.extend(airlock_spec::net::proxy_env());
+        // Placeholders, never the values.
+        for sec in &spec.network.secrets {
+            env.push((sec.name.clone(), sec.placeholder.clone()));
+        }
+        if spec.network.trust_bundle.is_some() {
+            for k in airlock_spec::net::CA_BUNDLE_VARS {
+                env.push((k.to_string(), airlock_spec::net::CA_BUNDLE_PATH.to_string()));
+            }
+        }
     }
     for (k, v) in &spec.env {
         env.retain(|(ek, _)| ek != k);
@@ -180,7 +189,7 @@ impl Plan {
     ) -> Plan {
         let workdir = spec.effective_workdir();
         let mut rules = landlock::Rules::default();
-        let root = match image {
+        let mut root = match image {
             None => {
                 let root = RootPlan::compile(
                     facts,
@@ -224,6 +233,15 @@ impl Plan {
                 MountMode::Ro => rules.read_exec.push(m.target.clone()),
                 MountMode::Rw | MountMode::Overlay => rules.full.push(m.target.clone()),
             }
+        }
+        if let Some(bundle) = &spec.network.trust_bundle {
+            // The system's roots and this sandbox's own CA (see
+            // airlock_egress::broker); read-only for the sandbox's user.
+            root.entries.push(mount::Entry::File {
+                path: PathBuf::from(airlock_spec::net::CA_BUNDLE_PATH.trim_start_matches('/')),
+                contents: bundle.to_vec(),
+                mode: 0o444,
+            });
         }
         let data = unenforced
             .contains(&cgroup::Controller::Memory)

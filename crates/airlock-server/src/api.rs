@@ -173,6 +173,43 @@ pub struct NetworkRequest {
     /// `NAME=IP`: the proxy's resolver answers NAME with IP.
     #[serde(default)]
     pub dns_override: Vec<String>,
+    /// Credentials the proxy swaps in (TLS terminated on their hosts);
+    /// only at creation. Their values are never returned.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<SecretRequest>,
+    /// Names whose TLS the proxy terminates without a secret.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inspect: Vec<String>,
+    /// `METHODS HOST/PATH-GLOB` rules for terminated hosts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_http: Vec<String>,
+    /// PEM certificates trusted for the upstream servers of terminated
+    /// hosts (besides the system's roots).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upstream_ca: Vec<String>,
+}
+
+/// A secret for the sandbox: inside, `name` holds a placeholder; requests
+/// to `hosts` carry `value` instead. The value is write-only: it is never
+/// serialized (not in responses, not in the state database).
+#[derive(Deserialize, Serialize, ToSchema, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct SecretRequest {
+    pub name: String,
+    pub hosts: Vec<String>,
+    #[serde(skip_serializing)]
+    #[schema(write_only)]
+    pub value: String,
+}
+
+impl std::fmt::Debug for SecretRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretRequest")
+            .field("name", &self.name)
+            .field("hosts", &self.hosts)
+            .field("value", &"<redacted>")
+            .finish()
+    }
 }
 
 impl NetworkSpec {
@@ -201,6 +238,20 @@ impl NetworkSpec {
                 allow: p.allow.clone(),
                 deny: p.deny.clone(),
                 dns_override: p.dns_override.clone(),
+                secrets: p
+                    .secrets
+                    .iter()
+                    .map(|x| airlock_spec::net::SecretBinding {
+                        name: x.name.clone(),
+                        hosts: x.hosts.clone(),
+                        placeholder: airlock_spec::net::random_placeholder(),
+                        value: airlock_spec::net::SecretValue(x.value.clone()),
+                    })
+                    .collect(),
+                inspect: p.inspect.clone(),
+                allow_http: p.allow_http.clone(),
+                upstream_ca: p.upstream_ca.clone(),
+                trust_bundle: None,
             },
         })
     }
@@ -436,6 +487,7 @@ pub struct AuditQuery {
         CreateRequest,
         NetworkSpec,
         NetworkRequest,
+        SecretRequest,
         LimitsRequest,
         MountRequest,
         SandboxInfo,
@@ -630,6 +682,15 @@ async fn set_network(
     ApiJson(req): ApiJson<NetworkSpec>,
 ) -> ApiResult<StatusCode> {
     let n = req.to_network().map_err(ApiError::invalid)?;
+    if !(n.secrets.is_empty()
+        && n.inspect.is_empty()
+        && n.allow_http.is_empty()
+        && n.upstream_ca.is_empty())
+    {
+        return Err(ApiError::invalid(
+            "secrets, inspect, allow_http and upstream_ca are fixed when a sandbox is created; PUT .../network changes the host rules only",
+        ));
+    }
     if n.mode == airlock_spec::NetMode::None {
         return Err(ApiError::invalid(
             "a running sandbox's network cannot be turned off with `none`: give an empty allowlist ({\"mode\":\"allowlist\"}) to deny everything",

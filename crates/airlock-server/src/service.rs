@@ -282,6 +282,8 @@ impl Service {
             None => None,
         };
         s.validate().map_err(bad)?;
+        airlock_egress::broker::check_upstream_ca(&s.network.upstream_ca)
+            .map_err(ApiError::invalid)?;
         Ok((s, timeout, idle))
     }
 

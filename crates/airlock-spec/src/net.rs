@@ -86,6 +86,308 @@ pub struct Network {
     pub deny: Vec<String>,
     /// `NAME=IP`: the proxy's resolver answers NAME with IP (repeatable).
     pub dns_override: Vec<String>,
+    /// Credentials the proxy swaps in for their placeholders, in requests
+    /// to their hosts only (TLS terminated there). The values are never
+    /// serialized.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<SecretBinding>,
+    /// Names (`NAME`, `*.SUFFIX`) whose TLS the proxy terminates without a
+    /// secret, to apply the HTTP rules and the Host check.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inspect: Vec<String>,
+    /// `METHODS HOST/PATH-GLOB` (`GET,HEAD api.github.com/repos/acme/*`):
+    /// on a terminated host named by some rule, a request passes only when
+    /// one of them matches.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_http: Vec<String>,
+    /// PEM certificates the proxy trusts (besides the system's roots) for
+    /// the upstream servers whose TLS it terminates.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upstream_ca: Vec<String>,
+    /// Set by the runtime when the proxy terminates TLS: the CA bundle
+    /// (the system's roots plus the sandbox's own CA) written inside.
+    #[serde(skip)]
+    pub trust_bundle: Option<std::sync::Arc<Vec<u8>>>,
+}
+
+/// Where a sandbox's CA bundle is written inside (when it has one).
+pub const CA_BUNDLE_PATH: &str = "/etc/airlock-ca-bundle.pem";
+
+/// The variables that point TLS clients inside at the CA bundle.
+pub const CA_BUNDLE_VARS: &[&str] = &[
+    "SSL_CERT_FILE",
+    "NODE_EXTRA_CA_CERTS",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "GIT_SSL_CAINFO",
+    "CARGO_HTTP_CAINFO",
+    "PIP_CERT",
+];
+
+/// A secret's value: never serialized, never printed.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct SecretValue(pub String);
+
+impl std::fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// `--secret NAME@HOSTS`: inside, `NAME` holds `placeholder`; the proxy
+/// replaces the placeholder by the value in requests to `hosts`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretBinding {
+    pub name: String,
+    /// `NAME` or `*.SUFFIX` (no port, no address).
+    pub hosts: Vec<String>,
+    pub placeholder: String,
+    #[serde(skip)]
+    pub value: SecretValue,
+}
+
+/// A fresh placeholder: `airlock-secret-` and 32 random hex digits.
+pub fn random_placeholder() -> String {
+    let mut b = [0u8; 16];
+    use std::io::Read;
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = f.read_exact(&mut b);
+    }
+    let mut s = String::from("airlock-secret-");
+    for x in b {
+        s.push_str(&format!("{x:02x}"));
+    }
+    s
+}
+
+/// Parses `NAME@HOST1,HOST2` (the `--secret` form).
+pub fn parse_secret_arg(input: &str) -> Result<(String, Vec<String>), NetError> {
+    let err = |why: &str| NetError {
+        what: "--secret",
+        input: input.to_string(),
+        why: why.to_string(),
+    };
+    let (name, hosts) = input
+        .split_once('@')
+        .ok_or_else(|| err("expected NAME@HOST[,HOST...]"))?;
+    let hosts: Vec<String> = hosts.split(',').map(|h| h.trim().to_string()).collect();
+    if hosts.iter().any(|h| h.is_empty()) {
+        return Err(err("an empty host"));
+    }
+    Ok((name.to_string(), hosts))
+}
+
+/// A host pattern of a secret, `--inspect-host` or HTTP rule: `NAME` or
+/// `*.SUFFIX`, nothing else.
+pub fn parse_name_pattern(what: &'static str, input: &str) -> Result<Target, NetError> {
+    let r = parse_rule(input)?;
+    match (&r.target, r.port) {
+        (Target::Cidr(_), _) => Err(NetError {
+            what,
+            input: input.into(),
+            why: "a name or *.SUFFIX is needed here (TLS is terminated by name), not an address"
+                .into(),
+        }),
+        (_, Some(_)) => Err(NetError {
+            what,
+            input: input.into(),
+            why: "no :PORT here (every port of the name)".into(),
+        }),
+        (t, None) => Ok(t.clone()),
+    }
+}
+
+impl Target {
+    /// Whether a (canonical) name matches a name target.
+    pub fn matches_name(&self, name: &str) -> bool {
+        name_matches(self, name)
+    }
+}
+
+/// One `--allow-http` rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpRule {
+    /// Upper-case methods; empty: any.
+    pub methods: Vec<String>,
+    pub host: Target,
+    /// A glob on the path (without the query): `*` matches any run of
+    /// characters, `/` included.
+    pub path: String,
+}
+
+impl std::fmt::Display for HttpRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let m = if self.methods.is_empty() {
+            "*".to_string()
+        } else {
+            self.methods.join(",")
+        };
+        let h = match &self.host {
+            Target::Name(n) => n.clone(),
+            Target::Below(s) => format!("*.{s}"),
+            Target::Cidr(c) => c.to_string(),
+        };
+        write!(f, "{m} {h}{}", self.path)
+    }
+}
+
+impl HttpRule {
+    pub fn matches(&self, method: &str, path: &str) -> bool {
+        (self.methods.is_empty() || self.methods.iter().any(|m| m == method))
+            && glob(&self.path, path)
+    }
+}
+
+/// `*` matches any run of bytes; everything else itself.
+pub fn glob(pattern: &str, s: &str) -> bool {
+    let (p, s) = (pattern.as_bytes(), s.as_bytes());
+    let (mut pi, mut si) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while si < s.len() {
+        if pi < p.len() && p[pi] == b'*' {
+            star = Some((pi, si));
+            pi += 1;
+        } else if pi < p.len() && p[pi] == s[si] {
+            pi += 1;
+            si += 1;
+        } else if let Some((sp, ss)) = star {
+            pi = sp + 1;
+            si = ss + 1;
+            star = Some((sp, ss + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&b| b == b'*')
+}
+
+/// Parses `METHODS HOST/PATH` (`GET,HEAD api.github.com/repos/acme/*`;
+/// `*` for any method; without a path: every path).
+pub fn parse_http_rule(input: &str) -> Result<HttpRule, NetError> {
+    let err = |why: &str| NetError {
+        what: "--allow-http rule",
+        input: input.to_string(),
+        why: why.to_string(),
+    };
+    let (m, rest) = input.trim().split_once(' ').ok_or_else(|| {
+        err("expected 'METHODS HOST/PATH' (e.g. 'GET,HEAD api.github.com/repos/acme/*')")
+    })?;
+    let rest = rest.trim();
+    let methods = if m == "*" {
+        Vec::new()
+    } else {
+        let v: Vec<String> = m
+            .split(',')
+            .map(|x| x.trim().to_ascii_uppercase())
+            .collect();
+        if v.iter()
+            .any(|x| x.is_empty() || !x.bytes().all(|b| b.is_ascii_uppercase()))
+        {
+            return Err(err("methods are words like GET, separated by commas, or *"));
+        }
+        v
+    };
+    let (h, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], rest[i..].to_string()),
+        None => (rest, "/*".to_string()),
+    };
+    if path
+        .bytes()
+        .any(|b| b <= b' ' || b == 0x7f || b == b'?' || b == b'#')
+    {
+        return Err(err("the path glob has a space, control byte, '?' or '#'"));
+    }
+    let host = parse_name_pattern("--allow-http rule", h)?;
+    Ok(HttpRule {
+        methods,
+        host,
+        path,
+    })
+}
+
+/// Validates what the TLS-terminating part of the proxy is given.
+pub fn check_broker(n: &Network) -> Result<(), NetError> {
+    let bad = |what: &'static str, input: &str, why: &str| NetError {
+        what,
+        input: input.to_string(),
+        why: why.to_string(),
+    };
+    let any = !n.secrets.is_empty() || !n.inspect.is_empty() || !n.allow_http.is_empty();
+    if any && n.mode == NetMode::None {
+        return Err(bad(
+            "network",
+            "none",
+            "--secret, --inspect-host and --allow-http need a network (--allow-host)",
+        ));
+    }
+    let mut names = Vec::new();
+    for s in &n.secrets {
+        // The name only (never the value) goes into messages.
+        let ok = !s.name.is_empty()
+            && !s.name.as_bytes()[0].is_ascii_digit()
+            && s.name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !ok {
+            return Err(bad(
+                "--secret name",
+                &s.name,
+                "a variable name: letters, digits and '_'",
+            ));
+        }
+        if names.contains(&&s.name) {
+            return Err(bad("--secret name", &s.name, "given twice"));
+        }
+        names.push(&s.name);
+        if s.hosts.is_empty() {
+            return Err(bad("--secret", &s.name, "bound to no host"));
+        }
+        for h in &s.hosts {
+            parse_name_pattern("--secret host", h)?;
+        }
+        let ph = s.placeholder.strip_prefix("airlock-secret-").unwrap_or("");
+        if ph.len() < 32 || !ph.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad(
+                "--secret placeholder",
+                &s.placeholder,
+                "not one airlock made",
+            ));
+        }
+        let v = &s.value.0;
+        if v.is_empty() {
+            return Err(bad("--secret", &s.name, "its value is empty"));
+        }
+        if v.len() > 16 * 1024 {
+            return Err(bad("--secret", &s.name, "its value is over 16 KiB"));
+        }
+        if v.bytes().any(|b| b < 0x20 && b != b'\t' || b == 0x7f) {
+            return Err(bad(
+                "--secret",
+                &s.name,
+                "its value has a control character (a line break?): it would not fit in a header",
+            ));
+        }
+        if v.contains(&s.placeholder) || s.placeholder.contains(v.as_str()) {
+            return Err(bad(
+                "--secret",
+                &s.name,
+                "its value overlaps its placeholder",
+            ));
+        }
+    }
+    for h in &n.inspect {
+        parse_name_pattern("--inspect-host", h)?;
+    }
+    for r in &n.allow_http {
+        parse_http_rule(r)?;
+    }
+    for c in &n.upstream_ca {
+        if !c.contains("-----BEGIN CERTIFICATE-----") {
+            return Err(bad("--upstream-ca", "", "no PEM certificate in it"));
+        }
+    }
+    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -99,6 +401,14 @@ struct NetworkObj {
     deny: Vec<String>,
     #[serde(default)]
     dns_override: Vec<String>,
+    #[serde(default)]
+    secrets: Vec<SecretBinding>,
+    #[serde(default)]
+    inspect: Vec<String>,
+    #[serde(default)]
+    allow_http: Vec<String>,
+    #[serde(default)]
+    upstream_ca: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -128,6 +438,11 @@ impl<'de> Deserialize<'de> for Network {
                 allow: o.allow,
                 deny: o.deny,
                 dns_override: o.dns_override,
+                secrets: o.secrets,
+                inspect: o.inspect,
+                allow_http: o.allow_http,
+                upstream_ca: o.upstream_ca,
+                trust_bundle: None,
             },
         })
     }
@@ -595,6 +910,7 @@ impl Policy {
         for o in &n.dns_override {
             p.overrides.push(parse_dns_override(o)?);
         }
+        check_broker(n)?;
         if n.mode == NetMode::None && !(n.allow.is_empty() && n.deny.is_empty()) {
             return Err(NetError {
                 what: "network",
@@ -720,6 +1036,7 @@ mod tests {
             allow: allow.iter().map(|s| s.to_string()).collect(),
             deny: deny.iter().map(|s| s.to_string()).collect(),
             dns_override: vec![],
+            ..Network::default()
         })
         .unwrap()
     }
@@ -980,5 +1297,102 @@ mod tests {
         assert!(serde_json::from_str::<Network>(r#"{"alow":["x"]}"#).is_err());
         let back: Network = serde_json::from_value(serde_json::to_value(&n).unwrap()).unwrap();
         assert_eq!(back, n);
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob("/repos/acme/*", "/repos/acme/x"));
+        assert!(glob("/repos/acme/*", "/repos/acme/x/y/z"));
+        assert!(glob("/repos/acme/*", "/repos/acme/"));
+        assert!(!glob("/repos/acme/*", "/repos/acme"));
+        assert!(!glob("/repos/acme/*", "/repos/acmex/y"));
+        assert!(glob("/a/*/c", "/a/b/c"));
+        assert!(glob("/a/*/c", "/a/b/x/c"));
+        assert!(!glob("/a/*/c", "/a/b/cd"));
+        assert!(glob("*", ""));
+        assert!(glob("/x", "/x"));
+        assert!(!glob("/x", "/x/"));
+    }
+
+    #[test]
+    fn http_rules() {
+        let r = parse_http_rule("GET,head api.github.com/repos/acme/*").unwrap();
+        assert_eq!(r.methods, ["GET", "HEAD"]);
+        assert_eq!(r.host, Target::Name("api.github.com".into()));
+        assert!(r.matches("GET", "/repos/acme/widget"));
+        assert!(r.matches("HEAD", "/repos/acme/widget"));
+        assert!(!r.matches("POST", "/repos/acme/widget"));
+        assert!(!r.matches("GET", "/repos/other/widget"));
+        assert_eq!(r.to_string(), "GET,HEAD api.github.com/repos/acme/*");
+        let any = parse_http_rule("* *.example.com").unwrap();
+        assert!(any.methods.is_empty() && any.path == "/*");
+        assert!(any.host.matches_name("a.example.com"));
+        assert!(!any.host.matches_name("example.com"));
+        for bad in [
+            "GET",
+            "G-T a.test/x",
+            "GET 10.0.0.1/x",
+            "GET a.test:443/x",
+            "GET a.test/x?y",
+            "GET a.test/x y",
+        ] {
+            assert!(parse_http_rule(bad).is_err(), "{bad}");
+        }
+    }
+
+    fn secret(name: &str, hosts: &[&str], value: &str) -> SecretBinding {
+        SecretBinding {
+            name: name.into(),
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            placeholder: random_placeholder(),
+            value: SecretValue(value.into()),
+        }
+    }
+
+    #[test]
+    fn secrets_are_checked_and_never_serialized() {
+        let mut n = Network {
+            mode: NetMode::Allowlist,
+            allow: vec!["api.test".into()],
+            secrets: vec![secret("TOKEN", &["api.test", "*.api.test"], "v4lue-xyz")],
+            ..Network::default()
+        };
+        check_broker(&n).unwrap();
+        let json = serde_json::to_string(&n).unwrap();
+        assert!(!json.contains("v4lue-xyz"), "{json}");
+        assert!(json.contains("TOKEN") && json.contains("airlock-secret-"));
+        assert!(!format!("{n:?}").contains("v4lue-xyz"));
+        // Read back: no value (it never travels in JSON).
+        let back: Network = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.secrets[0].value, SecretValue::default());
+        for (s, why) in [
+            (secret("1X", &["a.test"], "v"), "variable name"),
+            (secret("X", &[], "v"), "no host"),
+            (secret("X", &["10.0.0.0/8"], "v"), "not an address"),
+            (secret("X", &["a.test:443"], "v"), "no :PORT"),
+            (secret("X", &["a.test"], ""), "empty"),
+            (
+                secret("X", &["a.test"], "a\r\nX-Evil: 1"),
+                "control character",
+            ),
+        ] {
+            n.secrets = vec![s];
+            let e = check_broker(&n).unwrap_err().to_string();
+            assert!(e.contains(why), "{e}");
+            assert!(!e.contains("X-Evil"), "{e}");
+        }
+        let mut p = secret("X", &["a.test"], "v");
+        p.placeholder = "chosen".into();
+        n.secrets = vec![p];
+        assert!(check_broker(&n).is_err());
+        n.secrets = vec![secret("X", &["a.test"], "v"), secret("X", &["b.test"], "w")];
+        assert!(check_broker(&n).unwrap_err().to_string().contains("twice"));
+        n.secrets = vec![secret("X", &["a.test"], "v")];
+        n.mode = NetMode::None;
+        n.allow.clear();
+        assert!(check_broker(&n)
+            .unwrap_err()
+            .to_string()
+            .contains("need a network"));
     }
 }

@@ -581,26 +581,32 @@ fn run(
     for n in secrets::unreachable_secret_hosts(&spec.network) {
         notes(&n);
     }
-    let decisions = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let decisions = std::sync::Arc::new(std::sync::Mutex::new(run::EgressTally::default()));
     let audit: Option<airlock_egress::Audit> = if spec.network.mode == airlock_spec::NetMode::None {
         None
     } else {
         let d = decisions.clone();
         let verbose = args.verbose && !quiet;
         Some(std::sync::Arc::new(move |x: airlock_egress::Decision| {
-            if verbose && !x.allowed {
-                eprintln!(
-                    "airlock: egress denied ({}) {}:{}: {}",
-                    x.via, x.host, x.port, x.reason
-                );
+            let mut t = d.lock().unwrap_or_else(|e| e.into_inner());
+            if verbose && !x.allowed && t.printed <= run::LOUD_DENIALS {
+                t.printed += 1;
+                if t.printed > run::LOUD_DENIALS {
+                    eprintln!("airlock: egress: more denials; the rest are in the summary");
+                } else {
+                    eprintln!(
+                        "airlock: egress denied ({}) {}:{}: {}",
+                        x.via, x.host, x.port, x.reason
+                    );
+                }
             }
-            d.lock().unwrap_or_else(|e| e.into_inner()).push(x);
+            t.add(&x);
         }))
     };
     let result = run::run(&spec, agent, prepared.image, audit, &mut notes)?;
     if args.verbose && !quiet && spec.network.mode != airlock_spec::NetMode::None {
         let d = decisions.lock().unwrap_or_else(|e| e.into_inner());
-        eprintln!("{}", run::egress_summary(&d));
+        eprintln!("{}", d.summary());
     }
     if !quiet {
         if let Some(msg) = run::epilogue(&spec, &result) {

@@ -120,16 +120,37 @@ pub fn run(
     run_then(spec, agent, image, egress_audit, note, None)
 }
 
-/// `--verbose`: what the egress proxy decided, one line per destination.
-pub fn egress_summary(d: &[airlock_egress::Decision]) -> String {
-    use std::collections::BTreeMap;
-    /// Connections, bytes out, bytes in, the last reason.
-    type Tally = (u64, u64, u64, String);
-    let mut by: BTreeMap<(bool, String, u16), Tally> = BTreeMap::new();
-    for x in d {
-        let e = by
-            .entry((x.allowed, x.host.clone(), x.port))
-            .or_insert((0, 0, 0, String::new()));
+/// `--verbose`: what the egress proxy decided, tallied per destination.
+/// Bounded whatever the sandbox does: at most [`TALLY_KEYS`] destinations
+/// are kept apart, the rest are counted together.
+#[derive(Default)]
+pub struct EgressTally {
+    allowed: u64,
+    denied: u64,
+    /// (allowed, host, port) → connections, bytes out, bytes in, the last
+    /// reason.
+    by: std::collections::BTreeMap<(bool, String, u16), (u64, u64, u64, String)>,
+    /// Denials printed as they came (`--verbose`), up to [`LOUD_DENIALS`].
+    pub printed: u64,
+}
+
+/// Destinations the tally keeps apart.
+pub const TALLY_KEYS: usize = 256;
+/// Denials `--verbose` prints one by one; the rest only in the summary.
+pub const LOUD_DENIALS: u64 = 100;
+
+impl EgressTally {
+    pub fn add(&mut self, x: &airlock_egress::Decision) {
+        if x.allowed {
+            self.allowed += 1;
+        } else {
+            self.denied += 1;
+        }
+        let mut key = (x.allowed, x.host.clone(), x.port);
+        if !self.by.contains_key(&key) && self.by.len() >= TALLY_KEYS {
+            key = (x.allowed, "(other destinations)".into(), 0);
+        }
+        let e = self.by.entry(key).or_insert((0, 0, 0, String::new()));
         e.0 += 1;
         e.1 += x.bytes_out;
         e.2 += x.bytes_in;
@@ -137,22 +158,23 @@ pub fn egress_summary(d: &[airlock_egress::Decision]) -> String {
             e.3 = x.reason.clone();
         }
     }
-    let allowed = d.iter().filter(|x| x.allowed).count();
-    let mut s = format!(
-        "airlock: egress: {} connection(s) allowed, {} denied",
-        allowed,
-        d.len() - allowed
-    );
-    for ((ok, host, port), (n, o, i, why)) in by {
-        if ok {
-            s.push_str(&format!(
-                "\n  allowed {host}:{port} x{n} ({o} bytes out, {i} bytes in)"
-            ));
-        } else {
-            s.push_str(&format!("\n  denied  {host}:{port} x{n}: {why}"));
+
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "airlock: egress: {} connection(s) allowed, {} denied",
+            self.allowed, self.denied
+        );
+        for ((ok, host, port), (n, o, i, why)) in &self.by {
+            if *ok {
+                s.push_str(&format!(
+                    "\n  allowed {host}:{port} x{n} ({o} bytes out, {i} bytes in)"
+                ));
+            } else {
+                s.push_str(&format!("\n  denied  {host}:{port} x{n}: {why}"));
+            }
         }
+        s
     }
-    s
 }
 
 /// What to do in the sandbox once the command is over, before it goes.

@@ -116,7 +116,9 @@ impl Inet {
         std::fs::create_dir_all(&etc).unwrap();
         std::fs::write(
             etc.join("resolv.conf"),
-            format!("nameserver {DNS}\noptions timeout:1 attempts:1\n"),
+            // A search list, as many hosts have: the proxy must never
+            // apply it (a name it may look up must not become another).
+            format!("nameserver {DNS}\nsearch corp.internal\noptions timeout:1 attempts:1\n"),
         )
         .unwrap();
         ip(&["-n", &ns, "link", "set", "lo", "up"]);
@@ -1100,4 +1102,108 @@ print('closed', closed)
     };
     assert_eq!(o.stdout, "closed 44\n", "{o:?}");
     assert!(took < Duration::from_secs(20), "{took:?}");
+}
+
+/// Red-team regressions:
+/// - an allowed wildcard name that does not exist is looked up as itself
+///   only, never with the resolver's search list appended;
+/// - `--deny-host NAME` holds in a tunnel opened to an IP literal that
+///   names it in its SNI or Host (CONNECT and SOCKS), while the same tunnel
+///   naming another host passes;
+/// - a flood of refused requests with 60 KB targets stays small in what
+///   airlock keeps and prints (`--verbose`: at most 100 denials one by one,
+///   a bounded summary).
+#[test]
+fn red_team_search_list_ip_tunnel_deny_and_flood() {
+    let Some(net) = Inet::new() else { return };
+    let script = r#"
+curl -sS -m 10 -o /dev/null -w 'nx=%{http_code}\n' http://nxname-e2.wild.test/x
+curl -sS -m 10 -p -x http://127.0.0.1:3128 -H 'Host: www.allowed.test' http://93.184.216.34/e4-connect-denied; echo "connect-denied=$?"
+curl -sS -m 10 -p -x http://127.0.0.1:3128 -H 'Host: other.test' http://93.184.216.34/e4-connect-other; echo "connect-other=$?"
+/usr/bin/python3 - <<'PY'
+import socket, ssl, struct
+def socks_tls(sni):
+    s = socket.create_connection(('127.0.0.1', 1080), timeout=10)
+    s.sendall(b'\x05\x01\x00'); s.recv(2)
+    s.sendall(b'\x05\x01\x00\x01' + socket.inet_aton('93.184.216.34') + struct.pack('!H', 443))
+    s.recv(10)
+    ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+    try:
+        t = ctx.wrap_socket(s, server_hostname=sni)
+        t.sendall(f'GET /e4-socks-{sni} HTTP/1.0\r\nHost: {sni}\r\n\r\n'.encode())
+        return 'reached' if t.recv(100) else 'closed'
+    except (OSError, ssl.SSLError) as e:
+        return 'failed ' + type(e).__name__
+print('socks-denied', socks_tls('www.allowed.test'))
+print('socks-other', socks_tls('other.test'))
+n = 0
+for i in range(2000):
+    c = socket.create_connection(('127.0.0.1', 3128), timeout=10)
+    c.sendall(b'GET /' + str(i).encode() + b'A' * 60000 + b' HTTP/1.1\r\n\r\n')
+    if c.recv(12).startswith(b'HTTP/1.1 400'):
+        n += 1
+    c.close()
+print('flood-refused', n)
+PY
+"#;
+    let Some((o, _)) = net.airlock(
+        Who::Root,
+        &[
+            "run",
+            "--verbose",
+            "--net",
+            "all",
+            "--deny-host",
+            "www.allowed.test",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ],
+    ) else {
+        return;
+    };
+    let log = net.log();
+    // The wildcard name was looked up (--net all), as itself only.
+    assert!(log.contains("nxname-e2"), "{log}\n{o:?}");
+    assert!(!log.contains("corp"), "the search list was applied: {log}");
+    assert!(o.stdout.contains("nx=502"), "{o:?}");
+    // IP-literal tunnels naming the denied host end; another name passes.
+    assert!(!log.contains("e4-connect-denied"), "{log}");
+    assert!(!log.contains("e4-socks-www.allowed.test"), "{log}");
+    assert!(!o.stdout.contains("connect-denied=0"), "{o:?}");
+    assert!(log.contains("e4-connect-other"), "{log}\n{o:?}");
+    assert!(log.contains("e4-socks-other.test"), "{log}\n{o:?}");
+    assert!(o.stdout.contains("socks-other reached"), "{o:?}");
+    assert!(!o.stdout.contains("socks-denied reached"), "{o:?}");
+    assert!(
+        o.stderr
+            .contains("(named inside the tunnel) is denied by --deny-host"),
+        "{o:?}"
+    );
+    // The flood: every request refused, and what airlock printed of it is
+    // small (a 60 KB host each time, before).
+    assert!(o.stdout.contains("flood-refused 2000"), "{o:?}");
+    let lines = o
+        .stderr
+        .lines()
+        .filter(|l| l.contains("egress denied"))
+        .count();
+    assert!(lines <= 100, "{lines} denial lines");
+    assert!(
+        o.stderr
+            .contains("more denials; the rest are in the summary"),
+        "{}",
+        &o.stderr[..o.stderr.len().min(2000)]
+    );
+    assert!(
+        o.stderr.len() < 400 * 1024,
+        "stderr is {} bytes",
+        o.stderr.len()
+    );
+    assert!(
+        o.stderr.lines().all(|l| l.len() < 2048),
+        "a line over 2 KiB in: {}",
+        &o.stderr[..o.stderr.len().min(2000)]
+    );
 }

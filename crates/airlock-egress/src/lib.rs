@@ -16,6 +16,7 @@
 //! Blocking I/O, one thread per connection (two while relaying).
 
 pub mod broker;
+pub mod hostaddr;
 pub mod tls;
 
 use airlock_spec::net::{canonical_host, Denied, Host, Policy};
@@ -57,6 +58,18 @@ pub struct Decision {
     pub path: Option<String>,
 }
 
+/// What a client's first bytes in a tunnel are.
+enum First {
+    /// A TLS ClientHello, with its server name if it has one.
+    Sni(Option<String>),
+    /// An HTTP request head, with its Host header if it has one.
+    Http(Option<String>),
+    /// Something else from the client.
+    Other,
+    /// The server spoke before the client.
+    ServerFirst,
+}
+
 /// Called for every decision (from the connection's thread).
 pub type Audit = Arc<dyn Fn(Decision) + Send + Sync>;
 
@@ -76,6 +89,36 @@ pub struct Proxy {
 
 const MAX_HEAD: usize = 64 * 1024;
 
+/// The longest host, reason, method and path a decision carries (bytes;
+/// longer ones are cut at a character boundary and end in `…`).
+pub const DECISION_HOST_MAX: usize = 256;
+pub const DECISION_REASON_MAX: usize = 512;
+pub const DECISION_PATH_MAX: usize = 256;
+
+fn cut(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut at = max;
+        while !s.is_char_boundary(at) {
+            at -= 1;
+        }
+        s.truncate(at);
+        s.push('…');
+    }
+}
+
+/// `d` with every free-text field cut to its bound.
+pub fn bounded(mut d: Decision) -> Decision {
+    cut(&mut d.host, DECISION_HOST_MAX);
+    cut(&mut d.reason, DECISION_REASON_MAX);
+    if let Some(m) = d.method.as_mut() {
+        cut(m, 32);
+    }
+    if let Some(p) = d.path.as_mut() {
+        cut(p, DECISION_PATH_MAX);
+    }
+    d
+}
+
 impl Proxy {
     pub fn new(policy: Policy, audit: Audit) -> Arc<Proxy> {
         Proxy::with_broker(policy, audit, None)
@@ -87,6 +130,10 @@ impl Proxy {
         audit: Audit,
         broker: Option<Arc<broker::Broker>>,
     ) -> Arc<Proxy> {
+        // Whatever a client sends, a decision stays small: its fields are
+        // what the client named (up to 64 KiB of request target), and a
+        // sandbox can make a decision per request.
+        let audit: Audit = Arc::new(move |d| audit(bounded(d)));
         Arc::new(Proxy {
             policy: RwLock::new(Arc::new(policy)),
             audit,
@@ -184,7 +231,13 @@ impl Proxy {
                 p.check_name(name, port).map_err(Refusal::Policy)?;
                 let mut addrs = p.overridden(name);
                 if addrs.is_empty() {
-                    addrs = (name.as_str(), port)
+                    addrs = hostaddr::etc_hosts(name);
+                }
+                if addrs.is_empty() {
+                    // Fully qualified: the resolver's search list is never
+                    // applied (an allowed `*.SUFFIX` name that does not
+                    // exist must not become a lookup of NAME.search.domain).
+                    addrs = (format!("{name}."), port)
                         .to_socket_addrs()
                         .map_err(|e| Refusal::Resolve(format!("{name} does not resolve: {e}")))?
                         .map(|a| a.ip())
@@ -339,7 +392,7 @@ impl Proxy {
         if connect {
             c.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")?;
             first = rest;
-            if let Err(why) = self.check_first(&mut c, &up, &host, &mut first) {
+            if let Err(why) = self.check_first(&mut c, &up, &host, port, &mut first) {
                 self.decide(via, &shown, port, why);
                 let _ = up.shutdown(Shutdown::Both);
                 return Ok(());
@@ -408,17 +461,68 @@ impl Proxy {
     /// Through a tunnel to a name, the client's first bytes must say the
     /// same name: a ClientHello's SNI, or an HTTP request's Host. A server
     /// that speaks first (SSH, SMTP) passes: it was dialled at an address
-    /// the name resolved to. `first` holds what was read (forwarded later).
+    /// the name resolved to. Through a tunnel to an IP literal, a name the
+    /// client shows there (SNI, Host) must not be one a deny rule names.
+    /// `first` holds what was read (forwarded later).
     fn check_first(
         &self,
         c: &mut UnixStream,
         up: &TcpStream,
         host: &Host,
+        port: u16,
         first: &mut Vec<u8>,
     ) -> Result<(), String> {
-        let Host::Name(name) = host else {
-            return Ok(());
+        let name = match host {
+            Host::Name(n) => n,
+            Host::Ip(_) => {
+                let p = self.policy();
+                if !p.denies_names() {
+                    return Ok(());
+                }
+                let shown = match self.read_first(c, up, first)? {
+                    First::Sni(Some(s)) => Some(s),
+                    First::Http(Some(h)) => Some(h),
+                    _ => None,
+                };
+                // The name as a Host header or SNI gives it (a port in a
+                // Host header is the tunnel's business, not the name's).
+                let named = shown.and_then(|h| split_authority(&h, Some(port)).ok());
+                return match named.map(|(h, _)| canonical_host(&h)) {
+                    Some(Ok(Host::Name(n))) => p.check_denied_name(&n, port).map_err(|d| d.0),
+                    _ => Ok(()),
+                };
+            }
         };
+        match self.read_first(c, up, first)? {
+            First::ServerFirst => Ok(()),
+            First::Sni(Some(s)) => match canonical_host(&s) {
+                Ok(Host::Name(n)) if &n == name => Ok(()),
+                _ => Err(format!(
+                    "the TLS server name {s:?} is not the allowed name {name}"
+                )),
+            },
+            First::Sni(None) => Err(format!(
+                "a TLS ClientHello without a server name (SNI) to {name}"
+            )),
+            First::Http(Some(h)) if same_host(&h, host, 0, 0) => Ok(()),
+            First::Http(Some(h)) => Err(format!(
+                "the Host header {h:?} in the tunnel does not match {name}"
+            )),
+            First::Http(None) => Err("an HTTP request in the tunnel without a Host".into()),
+            First::Other => Err(format!(
+                "the tunnel to {name} carries neither TLS nor HTTP from the client"
+            )),
+        }
+    }
+
+    /// Reads the client's first bytes in a tunnel until they say what they
+    /// are (or the server speaks first).
+    fn read_first(
+        &self,
+        c: &mut UnixStream,
+        up: &TcpStream,
+        first: &mut Vec<u8>,
+    ) -> Result<First, String> {
         let deadline = std::time::Instant::now() + self.head_timeout;
         let mut buf = [0u8; 16 * 1024];
         loop {
@@ -426,19 +530,7 @@ impl Proxy {
                 if first[0] == 0x16 {
                     match tls::client_hello(first) {
                         tls::Hello::Incomplete => {}
-                        tls::Hello::Sni(Some(s)) => {
-                            return match canonical_host(&s) {
-                                Ok(Host::Name(n)) if &n == name => Ok(()),
-                                _ => Err(format!(
-                                    "the TLS server name {s:?} is not the allowed name {name}"
-                                )),
-                            };
-                        }
-                        tls::Hello::Sni(None) => {
-                            return Err(format!(
-                                "a TLS ClientHello without a server name (SNI) to {name}"
-                            ))
-                        }
+                        tls::Hello::Sni(s) => return Ok(First::Sni(s)),
                         tls::Hello::NotTls => {
                             return Err("a TLS record that is not a handshake".into())
                         }
@@ -448,21 +540,13 @@ impl Proxy {
                     if let Some(end) = find_head_end(first) {
                         let head = String::from_utf8_lossy(&first[..end]).to_string();
                         let req = parse_request(&head).map_err(|e| format!("bad request: {e}"))?;
-                        return match req.header("host") {
-                            Some(h) if same_host(h, host, 0, 0) => Ok(()),
-                            Some(h) => Err(format!(
-                                "the Host header {h:?} in the tunnel does not match {name}"
-                            )),
-                            None => Err("an HTTP request in the tunnel without a Host".into()),
-                        };
+                        return Ok(First::Http(req.header("host").map(str::to_string)));
                     }
                     if first.len() > MAX_HEAD {
                         return Err("an HTTP head over 64 KiB".into());
                     }
                 } else {
-                    return Err(format!(
-                        "the tunnel to {name} carries neither TLS nor HTTP from the client"
-                    ));
+                    return Ok(First::Other);
                 }
             }
             let left = deadline.saturating_duration_since(std::time::Instant::now());
@@ -493,8 +577,7 @@ impl Proxy {
                 }
                 first.extend_from_slice(&buf[..k]);
             } else if p[1].revents != 0 && first.is_empty() {
-                // The server speaks first.
-                return Ok(());
+                return Ok(First::ServerFirst);
             }
         }
     }
@@ -591,7 +674,7 @@ impl Proxy {
         reply(&mut c, 0)?;
         c.set_read_timeout(None)?;
         let mut first = Vec::new();
-        if let Err(why) = self.check_first(&mut c, &up, &host, &mut first) {
+        if let Err(why) = self.check_first(&mut c, &up, &host, port, &mut first) {
             self.decide("socks", &shown, port, why);
             let _ = up.shutdown(Shutdown::Both);
             return Ok(());
@@ -949,5 +1032,38 @@ mod tests {
         assert!(parse_request("GET  http://a/ HTTP/1.1\r\n\r\n").is_err());
         let two = parse_request("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n").unwrap();
         assert_eq!(two.header("host"), Some(""));
+    }
+
+    #[test]
+    fn decisions_are_bounded() {
+        let d = bounded(Decision {
+            allowed: false,
+            via: "http",
+            host: "é".repeat(40_000),
+            addr: None,
+            port: 80,
+            bytes_out: 0,
+            bytes_in: 0,
+            reason: format!("host {:?} refused", "A".repeat(60_000)),
+            method: Some("M".repeat(100)),
+            path: Some("/".repeat(10_000)),
+        });
+        assert!(d.host.len() <= DECISION_HOST_MAX + 3 && d.host.ends_with('…'));
+        assert!(d.reason.len() <= DECISION_REASON_MAX + 3);
+        assert!(d.method.unwrap().len() <= 35);
+        assert!(d.path.unwrap().len() <= DECISION_PATH_MAX + 3);
+        let small = bounded(Decision {
+            allowed: true,
+            via: "connect",
+            host: "a.test".into(),
+            addr: None,
+            port: 443,
+            bytes_out: 1,
+            bytes_in: 2,
+            reason: String::new(),
+            method: None,
+            path: None,
+        });
+        assert_eq!(small.host, "a.test");
     }
 }

@@ -66,7 +66,19 @@ struct Live {
     /// /pty and `primary` readers).
     stdin: HashMap<u32, mpsc::Sender<Vec<u8>>>,
     primary: HashMap<u32, mpsc::Receiver<ProcEvent>>,
+    /// Egress decisions written to the audit log, and those only counted
+    /// since the cap was reached.
+    net_rows: u64,
+    net_suppressed: u64,
 }
+
+/// Egress decisions written one by one per sandbox; beyond, they are only
+/// counted, and a `net-suppressed` row says how many every
+/// [`NET_SUPPRESSED_EVERY`] and when the sandbox ends. A sandbox that makes
+/// connections (or refused requests) in a loop cannot grow the state
+/// database without bound.
+pub const NET_AUDIT_ROWS: u64 = 10_000;
+pub const NET_SUPPRESSED_EVERY: u64 = 100_000;
 
 #[derive(Default)]
 pub struct Metrics {
@@ -380,6 +392,8 @@ impl Service {
                 paused: false,
                 stdin: HashMap::new(),
                 primary: HashMap::new(),
+                net_rows: 0,
+                net_suppressed: 0,
             },
         );
     }
@@ -591,8 +605,52 @@ impl Service {
         );
     }
 
+    fn on_egress(&self, sandbox: &str, d: airlock_egress::Decision) {
+        enum Do {
+            Row,
+            Summary(u64),
+            Nothing,
+        }
+        let what = match self.lock().get_mut(sandbox) {
+            Some(l) if l.net_rows < NET_AUDIT_ROWS => {
+                l.net_rows += 1;
+                Do::Row
+            }
+            Some(l) => {
+                l.net_suppressed += 1;
+                if l.net_suppressed % NET_SUPPRESSED_EVERY == 0 {
+                    Do::Summary(l.net_suppressed)
+                } else {
+                    Do::Nothing
+                }
+            }
+            // Ended (a connection's last decision comes after): one row.
+            None => Do::Row,
+        };
+        match what {
+            Do::Row => self.db.audit(
+                sandbox,
+                "net",
+                serde_json::to_value(&d).unwrap_or(serde_json::Value::Null),
+            ),
+            Do::Summary(n) => self.db.audit(
+                sandbox,
+                "net-suppressed",
+                serde_json::json!({ "suppressed": n, "after": NET_AUDIT_ROWS }),
+            ),
+            Do::Nothing => {}
+        }
+    }
+
     fn on_ended(&self, sandbox: &str, e: Ended) {
-        self.lock().remove(sandbox);
+        let live = self.lock().remove(sandbox);
+        if let Some(n) = live.map(|l| l.net_suppressed).filter(|&n| n > 0) {
+            self.db.audit(
+                sandbox,
+                "net-suppressed",
+                serde_json::json!({ "suppressed": n, "after": NET_AUDIT_ROWS }),
+            );
+        }
         crate::ports::close_all(self, sandbox);
         if e.failed {
             self.metrics.failed.fetch_add(1, Ordering::Relaxed);
@@ -659,11 +717,7 @@ impl Observer for WeakObserver {
     }
     fn egress(&self, sandbox: &str, d: airlock_egress::Decision) {
         if let Some(s) = self.0.upgrade() {
-            s.db.audit(
-                sandbox,
-                "net",
-                serde_json::to_value(&d).unwrap_or(serde_json::Value::Null),
-            );
+            s.on_egress(sandbox, d);
         }
     }
 }

@@ -42,7 +42,9 @@ pub struct AuditRow {
     pub ts: f64,
     /// create, exec, exec-end, file-write, pause, resume, stop, fail, recover,
     /// net (an egress decision: allowed, via, host, addr, port, bytes_out,
-    /// bytes_in, reason), net-policy (the policy replaced).
+    /// bytes_in, reason; the first 10,000 per sandbox), net-suppressed (how
+    /// many decisions beyond those were only counted), net-policy (the
+    /// policy replaced).
     pub kind: String,
     #[schema(value_type = Object)]
     pub detail: serde_json::Value,

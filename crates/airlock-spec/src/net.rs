@@ -983,6 +983,46 @@ impl Policy {
         }
     }
 
+    /// An address of the host the proxy runs on (one of its interfaces'):
+    /// it counts as non-public whatever its range, since services bound to
+    /// all interfaces answer there. Only a CIDR rule lets it through.
+    pub fn check_host_addr(&self, ip: IpAddr, port: u16) -> Result<(), Denied> {
+        if self
+            .allow
+            .iter()
+            .any(|r| port_ok(r, port) && cidr_matches(&r.target, ip))
+        {
+            return Ok(());
+        }
+        Err(Denied(format!(
+            "{}:{port} is an address of this host, which no CIDR rule allows",
+            Host::Ip(ip)
+        )))
+    }
+
+    /// Whether some deny rule names names (not addresses).
+    pub fn denies_names(&self) -> bool {
+        self.deny
+            .iter()
+            .any(|r| !matches!(r.target, Target::Cidr(_)))
+    }
+
+    /// A name the client showed inside a tunnel opened to an IP literal
+    /// (its TLS server name or HTTP Host): deny rules by name hold there
+    /// too.
+    pub fn check_denied_name(&self, name: &str, port: u16) -> Result<(), Denied> {
+        match self
+            .deny
+            .iter()
+            .find(|r| port_ok(r, port) && name_matches(&r.target, name))
+        {
+            Some(r) => Err(Denied(format!(
+                "{name}:{port} (named inside the tunnel) is denied by --deny-host {r}"
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// A request by IP literal.
     pub fn check_ip(&self, ip: IpAddr, port: u16) -> Result<(), Denied> {
         if self.mode == NetMode::None {

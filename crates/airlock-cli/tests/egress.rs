@@ -23,7 +23,7 @@ const METADATA: &str = "169.254.169.254";
 
 const SERVER: &str = r#"
 import sys, os, ssl, socket, threading, http.server, socketserver
-log_path, cert_dir, ready = sys.argv[1:4]
+log_path, cert_dir, ready, mode = sys.argv[1:5]
 lock = threading.Lock()
 def log(line):
     with lock:
@@ -46,6 +46,11 @@ class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
     allow_reuse_address = True
     def handle_error(self, *a):
         pass
+    def server_bind(self):
+        # No reverse lookup of the address (HTTPServer's getfqdn): the
+        # fixture itself sends no DNS query anywhere.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = 'test', self.server_address[1]
 def serve(addr, port, label, tls):
     s = S((addr, port), H)
     s.label = label
@@ -54,13 +59,19 @@ def serve(addr, port, label, tls):
         ctx.load_cert_chain(cert_dir + '/srv.pem', cert_dir + '/srv.key')
         s.socket = ctx.wrap_socket(s.socket, server_side=True, do_handshake_on_connect=False)
     threading.Thread(target=s.serve_forever, daemon=True).start()
+if mode == 'host':
+    # On the host airlock runs on: a loopback service, and one on every
+    # interface (so also on the host's own "public" address).
+    serve('127.0.0.1', 8081, 'loopback', False)
+    serve('0.0.0.0', 9999, 'host-any', False)
+    open(ready, 'w').write('ok')
+    threading.Event().wait()
 serve('93.184.216.34', 80, 'www', False)
 serve('93.184.216.34', 443, 'www-tls', True)
 serve('93.184.216.35', 80, 'other', False)
 serve('93.184.216.35', 443, 'other-tls', True)
 serve('10.20.30.40', 80, 'private', False)
 serve('169.254.169.254', 80, 'metadata', False)
-serve('127.0.0.1', 8081, 'loopback', False)
 held = []
 def hold():
     h = socket.socket()
@@ -79,11 +90,18 @@ while True:
     log(f"dns packet from {a[0]} {d!r}")
 "#;
 
-/// The local internet: a namespace, its servers, and the CA.
+/// This host's own address on its link to the "internet", in a range that
+/// counts as public: it must still be refused like the host's loopback.
+const HOST_PUBLIC: &str = "93.184.217.7";
+
+/// The local internet: two namespaces — `ns`, where airlock runs (the
+/// host: a loopback service, a service on every interface, and an
+/// address of its own in a public range), and `ns-i` (the internet: the
+/// servers), joined by a veth pair — their servers, and the CA.
 struct Inet {
     ns: String,
     dir: tempdir::Dir,
-    server: Child,
+    servers: Vec<Child>,
 }
 
 impl Inet {
@@ -109,7 +127,9 @@ impl Inet {
             let st = Command::new("ip").args(args).status().unwrap();
             assert!(st.success(), "ip {args:?}");
         };
+        let inet = format!("{ns}-i");
         ip(&["netns", "add", &ns]);
+        ip(&["netns", "add", &inet]);
         // The proxy's resolver (glibc, in this namespace) asks the
         // logging listener, once, quickly.
         let etc = PathBuf::from("/etc/netns").join(&ns);
@@ -121,10 +141,55 @@ impl Inet {
             format!("nameserver {DNS}\nsearch corp.internal\noptions timeout:1 attempts:1\n"),
         )
         .unwrap();
-        ip(&["-n", &ns, "link", "set", "lo", "up"]);
-        for a in [WWW, OTHER, DNS, PRIVATE, METADATA] {
-            ip(&["-n", &ns, "addr", "add", &format!("{a}/32"), "dev", "lo"]);
+        for n in [&ns, &inet] {
+            ip(&["-n", n, "link", "set", "lo", "up"]);
         }
+        for a in [WWW, OTHER, DNS, PRIVATE, METADATA] {
+            ip(&["-n", &inet, "addr", "add", &format!("{a}/32"), "dev", "lo"]);
+        }
+        ip(&[
+            "-n", &ns, "link", "add", "ve-host", "type", "veth", "peer", "name", "ve-inet",
+            "netns", &inet,
+        ]);
+        ip(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            "10.255.255.1/30",
+            "dev",
+            "ve-host",
+        ]);
+        ip(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{HOST_PUBLIC}/32"),
+            "dev",
+            "ve-host",
+        ]);
+        ip(&[
+            "-n",
+            &inet,
+            "addr",
+            "add",
+            "10.255.255.2/30",
+            "dev",
+            "ve-inet",
+        ]);
+        ip(&["-n", &ns, "link", "set", "ve-host", "up"]);
+        ip(&["-n", &inet, "link", "set", "ve-inet", "up"]);
+        ip(&["-n", &ns, "route", "add", "default", "via", "10.255.255.2"]);
+        ip(&[
+            "-n",
+            &inet,
+            "route",
+            "add",
+            "default",
+            "via",
+            "10.255.255.1",
+        ]);
         let dir = tempdir::Dir::new();
         let d = dir.path();
         let ossl = |args: &[&str]| {
@@ -196,23 +261,33 @@ impl Inet {
             .unwrap();
         }
         std::fs::write(d.join("server.py"), SERVER).unwrap();
-        let ready = d.join("ready");
-        let server = Command::new("ip")
-            .args(["netns", "exec", &ns, "/usr/bin/python3"])
-            .arg(d.join("server.py"))
-            .arg(d.join("log"))
-            .arg(d)
-            .arg(&ready)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut me = Inet { ns, dir, server };
-        let t = Instant::now();
-        while !ready.exists() {
-            if t.elapsed() > Duration::from_secs(20) || me.server.try_wait().unwrap().is_some() {
-                panic!("the test servers did not start");
+        let mut me = Inet {
+            ns: ns.clone(),
+            dir,
+            servers: Vec::new(),
+        };
+        for (n, mode) in [(&inet, "inet"), (&ns, "host")] {
+            let d = me.dir.path();
+            let ready = d.join(format!("ready-{mode}"));
+            let server = Command::new("ip")
+                .args(["netns", "exec", n, "/usr/bin/python3"])
+                .arg(d.join("server.py"))
+                .arg(d.join("log"))
+                .arg(d)
+                .arg(&ready)
+                .arg(mode)
+                .stdin(Stdio::null())
+                .spawn()
+                .unwrap();
+            me.servers.push(server);
+            let t = Instant::now();
+            while !ready.exists() {
+                let gone = me.servers.last_mut().unwrap().try_wait().unwrap().is_some();
+                if t.elapsed() > Duration::from_secs(20) || gone {
+                    panic!("the test servers ({mode}) did not start");
+                }
+                std::thread::sleep(Duration::from_millis(50));
             }
-            std::thread::sleep(Duration::from_millis(50));
         }
         Some(me)
     }
@@ -247,9 +322,14 @@ impl Inet {
 
 impl Drop for Inet {
     fn drop(&mut self) {
-        let _ = self.server.kill();
-        let _ = self.server.wait();
+        for s in &mut self.servers {
+            let _ = s.kill();
+            let _ = s.wait();
+        }
         let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &format!("{}-i", self.ns)])
+            .status();
         let _ = std::fs::remove_dir_all(PathBuf::from("/etc/netns").join(&self.ns));
     }
 }
@@ -1118,6 +1198,8 @@ fn red_team_search_list_ip_tunnel_deny_and_flood() {
     let Some(net) = Inet::new() else { return };
     let script = r#"
 curl -sS -m 10 -o /dev/null -w 'nx=%{http_code}\n' http://nxname-e2.wild.test/x
+curl -sS -m 10 http://93.184.217.7:9999/e3-ip; echo
+curl -sS -m 10 http://own.test:9999/e3-name; echo
 curl -sS -m 10 -p -x http://127.0.0.1:3128 -H 'Host: www.allowed.test' http://93.184.216.34/e4-connect-denied; echo "connect-denied=$?"
 curl -sS -m 10 -p -x http://127.0.0.1:3128 -H 'Host: other.test' http://93.184.216.34/e4-connect-other; echo "connect-other=$?"
 /usr/bin/python3 - <<'PY'
@@ -1155,6 +1237,8 @@ PY
             "all",
             "--deny-host",
             "www.allowed.test",
+            "--dns-override",
+            "own.test=93.184.217.7",
             "--",
             "sh",
             "-c",
@@ -1164,6 +1248,19 @@ PY
         return;
     };
     let log = net.log();
+    // The host's own address, in a public range, by IP and by name: refused
+    // like its loopback (and the service on every interface not reached).
+    assert!(
+        o.stdout
+            .contains("93.184.217.7:9999 is an address of this host"),
+        "{o:?}"
+    );
+    assert!(
+        o.stdout.contains("own.test resolves to 93.184.217.7")
+            || o.stdout.matches("is an address of this host").count() >= 2,
+        "{o:?}"
+    );
+    assert!(!log.contains("e3-"), "{log}");
     // The wildcard name was looked up (--net all), as itself only.
     assert!(log.contains("nxname-e2"), "{log}\n{o:?}");
     assert!(!log.contains("corp"), "the search list was applied: {log}");
@@ -1206,4 +1303,33 @@ PY
         "a line over 2 KiB in: {}",
         &o.stderr[..o.stderr.len().min(2000)]
     );
+}
+
+/// The host's own address is reachable with a CIDR rule naming it (and only
+/// that port).
+#[test]
+fn host_address_needs_a_cidr_rule() {
+    let Some(net) = Inet::new() else { return };
+    let Some((o, _)) = net.airlock(
+        Who::Root,
+        &[
+            "run",
+            "--allow-host",
+            &format!("{HOST_PUBLIC}/32:9999"),
+            "--",
+            "sh",
+            "-c",
+            &format!(
+                "curl -sS -m 10 http://{HOST_PUBLIC}:9999/e3-allowed; echo; \\
+                 curl -sS -m 10 http://{HOST_PUBLIC}:8081/e3-other-port; echo"
+            ),
+        ],
+    ) else {
+        return;
+    };
+    assert!(
+        o.stdout.contains("hello from host-any path=/e3-allowed"),
+        "{o:?}"
+    );
+    assert!(!net.log().contains("e3-other-port"), "{}", net.log());
 }

@@ -220,11 +220,23 @@ impl Proxy {
     }
 
     /// The policy's answer for `host:port`, and the one address to dial.
+    /// An address of this host itself (any of its interfaces') passes only
+    /// by a CIDR rule, whatever its range: services bound to every
+    /// interface answer there.
     fn resolve(&self, host: &Host, port: u16) -> Result<SocketAddr, Refusal> {
         let p = self.policy();
+        let own = hostaddr::interface_addrs();
+        let not_own = |ip: IpAddr| -> Result<(), Denied> {
+            if hostaddr::is_host_addr(ip, &own) {
+                p.check_host_addr(ip, port)
+            } else {
+                Ok(())
+            }
+        };
         match host {
             Host::Ip(ip) => {
                 p.check_ip(*ip, port).map_err(Refusal::Policy)?;
+                not_own(*ip).map_err(Refusal::Policy)?;
                 Ok(SocketAddr::new(*ip, port))
             }
             Host::Name(name) => {
@@ -246,7 +258,7 @@ impl Proxy {
                 let mut first_no = None;
                 for a in addrs {
                     // IPv4-mapped answers are refused as such (not unwrapped).
-                    match p.check_resolved(name, a, port) {
+                    match p.check_resolved(name, a, port).and_then(|()| not_own(a)) {
                         Ok(()) => return Ok(SocketAddr::new(a, port)),
                         Err(d) => {
                             first_no.get_or_insert(d);

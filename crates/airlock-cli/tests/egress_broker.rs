@@ -150,6 +150,10 @@ class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
     allow_reuse_address = True
     def handle_error(self, *a):
         pass
+    def server_bind(self):
+        # No reverse lookup of the address (HTTPServer's getfqdn).
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = 'test', self.server_address[1]
 def serve(addr, port, label, cert=None):
     s = S((addr, port), H)
     s.label = label
@@ -244,7 +248,12 @@ impl Inet {
             let st = Command::new("ip").args(args).status().unwrap();
             assert!(st.success(), "ip {args:?}");
         };
+        // Airlock runs in `ns` (the host); the servers live in `ns-i` (the
+        // internet), behind a veth pair: the host's own addresses are
+        // refused like its loopback, so the servers cannot be on them.
+        let inet = format!("{ns}-i");
         ip(&["netns", "add", &ns]);
+        ip(&["netns", "add", &inet]);
         let etc = PathBuf::from("/etc/netns").join(&ns);
         std::fs::create_dir_all(&etc).unwrap();
         std::fs::write(
@@ -252,10 +261,46 @@ impl Inet {
             format!("nameserver {DNS}\noptions timeout:1 attempts:1\n"),
         )
         .unwrap();
-        ip(&["-n", &ns, "link", "set", "lo", "up"]);
-        for a in [BOUND, UNBOUND, UNTRUSTED, INSPECTED, GIT, PYPI, DNS] {
-            ip(&["-n", &ns, "addr", "add", &format!("{a}/32"), "dev", "lo"]);
+        for n in [&ns, &inet] {
+            ip(&["-n", n, "link", "set", "lo", "up"]);
         }
+        for a in [BOUND, UNBOUND, UNTRUSTED, INSPECTED, GIT, PYPI, DNS] {
+            ip(&["-n", &inet, "addr", "add", &format!("{a}/32"), "dev", "lo"]);
+        }
+        ip(&[
+            "-n", &ns, "link", "add", "ve-host", "type", "veth", "peer", "name", "ve-inet",
+            "netns", &inet,
+        ]);
+        ip(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            "10.255.255.1/30",
+            "dev",
+            "ve-host",
+        ]);
+        ip(&[
+            "-n",
+            &inet,
+            "addr",
+            "add",
+            "10.255.255.2/30",
+            "dev",
+            "ve-inet",
+        ]);
+        ip(&["-n", &ns, "link", "set", "ve-host", "up"]);
+        ip(&["-n", &inet, "link", "set", "ve-inet", "up"]);
+        ip(&["-n", &ns, "route", "add", "default", "via", "10.255.255.2"]);
+        ip(&[
+            "-n",
+            &inet,
+            "route",
+            "add",
+            "default",
+            "via",
+            "10.255.255.1",
+        ]);
         let dir = tempdir::Dir::new();
         let d = dir.path();
         let ec = [
@@ -381,7 +426,7 @@ impl Inet {
         std::fs::write(d.join("server.py"), SERVER).unwrap();
         let ready = d.join("ready");
         let server = Command::new("ip")
-            .args(["netns", "exec", &ns, "/usr/bin/python3"])
+            .args(["netns", "exec", &inet, "/usr/bin/python3"])
             .arg(d.join("server.py"))
             .arg(secret_dir.path().join("log"))
             .arg(d)
@@ -450,6 +495,9 @@ impl Drop for Inet {
         let _ = self.server.kill();
         let _ = self.server.wait();
         let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &format!("{}-i", self.ns)])
+            .status();
         let _ = std::fs::remove_dir_all(PathBuf::from("/etc/netns").join(&self.ns));
     }
 }

@@ -173,6 +173,12 @@ pub struct CreateOptions {
     /// Where the egress proxy's decisions go (a sandbox whose network is
     /// not `none`); `None`: nowhere.
     pub egress_audit: Option<airlock_egress::Audit>,
+    /// Limits on top of the sandbox's own, for every process (an OCI
+    /// bundle's `process.rlimits`): they only ever lower.
+    pub lower_rlimits: Vec<airlock_confine::rlimit::Lower>,
+    /// A seccomp profile installed after airlock's allowlist in every
+    /// process (an OCI bundle's `linux.seccomp`): both apply.
+    pub seccomp_profile: Option<airlock_confine::seccomp::profile::Profile>,
 }
 
 /// What a sandbox uses now.
@@ -396,6 +402,8 @@ impl Sandbox {
             rbuf: Vec::new(),
         };
         spawned.plan.exit_when_idle = opts.one_shot;
+        spawned.plan.confinement.lower_rlimits = opts.lower_rlimits;
+        spawned.plan.confinement.profile = opts.seccomp_profile;
         if let Err(e) = sb.handshake(&spawned.plan.to_bytes()) {
             sb.kill();
             sb.reap(true);

@@ -228,6 +228,8 @@ pub fn run(a: Args) -> i32 {
             window: Some(1 << 20),
             accounting: true,
             image: Some(image),
+            lower_rlimits: mapped.rlimits.clone(),
+            seccomp_profile: mapped.seccomp.clone(),
             ..CreateOptions::default()
         },
     );
@@ -387,6 +389,9 @@ impl Monitor {
                 return;
             }
         };
+        if p.rlimits().as_ref().is_some_and(|r| !r.is_empty()) {
+            notes.push("the process's rlimits are the container's (its init's, lowering airlock's own), not its own".into());
+        }
         for n in notes {
             self.log.info(&format!("{}: exec: {n}", self.saved.id));
         }

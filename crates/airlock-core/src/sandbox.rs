@@ -202,6 +202,17 @@ pub struct PendingAgent {
 /// (`stream`: with a byte-stream channel). For a container, its namespaces
 /// are created right away too.
 pub fn prespawn(isolation: Isolation, stream: bool) -> Result<PendingAgent, CoreError> {
+    prespawn_joining(isolation, stream, None)
+}
+
+/// [`prespawn`] for a container (run by root) that joins the network
+/// namespace `netns` instead of getting one of its own: the caller has
+/// checked that it is another sandbox's (the pods of an OCI engine).
+pub fn prespawn_joining(
+    isolation: Isolation,
+    stream: bool,
+    netns: Option<std::os::fd::BorrowedFd<'_>>,
+) -> Result<PendingAgent, CoreError> {
     // Only the id mapping is needed now (the rest of the facts is probed
     // while the agent starts).
     let idmap = match isolation {
@@ -210,7 +221,7 @@ pub fn prespawn(isolation: Isolation, stream: bool) -> Result<PendingAgent, Core
     };
     crate::timing::mark("idmap");
     Ok(PendingAgent {
-        pending: airlock_jail::spawn::prespawn(stream, idmap)?,
+        pending: airlock_jail::spawn::prespawn_joining(stream, idmap, netns)?,
         stream,
     })
 }

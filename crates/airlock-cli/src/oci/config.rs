@@ -64,6 +64,9 @@ pub struct Mapped {
     pub rlimits: Vec<Lower>,
     /// `linux.seccomp`, installed after airlock's own allowlist.
     pub seccomp: Option<Profile>,
+    /// A network namespace named by path (a pod's): joined only if it is
+    /// another airlock sandbox's (decided at create, see `netns`).
+    pub join_net: Option<PathBuf>,
 }
 
 /// A process to start in the sandbox (init, or one of `exec`).
@@ -358,6 +361,7 @@ pub fn map(spec: &Spec, bundle: &Path) -> Result<Mapped, Refusal> {
         .iter()
         .map(|n| (n.typ(), n.path().clone()))
         .collect();
+    let mut join_net = None;
     for (t, what) in [
         (LinuxNamespaceType::Network, "network"),
         (LinuxNamespaceType::Pid, "pid"),
@@ -370,6 +374,9 @@ pub fn map(spec: &Spec, bundle: &Path) -> Result<Mapped, Refusal> {
                 return Err(format!(
                     "the spec shares the host's {what} namespace (no {what} namespace in linux.namespaces): airlock refuses to weaken the sandbox that way"
                 ))
+            }
+            Some((_, Some(path))) if t == LinuxNamespaceType::Network => {
+                join_net = Some(path.clone())
             }
             Some((_, Some(path))) => notes.push(format!(
                 "the {what} namespace at {} is not joined: the sandbox gets a new one of its own{}",
@@ -490,6 +497,7 @@ pub fn map(spec: &Spec, bundle: &Path) -> Result<Mapped, Refusal> {
         notes,
         rlimits,
         seccomp,
+        join_net,
     })
 }
 
@@ -577,12 +585,78 @@ mod tests {
     #[test]
     fn a_joined_namespace_is_replaced_not_joined() {
         let mut v = base();
+        v["linux"]["namespaces"][2] =
+            serde_json::json!({"type": "ipc", "path": "/proc/1/ns/ipc"});
         v["linux"]["namespaces"][1] =
-            serde_json::json!({"type": "network", "path": "/proc/1/ns/net"});
+            serde_json::json!({"type": "network", "path": "/proc/7/ns/net"});
         let m = parse(v).unwrap();
         assert!(m
             .notes
             .iter()
-            .any(|n| n.contains("/proc/1/ns/net is not joined")));
+            .any(|n| n.contains("/proc/1/ns/ipc is not joined")));
+        // Decided at create (another sandbox's, or refused).
+        assert_eq!(m.join_net.as_deref(), Some(Path::new("/proc/7/ns/net")));
+    }
+
+    #[test]
+    fn rlimits_lower_and_are_capped() {
+        let mut v = base();
+        v["process"]["rlimits"] = serde_json::json!([
+            {"type": "RLIMIT_NOFILE", "soft": 64, "hard": 64},
+            {"type": "RLIMIT_NPROC", "soft": 1048576, "hard": 1048576},
+            {"type": "RLIMIT_MEMLOCK", "soft": 1, "hard": 1048576000}
+        ]);
+        let m = parse(v).unwrap();
+        assert_eq!(m.rlimits.len(), 3);
+        assert_eq!(m.rlimits[0].resource, libc::RLIMIT_NOFILE);
+        assert_eq!((m.rlimits[0].soft, m.rlimits[0].hard), (64, 64));
+        assert!(m.notes.iter().any(|n| n.contains("RLIMIT_MEMLOCK 1:1048576000 is capped")));
+        let mut v = base();
+        v["process"]["rlimits"] = serde_json::json!([{"type": "RLIMIT_NOFILE", "soft": 65, "hard": 64}]);
+        assert!(parse(v).unwrap_err().contains("above the hard limit"));
+    }
+
+    #[test]
+    fn seccomp_profiles_map() {
+        let mut v = base();
+        v["linux"]["seccomp"] = serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+            "syscalls": [
+                {"names": ["mkdir", "mkdirat", "no_such_call"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1},
+                {"names": ["personality"], "action": "SCMP_ACT_ERRNO",
+                 "args": [{"index": 0, "value": 8, "op": "SCMP_CMP_EQ"}, {"index": 0, "value": 9, "op": "SCMP_CMP_EQ"}]},
+                {"names": ["clone"], "action": "SCMP_ACT_KILL",
+                 "args": [{"index": 0, "value": 2114060288, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}, {"index": 1, "value": 0, "op": "SCMP_CMP_NE"}]}
+            ]
+        });
+        let m = parse(v).unwrap();
+        let p = m.seccomp.unwrap();
+        assert_eq!(p.default, Action::Allow);
+        let mkdir = libc::SYS_mkdir as u32;
+        assert!(p.rules.iter().any(|r| r.nr == mkdir && r.action == Action::Errno(1) && r.conds.is_empty()));
+        // Two conditions on one argument: two rules of one condition each.
+        let pers: Vec<_> = p.rules.iter().filter(|r| r.nr == libc::SYS_personality as u32).collect();
+        assert_eq!(pers.len(), 2);
+        assert!(pers.iter().all(|r| r.conds.len() == 1));
+        // On different arguments: one rule with both.
+        let clone: Vec<_> = p.rules.iter().filter(|r| r.nr == libc::SYS_clone as u32).collect();
+        assert_eq!(clone.len(), 1);
+        assert_eq!(clone[0].conds.len(), 2);
+        assert_eq!(clone[0].action, Action::KillThread);
+        assert!(m.notes.iter().any(|n| n.contains("no_such_call")));
+        let mut v = base();
+        v["linux"]["seccomp"] = serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "listenerPath": "/run/x.sock",
+            "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]
+        });
+        assert!(parse(v).unwrap_err().contains("SCMP_ACT_NOTIFY"));
+        let mut v = base();
+        v["linux"]["seccomp"] = serde_json::json!({
+            "defaultAction": "SCMP_ACT_ERRNO",
+            "architectures": ["SCMP_ARCH_AARCH64"]
+        });
+        assert!(parse(v).unwrap_err().contains("no x86"));
     }
 }

@@ -16,6 +16,7 @@
 mod config;
 mod ipc;
 mod monitor;
+mod netns;
 mod rootfs;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -253,6 +254,12 @@ pub struct Saved {
     /// The spec's hooks (poststop runs at delete).
     #[serde(default)]
     pub hooks: Option<serde_json::Value>,
+    /// The sandbox's PID 1 on the host (its agent), and its start time:
+    /// another container of a pod finds its network namespace by it.
+    #[serde(default)]
+    pub sandbox_pid: i32,
+    #[serde(default)]
+    pub sandbox_pid_start: u64,
 }
 
 impl Saved {
@@ -688,6 +695,26 @@ fn create_in(
         annotations,
         exit_code: None,
         hooks,
+        sandbox_pid: 0,
+        sandbox_pid_start: 0,
+    };
+    // A pod's container: the network namespace of its pause container
+    // (another airlock sandbox), never the host's.
+    let join_net = match &mapped.join_net {
+        Some(p) => match netns::resolve(p, &ctx.root).map_err(|why| anyhow!("refused: {why}"))? {
+            netns::Decision::Join(fd, whose) => {
+                ctx.log.info(&format!(
+                    "{id}: joins the network namespace of container {whose} ({})",
+                    p.display()
+                ));
+                Some(fd)
+            }
+            netns::Decision::Own(note) => {
+                ctx.log.info(&format!("{id}: {note}"));
+                None
+            }
+        },
+        None => None,
     };
     let (ready_r, ready_w) = airlock_sys::pipe_cloexec().context("pipe")?;
     // SAFETY: this process has a single thread (nothing in `airlock oci`
@@ -707,6 +734,7 @@ fn create_in(
             console_socket,
             log: ctx.log.clone(),
             ready: ready_w,
+            join_net,
         });
         std::process::exit(code);
     }

@@ -541,3 +541,102 @@ fn podman_killed_conmon_then_rm_leaves_nothing() {
     let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mi.contains(id.as_str()), "a mount of {id} is left");
 }
+
+/// `--ulimit` reaches the container (lowering airlock's own limits), and
+/// podman's seccomp profiles apply on top of airlock's allowlist: the
+/// default one lets ordinary commands run, a custom one that denies
+/// `mkdir` makes it fail.
+#[test]
+fn podman_ulimits_and_seccomp_profiles_apply() {
+    let Some(p) = podman() else { return };
+    let (code, out, err) = text(&p.run(&[
+        "run",
+        "--rm",
+        "--ulimit",
+        "nofile=64:64",
+        IMAGE,
+        "sh",
+        "-c",
+        "ulimit -Sn; ulimit -Hn",
+    ]));
+    assert_eq!((code, out.as_str()), (0, "64\n64\n"), "{err}");
+    // podman's default profile (sent as linux.seccomp) and ours together.
+    let (code, out, err) = text(&p.run(&[
+        "run",
+        "--rm",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo hi; mkdir /tmp/d && echo made",
+    ]));
+    assert_eq!((code, out.as_str()), (0, "hi\nmade\n"), "{err}");
+    let dir = tempdir::Dir::new();
+    let prof = dir.path().join("no-mkdir.json");
+    std::fs::write(
+        &prof,
+        r#"{"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}"#,
+    )
+    .unwrap();
+    let opt = format!("seccomp={}", prof.display());
+    let (code, out, err) = text(&p.run(&[
+        "run",
+        "--rm",
+        "--security-opt",
+        &opt,
+        IMAGE,
+        "sh",
+        "-c",
+        "mkdir /tmp/d; echo mkdir=$?; echo hi",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "mkdir=1\nhi\n", "{err}");
+    assert!(err.contains("Operation not permitted"), "{err}");
+}
+
+/// A hostile seccomp profile (everything allowed, and explicitly what
+/// airlock denies), or none at all (`seccomp=unconfined`), does not weaken
+/// the sandbox: the attack suite's mount, ptrace and raw-socket cases stay
+/// contained.
+#[test]
+fn podman_hostile_seccomp_profile_cannot_weaken_ours() {
+    let Some(p) = podman() else { return };
+    let dir = tempdir::Dir::new();
+    let prof = dir.path().join("allow-all.json");
+    std::fs::write(
+        &prof,
+        r#"{"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mount", "umount2", "ptrace", "unshare", "setns", "socket",
+                                    "bpf", "keyctl", "clone", "clone3", "open_by_handle_at",
+                                    "init_module", "kexec_load", "pivot_root"],
+                          "action": "SCMP_ACT_ALLOW"}]}"#,
+    )
+    .unwrap();
+    let hostile = format!("seccomp={}", prof.display());
+    for opt in [hostile.as_str(), "seccomp=unconfined"] {
+        for mode in ["mount", "ptrace", "raw"] {
+            let (code, out, err) = text(&p.run(&[
+                "run",
+                "--rm",
+                "--security-opt",
+                opt,
+                IMAGE,
+                "/bin/attack",
+                mode,
+            ]));
+            assert!(!out.contains("ESCAPE"), "{opt} {mode}: {out}");
+            assert_eq!(code, 0, "{opt} {mode} escaped: {out} {err}");
+        }
+        let (code, out, err) = text(&p.run(&[
+            "run",
+            "--rm",
+            "--security-opt",
+            opt,
+            IMAGE,
+            "sh",
+            "-c",
+            "unshare -U true; echo unshare=$?",
+        ]));
+        assert_eq!((code, out.as_str()), (0, "unshare=1\n"), "{opt}: {err}");
+    }
+}

@@ -1023,3 +1023,101 @@ fn a_pod_shares_its_pause_containers_network_namespace() {
         assert!(!rt.root.path().join("state").join(id).exists());
     }
 }
+
+/// `run` (create + start + wait + delete, the container's exit code; a
+/// signal to `run` reaches the container), `run --detach`, `run --keep`,
+/// and `events --stats`.
+#[test]
+fn run_and_events() {
+    if !ready() {
+        return;
+    }
+    let rt = Rt::new();
+    let b = Bundle::new(&config(&["sh", "-c", "echo out-$(hostname); exit 5"], false));
+    let o = rt
+        .cmd()
+        .args(["run", "--bundle"])
+        .arg(b.path())
+        .arg("r1")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(5), "{}", rt.log_text());
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "out-oci-test\n");
+    // Deleted after it ended.
+    assert_ne!(rt.run(&["state", "r1"]).code, 0);
+    assert!(!rt.root.path().join("state/r1").exists());
+    // --keep: left stopped.
+    let o = rt
+        .cmd()
+        .args(["run", "--keep", "--bundle"])
+        .arg(b.path())
+        .arg("r2")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(5));
+    assert_eq!(rt.status("r2"), "stopped");
+    rt.ok(&["delete", "r2"]);
+    // A signal to `run` is the container's.
+    let b = Bundle::new(&config(
+        &[
+            "sh",
+            "-c",
+            "trap 'echo got-term; exit 3' TERM; echo up; while :; do sleep 0.1; done",
+        ],
+        false,
+    ));
+    let mut child = rt
+        .cmd()
+        .args(["run", "--bundle"])
+        .arg(b.path())
+        .arg("r3")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut buf = [0u8; 3];
+    out.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"up\n");
+    // SAFETY: signals our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let st = child.wait().unwrap();
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    assert_eq!(st.code(), Some(3), "{rest} {}", rt.log_text());
+    assert_eq!(rest, "got-term\n");
+    assert_ne!(rt.run(&["state", "r3"]).code, 0);
+    // --detach: running, measured by events --stats.
+    let mut c = config(&["sleep", "1000"], false);
+    c["linux"]["resources"] = json!({"pids": {"limit": 77}});
+    let b = Bundle::new(&c);
+    let pidf = rt.root.path().join("r4.pid");
+    let o = rt
+        .cmd()
+        .args(["run", "-d", "--pid-file"])
+        .arg(&pidf)
+        .arg("--bundle")
+        .arg(b.path())
+        .arg("r4")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(o.success(), "{}", rt.log_text());
+    let pid: i32 = std::fs::read_to_string(&pidf).unwrap().trim().parse().unwrap();
+    assert_eq!(rt.status("r4"), "running");
+    let ev: Value = serde_json::from_str(rt.ok(&["events", "--stats", "r4"]).out.trim()).unwrap();
+    assert_eq!(ev["type"], "stats");
+    assert_eq!(ev["id"], "r4");
+    assert_eq!(ev["data"]["pids"]["limit"], 77);
+    let cur = ev["data"]["pids"]["current"].as_u64().unwrap();
+    assert!((1..77).contains(&cur), "{ev}");
+    assert!(ev["data"]["memory"]["usage"]["usage"].as_u64().unwrap() > 0, "{ev}");
+    rt.ok(&["kill", "r4", "KILL"]);
+    reap(pid, Duration::from_secs(10));
+    assert_ne!(rt.run(&["events", "--stats", "r4"]).code, 0);
+    rt.ok(&["delete", "r4"]);
+}

@@ -535,6 +535,17 @@ impl Monitor {
                     Err(e) => serde_json::json!({"error": e.to_string()}),
                 });
             }
+            "stats" => {
+                let u = self.sb.usage();
+                c.reply(serde_json::json!({
+                    "ok": true,
+                    "cpu_usec": u.cpu_usec,
+                    "memory_bytes": u.memory_bytes,
+                    "pids": u.pids,
+                    "memory_limit": self.mapped.spec.limits.memory,
+                    "pids_limit": self.mapped.spec.limits.pids,
+                }));
+            }
             "ps" => {
                 let pids = self.sb.host_pids();
                 c.reply(serde_json::json!({"ok": true, "pids": pids}));

@@ -843,8 +843,7 @@ fn rlimits_lower_but_never_raise() {
     let (code, out) = run_to_end(&rt, &c, "nofile32");
     assert_eq!((code, out.as_str()), (0, "32 512\n"));
     // podman's default asks for a million: airlock's 1024 stays.
-    c["process"]["rlimits"] =
-        json!([{"type": "RLIMIT_NOFILE", "soft": 1048576, "hard": 1048576}]);
+    c["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "soft": 1048576, "hard": 1048576}]);
     let (code, out) = run_to_end(&rt, &c, "nofilebig");
     assert_eq!((code, out.as_str()), (0, "1024 1024\n"));
     assert!(
@@ -922,10 +921,14 @@ fn seccomp_profile_adds_to_ours_never_replaces_it() {
     let (code, out) = run_to_end(&rt, &c, "hostile");
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("unshare=1\n"), "{out}");
-    assert!(out.contains("mount=") && !out.contains("mount=0\n"), "{out}");
+    assert!(
+        out.contains("mount=") && !out.contains("mount=0\n"),
+        "{out}"
+    );
     assert!(out.contains("\n0\ndone\n"), "{out}");
     assert!(
-        rt.log_text().contains("installed after airlock's own seccomp allowlist"),
+        rt.log_text()
+            .contains("installed after airlock's own seccomp allowlist"),
         "{}",
         rt.log_text()
     );
@@ -979,14 +982,16 @@ fn a_pod_shares_its_pause_containers_network_namespace() {
         ],
         false,
     );
-    c["linux"]["namespaces"][1] = json!({"type": "network", "path": format!("/proc/{state_pid}/ns/net")});
+    c["linux"]["namespaces"][1] =
+        json!({"type": "network", "path": format!("/proc/{state_pid}/ns/net")});
     let (code, out) = run_to_end(&rt, &c, "app");
     assert_eq!(code, 0, "{out}\n{}", rt.log_text());
     let mut lines = out.lines();
     assert_eq!(lines.next(), Some(pause_ns.as_str()), "{out}");
     assert_eq!(lines.next(), Some("from-pause"), "{out}");
     assert!(
-        rt.log_text().contains("joins the network namespace of container pause"),
+        rt.log_text()
+            .contains("joins the network namespace of container pause"),
         "{}",
         rt.log_text()
     );
@@ -1033,7 +1038,10 @@ fn run_and_events() {
         return;
     }
     let rt = Rt::new();
-    let b = Bundle::new(&config(&["sh", "-c", "echo out-$(hostname); exit 5"], false));
+    let b = Bundle::new(&config(
+        &["sh", "-c", "echo out-$(hostname); exit 5"],
+        false,
+    ));
     let o = rt
         .cmd()
         .args(["run", "--bundle"])
@@ -1107,7 +1115,11 @@ fn run_and_events() {
         .status()
         .unwrap();
     assert!(o.success(), "{}", rt.log_text());
-    let pid: i32 = std::fs::read_to_string(&pidf).unwrap().trim().parse().unwrap();
+    let pid: i32 = std::fs::read_to_string(&pidf)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     assert_eq!(rt.status("r4"), "running");
     let ev: Value = serde_json::from_str(rt.ok(&["events", "--stats", "r4"]).out.trim()).unwrap();
     assert_eq!(ev["type"], "stats");
@@ -1115,7 +1127,10 @@ fn run_and_events() {
     assert_eq!(ev["data"]["pids"]["limit"], 77);
     let cur = ev["data"]["pids"]["current"].as_u64().unwrap();
     assert!((1..77).contains(&cur), "{ev}");
-    assert!(ev["data"]["memory"]["usage"]["usage"].as_u64().unwrap() > 0, "{ev}");
+    assert!(
+        ev["data"]["memory"]["usage"]["usage"].as_u64().unwrap() > 0,
+        "{ev}"
+    );
     rt.ok(&["kill", "r4", "KILL"]);
     reap(pid, Duration::from_secs(10));
     assert_ne!(rt.run(&["events", "--stats", "r4"]).code, 0);

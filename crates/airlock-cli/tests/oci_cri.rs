@@ -270,11 +270,12 @@ state = "{r}/state"
         }),
         ("localhost/airlock-busybox:test", {
             let a = d.join("busybox.tar");
-            let links: Vec<(String, &str)> =
-                ["sh", "echo", "cat", "id", "hostname", "sleep", "grep", "nc", "readlink"]
-                    .iter()
-                    .map(|x| (format!("bin/{x}"), "busybox"))
-                    .collect();
+            let links: Vec<(String, &str)> = [
+                "sh", "echo", "cat", "id", "hostname", "sleep", "grep", "nc", "readlink",
+            ]
+            .iter()
+            .map(|x| (format!("bin/{x}"), "busybox"))
+            .collect();
             let links: Vec<(&str, &str)> = links.iter().map(|(a, b)| (a.as_str(), *b)).collect();
             archive(
                 &a,
@@ -392,12 +393,19 @@ fn cri_pod_containers_share_the_pause_network_namespace() {
     assert_eq!(r["state"], "CONTAINER_EXITED", "{r}");
     assert_eq!(r["exit_code"], 0, "{r}");
     let text = std::fs::read_to_string(c.dir.path().join("pod-logs/main.log")).unwrap_or_default();
-    assert!(text.contains("stdout F pause-netns"), "container log: {text:?}");
+    assert!(
+        text.contains("stdout F pause-netns"),
+        "container log: {text:?}"
+    );
     let host = std::fs::read_link("/proc/self/ns/net").unwrap();
     let host = host.to_string_lossy();
     let ns = text
         .lines()
-        .find_map(|l| l.split("stdout F ").nth(1).filter(|x| x.starts_with("net:[")))
+        .find_map(|l| {
+            l.split("stdout F ")
+                .nth(1)
+                .filter(|x| x.starts_with("net:["))
+        })
         .unwrap_or_else(|| panic!("no namespace in {text:?}"));
     assert_ne!(ns, host, "the pod runs in the host's network namespace");
 }

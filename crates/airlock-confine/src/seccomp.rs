@@ -1766,11 +1766,17 @@ mod tests {
         );
         assert_eq!(run(libc::SYS_getpid, [0; 6]), 0);
         assert_eq!(
-            run(libc::SYS_unshare, [libc::CLONE_NEWUSER as u64, 0, 0, 0, 0, 0]),
+            run(
+                libc::SYS_unshare,
+                [libc::CLONE_NEWUSER as u64, 0, 0, 0, 0, 0]
+            ),
             EPERM
         );
         assert_eq!(
-            run(libc::SYS_ptrace, [libc::PTRACE_TRACEME as u64, 0, 0, 0, 0, 0]),
+            run(
+                libc::SYS_ptrace,
+                [libc::PTRACE_TRACEME as u64, 0, 0, 0, 0, 0]
+            ),
             EPERM
         );
         let mount = [

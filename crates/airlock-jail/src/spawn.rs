@@ -276,7 +276,7 @@ pub fn prespawn_joining(
     idmap: Option<IdMap>,
     netns: Option<std::os::fd::BorrowedFd<'_>>,
 ) -> Result<Pending, JailError> {
-    if netns.is_some() && !idmap.is_some_and(|m| !m.is_rootless()) {
+    if netns.is_some() && idmap.is_none_or(|m| m.is_rootless()) {
         // Only root can enter a namespace it does not own.
         return Err(JailError::Channel(io::Error::from_raw_os_error(
             libc::EPERM,

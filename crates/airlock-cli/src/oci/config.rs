@@ -8,8 +8,7 @@ use airlock_confine::rlimit::{self, Lower};
 use airlock_confine::seccomp::profile::{self, Action, Cond, Op, Profile, Rule};
 use airlock_spec::{Image, Mount, MountMode, SandboxSpec, User, MAX_ID, MAX_TIMEOUT};
 use oci_spec::runtime::{
-    Arch, LinuxNamespaceType, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompOperator, Process,
-    Spec,
+    Arch, LinuxNamespaceType, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompOperator, Process, Spec,
 };
 use std::path::{Path, PathBuf};
 
@@ -146,7 +145,11 @@ pub fn rlimits(p: &Process, notes: &mut Vec<String>) -> Result<Vec<Lower>, Refus
     Ok(out)
 }
 
-fn action(a: LinuxSeccompAction, errno: Option<u32>, default_errno: u32) -> Result<Action, Refusal> {
+fn action(
+    a: LinuxSeccompAction,
+    errno: Option<u32>,
+    default_errno: u32,
+) -> Result<Action, Refusal> {
     let e = |v: u32| -> Result<u16, Refusal> {
         u16::try_from(v)
             .ok()
@@ -177,7 +180,12 @@ fn action(a: LinuxSeccompAction, errno: Option<u32>, default_errno: u32) -> Resu
 /// (runc's reading), otherwise a rule's conditions all must hold.
 pub fn seccomp(sc: &LinuxSeccomp, notes: &mut Vec<String>) -> Result<Profile, Refusal> {
     if let Some(archs) = sc.architectures() {
-        let ours = [Arch::ScmpArchX86_64, Arch::ScmpArchX86, Arch::ScmpArchX32, Arch::ScmpArchNative];
+        let ours = [
+            Arch::ScmpArchX86_64,
+            Arch::ScmpArchX86,
+            Arch::ScmpArchX32,
+            Arch::ScmpArchNative,
+        ];
         if !archs.is_empty() && !archs.iter().any(|a| ours.contains(a)) {
             return Err("linux.seccomp names no x86 architecture".into());
         }
@@ -213,7 +221,9 @@ pub fn seccomp(sc: &LinuxSeccomp, notes: &mut Vec<String>) -> Result<Profile, Re
             });
         }
         let mut seen = [false; 6];
-        let repeated = conds.iter().any(|c| std::mem::replace(&mut seen[c.arg as usize], true));
+        let repeated = conds
+            .iter()
+            .any(|c| std::mem::replace(&mut seen[c.arg as usize], true));
         let sets: Vec<Vec<Cond>> = if repeated {
             conds.iter().map(|c| vec![*c]).collect()
         } else {
@@ -585,8 +595,7 @@ mod tests {
     #[test]
     fn a_joined_namespace_is_replaced_not_joined() {
         let mut v = base();
-        v["linux"]["namespaces"][2] =
-            serde_json::json!({"type": "ipc", "path": "/proc/1/ns/ipc"});
+        v["linux"]["namespaces"][2] = serde_json::json!({"type": "ipc", "path": "/proc/1/ns/ipc"});
         v["linux"]["namespaces"][1] =
             serde_json::json!({"type": "network", "path": "/proc/7/ns/net"});
         let m = parse(v).unwrap();
@@ -610,9 +619,13 @@ mod tests {
         assert_eq!(m.rlimits.len(), 3);
         assert_eq!(m.rlimits[0].resource, libc::RLIMIT_NOFILE);
         assert_eq!((m.rlimits[0].soft, m.rlimits[0].hard), (64, 64));
-        assert!(m.notes.iter().any(|n| n.contains("RLIMIT_MEMLOCK 1:1048576000 is capped")));
+        assert!(m
+            .notes
+            .iter()
+            .any(|n| n.contains("RLIMIT_MEMLOCK 1:1048576000 is capped")));
         let mut v = base();
-        v["process"]["rlimits"] = serde_json::json!([{"type": "RLIMIT_NOFILE", "soft": 65, "hard": 64}]);
+        v["process"]["rlimits"] =
+            serde_json::json!([{"type": "RLIMIT_NOFILE", "soft": 65, "hard": 64}]);
         assert!(parse(v).unwrap_err().contains("above the hard limit"));
     }
 
@@ -634,13 +647,24 @@ mod tests {
         let p = m.seccomp.unwrap();
         assert_eq!(p.default, Action::Allow);
         let mkdir = libc::SYS_mkdir as u32;
-        assert!(p.rules.iter().any(|r| r.nr == mkdir && r.action == Action::Errno(1) && r.conds.is_empty()));
+        assert!(p
+            .rules
+            .iter()
+            .any(|r| r.nr == mkdir && r.action == Action::Errno(1) && r.conds.is_empty()));
         // Two conditions on one argument: two rules of one condition each.
-        let pers: Vec<_> = p.rules.iter().filter(|r| r.nr == libc::SYS_personality as u32).collect();
+        let pers: Vec<_> = p
+            .rules
+            .iter()
+            .filter(|r| r.nr == libc::SYS_personality as u32)
+            .collect();
         assert_eq!(pers.len(), 2);
         assert!(pers.iter().all(|r| r.conds.len() == 1));
         // On different arguments: one rule with both.
-        let clone: Vec<_> = p.rules.iter().filter(|r| r.nr == libc::SYS_clone as u32).collect();
+        let clone: Vec<_> = p
+            .rules
+            .iter()
+            .filter(|r| r.nr == libc::SYS_clone as u32)
+            .collect();
         assert_eq!(clone.len(), 1);
         assert_eq!(clone[0].conds.len(), 2);
         assert_eq!(clone[0].action, Action::KillThread);

@@ -880,7 +880,10 @@ fn run(
             };
         }
         if r < 0 {
-            bail!("wait for the container: {}", std::io::Error::last_os_error());
+            bail!(
+                "wait for the container: {}",
+                std::io::Error::last_os_error()
+            );
         }
         let ts = libc::timespec {
             tv_sec: 0,
@@ -908,9 +911,7 @@ fn parse_interval(s: &str) -> Result<Duration> {
         .find(|c: char| c.is_ascii_alphabetic())
         .map(|i| s.split_at(i))
         .unwrap_or((s, "s"));
-    let n: f64 = num
-        .parse()
-        .map_err(|_| anyhow!("invalid interval {s:?}"))?;
+    let n: f64 = num.parse().map_err(|_| anyhow!("invalid interval {s:?}"))?;
     let secs = match unit {
         "ms" => n / 1000.0,
         "s" => n,

@@ -269,9 +269,7 @@ pub fn run(a: Args) -> i32 {
         log.info(&format!("{}: {n}", saved.id));
     }
     saved.sandbox_pid = sb.agent_pid();
-    saved.sandbox_pid_start = ipc::proc_start(saved.sandbox_pid)
-        .map(|s| s.0)
-        .unwrap_or(0);
+    saved.sandbox_pid_start = ipc::proc_start(saved.sandbox_pid).map(|s| s.0).unwrap_or(0);
     // Until the plan is applied.
     let end = Instant::now() + Duration::from_secs(60);
     loop {

@@ -46,10 +46,7 @@ fn open_ns(path: &Path) -> Result<OwnedFd, String> {
     // SAFETY: an ioctl without arguments on our fd.
     let ty = unsafe { libc::ioctl(fd.as_raw_fd(), NS_GET_NSTYPE) };
     if ty != libc::CLONE_NEWNET {
-        return Err(format!(
-            "{} is not a network namespace",
-            path.display()
-        ));
+        return Err(format!("{} is not a network namespace", path.display()));
     }
     Ok(fd)
 }
@@ -90,9 +87,7 @@ fn live_sandboxes(root: &Path) -> Vec<Live> {
             continue;
         };
         let sp = saved.sandbox_pid;
-        if saved.alive()
-            && sp > 0
-            && ipc::proc_start(sp) == Some((saved.sandbox_pid_start, false))
+        if saved.alive() && sp > 0 && ipc::proc_start(sp) == Some((saved.sandbox_pid_start, false))
         {
             out.push(Live {
                 saved,
@@ -123,7 +118,10 @@ fn open_sandbox_ns(l: &Live) -> Result<OwnedFd, String> {
 /// Decides about joining the network namespace at `path` for a container
 /// of `root`.
 pub fn resolve(path: &Path, root: &Path) -> Result<Decision, String> {
-    let host = [id_of_path("/proc/1/ns/net"), id_of_path("/proc/self/ns/net")];
+    let host = [
+        id_of_path("/proc/1/ns/net"),
+        id_of_path("/proc/self/ns/net"),
+    ];
     let refuse_host = |id: Option<(u64, u64)>| -> Result<(), String> {
         if id.is_none() || host.contains(&id) {
             return Err(format!(

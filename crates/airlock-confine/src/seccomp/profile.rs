@@ -466,7 +466,8 @@ mod tests {
     #[test]
     fn comparisons_on_64_bits() {
         let v: u64 = (5 << 32) | 100;
-        let cases: [(Op, fn(u64, u64) -> bool); 6] = [
+        type Truth = fn(u64, u64) -> bool;
+        let cases: [(Op, Truth); 6] = [
             (Op::Eq, |a, b| a == b),
             (Op::Ne, |a, b| a != b),
             (Op::Lt, |a, b| a < b),

@@ -719,6 +719,11 @@ fn features_and_argv0() {
     let rt = Rt::new();
     let v: Value = serde_json::from_str(&rt.ok(&["features"]).out).unwrap();
     assert_eq!(v["linux"]["cgroup"]["systemd"], false);
+    // Bundle seccomp profiles are applied (on top of airlock's allowlist).
+    assert!(v["linux"]["seccomp"]["actions"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("SCMP_ACT_ERRNO")));
     assert!(v["linux"]["namespaces"]
         .as_array()
         .unwrap()

@@ -198,14 +198,47 @@ fn podman_run_it_has_a_terminal() {
         .stderr(Stdio::piped());
     let mut ch = c.spawn().unwrap();
     let mut stdin = ch.stdin.take().unwrap();
+    let mut stdout = ch.stdout.take().unwrap();
+    // Typed once the container is there (podman puts its terminal in raw
+    // mode first, discarding what was typed before): a slow start under
+    // load must not lose the line.
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let reader = std::thread::spawn(move || {
+        use std::io::Read;
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let end = std::time::Instant::now() + Duration::from_secs(50);
+    while !String::from_utf8_lossy(&seen).contains("is-tty") && std::time::Instant::now() < end {
+        if let Ok(b) = rx.recv_timeout(Duration::from_millis(100)) {
+            seen.extend(b);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(200));
     use std::io::Write;
-    std::thread::sleep(Duration::from_millis(1500));
     stdin.write_all(b"abc\r").unwrap();
-    let o = ch.wait_with_output().unwrap();
-    let out = String::from_utf8_lossy(&o.stdout);
+    // stdin stays open until the line came back (at its end, script
+    // hangs up, which could overtake the line on its way in).
+    while !String::from_utf8_lossy(&seen).contains("typed-") && std::time::Instant::now() < end {
+        if let Ok(b) = rx.recv_timeout(Duration::from_millis(100)) {
+            seen.extend(b);
+        }
+    }
+    drop(stdin);
+    let status = ch.wait().unwrap();
+    let _ = reader.join();
+    while let Ok(b) = rx.try_recv() {
+        seen.extend(b);
+    }
+    let out = String::from_utf8_lossy(&seen);
     assert!(out.contains("is-tty"), "{out}");
     assert!(out.contains("typed-abc"), "{out}");
-    assert_eq!(o.status.code(), Some(3), "{out}");
+    assert_eq!(status.code(), Some(3), "{out}");
 }
 
 /// The podman command line as a shell string (for `script -c`).

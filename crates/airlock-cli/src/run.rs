@@ -207,6 +207,7 @@ pub fn run_then(
             agent,
             image,
             egress_audit,
+            ..Default::default()
         },
     )?;
     // The timeout runs from the sandbox's creation: a microVM's first

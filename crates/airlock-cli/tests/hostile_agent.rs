@@ -282,6 +282,7 @@ fn scenario(mode: &str, stream: bool, expect: Expect) -> Result<(), String> {
             accounting: false,
             image: None,
             egress_audit: None,
+            ..Default::default()
         },
     )
     .map_err(|e| format!("create: {e}"))?;

@@ -41,6 +41,7 @@ fn sandbox(stream: bool) -> Option<Sandbox> {
             accounting: false,
             image: None,
             egress_audit: None,
+            ..Default::default()
         },
     )
     .expect("create");
@@ -675,6 +676,7 @@ fn a_microvm_sandbox_through_the_library() {
             accounting: false,
             image: None,
             egress_audit: None,
+            ..Default::default()
         },
     )
     .expect("create");

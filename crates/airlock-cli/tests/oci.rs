@@ -719,6 +719,11 @@ fn features_and_argv0() {
     let rt = Rt::new();
     let v: Value = serde_json::from_str(&rt.ok(&["features"]).out).unwrap();
     assert_eq!(v["linux"]["cgroup"]["systemd"], false);
+    // Bundle seccomp profiles are applied (on top of airlock's allowlist).
+    assert!(v["linux"]["seccomp"]["actions"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("SCMP_ACT_ERRNO")));
     assert!(v["linux"]["namespaces"]
         .as_array()
         .unwrap()
@@ -812,4 +817,327 @@ fn a_killed_monitor_leaves_nothing_after_delete() {
     rt.ok(&["delete", "killed"]);
     assert!(groups(pid).is_empty(), "cgroups left: {:?}", groups(pid));
     assert!(!rt.root.path().join("state/killed").exists());
+}
+
+/// Creates, starts and waits for a container; (exit code, its output).
+fn run_to_end(rt: &Rt, cfg: &Value, id: &str) -> (i32, String) {
+    let b = Bundle::new(cfg);
+    let (pid, out) = rt.create(&b, id);
+    rt.ok(&["start", id]);
+    let code = reap(pid, Duration::from_secs(20));
+    let text = std::fs::read_to_string(&out).unwrap();
+    rt.ok(&["delete", id]);
+    (code, text)
+}
+
+/// `process.rlimits` lower airlock's own limits, for init and exec alike;
+/// one above airlock's is capped there (and said in the log), never
+/// raised.
+#[test]
+fn rlimits_lower_but_never_raise() {
+    if !ready() {
+        return;
+    }
+    let rt = Rt::new();
+    let mut c = config(&["sh", "-c", "echo $(ulimit -Sn) $(ulimit -Hn)"], false);
+    c["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "soft": 64, "hard": 64}]);
+    let (code, out) = run_to_end(&rt, &c, "nofile64");
+    assert_eq!((code, out.as_str()), (0, "64 64\n"));
+    // Soft below hard.
+    c["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "soft": 32, "hard": 512}]);
+    let (code, out) = run_to_end(&rt, &c, "nofile32");
+    assert_eq!((code, out.as_str()), (0, "32 512\n"));
+    // podman's default asks for a million: airlock's 1024 stays.
+    c["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "soft": 1048576, "hard": 1048576}]);
+    let (code, out) = run_to_end(&rt, &c, "nofilebig");
+    assert_eq!((code, out.as_str()), (0, "1024 1024\n"));
+    assert!(
+        rt.log_text()
+            .contains("RLIMIT_NOFILE 1048576:1048576 is capped at airlock's own limit 1024"),
+        "{}",
+        rt.log_text()
+    );
+    // An exec'd process gets the container's.
+    let mut c = config(&["sleep", "1000"], false);
+    c["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "soft": 64, "hard": 64}]);
+    let b = Bundle::new(&c);
+    let (pid, _) = rt.create(&b, "execlim");
+    rt.ok(&["start", "execlim"]);
+    let r = rt.ok(&["exec", "execlim", "sh", "-c", "ulimit -n"]);
+    assert_eq!(r.out, "64\n");
+    rt.ok(&["kill", "execlim", "KILL"]);
+    reap(pid, Duration::from_secs(10));
+    rt.ok(&["delete", "execlim"]);
+}
+
+/// `linux.seccomp` is a second filter on top of airlock's allowlist: what
+/// it denies fails with its errno; what it allows that airlock denies
+/// stays denied (a hostile profile cannot weaken the sandbox).
+#[test]
+fn seccomp_profile_adds_to_ours_never_replaces_it() {
+    if !ready() {
+        return;
+    }
+    let rt = Rt::new();
+    let mut c = config(
+        &[
+            "sh",
+            "-c",
+            "mkdir /tmp/made; echo mkdir=$?; test -d /tmp/made && echo made; echo hi",
+        ],
+        false,
+    );
+    c["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "syscalls": [
+            {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}
+        ]
+    });
+    let (code, out) = run_to_end(&rt, &c, "nomkdir");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("Operation not permitted"), "{out}");
+    assert!(out.contains("mkdir=1\n"), "{out}");
+    assert!(!out.contains("made\n"), "{out}");
+    assert!(out.ends_with("hi\n"), "{out}");
+    // ENOSYS as the profile's errno: its own, not ours.
+    c["linux"]["seccomp"]["syscalls"][0]["errnoRet"] = json!(libc::ENOSYS);
+    let (_, out) = run_to_end(&rt, &c, "nomkdir2");
+    assert!(out.contains("Function not implemented"), "{out}");
+    assert!(out.contains("mkdir=1\n"), "{out}");
+    // A hostile profile: everything allowed, and explicitly what airlock
+    // denies. unshare, mount and ptrace stay refused.
+    let mut c = config(
+        &[
+            "sh",
+            "-c",
+            "unshare -U true; echo unshare=$?; mount -t tmpfs t /tmp; echo mount=$?; \
+             grep -c ' /tmp tmpfs' /proc/mounts; echo done",
+        ],
+        false,
+    );
+    c["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [
+            {"names": ["unshare", "mount", "ptrace", "setns", "bpf", "keyctl", "clone", "clone3"],
+             "action": "SCMP_ACT_ALLOW"}
+        ]
+    });
+    let (code, out) = run_to_end(&rt, &c, "hostile");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("unshare=1\n"), "{out}");
+    assert!(
+        out.contains("mount=") && !out.contains("mount=0\n"),
+        "{out}"
+    );
+    assert!(out.contains("\n0\ndone\n"), "{out}");
+    assert!(
+        rt.log_text()
+            .contains("installed after airlock's own seccomp allowlist"),
+        "{}",
+        rt.log_text()
+    );
+    // A profile that needs a user-space agent is refused.
+    let mut c = config(&["true"], false);
+    c["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "listenerPath": "/run/nobody.sock",
+        "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]
+    });
+    let b = Bundle::new(&c);
+    let r = rt.run(&["create", "--bundle", b.path().to_str().unwrap(), "notify"]);
+    assert_eq!(r.code, 1);
+    assert!(rt.log_text().contains("SCMP_ACT_NOTIFY"));
+}
+
+/// A pod: the app container names the pause container's network
+/// namespace by `/proc/PID/ns/net` (PID: the pause container's `state`
+/// pid, as CRI does) and joins it — the pause *sandbox's* namespace, not
+/// the host's. Naming the host's namespace by path is refused.
+#[test]
+fn a_pod_shares_its_pause_containers_network_namespace() {
+    if !ready() {
+        return;
+    }
+    let rt = Rt::new();
+    let pause = Bundle::new(&config(
+        &[
+            "sh",
+            "-c",
+            "readlink /proc/self/ns/net; nc -l -p 8080 -e echo from-pause; exec sleep 1000",
+        ],
+        false,
+    ));
+    let (ppid, pout) = rt.create(&pause, "pause");
+    rt.ok(&["start", "pause"]);
+    wait_for("the pause output", Duration::from_secs(10), || {
+        std::fs::read_to_string(&pout).unwrap().contains("net:[")
+    });
+    let pause_ns = std::fs::read_to_string(&pout).unwrap().trim().to_string();
+    let host_ns = std::fs::read_link("/proc/self/ns/net").unwrap();
+    assert_ne!(pause_ns, host_ns.to_string_lossy());
+    let state_pid = rt.state("pause")["pid"].as_i64().unwrap();
+    assert_eq!(state_pid, ppid as i64);
+
+    let mut c = config(
+        &[
+            "sh",
+            "-c",
+            "readlink /proc/self/ns/net; for i in 1 2 3 4 5 6 7 8 9 10; do nc 127.0.0.1 8080 </dev/null && break; sleep 0.2; done",
+        ],
+        false,
+    );
+    c["linux"]["namespaces"][1] =
+        json!({"type": "network", "path": format!("/proc/{state_pid}/ns/net")});
+    let (code, out) = run_to_end(&rt, &c, "app");
+    assert_eq!(code, 0, "{out}\n{}", rt.log_text());
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some(pause_ns.as_str()), "{out}");
+    assert_eq!(lines.next(), Some("from-pause"), "{out}");
+    assert!(
+        rt.log_text()
+            .contains("joins the network namespace of container pause"),
+        "{}",
+        rt.log_text()
+    );
+    rt.ok(&["kill", "pause", "KILL"]);
+    reap(ppid, Duration::from_secs(10));
+    rt.ok(&["delete", "pause"]);
+
+    // The host's namespace, by our own pid (any host process's) or by
+    // PID 1's: refused, nothing left.
+    let me = std::process::id();
+    for (id, path) in [
+        ("hostns", format!("/proc/{me}/ns/net")),
+        ("initns", "/proc/1/ns/net".to_string()),
+        // A container that is gone: its pid now names nobody's sandbox.
+        ("gonens", format!("/proc/{state_pid}/ns/net")),
+    ] {
+        let mut c = config(&["true"], false);
+        c["linux"]["namespaces"][1] = json!({"type": "network", "path": path});
+        let b = Bundle::new(&c);
+        let r = rt.run(&["create", "--bundle", b.path().to_str().unwrap(), id]);
+        if id == "gonens" && r.code == 0 {
+            // The pid was reused by nothing: the path does not open.
+            panic!("a dead container's namespace path was accepted");
+        }
+        assert_eq!(r.code, 1, "{id} was not refused");
+        let log = rt.log_text();
+        let last: Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+        assert_eq!(last["level"], "error");
+        let msg = last["msg"].as_str().unwrap();
+        assert!(msg.contains("refused"), "{id}: {msg}");
+        if id == "hostns" {
+            assert!(msg.contains("it is the host's"), "{msg}");
+        }
+        assert!(!rt.root.path().join("state").join(id).exists());
+    }
+}
+
+/// `run` (create + start + wait + delete, the container's exit code; a
+/// signal to `run` reaches the container), `run --detach`, `run --keep`,
+/// and `events --stats`.
+#[test]
+fn run_and_events() {
+    if !ready() {
+        return;
+    }
+    let rt = Rt::new();
+    let b = Bundle::new(&config(
+        &["sh", "-c", "echo out-$(hostname); exit 5"],
+        false,
+    ));
+    let o = rt
+        .cmd()
+        .args(["run", "--bundle"])
+        .arg(b.path())
+        .arg("r1")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(5), "{}", rt.log_text());
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "out-oci-test\n");
+    // Deleted after it ended.
+    assert_ne!(rt.run(&["state", "r1"]).code, 0);
+    assert!(!rt.root.path().join("state/r1").exists());
+    // --keep: left stopped.
+    let o = rt
+        .cmd()
+        .args(["run", "--keep", "--bundle"])
+        .arg(b.path())
+        .arg("r2")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(5));
+    assert_eq!(rt.status("r2"), "stopped");
+    rt.ok(&["delete", "r2"]);
+    // A signal to `run` is the container's.
+    let b = Bundle::new(&config(
+        &[
+            "sh",
+            "-c",
+            "trap 'echo got-term; exit 3' TERM; echo up; while :; do sleep 0.1; done",
+        ],
+        false,
+    ));
+    let mut child = rt
+        .cmd()
+        .args(["run", "--bundle"])
+        .arg(b.path())
+        .arg("r3")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut buf = [0u8; 3];
+    out.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"up\n");
+    // SAFETY: signals our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let st = child.wait().unwrap();
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    assert_eq!(st.code(), Some(3), "{rest} {}", rt.log_text());
+    assert_eq!(rest, "got-term\n");
+    assert_ne!(rt.run(&["state", "r3"]).code, 0);
+    // --detach: running, measured by events --stats.
+    let mut c = config(&["sleep", "1000"], false);
+    c["linux"]["resources"] = json!({"pids": {"limit": 77}});
+    let b = Bundle::new(&c);
+    let pidf = rt.root.path().join("r4.pid");
+    let o = rt
+        .cmd()
+        .args(["run", "-d", "--pid-file"])
+        .arg(&pidf)
+        .arg("--bundle")
+        .arg(b.path())
+        .arg("r4")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(o.success(), "{}", rt.log_text());
+    let pid: i32 = std::fs::read_to_string(&pidf)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(rt.status("r4"), "running");
+    let ev: Value = serde_json::from_str(rt.ok(&["events", "--stats", "r4"]).out.trim()).unwrap();
+    assert_eq!(ev["type"], "stats");
+    assert_eq!(ev["id"], "r4");
+    assert_eq!(ev["data"]["pids"]["limit"], 77);
+    let cur = ev["data"]["pids"]["current"].as_u64().unwrap();
+    assert!((1..77).contains(&cur), "{ev}");
+    assert!(
+        ev["data"]["memory"]["usage"]["usage"].as_u64().unwrap() > 0,
+        "{ev}"
+    );
+    rt.ok(&["kill", "r4", "KILL"]);
+    reap(pid, Duration::from_secs(10));
+    assert_ne!(rt.run(&["events", "--stats", "r4"]).code, 0);
+    rt.ok(&["delete", "r4"]);
 }

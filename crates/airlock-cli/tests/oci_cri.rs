@@ -23,7 +23,10 @@ use std::time::{Duration, Instant};
 const VENV_PY: &str = "/opt/airlock-test-venv/bin/python";
 
 const PAUSE_C: &str = r#"
+#include <netinet/in.h>
 #include <signal.h>
+#include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 static void done(int s) { (void)s; _exit(0); }
@@ -32,6 +35,23 @@ int main(void) {
     signal(SIGTERM, done);
     signal(SIGINT, done);
     signal(SIGCHLD, reap);
+    /* The test's pause also answers on 127.0.0.1:8181: a container of the
+       pod that reaches it shares this network namespace. */
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_port = htons(8181);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (s >= 0 && bind(s, (struct sockaddr *)&a, sizeof a) == 0 && listen(s, 8) == 0) {
+        for (;;) {
+            int c = accept(s, 0, 0);
+            if (c >= 0) {
+                (void)!write(c, "pause-netns\n", 12);
+                close(c);
+            }
+        }
+    }
     for (;;) pause();
 }
 "#;
@@ -250,11 +270,12 @@ state = "{r}/state"
         }),
         ("localhost/airlock-busybox:test", {
             let a = d.join("busybox.tar");
-            let links: Vec<(String, &str)> =
-                ["sh", "echo", "cat", "id", "hostname", "sleep", "grep"]
-                    .iter()
-                    .map(|x| (format!("bin/{x}"), "busybox"))
-                    .collect();
+            let links: Vec<(String, &str)> = [
+                "sh", "echo", "cat", "id", "hostname", "sleep", "grep", "nc", "readlink",
+            ]
+            .iter()
+            .map(|x| (format!("bin/{x}"), "busybox"))
+            .collect();
             let links: Vec<(&str, &str)> = links.iter().map(|(a, b)| (a.as_str(), *b)).collect();
             archive(
                 &a,
@@ -348,4 +369,43 @@ fn cri_unknown_handler_is_refused() {
     let Some(c) = start() else { return };
     let r = client(&c, "no-such-handler", &["true"]);
     assert!(r.get("run_pod_error").is_some(), "{r}");
+}
+
+/// The pod's containers share its pause container's network namespace
+/// (CRI names it as `/proc/PID/ns/net` of the pause container's pid):
+/// airlock joins it because it is another airlock sandbox's. The container
+/// reaches the pause program's loopback listener, and the namespace is not
+/// the host's.
+#[test]
+fn cri_pod_containers_share_the_pause_network_namespace() {
+    let Some(c) = start() else { return };
+    let r = client(
+        &c,
+        "airlock",
+        &[
+            "sh",
+            "-c",
+            "readlink /proc/self/ns/net; nc 127.0.0.1 8181 </dev/null",
+        ],
+    );
+    assert!(r.get("run_pod_error").is_none(), "{r}");
+    assert!(r.get("container_error").is_none(), "{r}");
+    assert_eq!(r["state"], "CONTAINER_EXITED", "{r}");
+    assert_eq!(r["exit_code"], 0, "{r}");
+    let text = std::fs::read_to_string(c.dir.path().join("pod-logs/main.log")).unwrap_or_default();
+    assert!(
+        text.contains("stdout F pause-netns"),
+        "container log: {text:?}"
+    );
+    let host = std::fs::read_link("/proc/self/ns/net").unwrap();
+    let host = host.to_string_lossy();
+    let ns = text
+        .lines()
+        .find_map(|l| {
+            l.split("stdout F ")
+                .nth(1)
+                .filter(|x| x.starts_with("net:["))
+        })
+        .unwrap_or_else(|| panic!("no namespace in {text:?}"));
+    assert_ne!(ns, host, "the pod runs in the host's network namespace");
 }

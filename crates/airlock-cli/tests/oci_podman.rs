@@ -198,14 +198,47 @@ fn podman_run_it_has_a_terminal() {
         .stderr(Stdio::piped());
     let mut ch = c.spawn().unwrap();
     let mut stdin = ch.stdin.take().unwrap();
+    let mut stdout = ch.stdout.take().unwrap();
+    // Typed once the container is there (podman puts its terminal in raw
+    // mode first, discarding what was typed before): a slow start under
+    // load must not lose the line.
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let reader = std::thread::spawn(move || {
+        use std::io::Read;
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let end = std::time::Instant::now() + Duration::from_secs(50);
+    while !String::from_utf8_lossy(&seen).contains("is-tty") && std::time::Instant::now() < end {
+        if let Ok(b) = rx.recv_timeout(Duration::from_millis(100)) {
+            seen.extend(b);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(200));
     use std::io::Write;
-    std::thread::sleep(Duration::from_millis(1500));
     stdin.write_all(b"abc\r").unwrap();
-    let o = ch.wait_with_output().unwrap();
-    let out = String::from_utf8_lossy(&o.stdout);
+    // stdin stays open until the line came back (at its end, script
+    // hangs up, which could overtake the line on its way in).
+    while !String::from_utf8_lossy(&seen).contains("typed-") && std::time::Instant::now() < end {
+        if let Ok(b) = rx.recv_timeout(Duration::from_millis(100)) {
+            seen.extend(b);
+        }
+    }
+    drop(stdin);
+    let status = ch.wait().unwrap();
+    let _ = reader.join();
+    while let Ok(b) = rx.try_recv() {
+        seen.extend(b);
+    }
+    let out = String::from_utf8_lossy(&seen);
     assert!(out.contains("is-tty"), "{out}");
     assert!(out.contains("typed-abc"), "{out}");
-    assert_eq!(o.status.code(), Some(3), "{out}");
+    assert_eq!(status.code(), Some(3), "{out}");
 }
 
 /// The podman command line as a shell string (for `script -c`).
@@ -540,4 +573,103 @@ fn podman_killed_conmon_then_rm_leaves_nothing() {
     assert!(cgroup_dirs(&format!("airlock-{pid}-")).is_empty());
     let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mi.contains(id.as_str()), "a mount of {id} is left");
+}
+
+/// `--ulimit` reaches the container (lowering airlock's own limits), and
+/// podman's seccomp profiles apply on top of airlock's allowlist: the
+/// default one lets ordinary commands run, a custom one that denies
+/// `mkdir` makes it fail.
+#[test]
+fn podman_ulimits_and_seccomp_profiles_apply() {
+    let Some(p) = podman() else { return };
+    let (code, out, err) = text(&p.run(&[
+        "run",
+        "--rm",
+        "--ulimit",
+        "nofile=64:64",
+        IMAGE,
+        "sh",
+        "-c",
+        "ulimit -Sn; ulimit -Hn",
+    ]));
+    assert_eq!((code, out.as_str()), (0, "64\n64\n"), "{err}");
+    // podman's default profile (sent as linux.seccomp) and ours together.
+    let (code, out, err) = text(&p.run(&[
+        "run",
+        "--rm",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo hi; mkdir /tmp/d && echo made",
+    ]));
+    assert_eq!((code, out.as_str()), (0, "hi\nmade\n"), "{err}");
+    let dir = tempdir::Dir::new();
+    let prof = dir.path().join("no-mkdir.json");
+    std::fs::write(
+        &prof,
+        r#"{"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}"#,
+    )
+    .unwrap();
+    let opt = format!("seccomp={}", prof.display());
+    let (code, out, err) = text(&p.run(&[
+        "run",
+        "--rm",
+        "--security-opt",
+        &opt,
+        IMAGE,
+        "sh",
+        "-c",
+        "mkdir /tmp/d; echo mkdir=$?; echo hi",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "mkdir=1\nhi\n", "{err}");
+    assert!(err.contains("Operation not permitted"), "{err}");
+}
+
+/// A hostile seccomp profile (everything allowed, and explicitly what
+/// airlock denies), or none at all (`seccomp=unconfined`), does not weaken
+/// the sandbox: the attack suite's mount, ptrace and raw-socket cases stay
+/// contained.
+#[test]
+fn podman_hostile_seccomp_profile_cannot_weaken_ours() {
+    let Some(p) = podman() else { return };
+    let dir = tempdir::Dir::new();
+    let prof = dir.path().join("allow-all.json");
+    std::fs::write(
+        &prof,
+        r#"{"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mount", "umount2", "ptrace", "unshare", "setns", "socket",
+                                    "bpf", "keyctl", "clone", "clone3", "open_by_handle_at",
+                                    "init_module", "kexec_load", "pivot_root"],
+                          "action": "SCMP_ACT_ALLOW"}]}"#,
+    )
+    .unwrap();
+    let hostile = format!("seccomp={}", prof.display());
+    for opt in [hostile.as_str(), "seccomp=unconfined"] {
+        for mode in ["mount", "ptrace", "raw"] {
+            let (code, out, err) = text(&p.run(&[
+                "run",
+                "--rm",
+                "--security-opt",
+                opt,
+                IMAGE,
+                "/bin/attack",
+                mode,
+            ]));
+            assert!(!out.contains("ESCAPE"), "{opt} {mode}: {out}");
+            assert_eq!(code, 0, "{opt} {mode} escaped: {out} {err}");
+        }
+        let (code, out, err) = text(&p.run(&[
+            "run",
+            "--rm",
+            "--security-opt",
+            opt,
+            IMAGE,
+            "sh",
+            "-c",
+            "unshare -U true; echo unshare=$?",
+        ]));
+        assert_eq!((code, out.as_str()), (0, "unshare=1\n"), "{opt}: {err}");
+    }
 }

@@ -66,6 +66,14 @@ pub struct Confinement {
     pub nested_userns: bool,
     /// Change to the command's uid and gid (root-run container, microVM).
     pub set_ids: bool,
+    /// Limits asked for on top of `rlimits` (an OCI bundle's): they only
+    /// ever lower what the process gets.
+    #[serde(default)]
+    pub lower_rlimits: Vec<rlimit::Lower>,
+    /// A second seccomp filter (an OCI bundle's profile), installed after
+    /// the allowlist: both apply, the strictest verdict wins.
+    #[serde(default)]
+    pub profile: Option<seccomp::profile::Profile>,
 }
 
 /// What is done once per sandbox, in the agent, before its first
@@ -75,6 +83,7 @@ pub struct Confinement {
 /// Each launch then only applies them ([`confine`]).
 pub struct Prepared {
     filter: Option<seccomp::Filter>,
+    profile: Option<seccomp::profile::ProfileFilter>,
     landlock: Option<landlock::Prepared>,
     /// The agent's bounding set is empty already.
     bounding_empty: bool,
@@ -92,6 +101,10 @@ pub fn prepare(c: &Confinement) -> Result<Prepared, Failure> {
     } else {
         None
     };
+    let profile = match &c.profile {
+        Some(p) => Some(p.compile().map_err(|_| (Stage::Seccomp, libc::EINVAL))?),
+        None => None,
+    };
     let landlock = match &c.landlock {
         Some(rules) => Some(landlock::prepare(rules).map_err(|_| (Stage::Landlock, libc::EPERM))?),
         None => None,
@@ -101,6 +114,7 @@ pub fn prepare(c: &Confinement) -> Result<Prepared, Failure> {
     let bounding_empty = c.drop_privileges && caps::drop_bounding().is_ok();
     Ok(Prepared {
         filter,
+        profile,
         landlock,
         bounding_empty,
     })
@@ -144,6 +158,7 @@ pub fn confine(
         libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
     }
     rlimit::apply(&c.rlimits).map_err(e(Stage::Limits))?;
+    rlimit::lower(&c.lower_rlimits).map_err(e(Stage::Limits))?;
     if needs_own_mm(c, uid) {
         // Our own /proc/self files (uid_map for the nested namespace) need
         // a dumpable process (execve sets it again anyway). Dumpability
@@ -185,6 +200,11 @@ pub fn confine(
     }
     sys::cloexec_from(3).map_err(e(Stage::Stdio))?;
     if let Some(f) = &prep.filter {
+        f.apply().map_err(|_| (Stage::Seccomp, libc::EPERM))?;
+    }
+    // Only after the allowlist: whatever the profile says, the allowlist
+    // has its say too.
+    if let Some(f) = &prep.profile {
         f.apply().map_err(|_| (Stage::Seccomp, libc::EPERM))?;
     }
     Ok(())

@@ -147,6 +147,79 @@ impl Rlimits {
     }
 }
 
+/// A limit asked for on top of the sandbox's own (an OCI bundle's
+/// `process.rlimits`). It only ever lowers: each value is capped at what
+/// the process has once the sandbox's rlimits are set (a sandbox process
+/// could not raise a hard limit anyway, lacking `CAP_SYS_RESOURCE` in the
+/// initial user namespace).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Lower {
+    /// `RLIMIT_*`
+    pub resource: u32,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// `RLIMIT_*` by its name (`RLIMIT_NOFILE`), as the runtime-spec writes it.
+pub fn resource_by_name(name: &str) -> Option<u32> {
+    let r = match name {
+        "RLIMIT_AS" => libc::RLIMIT_AS,
+        "RLIMIT_CORE" => libc::RLIMIT_CORE,
+        "RLIMIT_CPU" => libc::RLIMIT_CPU,
+        "RLIMIT_DATA" => libc::RLIMIT_DATA,
+        "RLIMIT_FSIZE" => libc::RLIMIT_FSIZE,
+        "RLIMIT_LOCKS" => libc::RLIMIT_LOCKS,
+        "RLIMIT_MEMLOCK" => libc::RLIMIT_MEMLOCK,
+        "RLIMIT_MSGQUEUE" => libc::RLIMIT_MSGQUEUE,
+        "RLIMIT_NICE" => libc::RLIMIT_NICE,
+        "RLIMIT_NOFILE" => libc::RLIMIT_NOFILE,
+        "RLIMIT_NPROC" => libc::RLIMIT_NPROC,
+        "RLIMIT_RSS" => libc::RLIMIT_RSS,
+        "RLIMIT_RTPRIO" => libc::RLIMIT_RTPRIO,
+        "RLIMIT_RTTIME" => libc::RLIMIT_RTTIME,
+        "RLIMIT_SIGPENDING" => libc::RLIMIT_SIGPENDING,
+        "RLIMIT_STACK" => libc::RLIMIT_STACK,
+        _ => return None,
+    };
+    Some(r)
+}
+
+/// The value airlock itself gives every sandbox process for `resource`
+/// (both soft and hard), where it sets one regardless of the spec; the
+/// task cap (`RLIMIT_NPROC`) depends on the sandbox and is left out.
+pub fn fixed_limit(resource: u32) -> Option<u64> {
+    match resource {
+        libc::RLIMIT_CORE => Some(0),
+        libc::RLIMIT_NOFILE => Some(NOFILE),
+        libc::RLIMIT_SIGPENDING => Some(SIGPENDING),
+        libc::RLIMIT_MSGQUEUE => Some(MSGQUEUE),
+        libc::RLIMIT_MEMLOCK => Some(MEMLOCK),
+        _ => None,
+    }
+}
+
+/// Applies `extra` on top of what the process has, lowering only.
+/// Allocates nothing.
+pub fn lower(extra: &[Lower]) -> io::Result<()> {
+    for l in extra {
+        let mut cur = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes one rlimit struct we own.
+        sys::cvt(unsafe { libc::getrlimit(l.resource as _, &mut cur) })?;
+        let hard = l.hard.min(cur.rlim_max);
+        let soft = l.soft.min(hard);
+        let r = libc::rlimit {
+            rlim_cur: soft,
+            rlim_max: hard,
+        };
+        // SAFETY: `r` is a valid rlimit struct.
+        sys::cvt(unsafe { libc::setrlimit(l.resource as _, &r) })?;
+    }
+    Ok(())
+}
+
 pub fn apply(r: &Rlimits) -> io::Result<()> {
     set(libc::RLIMIT_CORE, 0)?;
     for (res, v) in [
@@ -167,6 +240,55 @@ pub fn apply(r: &Rlimits) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lower_only_lowers() {
+        // In a child: limits are per process.
+        // SAFETY: fork in a test; the child only makes syscalls and exits.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let code = (|| -> Result<(), i32> {
+                set(libc::RLIMIT_NOFILE, 512).map_err(|_| 1)?;
+                lower(&[Lower {
+                    resource: libc::RLIMIT_NOFILE,
+                    soft: 64,
+                    hard: 100_000,
+                }])
+                .map_err(|_| 2)?;
+                let mut r = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                // SAFETY: writes one rlimit struct.
+                unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) };
+                if (r.rlim_cur, r.rlim_max) != (64, 512) {
+                    return Err(3);
+                }
+                lower(&[Lower {
+                    resource: libc::RLIMIT_NOFILE,
+                    soft: 1_000_000,
+                    hard: 1_000_000,
+                }])
+                .map_err(|_| 4)?;
+                // SAFETY: as above.
+                unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) };
+                if (r.rlim_cur, r.rlim_max) != (512, 512) {
+                    return Err(5);
+                }
+                Ok(())
+            })();
+            // SAFETY: leaves the child.
+            unsafe { libc::_exit(code.err().unwrap_or(0)) };
+        }
+        let mut st = 0;
+        // SAFETY: reaps our child.
+        unsafe { libc::waitpid(pid, &mut st, 0) };
+        assert!(libc::WIFEXITED(st));
+        assert_eq!(libc::WEXITSTATUS(st), 0);
+        assert_eq!(resource_by_name("RLIMIT_NOFILE"), Some(libc::RLIMIT_NOFILE));
+        assert_eq!(resource_by_name("NOFILE"), None);
+        assert_eq!(fixed_limit(libc::RLIMIT_NOFILE), Some(NOFILE));
+    }
 
     #[test]
     fn default_tasks_respect_pid_max_and_file_max() {

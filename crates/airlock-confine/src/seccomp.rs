@@ -63,6 +63,9 @@
 //!   everything on the deny list checked in the tests (ptrace, bpf, mount API, keyrings,
 //!   module loading, clock setting, ...).
 
+mod names;
+pub mod profile;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
@@ -96,6 +99,9 @@ pub enum SeccompError {
         filter: &'static str,
         distance: usize,
     },
+    /// A rule of a bundle's profile compares an argument a syscall lacks.
+    #[error("a seccomp rule compares argument {index} (a syscall has 6, 0 to 5)")]
+    ArgumentIndex { index: u8 },
     /// `prctl(PR_SET_NO_NEW_PRIVS)` failed.
     #[error("prctl(PR_SET_NO_NEW_PRIVS) failed: {cause}")]
     NoNewPrivs { cause: io::Error },
@@ -771,31 +777,40 @@ struct Segment<'a> {
     verdict: &'a Verdict,
 }
 
-/// Code generation: every jump goes forward; `ja` (32-bit offsets) carries
-/// the long ones, so the tree has no 255-instruction limit.
-struct Gen {
-    code: Vec<sock_filter>,
-    /// (index of a `ja`, index of the check block it must reach)
-    check_jumps: Vec<(usize, usize)>,
+/// What the dispatch on the syscall number does for one run of numbers:
+/// return at once, or jump to a block of further checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Leaf {
+    Ret(u32),
+    Block(usize),
 }
 
-impl Gen {
-    fn tree(&mut self, segs: &[Segment], blocks: &mut Vec<Vec<Check>>) {
-        if let [only] = segs {
-            match only.verdict {
-                Verdict::Allow => self.code.push(stmt(RET_K, RET_ALLOW)),
-                Verdict::Errno(e) => self
-                    .code
-                    .push(stmt(RET_K, libc::SECCOMP_RET_ERRNO | (e & 0xffff))),
-                Verdict::Checks(c) => {
-                    let id = match blocks.iter().position(|b| b == c) {
-                        Some(i) => i,
-                        None => {
-                            blocks.push(c.clone());
-                            blocks.len() - 1
-                        }
-                    };
-                    self.check_jumps.push((self.code.len(), id));
+/// A binary search over runs of syscall numbers (the number already in
+/// the accumulator), shared by the allowlist and by bundle profiles
+/// ([`profile`]). Every jump goes forward; `ja` (32-bit offsets) carries
+/// the long ones, so the tree has no 255-instruction limit.
+pub(crate) struct Dispatch {
+    pub(crate) code: Vec<sock_filter>,
+    /// (index of a `ja`, index of the block it must reach)
+    block_jumps: Vec<(usize, usize)>,
+}
+
+impl Dispatch {
+    /// Starts after `prologue` (which leaves the number in the accumulator).
+    pub(crate) fn new(prologue: Vec<sock_filter>) -> Dispatch {
+        Dispatch {
+            code: prologue,
+            block_jumps: Vec::new(),
+        }
+    }
+
+    /// `segs`: (first number, leaf), sorted, the first starting at 0.
+    pub(crate) fn tree(&mut self, segs: &[(u32, Leaf)]) {
+        if let [(_, leaf)] = segs {
+            match leaf {
+                Leaf::Ret(k) => self.code.push(stmt(RET_K, *k)),
+                Leaf::Block(id) => {
+                    self.block_jumps.push((self.code.len(), *id));
                     self.code.push(stmt(JMP_JA, 0));
                 }
             }
@@ -804,59 +819,81 @@ impl Gen {
         let mid = segs.len() / 2;
         // nr >= start of the right half? Fall through to the `ja` into it;
         // otherwise skip the `ja` into the left half.
-        self.code.push(jump(JMP_JGE_K, segs[mid].start, 0, 1));
+        self.code.push(jump(JMP_JGE_K, segs[mid].0, 0, 1));
         let ja = self.code.len();
         self.code.push(stmt(JMP_JA, 0));
-        self.tree(&segs[..mid], blocks);
+        self.tree(&segs[..mid]);
         self.code[ja].k = (self.code.len() - ja - 1) as u32;
-        self.tree(&segs[mid..], blocks);
+        self.tree(&segs[mid..]);
     }
 
-    /// One check: falls through to the next instruction after its block
-    /// when it holds, returns EPERM otherwise.
-    fn check(&mut self, c: &Check) -> Result<(), SeccompError> {
-        let far = |n: usize| {
-            u8::try_from(n).map_err(|_| SeccompError::JumpTooFar {
-                filter: ALLOWLIST,
-                distance: n,
-            })
-        };
-        match c {
-            Check::MaskZero { arg, mask } => {
-                self.code
-                    .push(stmt(LD_W_ABS, OFF_ARGS + 8 * u32::from(*arg)));
-                self.code.push(stmt(ALU_AND_K, *mask));
-                self.code.push(jump(JMP_JEQ_K, 0, 1, 0));
-                self.code.push(stmt(RET_K, RET_EPERM));
-            }
-            Check::OneOf { arg, mask, values } => {
-                self.code
-                    .push(stmt(LD_W_ABS, OFF_ARGS + 8 * u32::from(*arg)));
-                if *mask != u32::MAX {
-                    self.code.push(stmt(ALU_AND_K, *mask));
-                }
-                let n = values.len();
-                for (i, v) in values.iter().enumerate() {
-                    // Match: jump past the remaining compares and the deny.
-                    self.code.push(jump(JMP_JEQ_K, *v, far(n - i)?, 0));
-                }
-                self.code.push(stmt(RET_K, RET_EPERM));
-            }
-            Check::NoneOf { arg, values } => {
-                self.code
-                    .push(stmt(LD_W_ABS, OFF_ARGS + 8 * u32::from(*arg)));
-                let n = values.len();
-                for (i, v) in values.iter().enumerate() {
-                    // Match: jump to the deny after the remaining compares
-                    // and the `ja` that skips it.
-                    self.code.push(jump(JMP_JEQ_K, *v, far(n - i)?, 0));
-                }
-                self.code.push(stmt(JMP_JA, 1));
-                self.code.push(stmt(RET_K, RET_EPERM));
-            }
+    /// Appends the blocks (each self-contained: its jumps stay inside it,
+    /// it ends in returns) and points the tree's jumps at them.
+    pub(crate) fn link(
+        mut self,
+        blocks: &[Vec<sock_filter>],
+        filter: &'static str,
+    ) -> Result<Vec<sock_filter>, SeccompError> {
+        let mut starts = Vec::with_capacity(blocks.len());
+        for b in blocks {
+            starts.push(self.code.len());
+            self.code.extend_from_slice(b);
         }
-        Ok(())
+        for (ja, id) in std::mem::take(&mut self.block_jumps) {
+            self.code[ja].k = (starts[id] - ja - 1) as u32;
+        }
+        if self.code.is_empty() || self.code.len() > BPF_MAXINSNS {
+            return Err(SeccompError::ProgramLength {
+                filter,
+                len: self.code.len(),
+                max: BPF_MAXINSNS,
+            });
+        }
+        Ok(self.code)
     }
+}
+
+/// One check of the allowlist into `code`: falls through to the next
+/// instruction after it when it holds, returns EPERM otherwise.
+fn check(code: &mut Vec<sock_filter>, c: &Check) -> Result<(), SeccompError> {
+    let far = |n: usize| {
+        u8::try_from(n).map_err(|_| SeccompError::JumpTooFar {
+            filter: ALLOWLIST,
+            distance: n,
+        })
+    };
+    match c {
+        Check::MaskZero { arg, mask } => {
+            code.push(stmt(LD_W_ABS, OFF_ARGS + 8 * u32::from(*arg)));
+            code.push(stmt(ALU_AND_K, *mask));
+            code.push(jump(JMP_JEQ_K, 0, 1, 0));
+            code.push(stmt(RET_K, RET_EPERM));
+        }
+        Check::OneOf { arg, mask, values } => {
+            code.push(stmt(LD_W_ABS, OFF_ARGS + 8 * u32::from(*arg)));
+            if *mask != u32::MAX {
+                code.push(stmt(ALU_AND_K, *mask));
+            }
+            let n = values.len();
+            for (i, v) in values.iter().enumerate() {
+                // Match: jump past the remaining compares and the deny.
+                code.push(jump(JMP_JEQ_K, *v, far(n - i)?, 0));
+            }
+            code.push(stmt(RET_K, RET_EPERM));
+        }
+        Check::NoneOf { arg, values } => {
+            code.push(stmt(LD_W_ABS, OFF_ARGS + 8 * u32::from(*arg)));
+            let n = values.len();
+            for (i, v) in values.iter().enumerate() {
+                // Match: jump to the deny after the remaining compares
+                // and the `ja` that skips it.
+                code.push(jump(JMP_JEQ_K, *v, far(n - i)?, 0));
+            }
+            code.push(stmt(JMP_JA, 1));
+            code.push(stmt(RET_K, RET_EPERM));
+        }
+    }
+    Ok(())
 }
 
 /// Compiles the policy into one program.
@@ -888,40 +925,44 @@ fn generate(rules: &BTreeMap<i64, Verdict>) -> Result<Vec<sock_filter>, SeccompE
             verdict: &deny,
         });
     }
-    let mut g = Gen {
-        code: vec![
-            stmt(LD_W_ABS, OFF_ARCH),
-            jump(JMP_JEQ_K, AUDIT_ARCH_X86_64, 1, 0),
-            // ia32 (int 0x80) and anything else: kill the process.
-            stmt(RET_K, RET_KILL),
-            stmt(LD_W_ABS, OFF_NR),
-            // x32: the same calls under other numbers; refused.
-            jump(JMP_JGE_K, X32_BIT, 0, 1),
-            stmt(RET_K, RET_EPERM),
-        ],
-        check_jumps: Vec::new(),
-    };
-    let mut blocks: Vec<Vec<Check>> = Vec::new();
-    g.tree(&segs, &mut blocks);
-    let mut starts = Vec::with_capacity(blocks.len());
-    for b in &blocks {
-        starts.push(g.code.len());
-        for c in b {
-            g.check(c)?;
+    // Blocks of argument checks, one per distinct list.
+    let mut lists: Vec<&Vec<Check>> = Vec::new();
+    let mut leaves = Vec::with_capacity(segs.len());
+    for s in &segs {
+        let leaf = match s.verdict {
+            Verdict::Allow => Leaf::Ret(RET_ALLOW),
+            Verdict::Errno(e) => Leaf::Ret(libc::SECCOMP_RET_ERRNO | (e & 0xffff)),
+            Verdict::Checks(c) => Leaf::Block(match lists.iter().position(|b| *b == c) {
+                Some(i) => i,
+                None => {
+                    lists.push(c);
+                    lists.len() - 1
+                }
+            }),
+        };
+        leaves.push((s.start, leaf));
+    }
+    let mut blocks = Vec::with_capacity(lists.len());
+    for list in lists {
+        let mut code = Vec::new();
+        for c in list {
+            check(&mut code, c)?;
         }
-        g.code.push(stmt(RET_K, RET_ALLOW));
+        code.push(stmt(RET_K, RET_ALLOW));
+        blocks.push(code);
     }
-    for (ja, id) in std::mem::take(&mut g.check_jumps) {
-        g.code[ja].k = (starts[id] - ja - 1) as u32;
-    }
-    if g.code.is_empty() || g.code.len() > BPF_MAXINSNS {
-        return Err(SeccompError::ProgramLength {
-            filter: ALLOWLIST,
-            len: g.code.len(),
-            max: BPF_MAXINSNS,
-        });
-    }
-    Ok(g.code)
+    let mut d = Dispatch::new(vec![
+        stmt(LD_W_ABS, OFF_ARCH),
+        jump(JMP_JEQ_K, AUDIT_ARCH_X86_64, 1, 0),
+        // ia32 (int 0x80) and anything else: kill the process.
+        stmt(RET_K, RET_KILL),
+        stmt(LD_W_ABS, OFF_NR),
+        // x32: the same calls under other numbers; refused.
+        jump(JMP_JGE_K, X32_BIT, 0, 1),
+        stmt(RET_K, RET_EPERM),
+    ]);
+    d.tree(&leaves);
+    d.link(&blocks, ALLOWLIST)
 }
 
 /// Build the allowlist filter for x86_64.
@@ -1675,6 +1716,78 @@ mod tests {
             errno_under_filter(&f, libc::SYS_bpf, [u64::MAX, 0, 0, 0, 0, 0]),
             EPERM
         );
+    }
+
+    /// A bundle's profile on top of the allowlist, live: what it denies
+    /// fails with its errno, what it allows but the allowlist denies stays
+    /// denied.
+    #[test]
+    fn seccomp_profile_narrows_never_widens() {
+        use profile::{Action, Profile, Rule};
+        let f = filter();
+        let p = Profile {
+            // Allows everything (ptrace, mount, unshare included)...
+            default: Action::Allow,
+            // ...but mkdir, with an errno of its own.
+            rules: vec![Rule {
+                nr: libc::SYS_mkdir as u32,
+                action: Action::Errno(libc::EROFS as u16),
+                conds: vec![],
+            }],
+        }
+        .compile()
+        .expect("profile compiles");
+        let run = |nr: libc::c_long, args: [u64; 6]| -> i32 {
+            match in_child(
+                || {
+                    set_no_new_privs()?;
+                    f.apply().map_err(|_| EXIT_APPLY_FAILED)?;
+                    p.apply().map_err(|_| EXIT_APPLY_FAILED)
+                },
+                || {
+                    // SAFETY: a raw syscall with harmless arguments in a
+                    // child that exits right after.
+                    let ret = unsafe {
+                        libc::syscall(nr, args[0], args[1], args[2], args[3], args[4], args[5])
+                    };
+                    err_of(ret)
+                },
+            ) {
+                Outcome::Exited(code) => code,
+                other => panic!("syscall {nr}: child {other:?}"),
+            }
+        };
+        let dir = cptr(c"/nonexistent-airlock-profile-test/d");
+        assert_eq!(run(libc::SYS_mkdir, [dir, 0o755, 0, 0, 0, 0]), libc::EROFS);
+        // Without the profile: the path's own error.
+        assert_eq!(
+            errno_under_filter(&f, libc::SYS_mkdir, [dir, 0o755, 0, 0, 0, 0]),
+            libc::ENOENT
+        );
+        assert_eq!(run(libc::SYS_getpid, [0; 6]), 0);
+        assert_eq!(
+            run(
+                libc::SYS_unshare,
+                [libc::CLONE_NEWUSER as u64, 0, 0, 0, 0, 0]
+            ),
+            EPERM
+        );
+        assert_eq!(
+            run(
+                libc::SYS_ptrace,
+                [libc::PTRACE_TRACEME as u64, 0, 0, 0, 0, 0]
+            ),
+            EPERM
+        );
+        let mount = [
+            cptr(c"none"),
+            cptr(c"/nonexistent-airlock-seccomp-test"),
+            cptr(c"tmpfs"),
+            0,
+            0,
+            0,
+        ];
+        assert_eq!(run(libc::SYS_mount, mount), EPERM);
     }
 
     #[test]

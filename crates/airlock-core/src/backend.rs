@@ -432,6 +432,8 @@ impl Backend for LandlockTier {
                     no_network: true,
                     nested_userns: false,
                     set_ids: self.set_ids,
+                    lower_rlimits: Vec::new(),
+                    profile: None,
                 },
                 file_user: self.ids,
                 trace_timing: crate::timing::on(),

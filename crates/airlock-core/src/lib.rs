@@ -15,7 +15,8 @@ pub mod task;
 pub use backend::Backend;
 pub use facts::Facts;
 pub use sandbox::{
-    prespawn, CreateOptions, Event, PendingAgent, ProcessSpec, Sandbox, State, Teardown, Usage,
+    prespawn, prespawn_joining, CreateOptions, Event, PendingAgent, ProcessSpec, Sandbox, State,
+    Teardown, Usage,
 };
 
 pub use airlock_protocol::v2::{

@@ -173,6 +173,12 @@ pub struct CreateOptions {
     /// Where the egress proxy's decisions go (a sandbox whose network is
     /// not `none`); `None`: nowhere.
     pub egress_audit: Option<airlock_egress::Audit>,
+    /// Limits on top of the sandbox's own, for every process (an OCI
+    /// bundle's `process.rlimits`): they only ever lower.
+    pub lower_rlimits: Vec<airlock_confine::rlimit::Lower>,
+    /// A seccomp profile installed after airlock's allowlist in every
+    /// process (an OCI bundle's `linux.seccomp`): both apply.
+    pub seccomp_profile: Option<airlock_confine::seccomp::profile::Profile>,
 }
 
 /// What a sandbox uses now.
@@ -196,6 +202,17 @@ pub struct PendingAgent {
 /// (`stream`: with a byte-stream channel). For a container, its namespaces
 /// are created right away too.
 pub fn prespawn(isolation: Isolation, stream: bool) -> Result<PendingAgent, CoreError> {
+    prespawn_joining(isolation, stream, None)
+}
+
+/// [`prespawn`] for a container (run by root) that joins the network
+/// namespace `netns` instead of getting one of its own: the caller has
+/// checked that it is another sandbox's (the pods of an OCI engine).
+pub fn prespawn_joining(
+    isolation: Isolation,
+    stream: bool,
+    netns: Option<std::os::fd::BorrowedFd<'_>>,
+) -> Result<PendingAgent, CoreError> {
     // Only the id mapping is needed now (the rest of the facts is probed
     // while the agent starts).
     let idmap = match isolation {
@@ -204,7 +221,7 @@ pub fn prespawn(isolation: Isolation, stream: bool) -> Result<PendingAgent, Core
     };
     crate::timing::mark("idmap");
     Ok(PendingAgent {
-        pending: airlock_jail::spawn::prespawn(stream, idmap)?,
+        pending: airlock_jail::spawn::prespawn_joining(stream, idmap, netns)?,
         stream,
     })
 }
@@ -413,6 +430,8 @@ impl Sandbox {
             rbuf: Vec::new(),
         };
         spawned.plan.exit_when_idle = opts.one_shot;
+        spawned.plan.confinement.lower_rlimits = opts.lower_rlimits;
+        spawned.plan.confinement.profile = opts.seccomp_profile;
         if let Err(e) = sb.handshake(&spawned.plan.to_bytes()) {
             sb.kill();
             sb.reap(true);

@@ -257,6 +257,8 @@ impl Plan {
             no_network: false,
             nested_userns: idmap.is_rootless(),
             set_ids: !idmap.is_rootless(),
+            lower_rlimits: Vec::new(),
+            profile: None,
         };
         Plan {
             root,

@@ -263,6 +263,25 @@ pub const CONFIG_NETNS_FOLLOWS: u8 = 1;
 /// already waiting on its control socket: a container with `idmap`, or
 /// (`None`) the local tier.
 pub fn prespawn(stream: bool, idmap: Option<IdMap>) -> Result<Pending, JailError> {
+    prespawn_joining(stream, idmap, None)
+}
+
+/// [`prespawn`], for a container run by root whose PID 1 joins the network
+/// namespace `netns` (an fd of it) instead of getting a new one. The
+/// caller decides that joining it is safe (another sandbox's, never the
+/// host's); the agent enters it while it is still root on the host, before
+/// it takes the subordinate ids.
+pub fn prespawn_joining(
+    stream: bool,
+    idmap: Option<IdMap>,
+    netns: Option<std::os::fd::BorrowedFd<'_>>,
+) -> Result<Pending, JailError> {
+    if netns.is_some() && idmap.is_none_or(|m| m.is_rootless()) {
+        // Only root can enter a namespace it does not own.
+        return Err(JailError::Channel(io::Error::from_raw_os_error(
+            libc::EPERM,
+        )));
+    }
     let exe = agent_exe().map_err(JailError::AgentExe)?;
     sys::timing::mark("agent exe");
     let (ours, theirs) = socketpair(if stream {
@@ -361,6 +380,15 @@ pub fn prespawn(stream: bool, idmap: Option<IdMap>) -> Result<Pending, JailError
     });
     // The network namespace's helper, while the agent execs.
     let netns = match idmap {
+        Some(_) if netns.is_some() => {
+            let join = netns.map(|f| f.as_raw_fd()).unwrap_or(-1);
+            if send_with_fds(ctl.as_raw_fd(), &[crate::net::NETNS_TAG, 0], &[join]).is_err() {
+                // The agent makes its own: tell it none follows.
+                let none = [crate::net::NETNS_TAG, libc::EAGAIN as u8];
+                let _ = send_ctl(ctl.as_raw_fd(), &none);
+            }
+            None
+        }
         Some(m) if !m.is_rootless() => match crate::net::NetnsMaker::spawn(ctl.as_raw_fd()) {
             Ok(n) => Some(n),
             Err(_) => {

@@ -4,8 +4,12 @@
 //! airlock does its own (stricter) way is accepted and named in the notes
 //! that go to the `--log` file.
 
+use airlock_confine::rlimit::{self, Lower};
+use airlock_confine::seccomp::profile::{self, Action, Cond, Op, Profile, Rule};
 use airlock_spec::{Image, Mount, MountMode, SandboxSpec, User, MAX_ID, MAX_TIMEOUT};
-use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
+use oci_spec::runtime::{
+    Arch, LinuxNamespaceType, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompOperator, Process, Spec,
+};
 use std::path::{Path, PathBuf};
 
 /// The capabilities engines give a container by default (docker's and
@@ -54,6 +58,14 @@ pub struct Mapped {
     pub process: ProcessPlan,
     /// What airlock does differently from the spec (stricter), for the log.
     pub notes: Vec<String>,
+    /// The init process's `rlimits`, applied (lowering only) to every
+    /// process of the container.
+    pub rlimits: Vec<Lower>,
+    /// `linux.seccomp`, installed after airlock's own allowlist.
+    pub seccomp: Option<Profile>,
+    /// A network namespace named by path (a pod's): joined only if it is
+    /// another airlock sandbox's (decided at create, see `netns`).
+    pub join_net: Option<PathBuf>,
 }
 
 /// A process to start in the sandbox (init, or one of `exec`).
@@ -96,6 +108,157 @@ fn cap_names(p: &Process) -> Vec<String> {
     out
 }
 
+/// The process's `rlimits`, as limits that only ever lower airlock's own:
+/// one above what airlock gives every sandbox process is capped there
+/// (said in the notes), never refused — engines ask for more open files
+/// than airlock's 1024 by default (podman: 1048576), and a sandbox process
+/// could not raise a hard limit anyway.
+pub fn rlimits(p: &Process, notes: &mut Vec<String>) -> Result<Vec<Lower>, Refusal> {
+    let mut out = Vec::new();
+    for r in p.rlimits().clone().unwrap_or_default() {
+        let name = r.typ().to_string();
+        let Some(resource) = rlimit::resource_by_name(&name) else {
+            return Err(format!("unknown rlimit {name}"));
+        };
+        if r.soft() > r.hard() {
+            return Err(format!(
+                "{name}: the soft limit {} is above the hard limit {}",
+                r.soft(),
+                r.hard()
+            ));
+        }
+        if let Some(ours) = rlimit::fixed_limit(resource) {
+            if r.hard() > ours {
+                notes.push(format!(
+                    "{name} {}:{} is capped at airlock's own limit {ours}: rlimits only ever lower what a sandbox gets",
+                    r.soft(),
+                    r.hard()
+                ));
+            }
+        }
+        out.push(Lower {
+            resource,
+            soft: r.soft(),
+            hard: r.hard(),
+        });
+    }
+    Ok(out)
+}
+
+fn action(
+    a: LinuxSeccompAction,
+    errno: Option<u32>,
+    default_errno: u32,
+) -> Result<Action, Refusal> {
+    let e = |v: u32| -> Result<u16, Refusal> {
+        u16::try_from(v)
+            .ok()
+            .filter(|v| *v < 4096)
+            .ok_or_else(|| format!("seccomp errno {v} is out of range"))
+    };
+    Ok(match a {
+        LinuxSeccompAction::ScmpActKill | LinuxSeccompAction::ScmpActKillThread => {
+            Action::KillThread
+        }
+        LinuxSeccompAction::ScmpActKillProcess => Action::KillProcess,
+        LinuxSeccompAction::ScmpActTrap => Action::Trap,
+        LinuxSeccompAction::ScmpActErrno => Action::Errno(e(errno.unwrap_or(default_errno))?),
+        LinuxSeccompAction::ScmpActTrace => Action::Trace(e(errno.unwrap_or(libc::EPERM as u32))?),
+        LinuxSeccompAction::ScmpActLog => Action::Log,
+        LinuxSeccompAction::ScmpActAllow => Action::Allow,
+        LinuxSeccompAction::ScmpActNotify => {
+            return Err("seccomp SCMP_ACT_NOTIFY (a user-space agent) is not supported".into())
+        }
+    })
+}
+
+/// `linux.seccomp` as a second filter, installed after airlock's own
+/// allowlist (both apply: the kernel takes the strictest verdict, so the
+/// profile can narrow the sandbox but never widen it). Names this x86_64
+/// table does not know are skipped, as runc skips those libseccomp does
+/// not know; several conditions on the same argument make one rule each
+/// (runc's reading), otherwise a rule's conditions all must hold.
+pub fn seccomp(sc: &LinuxSeccomp, notes: &mut Vec<String>) -> Result<Profile, Refusal> {
+    if let Some(archs) = sc.architectures() {
+        let ours = [
+            Arch::ScmpArchX86_64,
+            Arch::ScmpArchX86,
+            Arch::ScmpArchX32,
+            Arch::ScmpArchNative,
+        ];
+        if !archs.is_empty() && !archs.iter().any(|a| ours.contains(a)) {
+            return Err("linux.seccomp names no x86 architecture".into());
+        }
+    }
+    if sc.flags().as_ref().is_some_and(|f| !f.is_empty()) {
+        notes.push("linux.seccomp flags are not applied".into());
+    }
+    let default_errno = sc.default_errno_ret().unwrap_or(libc::EPERM as u32);
+    let default = action(sc.default_action(), Some(default_errno), default_errno)?;
+    let mut rules = Vec::new();
+    let mut unknown: Vec<String> = Vec::new();
+    for call in sc.syscalls().clone().unwrap_or_default() {
+        let act = action(call.action(), call.errno_ret(), default_errno)?;
+        let mut conds = Vec::new();
+        for a in call.args().clone().unwrap_or_default() {
+            if a.index() > 5 {
+                return Err(format!("a seccomp rule compares argument {}", a.index()));
+            }
+            let op = match a.op() {
+                LinuxSeccompOperator::ScmpCmpNe => Op::Ne,
+                LinuxSeccompOperator::ScmpCmpLt => Op::Lt,
+                LinuxSeccompOperator::ScmpCmpLe => Op::Le,
+                LinuxSeccompOperator::ScmpCmpEq => Op::Eq,
+                LinuxSeccompOperator::ScmpCmpGe => Op::Ge,
+                LinuxSeccompOperator::ScmpCmpGt => Op::Gt,
+                LinuxSeccompOperator::ScmpCmpMaskedEq => Op::MaskedEq,
+            };
+            conds.push(Cond {
+                arg: a.index() as u8,
+                op,
+                value: a.value(),
+                value_two: a.value_two().unwrap_or(0),
+            });
+        }
+        let mut seen = [false; 6];
+        let repeated = conds
+            .iter()
+            .any(|c| std::mem::replace(&mut seen[c.arg as usize], true));
+        let sets: Vec<Vec<Cond>> = if repeated {
+            conds.iter().map(|c| vec![*c]).collect()
+        } else {
+            vec![conds]
+        };
+        for name in call.names() {
+            let Some(nr) = profile::syscall_nr(name) else {
+                if !unknown.contains(name) {
+                    unknown.push(name.clone());
+                }
+                continue;
+            };
+            for set in &sets {
+                rules.push(Rule {
+                    nr,
+                    action: act,
+                    conds: set.clone(),
+                });
+            }
+        }
+    }
+    if !unknown.is_empty() {
+        unknown.sort();
+        notes.push(format!(
+            "linux.seccomp: syscalls unknown on x86_64 skipped: {}",
+            unknown.join(", ")
+        ));
+    }
+    let p = Profile { default, rules };
+    p.compile()
+        .map_err(|e| format!("linux.seccomp does not compile: {e}"))?;
+    notes.push("linux.seccomp is installed after airlock's own seccomp allowlist: both apply, the strictest answer wins".into());
+    Ok(p)
+}
+
 /// Maps a process (the spec's, or `exec --process`'s).
 pub fn process(p: &Process, notes: &mut Vec<String>) -> Result<ProcessPlan, Refusal> {
     let args = p.args().clone().unwrap_or_default();
@@ -122,12 +285,6 @@ pub fn process(p: &Process, notes: &mut Vec<String>) -> Result<ProcessPlan, Refu
     }
     if p.no_new_privileges() == Some(false) {
         notes.push("noNewPrivileges=false is ignored: airlock always sets no_new_privs".into());
-    }
-    if p.rlimits().as_ref().is_some_and(|r| !r.is_empty()) {
-        notes.push(
-            "the spec's rlimits are not applied; airlock's own rlimits and cgroup limits are"
-                .into(),
-        );
     }
     if p.apparmor_profile().is_some() || p.selinux_label().is_some() {
         notes.push(
@@ -214,6 +371,7 @@ pub fn map(spec: &Spec, bundle: &Path) -> Result<Mapped, Refusal> {
         .iter()
         .map(|n| (n.typ(), n.path().clone()))
         .collect();
+    let mut join_net = None;
     for (t, what) in [
         (LinuxNamespaceType::Network, "network"),
         (LinuxNamespaceType::Pid, "pid"),
@@ -226,6 +384,9 @@ pub fn map(spec: &Spec, bundle: &Path) -> Result<Mapped, Refusal> {
                 return Err(format!(
                     "the spec shares the host's {what} namespace (no {what} namespace in linux.namespaces): airlock refuses to weaken the sandbox that way"
                 ))
+            }
+            Some((_, Some(path))) if t == LinuxNamespaceType::Network => {
+                join_net = Some(path.clone())
             }
             Some((_, Some(path))) => notes.push(format!(
                 "the {what} namespace at {} is not joined: the sandbox gets a new one of its own{}",
@@ -245,10 +406,12 @@ pub fn map(spec: &Spec, bundle: &Path) -> Result<Mapped, Refusal> {
     {
         notes.push("the spec's uid/gid mappings are replaced by airlock's own (a subordinate range; root inside is never root outside)".into());
     }
+    let rlimits = rlimits(p, &mut notes)?;
+    let seccomp = match linux.and_then(|l| l.seccomp().as_ref()) {
+        Some(sc) => Some(seccomp(sc, &mut notes)?),
+        None => None,
+    };
     if let Some(l) = linux {
-        if l.seccomp().is_some() {
-            notes.push("linux.seccomp: airlock's own seccomp allowlist applies; the spec's profile is not loaded in addition".into());
-        }
         if l.sysctl().as_ref().is_some_and(|s| !s.is_empty()) {
             notes.push("linux.sysctl is not applied".into());
         }
@@ -342,6 +505,9 @@ pub fn map(spec: &Spec, bundle: &Path) -> Result<Mapped, Refusal> {
         rootfs,
         process,
         notes,
+        rlimits,
+        seccomp,
+        join_net,
     })
 }
 
@@ -429,12 +595,92 @@ mod tests {
     #[test]
     fn a_joined_namespace_is_replaced_not_joined() {
         let mut v = base();
+        v["linux"]["namespaces"][2] = serde_json::json!({"type": "ipc", "path": "/proc/1/ns/ipc"});
         v["linux"]["namespaces"][1] =
-            serde_json::json!({"type": "network", "path": "/proc/1/ns/net"});
+            serde_json::json!({"type": "network", "path": "/proc/7/ns/net"});
         let m = parse(v).unwrap();
         assert!(m
             .notes
             .iter()
-            .any(|n| n.contains("/proc/1/ns/net is not joined")));
+            .any(|n| n.contains("/proc/1/ns/ipc is not joined")));
+        // Decided at create (another sandbox's, or refused).
+        assert_eq!(m.join_net.as_deref(), Some(Path::new("/proc/7/ns/net")));
+    }
+
+    #[test]
+    fn rlimits_lower_and_are_capped() {
+        let mut v = base();
+        v["process"]["rlimits"] = serde_json::json!([
+            {"type": "RLIMIT_NOFILE", "soft": 64, "hard": 64},
+            {"type": "RLIMIT_NPROC", "soft": 1048576, "hard": 1048576},
+            {"type": "RLIMIT_MEMLOCK", "soft": 1, "hard": 1048576000}
+        ]);
+        let m = parse(v).unwrap();
+        assert_eq!(m.rlimits.len(), 3);
+        assert_eq!(m.rlimits[0].resource, libc::RLIMIT_NOFILE);
+        assert_eq!((m.rlimits[0].soft, m.rlimits[0].hard), (64, 64));
+        assert!(m
+            .notes
+            .iter()
+            .any(|n| n.contains("RLIMIT_MEMLOCK 1:1048576000 is capped")));
+        let mut v = base();
+        v["process"]["rlimits"] =
+            serde_json::json!([{"type": "RLIMIT_NOFILE", "soft": 65, "hard": 64}]);
+        assert!(parse(v).unwrap_err().contains("above the hard limit"));
+    }
+
+    #[test]
+    fn seccomp_profiles_map() {
+        let mut v = base();
+        v["linux"]["seccomp"] = serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+            "syscalls": [
+                {"names": ["mkdir", "mkdirat", "no_such_call"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1},
+                {"names": ["personality"], "action": "SCMP_ACT_ERRNO",
+                 "args": [{"index": 0, "value": 8, "op": "SCMP_CMP_EQ"}, {"index": 0, "value": 9, "op": "SCMP_CMP_EQ"}]},
+                {"names": ["clone"], "action": "SCMP_ACT_KILL",
+                 "args": [{"index": 0, "value": 2114060288, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}, {"index": 1, "value": 0, "op": "SCMP_CMP_NE"}]}
+            ]
+        });
+        let m = parse(v).unwrap();
+        let p = m.seccomp.unwrap();
+        assert_eq!(p.default, Action::Allow);
+        let mkdir = libc::SYS_mkdir as u32;
+        assert!(p
+            .rules
+            .iter()
+            .any(|r| r.nr == mkdir && r.action == Action::Errno(1) && r.conds.is_empty()));
+        // Two conditions on one argument: two rules of one condition each.
+        let pers: Vec<_> = p
+            .rules
+            .iter()
+            .filter(|r| r.nr == libc::SYS_personality as u32)
+            .collect();
+        assert_eq!(pers.len(), 2);
+        assert!(pers.iter().all(|r| r.conds.len() == 1));
+        // On different arguments: one rule with both.
+        let clone: Vec<_> = p
+            .rules
+            .iter()
+            .filter(|r| r.nr == libc::SYS_clone as u32)
+            .collect();
+        assert_eq!(clone.len(), 1);
+        assert_eq!(clone[0].conds.len(), 2);
+        assert_eq!(clone[0].action, Action::KillThread);
+        assert!(m.notes.iter().any(|n| n.contains("no_such_call")));
+        let mut v = base();
+        v["linux"]["seccomp"] = serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "listenerPath": "/run/x.sock",
+            "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]
+        });
+        assert!(parse(v).unwrap_err().contains("SCMP_ACT_NOTIFY"));
+        let mut v = base();
+        v["linux"]["seccomp"] = serde_json::json!({
+            "defaultAction": "SCMP_ACT_ERRNO",
+            "architectures": ["SCMP_ARCH_AARCH64"]
+        });
+        assert!(parse(v).unwrap_err().contains("no x86"));
     }
 }

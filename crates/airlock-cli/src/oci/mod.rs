@@ -16,6 +16,7 @@
 mod config;
 mod ipc;
 mod monitor;
+mod netns;
 mod rootfs;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -78,6 +79,36 @@ enum OciCmd {
         no_new_keyring: bool,
         #[arg(long = "preserve-fds", hide = true, default_value = "0")]
         preserve_fds: u32,
+        id: String,
+    },
+    /// Create and start a container, and (unless --detach) wait for it,
+    /// forwarding signals, then delete it (unless --keep); its exit code.
+    Run {
+        #[arg(long, short = 'b', default_value = ".")]
+        bundle: PathBuf,
+        #[arg(long = "pid-file")]
+        pid_file: Option<PathBuf>,
+        #[arg(long = "console-socket")]
+        console_socket: Option<PathBuf>,
+        #[arg(long, short = 'd')]
+        detach: bool,
+        #[arg(long)]
+        keep: bool,
+        #[arg(long = "no-pivot", hide = true)]
+        no_pivot: bool,
+        #[arg(long = "no-new-keyring", hide = true)]
+        no_new_keyring: bool,
+        #[arg(long = "preserve-fds", hide = true, default_value = "0")]
+        preserve_fds: u32,
+        id: String,
+    },
+    /// Resource usage of a container: one `stats` event (--stats), or one
+    /// every --interval until it stops (runc's JSON events).
+    Events {
+        #[arg(long)]
+        stats: bool,
+        #[arg(long, default_value = "5s")]
+        interval: String,
         id: String,
     },
     /// Start the process of a created container.
@@ -253,6 +284,12 @@ pub struct Saved {
     /// The spec's hooks (poststop runs at delete).
     #[serde(default)]
     pub hooks: Option<serde_json::Value>,
+    /// The sandbox's PID 1 on the host (its agent), and its start time:
+    /// another container of a pod finds its network namespace by it.
+    #[serde(default)]
+    pub sandbox_pid: i32,
+    #[serde(default)]
+    pub sandbox_pid_start: u64,
 }
 
 impl Saved {
@@ -427,6 +464,28 @@ fn dispatch(ctx: &Ctx, cmd: OciCmd) -> Result<i32> {
             id,
             ..
         } => create(ctx, &bundle, pid_file.as_deref(), console_socket, &id),
+        OciCmd::Run {
+            bundle,
+            pid_file,
+            console_socket,
+            detach,
+            keep,
+            id,
+            ..
+        } => run(
+            ctx,
+            &bundle,
+            pid_file.as_deref(),
+            console_socket,
+            detach,
+            keep,
+            &id,
+        ),
+        OciCmd::Events {
+            stats,
+            interval,
+            id,
+        } => events(ctx, stats, &interval, &id),
         OciCmd::Start { id } => {
             let (_, s) = ctx.load(&id)?;
             if s.status_now() != "created" {
@@ -582,13 +641,24 @@ fn features() -> serde_json::Value {
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "user", "uts"],
             "capabilities": [],
             "cgroup": {"v1": true, "v2": true, "systemd": false, "systemdUser": false},
-            "seccomp": {"enabled": true, "actions": [], "operators": [], "archs": ["SCMP_ARCH_X86_64"]},
+            "seccomp": {
+                "enabled": true,
+                "actions": [
+                    "SCMP_ACT_ALLOW", "SCMP_ACT_ERRNO", "SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS",
+                    "SCMP_ACT_KILL_THREAD", "SCMP_ACT_LOG", "SCMP_ACT_TRACE", "SCMP_ACT_TRAP"
+                ],
+                "operators": [
+                    "SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_LE", "SCMP_CMP_LT",
+                    "SCMP_CMP_MASKED_EQ", "SCMP_CMP_NE"
+                ],
+                "archs": ["SCMP_ARCH_X32", "SCMP_ARCH_X86", "SCMP_ARCH_X86_64"]
+            },
             "apparmor": {"enabled": false},
             "selinux": {"enabled": false},
         },
         "annotations": {
             "run.airlock.capabilities": "none (requests beyond a default container's set are refused)",
-            "run.airlock.seccomp": "airlock's allowlist, always",
+            "run.airlock.seccomp": "airlock's allowlist, always; a bundle's profile is installed after it (both apply)",
             "run.airlock.landlock": "on where the kernel has it",
         }
     })
@@ -688,6 +758,26 @@ fn create_in(
         annotations,
         exit_code: None,
         hooks,
+        sandbox_pid: 0,
+        sandbox_pid_start: 0,
+    };
+    // A pod's container: the network namespace of its pause container
+    // (another airlock sandbox), never the host's.
+    let join_net = match &mapped.join_net {
+        Some(p) => match netns::resolve(p, &ctx.root).map_err(|why| anyhow!("refused: {why}"))? {
+            netns::Decision::Join(fd, whose) => {
+                ctx.log.info(&format!(
+                    "{id}: joins the network namespace of container {whose} ({})",
+                    p.display()
+                ));
+                Some(fd)
+            }
+            netns::Decision::Own(note) => {
+                ctx.log.info(&format!("{id}: {note}"));
+                None
+            }
+        },
+        None => None,
     };
     let (ready_r, ready_w) = airlock_sys::pipe_cloexec().context("pipe")?;
     // SAFETY: this process has a single thread (nothing in `airlock oci`
@@ -707,6 +797,7 @@ fn create_in(
             console_socket,
             log: ctx.log.clone(),
             ready: ready_w,
+            join_net,
         });
         std::process::exit(code);
     }
@@ -741,6 +832,143 @@ fn create_in(
             why
         }
     )
+}
+
+/// `run`: create, start, then (unless `detach`) wait for the monitor (our
+/// child), forwarding the usual signals to the container, and delete it
+/// (unless `keep`).
+fn run(
+    ctx: &Ctx,
+    bundle: &Path,
+    pid_file: Option<&Path>,
+    console_socket: Option<PathBuf>,
+    detach: bool,
+    keep: bool,
+    id: &str,
+) -> Result<i32> {
+    create(ctx, bundle, pid_file, console_socket, id)?;
+    let (_, s) = ctx.load(id)?;
+    let monitor = s.pid;
+    // Blocked before the container starts: a signal that comes as soon as
+    // it runs is forwarded, not taken by us.
+    const FORWARD: [i32; 6] = [
+        libc::SIGINT,
+        libc::SIGTERM,
+        libc::SIGHUP,
+        libc::SIGQUIT,
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+    ];
+    // SAFETY: a signal set of our own; blocking signals in this (single-
+    // threaded) process so that sigtimedwait takes them.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in FORWARD {
+            libc::sigaddset(&mut set, sig);
+        }
+        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    };
+    if let Err(e) = ctx.ask(id, serde_json::json!({"op": "start"})) {
+        let _ = delete(ctx, id, true);
+        // SAFETY: reaps our own child (the monitor), gone after delete.
+        unsafe { libc::waitpid(monitor, std::ptr::null_mut(), 0) };
+        return Err(e);
+    }
+    if detach {
+        return Ok(0);
+    }
+    let code = loop {
+        let mut st = 0;
+        // SAFETY: waits for our own child.
+        let r = unsafe { libc::waitpid(monitor, &mut st, libc::WNOHANG) };
+        if r == monitor {
+            break if libc::WIFEXITED(st) {
+                libc::WEXITSTATUS(st)
+            } else {
+                128 + libc::WTERMSIG(st)
+            };
+        }
+        if r < 0 {
+            bail!(
+                "wait for the container: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        let ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 50_000_000,
+        };
+        // SAFETY: waits for one of the blocked signals, with a timeout.
+        let sig = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) };
+        if sig > 0 {
+            let _ = ctx.ask(
+                id,
+                serde_json::json!({"op": "kill", "signal": sig, "all": false}),
+            );
+        }
+    };
+    if !keep {
+        delete(ctx, id, true)?;
+    }
+    Ok(code)
+}
+
+/// Seconds of a Go-style duration (`5s`, `500ms`, `1m`); plain numbers are
+/// seconds.
+fn parse_interval(s: &str) -> Result<Duration> {
+    let (num, unit) = s
+        .find(|c: char| c.is_ascii_alphabetic())
+        .map(|i| s.split_at(i))
+        .unwrap_or((s, "s"));
+    let n: f64 = num.parse().map_err(|_| anyhow!("invalid interval {s:?}"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => bail!("invalid interval {s:?}"),
+    };
+    if !(0.01..=86400.0).contains(&secs) {
+        bail!("invalid interval {s:?}");
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// `events`: runc's `stats` event (the parts airlock measures: CPU time,
+/// memory, pids, from the sandbox's cgroup).
+fn events(ctx: &Ctx, stats: bool, interval: &str, id: &str) -> Result<i32> {
+    let every = parse_interval(interval)?;
+    loop {
+        let (_, s) = ctx.load(id)?;
+        if !s.alive() {
+            if stats {
+                bail!("container {id} is not running");
+            }
+            return Ok(0);
+        }
+        let a = ctx.ask(id, serde_json::json!({"op": "stats"}))?;
+        let ev = serde_json::json!({
+            "type": "stats",
+            "id": id,
+            "data": {
+                "cpu": {"usage": {"total": a["cpu_usec"].as_u64().map(|u| u * 1000).unwrap_or(0)}},
+                "memory": {"usage": {
+                    "usage": a["memory_bytes"].as_u64().unwrap_or(0),
+                    "limit": a["memory_limit"].as_u64().unwrap_or(0),
+                }},
+                "pids": {
+                    "current": a["pids"].as_u64().unwrap_or(0),
+                    "limit": a["pids_limit"].as_u64().unwrap_or(0),
+                },
+            },
+        });
+        println!("{ev}");
+        if stats {
+            return Ok(0);
+        }
+        std::thread::sleep(every);
+    }
 }
 
 fn delete(ctx: &Ctx, id: &str, force: bool) -> Result<i32> {

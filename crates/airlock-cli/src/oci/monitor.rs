@@ -24,6 +24,8 @@ pub struct Args {
     pub log: Log,
     /// "ok" or "err MESSAGE" goes here once the container is created.
     pub ready: OwnedFd,
+    /// Another sandbox's network namespace to join (a pod's).
+    pub join_net: Option<OwnedFd>,
 }
 
 /// Exit code of a process that ended with `st`.
@@ -146,6 +148,7 @@ pub fn run(a: Args) -> i32 {
         console_socket,
         log,
         ready,
+        join_net,
     } = a;
     let mut ready = Some(std::fs::File::from(ready));
     let fail = |ready: &mut Option<std::fs::File>, msg: String| -> i32 {
@@ -222,12 +225,35 @@ pub fn run(a: Args) -> i32 {
         capture: None,
         premapped: premapped.is_some(),
     };
+    let agent = match &join_net {
+        Some(fd) => {
+            use std::os::fd::AsFd;
+            match airlock_core::prespawn_joining(
+                airlock_spec::Isolation::Container,
+                false,
+                Some(fd.as_fd()),
+            ) {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    return fail(
+                        &mut ready,
+                        format!("start the sandbox in the pod's network namespace: {e}"),
+                    )
+                }
+            }
+        }
+        None => None,
+    };
+    drop(join_net);
     let created = Sandbox::create(
         &mapped.spec,
         CreateOptions {
+            agent,
             window: Some(1 << 20),
             accounting: true,
             image: Some(image),
+            lower_rlimits: mapped.rlimits.clone(),
+            seccomp_profile: mapped.seccomp.clone(),
             ..CreateOptions::default()
         },
     );
@@ -242,6 +268,8 @@ pub fn run(a: Args) -> i32 {
     for n in sb.take_notes() {
         log.info(&format!("{}: {n}", saved.id));
     }
+    saved.sandbox_pid = sb.agent_pid();
+    saved.sandbox_pid_start = ipc::proc_start(saved.sandbox_pid).map(|s| s.0).unwrap_or(0);
     // Until the plan is applied.
     let end = Instant::now() + Duration::from_secs(60);
     loop {
@@ -387,6 +415,9 @@ impl Monitor {
                 return;
             }
         };
+        if p.rlimits().as_ref().is_some_and(|r| !r.is_empty()) {
+            notes.push("the process's rlimits are the container's (its init's, lowering airlock's own), not its own".into());
+        }
         for n in notes {
             self.log.info(&format!("{}: exec: {n}", self.saved.id));
         }
@@ -501,6 +532,17 @@ impl Monitor {
                     Ok(()) => ok,
                     Err(e) => serde_json::json!({"error": e.to_string()}),
                 });
+            }
+            "stats" => {
+                let u = self.sb.usage();
+                c.reply(serde_json::json!({
+                    "ok": true,
+                    "cpu_usec": u.cpu_usec,
+                    "memory_bytes": u.memory_bytes,
+                    "pids": u.pids,
+                    "memory_limit": self.mapped.spec.limits.memory,
+                    "pids_limit": self.mapped.spec.limits.pids,
+                }));
             }
             "ps" => {
                 let pids = self.sb.host_pids();

@@ -32,7 +32,7 @@ pub(crate) enum Token {
     File(u32),
     Tcp(u32),
     Listen(usize),
-    Dns,
+    Dns(u32),
 }
 
 /// The sending half every part of the agent uses.
@@ -359,7 +359,7 @@ impl Agent {
             self.files.poll_set(&self.sess, room, &mut add);
             self.tcps.poll_set(&self.sess, room, &mut add);
             if let Some(st) = &self.stub {
-                add(st.fd(), libc::POLLIN, Token::Dns);
+                st.poll_set(&mut |fd, ev, w| add(fd, ev, Token::Dns(w)));
             }
             let busy = room && self.files.has_ready_work(&self.sess);
             let timeout = if busy { 0 } else { -1 };
@@ -413,9 +413,9 @@ impl Agent {
                         self.tcps.on_ready(id, re, &mut out);
                         Ok(())
                     }
-                    Token::Dns => {
+                    Token::Dns(w) => {
                         if let Some(st) = self.stub.as_mut() {
-                            st.on_ready(&mut self.tcps);
+                            st.on_ready(w, &mut self.tcps);
                         }
                         Ok(())
                     }

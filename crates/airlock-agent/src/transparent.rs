@@ -289,9 +289,16 @@ impl Stub {
         while self.next < self.size - 1 {
             let addr = Ipv4Addr::from(self.base + self.next);
             self.next += 1;
-            if tcps.listen_transparent(addr, ports, name).is_ok() {
-                self.names.insert(name.to_string(), addr);
-                return Some(addr);
+            match tcps.listen_transparent(addr, ports, name) {
+                Ok(()) => {
+                    self.names.insert(name.to_string(), addr);
+                    return Some(addr);
+                }
+                // Taken: the next one.
+                Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => {}
+                // Anything else (no route, no right to the port) would
+                // fail for every address alike.
+                Err(_) => return None,
             }
         }
         None

@@ -146,12 +146,13 @@ impl Backend for Container {
         // Transparent egress: run by root, the sandbox's network namespace
         // is the initial user namespace's, and only we can make the pool
         // local and let the agent bind low ports there.
-        let transparent = airlock_agent::Transparent::for_network(&spec.network, rootless);
+        let mut transparent = airlock_agent::Transparent::for_network(&spec.network, rootless);
         if let Some(t) = transparent.as_ref().filter(|t| !t.agent_routes) {
             if let Err(e) = airlock_jail::net::prepare_transparent(agent.pid, t.pool.0, t.pool.1) {
                 notes.push(format!(
                     "transparent egress is off: the sandbox's network could not be prepared: {e}"
                 ));
+                transparent = None;
             }
         }
         let agent_plan = AgentPlan {

@@ -163,8 +163,10 @@ fn serve_with(channel: RawFd, transport: Transport, net_ready: bool) -> Served {
     }
     // Transparent egress: off the start-up path of a sandbox without a
     // network (no plan for it).
-    let stub = plan.transparent.as_ref().and_then(|t| {
-        match crate::transparent::Stub::start(t) {
+    let stub = plan
+        .transparent
+        .as_ref()
+        .and_then(|t| match crate::transparent::Stub::start(t) {
             Ok(s) => Some(s),
             Err(e) => {
                 let _ = sess.send(
@@ -175,8 +177,7 @@ fn serve_with(channel: RawFd, transport: Transport, net_ready: bool) -> Served {
                 );
                 None
             }
-        }
-    });
+        });
     let mut a = Agent {
         stub,
         procs: Procs::new(&plan),

@@ -280,7 +280,8 @@ impl Stub {
         if let Some(a) = self.names.get(name) {
             return Some(*a);
         }
-        if self.names.len() >= MAX_NAMES || tcps.transparent_listeners() + ports.len() > MAX_LISTENERS
+        if self.names.len() >= MAX_NAMES
+            || tcps.transparent_listeners() + ports.len() > MAX_LISTENERS
         {
             return None;
         }

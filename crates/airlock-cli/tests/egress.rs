@@ -1211,7 +1211,10 @@ curl -sS -m 10 --noproxy '*' -H 'Host: other.test' http://$a/host-fronted 2>&1; 
         !log.contains("dns packet"),
         "something asked a resolver: {log}"
     );
-    assert!(log.contains("www GET /t-curl host=www.allowed.test"), "{log}");
+    assert!(
+        log.contains("www GET /t-curl host=www.allowed.test"),
+        "{log}"
+    );
     assert!(
         log.contains("www-tls GET /t-py-tls host=www.allowed.test"),
         "{log}"
@@ -1385,7 +1388,10 @@ curl -sS -m 5 --noproxy '*' http://{WWW}/raw-ip 2>&1; echo "raw-ip=$?"
     assert_eq!(o.code, 0, "{o:?}");
     let s = &o.stdout;
     assert!(s.contains("hello from www path=/vm-curl\n"), "{o:?}");
-    assert!(s.contains("hello from www-tls path=/vm-curl-tls\n"), "{o:?}");
+    assert!(
+        s.contains("hello from www-tls path=/vm-curl-tls\n"),
+        "{o:?}"
+    );
     assert!(s.contains("getent=2"), "{o:?}");
     assert!(s.contains("stub-TXT: status: NXDOMAIN"), "{o:?}");
     assert!(!s.contains("dig-direct=0"), "{o:?}");
@@ -1394,5 +1400,8 @@ curl -sS -m 5 --noproxy '*' http://{WWW}/raw-ip 2>&1; echo "raw-ip=$?"
     assert!(!log.contains("dns packet"), "{log}");
     assert!(!log.contains("leak"), "{log}");
     assert!(!log.contains("raw-ip"), "{log}");
-    assert!(log.contains("www GET /vm-curl host=www.allowed.test"), "{log}");
+    assert!(
+        log.contains("www GET /vm-curl host=www.allowed.test"),
+        "{log}"
+    );
 }

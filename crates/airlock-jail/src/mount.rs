@@ -422,7 +422,8 @@ impl RootPlan {
             if path == Path::new("etc/resolv.conf") {
                 *contents = b"nameserver 127.0.0.1\noptions timeout:2 attempts:2\n".to_vec();
             } else if path == Path::new("etc/nsswitch.conf") {
-                let text = String::from_utf8_lossy(contents).replace("hosts: files\n", "hosts: files dns\n");
+                let text = String::from_utf8_lossy(contents)
+                    .replace("hosts: files\n", "hosts: files dns\n");
                 *contents = text.into_bytes();
             }
         }

@@ -236,12 +236,12 @@ fn route_msg(addr: std::net::Ipv4Addr, prefix: u8, oif: u32) -> Vec<u8> {
     let len: u32 = 16 + 12 + 8 + 8;
     m.extend_from_slice(&len.to_ne_bytes());
     m.extend_from_slice(&libc::RTM_NEWROUTE.to_ne_bytes());
-    let flags = (libc::NLM_F_REQUEST | libc::NLM_F_ACK | libc::NLM_F_CREATE | libc::NLM_F_EXCL)
-        as u16;
+    let flags =
+        (libc::NLM_F_REQUEST | libc::NLM_F_ACK | libc::NLM_F_CREATE | libc::NLM_F_EXCL) as u16;
     m.extend_from_slice(&flags.to_ne_bytes());
     m.extend_from_slice(&1u32.to_ne_bytes()); // seq
     m.extend_from_slice(&0u32.to_ne_bytes()); // pid: the kernel fills it
-    // struct rtmsg
+                                              // struct rtmsg
     m.extend_from_slice(&[
         libc::AF_INET as u8,
         prefix,
@@ -253,7 +253,7 @@ fn route_msg(addr: std::net::Ipv4Addr, prefix: u8, oif: u32) -> Vec<u8> {
         libc::RTN_LOCAL,
     ]);
     m.extend_from_slice(&0u32.to_ne_bytes()); // rtm_flags
-    // RTA_DST
+                                              // RTA_DST
     m.extend_from_slice(&8u16.to_ne_bytes());
     m.extend_from_slice(&libc::RTA_DST.to_ne_bytes());
     m.extend_from_slice(&addr.octets());

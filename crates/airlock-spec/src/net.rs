@@ -784,12 +784,13 @@ mod tests {
 
     #[test]
     fn transparent_pool_and_ports() {
-        let p = pol(NetMode::Allowlist, &["a.com", "*.b.org:8443", "c.net:443"], &[]);
-        assert_eq!(p.transparent_ports(), vec![80, 443, 8443]);
-        assert_eq!(
-            p.transparent_pool().unwrap().to_string(),
-            "198.18.0.0/15"
+        let p = pol(
+            NetMode::Allowlist,
+            &["a.com", "*.b.org:8443", "c.net:443"],
+            &[],
         );
+        assert_eq!(p.transparent_ports(), vec![80, 443, 8443]);
+        assert_eq!(p.transparent_pool().unwrap().to_string(), "198.18.0.0/15");
         // A rule inside the first pool moves it to the second; one over
         // both leaves none.
         let p = pol(NetMode::Allowlist, &["198.19.1.0/24"], &[]);

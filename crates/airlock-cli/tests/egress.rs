@@ -1341,6 +1341,83 @@ PYEOF
     );
     assert!(!log.contains("exfil"), "{log}");
     assert!(!log.contains("GET"), "a server was reached: {log}");
+    // Airlock changed the sandbox's namespace only: where it ran (the
+    // test's "host" namespace) has neither the pool's route nor a lower
+    // privileged-port bound.
+    let out = |args: &[&str]| {
+        let o = Command::new("ip").args(args).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let bound = out(&[
+        "netns",
+        "exec",
+        &net.ns,
+        "cat",
+        "/proc/sys/net/ipv4/ip_unprivileged_port_start",
+    ]);
+    assert_eq!(bound.trim(), "1024");
+    let local = out(&["-n", &net.ns, "route", "show", "table", "local"]);
+    assert!(!local.contains("198.18"), "{local}");
+    assert!(!out(&["route", "show", "table", "local"]).contains("198.18"));
+}
+
+/// `--net all`: the stub answers every name but the denied ones, each
+/// with an address of its own that stays the same; it stops handing out
+/// addresses after 256 names (SERVFAIL), and still asks no resolver.
+#[test]
+fn transparent_mode_net_all_denials_stability_and_cap() {
+    let Some(net) = Inet::new() else { return };
+    for who in [Who::Root, Who::User] {
+        let script = r#"
+/usr/bin/python3 - <<'PYEOF'
+import socket, struct
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(3)
+def ask(name, qtype=1):
+    h = struct.pack(">HHHHHH", 7, 0x0100, 1, 0, 0, 0)
+    b = b"".join(bytes([len(l)]) + l.encode() for l in name.split(".")) + b"\0"
+    s.sendto(h + b + struct.pack(">HH", qtype, 1), ("127.0.0.1", 53))
+    d = s.recv(1500)
+    rc, an = d[3] & 15, struct.unpack(">H", d[6:8])[0]
+    return rc, (socket.inet_ntoa(d[-4:]) if an else None)
+print("denied", ask("x.exfil.test"))
+print("denied-apex", ask("exfil.test"))
+addrs = [ask(f"n{i}.ok.test") for i in range(300)]
+ok = [a for rc, a in addrs if rc == 0]
+print("ok", len(ok), "distinct", len(set(ok)), "servfail", sum(1 for rc, _ in addrs if rc == 2))
+print("first", addrs[0][1], "again", ask("n0.ok.test")[1], "last-ok", ok[-1])
+PYEOF
+"#;
+        let Some((o, _)) = net.airlock(
+            who,
+            &[
+                "run",
+                "--net",
+                "all",
+                "--deny-host",
+                "*.exfil.test",
+                "--deny-host",
+                "exfil.test",
+                "--",
+                "sh",
+                "-c",
+                script,
+            ],
+        ) else {
+            continue;
+        };
+        assert_eq!(o.code, 0, "{who:?}: {o:?}");
+        let s = &o.stdout;
+        assert!(s.contains("denied (3, None)"), "{o:?}");
+        assert!(s.contains("denied-apex (3, None)"), "{o:?}");
+        assert!(s.contains("ok 256 distinct 256 servfail 44"), "{o:?}");
+        assert!(
+            s.contains("first 198.18.0.1 again 198.18.0.1 last-ok 198.18.1.0"),
+            "{o:?}"
+        );
+    }
+    let log = net.log();
+    assert!(!log.contains("dns packet"), "{log}");
 }
 
 /// Transparent mode in the microVM tier: the guest (no NIC at all) runs

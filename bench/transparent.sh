@@ -58,3 +58,22 @@ if "base none" in res:
     b, n = res["base none"], res["airlock none"]
     print(f"airlock none / base none: mean {n['mean']/b['mean']:.3f}, median {n['median']/b['median']:.3f}")
 EOF
+
+# On a busy host the hyperfine rows drift (each command's runs come one
+# after the other): an interleaved A/B as well, base and new alternating
+# run by run, medians of each.
+if [ -n "${BASE_AIRLOCK:-}" ]; then
+    "$PYTHON" - "$BASE_AIRLOCK" "$AIRLOCK" "$RUNS" <<'EOF'
+import statistics, subprocess, sys, time
+base, new, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+t = {"base": [], "new": []}
+for i in range(runs):
+    order = [("base", base), ("new", new)] if i % 2 == 0 else [("new", new), ("base", base)]
+    for name, exe in order:
+        s = time.perf_counter()
+        subprocess.run([exe, "run", "--", "/bin/true"], check=True)
+        t[name].append(time.perf_counter() - s)
+b, n = statistics.median(t["base"]), statistics.median(t["new"])
+print(f"interleaved ({runs} pairs): base none median {b*1e3:.2f} ms, airlock none median {n*1e3:.2f} ms, ratio {n/b:.3f}")
+EOF
+fi

@@ -178,3 +178,31 @@ impl AgentPlan {
         serde_json::from_slice(b)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Transparent;
+    use airlock_spec::{NetMode, Network};
+
+    #[test]
+    fn transparent_only_with_a_network() {
+        assert_eq!(Transparent::for_network(&Network::default(), true), None);
+        let n = Network {
+            mode: NetMode::Allowlist,
+            allow: vec!["a.test".into(), "*.b.test:8443".into()],
+            ..Network::default()
+        };
+        let t = Transparent::for_network(&n, false).unwrap();
+        assert_eq!(t.pool, ("198.18.0.0".parse().unwrap(), 15));
+        assert_eq!(t.ports, vec![80, 443, 8443]);
+        assert!(!t.agent_routes);
+        // Every pool overlapped by a rule: off.
+        let n = Network {
+            mode: NetMode::Allowlist,
+            allow: vec!["a.test".into()],
+            deny: vec!["0.0.0.0/0".into()],
+            ..Network::default()
+        };
+        assert_eq!(Transparent::for_network(&n, true), None);
+    }
+}

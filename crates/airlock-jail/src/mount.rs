@@ -2678,6 +2678,33 @@ mod tests {
     }
 
     #[test]
+    fn dns_stub_files() {
+        let file = |p: &RootPlan, name: &str| {
+            p.entries.iter().find_map(|e| match e {
+                Entry::File { path, contents, .. }
+                    if path == Path::new("etc").join(name).as_path() =>
+                {
+                    Some(String::from_utf8_lossy(contents).into_owned())
+                }
+                _ => None,
+            })
+        };
+        let mut p = plan("/home/sandbox", &[]);
+        // No network: no resolver, and DNS is not asked.
+        assert_eq!(file(&p, "resolv.conf").unwrap(), "");
+        assert!(file(&p, "nsswitch.conf")
+            .unwrap()
+            .contains("hosts: files\n"));
+        p.use_dns_stub();
+        assert!(file(&p, "resolv.conf")
+            .unwrap()
+            .starts_with("nameserver 127.0.0.1\n"));
+        assert!(file(&p, "nsswitch.conf")
+            .unwrap()
+            .contains("hosts: files dns\n"));
+    }
+
+    #[test]
     fn host_image_layout() {
         let p = plan("/home/sandbox", &[]);
         assert!(p.entries.contains(&Entry::HostDir {

@@ -29,6 +29,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 const MAX_NAMES: usize = 256;
 /// Listeners at most (the agent's fds and its poll set stay small).
 const MAX_LISTENERS: usize = 768;
+/// Addresses tried for one name before giving up (each taken by a
+/// process of the sandbox).
+const MAX_TRIES: usize = 32;
 /// Datagrams handled per wake-up (others wait for the next).
 const BURST: usize = 64;
 /// The answers' TTL: the mapping never changes while the sandbox runs.
@@ -287,7 +290,13 @@ impl Stub {
         }
         // An address some process of the sandbox holds already (it may
         // bind low ports in its own namespace) is skipped.
-        while self.next < self.size - 1 {
+        // A process that holds a caught port on every address (bound to
+        // 0.0.0.0) makes every address taken: a few tries, then SERVFAIL.
+        // The addresses tried are not used up by a failure.
+        let start = self.next;
+        let mut tries = 0;
+        while self.next < self.size - 1 && tries < MAX_TRIES {
+            tries += 1;
             let addr = Ipv4Addr::from(self.base + self.next);
             self.next += 1;
             match tcps.listen_transparent(addr, ports, name) {
@@ -299,9 +308,10 @@ impl Stub {
                 Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => {}
                 // Anything else (no route, no right to the port) would
                 // fail for every address alike.
-                Err(_) => return None,
+                Err(_) => break,
             }
         }
+        self.next = start;
         None
     }
 

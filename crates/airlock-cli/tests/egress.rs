@@ -1482,3 +1482,59 @@ curl -sS -m 5 --noproxy '*' http://{WWW}/raw-ip 2>&1; echo "raw-ip=$?"
         "{log}"
     );
 }
+
+/// A process of the sandbox that holds a caught port on every address
+/// (bound to 0.0.0.0 first) cannot make the agent loop over the pool: the
+/// lookup fails at once (SERVFAIL after a few addresses), and works again
+/// once the port is free.
+#[test]
+fn transparent_mode_port_squatting_fails_fast() {
+    let Some(net) = Inet::new() else { return };
+    for who in [Who::Root, Who::User] {
+        let script = r#"
+/usr/bin/python3 - <<'PYEOF'
+import socket, time
+sq = socket.socket()
+sq.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+sq.bind(("0.0.0.0", 8443))
+sq.listen(1)
+t = time.monotonic()
+try:
+    print("squatted", socket.gethostbyname("www.allowed.test"))
+except OSError as e:
+    print("squatted-failed", type(e).__name__)
+print("squatted-ms", int((time.monotonic() - t) * 1000))
+sq.close()
+print("free", socket.gethostbyname("www.allowed.test"))
+PYEOF
+"#;
+        let Some((o, _)) = net.airlock(
+            who,
+            &[
+                "run",
+                "--allow-host",
+                "www.allowed.test:8443",
+                "--allow-host",
+                "www.allowed.test:443",
+                "--",
+                "sh",
+                "-c",
+                script,
+            ],
+        ) else {
+            continue;
+        };
+        assert_eq!(o.code, 0, "{who:?}: {o:?}");
+        let s = &o.stdout;
+        assert!(s.contains("squatted-failed"), "{o:?}");
+        let ms: u64 = s
+            .split("squatted-ms ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap();
+        assert!(ms < 3000, "the lookup took {ms} ms: {o:?}");
+        // The addresses tried were not used up.
+        assert!(s.contains("free 198.18.0.1\n"), "{o:?}");
+    }
+}

@@ -1538,3 +1538,45 @@ PYEOF
         assert!(s.contains("free 198.18.0.1\n"), "{o:?}");
     }
 }
+
+/// A wildcard rule in transparent mode: a name below it resolves (from
+/// the pool) and works over HTTPS without proxy variables; the apex does
+/// not resolve (`*.` does not match it).
+#[test]
+fn transparent_mode_wildcard_rule() {
+    let Some(net) = Inet::new() else { return };
+    let certs = format!("{}:/certs:ro", net.certs().display());
+    for who in [Who::Root, Who::User] {
+        let script = format!(
+            r#"{NO_PROXY_ENV}
+curl -sS -m 10 --noproxy '*' --cacert /certs/ca.pem https://a.wild.test/wild-tls
+getent hosts wild.test; echo "apex=$?"
+"#
+        );
+        let Some((o, _)) = net.airlock(
+            who,
+            &[
+                "run",
+                "--allow-host",
+                "*.wild.test",
+                "--dns-override",
+                &format!("a.wild.test={WWW}"),
+                "--mount",
+                &certs,
+                "--",
+                "sh",
+                "-c",
+                &script,
+            ],
+        ) else {
+            continue;
+        };
+        assert_eq!(o.code, 0, "{who:?}: {o:?}");
+        assert!(
+            o.stdout.contains("hello from www-tls path=/wild-tls\n"),
+            "{o:?}"
+        );
+        assert!(o.stdout.contains("apex=2"), "{o:?}");
+    }
+    assert!(!net.log().contains("dns packet"), "{}", net.log());
+}

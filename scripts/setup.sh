@@ -260,3 +260,8 @@ if [ -x /opt/airlock-test-venv/bin/python ] &&
     log "installing grpcio and grpcio-tools (for the CRI test) in /opt/airlock-test-venv"
     /opt/airlock-test-venv/bin/pip install -q grpcio grpcio-tools
 fi
+
+# --- Transparent egress tests (issue 10, crates/airlock-cli/tests/egress.rs) ---
+# dig (bind9-dnsutils): the DNS exfiltration test asks the sandbox's DNS stub
+# and the outside resolver directly with it (A, AAAA, TXT, long labels).
+apt_need bind9-dnsutils

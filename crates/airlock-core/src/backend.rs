@@ -143,6 +143,18 @@ impl Backend for Container {
             cgroup,
             inherit,
         })?;
+        // Transparent egress: run by root, the sandbox's network namespace
+        // is the initial user namespace's, and only we can make the pool
+        // local and let the agent bind low ports there.
+        let mut transparent = airlock_agent::Transparent::for_network(&spec.network, rootless);
+        if let Some(t) = transparent.as_ref().filter(|t| !t.agent_routes) {
+            if let Err(e) = airlock_jail::net::prepare_transparent(agent.pid, t.pool.0, t.pool.1) {
+                notes.push(format!(
+                    "transparent egress is off: the sandbox's network could not be prepared: {e}"
+                ));
+                transparent = None;
+            }
+        }
         let agent_plan = AgentPlan {
             role: Role::Container(Box::new(ContainerPlan {
                 root: plan.root,
@@ -162,6 +174,7 @@ impl Backend for Container {
             trace_timing: crate::timing::on(),
             exit_when_idle: false,
             egress_ports: egress_ports(spec),
+            transparent,
         };
         Ok(Spawned {
             agent,
@@ -239,6 +252,7 @@ impl Backend for Local {
                 trace_timing: crate::timing::on(),
                 exit_when_idle: false,
                 egress_ports: Vec::new(),
+                transparent: None,
             },
             notes: Vec::new(),
             vm_monitor: None,
@@ -441,6 +455,7 @@ impl Backend for LandlockTier {
                 // No network namespace: a proxy port inside would be the
                 // host's (the spec refuses a network policy here).
                 egress_ports: Vec::new(),
+                transparent: None,
             },
             notes: Vec::new(),
             vm_monitor: None,
@@ -608,6 +623,9 @@ impl Backend for Microvm {
             // The guest has no NIC: its one way out is the agent's tunnel
             // to the host's proxy, as in a container.
             egress_ports: egress_ports(spec),
+            // The guest's agent is root of the guest: it makes the pool
+            // local itself.
+            transparent: airlock_agent::Transparent::for_network(&spec.network, true),
         };
         notes.retain(|n| !n.is_empty());
         Ok(Spawned {

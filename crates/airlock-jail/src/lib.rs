@@ -228,6 +228,15 @@ impl Plan {
                 )
             }
         };
+        let mut root = root;
+        // Transparent egress: the agent's DNS stub answers for the
+        // sandbox (see airlock-agent's transparent.rs).
+        if airlock_spec::net::Policy::compile(&spec.network)
+            .ok()
+            .is_some_and(|p| p.enabled() && p.transparent_pool().is_some())
+        {
+            root.use_dns_stub();
+        }
         for m in &spec.mounts {
             match m.mode {
                 MountMode::Ro => rules.read_exec.push(m.target.clone()),

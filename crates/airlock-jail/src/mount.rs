@@ -410,6 +410,26 @@ impl RootPlan {
     }
 }
 
+impl RootPlan {
+    /// Transparent egress: `/etc/resolv.conf` names the agent's DNS stub
+    /// (127.0.0.1:53), and the host image's `/etc/nsswitch.conf` asks DNS
+    /// after `/etc/hosts`. Nothing else changes.
+    pub fn use_dns_stub(&mut self) {
+        for e in &mut self.entries {
+            let Entry::File { path, contents, .. } = e else {
+                continue;
+            };
+            if path == Path::new("etc/resolv.conf") {
+                *contents = b"nameserver 127.0.0.1\noptions timeout:2 attempts:2\n".to_vec();
+            } else if path == Path::new("etc/nsswitch.conf") {
+                let text = String::from_utf8_lossy(contents)
+                    .replace("hosts: files\n", "hosts: files dns\n");
+                *contents = text.into_bytes();
+            }
+        }
+    }
+}
+
 /// The sandbox's `/dev`: the directory, the device nodes the host has,
 /// and the usual symlinks.
 fn dev_entries(facts: &HostFacts) -> Vec<Entry> {
@@ -2655,6 +2675,33 @@ mod tests {
             mounts,
             1 << 20,
         )
+    }
+
+    #[test]
+    fn dns_stub_files() {
+        let file = |p: &RootPlan, name: &str| {
+            p.entries.iter().find_map(|e| match e {
+                Entry::File { path, contents, .. }
+                    if path == Path::new("etc").join(name).as_path() =>
+                {
+                    Some(String::from_utf8_lossy(contents).into_owned())
+                }
+                _ => None,
+            })
+        };
+        let mut p = plan("/home/sandbox", &[]);
+        // No network: no resolver, and DNS is not asked.
+        assert_eq!(file(&p, "resolv.conf").unwrap(), "");
+        assert!(file(&p, "nsswitch.conf")
+            .unwrap()
+            .contains("hosts: files\n"));
+        p.use_dns_stub();
+        assert!(file(&p, "resolv.conf")
+            .unwrap()
+            .starts_with("nameserver 127.0.0.1\n"));
+        assert!(file(&p, "nsswitch.conf")
+            .unwrap()
+            .contains("hosts: files dns\n"));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use crate::sys;
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd};
 
 pub fn loopback_up() -> io::Result<()> {
     // SAFETY: plain socket creation.
@@ -172,4 +173,134 @@ extern "C" fn maker_main(arg: *mut libc::c_void) -> libc::c_int {
         sc(libc::SYS_exit, [0, 0, 0, 0, 0, 0]);
     }
     0
+}
+
+// ----------------------------------------------------------------------
+// Transparent egress: the DNS stub's address pool made local.
+
+/// Adds `local ADDR/PREFIX dev lo` to the local table of the current
+/// network namespace (what `ip route add local …` does): every address of
+/// the pool is then this host's own, so that a listener may be bound to
+/// any of them (the "AnyIP" trick). An existing route is fine.
+pub fn add_local_route(addr: std::net::Ipv4Addr, prefix: u8) -> io::Result<()> {
+    // SAFETY: a constant C string.
+    let lo = unsafe { libc::if_nametoindex(c"lo".as_ptr()) };
+    if lo == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: plain socket creation.
+    let fd = sys::cvt(unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        )
+    })?;
+    // SAFETY: a new fd that nothing else owns.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    let msg = route_msg(addr, prefix, lo);
+    // SAFETY: sockaddr_nl is plain data; zero is the kernel.
+    let mut to: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    to.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    // SAFETY: sends our buffer to the kernel's address.
+    sys::cvt(unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            msg.as_ptr().cast(),
+            msg.len(),
+            0,
+            (&to as *const libc::sockaddr_nl).cast(),
+            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        )
+    } as i32)?;
+    let mut ack = [0u8; 256];
+    // SAFETY: reads into our buffer.
+    let n = unsafe { libc::recv(fd.as_raw_fd(), ack.as_mut_ptr().cast(), ack.len(), 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // nlmsghdr (16 bytes) of type NLMSG_ERROR, then the error (0: done).
+    if n >= 20 && u16::from_ne_bytes([ack[4], ack[5]]) == libc::NLMSG_ERROR as u16 {
+        let err = i32::from_ne_bytes([ack[16], ack[17], ack[18], ack[19]]);
+        if err == 0 || -err == libc::EEXIST {
+            return Ok(());
+        }
+        return Err(io::Error::from_raw_os_error(-err));
+    }
+    Err(io::Error::from_raw_os_error(libc::EPROTO))
+}
+
+/// The RTM_NEWROUTE request for [`add_local_route`].
+fn route_msg(addr: std::net::Ipv4Addr, prefix: u8, oif: u32) -> Vec<u8> {
+    let mut m = Vec::with_capacity(44);
+    let len: u32 = 16 + 12 + 8 + 8;
+    m.extend_from_slice(&len.to_ne_bytes());
+    m.extend_from_slice(&libc::RTM_NEWROUTE.to_ne_bytes());
+    let flags =
+        (libc::NLM_F_REQUEST | libc::NLM_F_ACK | libc::NLM_F_CREATE | libc::NLM_F_EXCL) as u16;
+    m.extend_from_slice(&flags.to_ne_bytes());
+    m.extend_from_slice(&1u32.to_ne_bytes()); // seq
+    m.extend_from_slice(&0u32.to_ne_bytes()); // pid: the kernel fills it
+                                              // struct rtmsg
+    m.extend_from_slice(&[
+        libc::AF_INET as u8,
+        prefix,
+        0, // src_len
+        0, // tos
+        libc::RT_TABLE_LOCAL,
+        libc::RTPROT_BOOT,
+        libc::RT_SCOPE_HOST,
+        libc::RTN_LOCAL,
+    ]);
+    m.extend_from_slice(&0u32.to_ne_bytes()); // rtm_flags
+                                              // RTA_DST
+    m.extend_from_slice(&8u16.to_ne_bytes());
+    m.extend_from_slice(&libc::RTA_DST.to_ne_bytes());
+    m.extend_from_slice(&addr.octets());
+    // RTA_OIF
+    m.extend_from_slice(&8u16.to_ne_bytes());
+    m.extend_from_slice(&libc::RTA_OIF.to_ne_bytes());
+    m.extend_from_slice(&oif.to_ne_bytes());
+    m
+}
+
+/// Run by root, for a sandbox whose network namespace belongs to the
+/// initial user namespace (its agent cannot change it): from a thread of
+/// its own that joins the namespace of `pid`, makes the transparent pool
+/// local ([`add_local_route`]) and lets unprivileged processes bind low
+/// ports there (`net.ipv4.ip_unprivileged_port_start = 0`, in that
+/// namespace only), so that the agent may serve DNS on port 53 and catch
+/// ports 80 and 443. Nothing outside the namespace changes.
+pub fn prepare_transparent(
+    pid: libc::pid_t,
+    addr: std::net::Ipv4Addr,
+    prefix: u8,
+) -> io::Result<()> {
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
+    let t = std::thread::Builder::new()
+        .name("airlock-netns".into())
+        .spawn(move || -> io::Result<()> {
+            // SAFETY: setns on a namespace fd we hold, in this thread only
+            // (a network namespace may be joined by one thread).
+            sys::cvt(unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) })?;
+            add_local_route(addr, prefix)?;
+            // /proc/sys/net is the namespace of the thread that opens it.
+            std::fs::write("/proc/sys/net/ipv4/ip_unprivileged_port_start", b"0")?;
+            Ok(())
+        })?;
+    t.join()
+        .unwrap_or_else(|_| Err(io::Error::from_raw_os_error(libc::EIO)))
+}
+
+#[cfg(test)]
+mod route_tests {
+    #[test]
+    fn route_message_layout() {
+        let m = super::route_msg(std::net::Ipv4Addr::new(198, 18, 0, 0), 15, 1);
+        assert_eq!(m.len(), 44);
+        assert_eq!(u32::from_ne_bytes([m[0], m[1], m[2], m[3]]), 44);
+        assert_eq!(&m[16..24], &[2, 15, 0, 0, 255, 3, 254, 2]);
+        assert_eq!(&m[32..36], &[198, 18, 0, 0]);
+        assert_eq!(u32::from_ne_bytes([m[40], m[41], m[42], m[43]]), 1);
+    }
 }

@@ -1066,6 +1066,64 @@ impl Policy {
     }
 }
 
+/// Transparent mode: the address pools the sandbox's DNS stub may answer
+/// from, in order of preference. The first that no CIDR rule (allow or
+/// deny) overlaps is used, so that an address a rule names is never one
+/// the stub hands out.
+pub const TRANSPARENT_POOLS: [(Ipv4Addr, u8); 2] = [
+    // The benchmarking range: never a real destination.
+    (Ipv4Addr::new(198, 18, 0, 0), 15),
+    // Carrier-grade NAT.
+    (Ipv4Addr::new(100, 64, 0, 0), 10),
+];
+
+/// At most this many ports are caught transparently.
+pub const MAX_TRANSPARENT_PORTS: usize = 16;
+
+impl Cidr {
+    /// Whether the two blocks share an address.
+    pub fn overlaps(&self, other: &Cidr) -> bool {
+        self.contains(other.addr) || other.contains(self.addr)
+    }
+}
+
+impl Policy {
+    /// Transparent mode's address pool: the first of [`TRANSPARENT_POOLS`]
+    /// that no CIDR rule overlaps (`None`: every one is taken by a rule,
+    /// and transparent mode is off).
+    pub fn transparent_pool(&self) -> Option<Cidr> {
+        TRANSPARENT_POOLS
+            .iter()
+            .map(|&(a, prefix)| Cidr {
+                addr: IpAddr::V4(a),
+                prefix,
+            })
+            .find(|pool| {
+                !self
+                    .allow
+                    .iter()
+                    .chain(&self.deny)
+                    .any(|r| matches!(&r.target, Target::Cidr(c) if c.overlaps(pool)))
+            })
+    }
+
+    /// The TCP ports transparent mode catches: 80, 443 and every port an
+    /// allow rule for a name names (at most [`MAX_TRANSPARENT_PORTS`]).
+    pub fn transparent_ports(&self) -> Vec<u16> {
+        let mut v = vec![80, 443];
+        if self.mode == NetMode::Allowlist {
+            for r in &self.allow {
+                if let (Target::Name(_) | Target::Below(_), Some(p)) = (&r.target, r.port) {
+                    if !v.contains(&p) && v.len() < MAX_TRANSPARENT_PORTS {
+                        v.push(p);
+                    }
+                }
+            }
+        }
+        v
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1079,6 +1137,25 @@ mod tests {
             ..Network::default()
         })
         .unwrap()
+    }
+
+    #[test]
+    fn transparent_pool_and_ports() {
+        let p = pol(
+            NetMode::Allowlist,
+            &["a.com", "*.b.org:8443", "c.net:443"],
+            &[],
+        );
+        assert_eq!(p.transparent_ports(), vec![80, 443, 8443]);
+        assert_eq!(p.transparent_pool().unwrap().to_string(), "198.18.0.0/15");
+        // A rule inside the first pool moves it to the second; one over
+        // both leaves none.
+        let p = pol(NetMode::Allowlist, &["198.19.1.0/24"], &[]);
+        assert_eq!(p.transparent_pool().unwrap().to_string(), "100.64.0.0/10");
+        let p = pol(NetMode::Allowlist, &["a.com"], &["0.0.0.0/0"]);
+        assert_eq!(p.transparent_pool(), None);
+        let p = pol(NetMode::All, &["x.com:8080"], &[]);
+        assert_eq!(p.transparent_ports(), vec![80, 443]);
     }
 
     #[test]

@@ -30,7 +30,9 @@ mod setup;
 mod tcp;
 
 use airlock_protocol::v2::Stage;
-pub use plan::{AgentPlan, ContainerPlan, GuestDisk, GuestPlan, Inherited, MountShape, Role};
+pub use plan::{
+    AgentPlan, ContainerPlan, GuestDisk, GuestMount, GuestPlan, Inherited, MountShape, Role,
+};
 pub use serve::{serve, Served};
 
 /// A set-up failure, reported as SetupFailed.

@@ -64,7 +64,7 @@ fn walk_ids(p: &Path, out: &mut Vec<String>, depth: usize) {
     }
 }
 
-fn mkfs(dir: &Path, out: &Path) -> Result<()> {
+pub(crate) fn mkfs(dir: &Path, out: &Path) -> Result<()> {
     let prog = crate::find_program("mkfs.erofs").ok_or(VmError::Missing {
         what: "mkfs.erofs".into(),
         hint: "install the Debian package erofs-utils; scripts/setup.sh does",

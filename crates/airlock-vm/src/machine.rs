@@ -70,6 +70,10 @@ pub struct Machine {
     pub image: HostImage,
     /// A store image's disk (its sandboxes' root), if any.
     pub store_image: Option<PathBuf>,
+    /// This sandbox's mounts disk ([`crate::mounts`]), if it has mounts.
+    pub mounts: Option<PathBuf>,
+    /// What stands in the mounts disk's slot in a template.
+    placeholder: PathBuf,
     pub opts: MachineOptions,
     qemu: PathBuf,
     state: PathBuf,
@@ -203,6 +207,7 @@ const J_INITRD: &str = "/vm/initrd";
 const J_USR: &str = "/vm/usr.erofs";
 const J_ETC: &str = "/vm/etc.erofs";
 const J_IMAGE: &str = "/vm/image.erofs";
+const J_MOUNTS: &str = "/vm/mounts.erofs";
 /// The fds QEMU gets: channel, QMP, and (restore or save) the snapshot.
 const FD_CHANNEL: RawFd = vmm::FD_FIRST_PASSED;
 const FD_QMP: RawFd = vmm::FD_FIRST_PASSED + 1;
@@ -230,7 +235,10 @@ impl Machine {
             Some(t) => Some(crate::image::store_image(&state, t)?),
             None => None,
         };
+        let placeholder = crate::mounts::placeholder(&state)?;
         Ok(Machine {
+            mounts: None,
+            placeholder,
             accel: Accel::detect(),
             kernel,
             initramfs,
@@ -303,7 +311,13 @@ impl Machine {
             "-mon".into(),
             "chardev=qmp,mode=control".into(),
         ];
-        let mut disks = vec![("usr", J_USR, SERIAL_USR), ("etc", J_ETC, SERIAL_ETC)];
+        let mut disks = vec![
+            ("usr", J_USR, SERIAL_USR),
+            ("etc", J_ETC, SERIAL_ETC),
+            // Always there (a placeholder without mounts): one template
+            // for sandboxes with and without.
+            ("mounts", J_MOUNTS, crate::mounts::SERIAL_MOUNTS),
+        ];
         if self.store_image.is_some() {
             disks.push(("image", J_IMAGE, crate::image::SERIAL_IMAGE));
         }
@@ -321,7 +335,7 @@ impl Machine {
     /// The key of this kind of machine's template.
     fn template_key(&self) -> Result<String> {
         let mut key = vec![
-            "template v1".to_string(),
+            "template v2".to_string(),
             crate::file_id(&self.qemu)?,
             crate::file_id(&self.kernel.image)?,
             self.initramfs.display().to_string(),
@@ -334,7 +348,7 @@ impl Machine {
         Ok(crate::hash(&parts))
     }
 
-    fn jail(&self, incoming: bool, passed: usize) -> VmmJail {
+    fn jail(&self, incoming: bool, passed: usize, template: bool) -> VmmJail {
         let mut args = self.args();
         if incoming {
             args.push("-incoming".into());
@@ -361,6 +375,11 @@ impl Machine {
         if let Some(img) = &self.store_image {
             ro.push((img.clone(), J_IMAGE.into()));
         }
+        let mounts = match (&self.mounts, template) {
+            (Some(m), false) => m.clone(),
+            _ => self.placeholder.clone(),
+        };
+        ro.push((mounts, J_MOUNTS.into()));
         VmmJail {
             program: self.qemu.clone(),
             args,
@@ -379,7 +398,12 @@ impl Machine {
 
     /// Starts QEMU in its jail with `snapshot` as its third passed fd:
     /// restored from it (`incoming`), or to save into it.
-    fn launch(&self, snapshot: Option<&std::fs::File>, incoming: bool) -> Result<Vm> {
+    fn launch(
+        &self,
+        snapshot: Option<&std::fs::File>,
+        incoming: bool,
+        template: bool,
+    ) -> Result<Vm> {
         let (channel, channel_q) = socketpair()?;
         let (qmp, qmp_q) = socketpair()?;
         let console = memfd(c"airlock-vm-console")?;
@@ -387,7 +411,7 @@ impl Machine {
         if let Some(s) = snapshot {
             passed.push(s.as_raw_fd());
         }
-        let spec = self.jail(incoming, passed.len());
+        let spec = self.jail(incoming, passed.len(), template);
         // AIRLOCK_VM_DEBUG=1: the guest's console and QEMU's messages go to
         // our stderr (and the guest's kernel says more).
         let out = if debug() { 2 } else { console.as_raw_fd() };
@@ -435,7 +459,7 @@ impl Machine {
 
     /// Boots a guest (no template) and waits for its agent.
     pub fn boot(&self) -> Result<Vm> {
-        let mut vm = self.launch(None, false)?;
+        let mut vm = self.launch(None, false, false)?;
         Self::wait_agent(&mut vm, Duration::from_secs(180))?;
         Ok(vm)
     }
@@ -484,7 +508,7 @@ impl Machine {
             .truncate(true)
             .open(out)
             .map_err(io_err("create", out))?;
-        let mut vm = self.launch(None, false)?;
+        let mut vm = self.launch(None, false, true)?;
         Self::wait_agent(&mut vm, Duration::from_secs(180))?;
         let t = Duration::from_secs(60);
         vm.qmp()?.execute("stop", serde_json::Value::Null, t)?;
@@ -532,7 +556,7 @@ impl Machine {
         }
         let t = self.template()?;
         let f = std::fs::File::open(&t).map_err(io_err("open", &t))?;
-        let mut vm = self.launch(Some(&f), true)?;
+        let mut vm = self.launch(Some(&f), true, false)?;
         // The template was saved stopped, and so it is restored: once the
         // state is in, the guest goes on.
         let t = Duration::from_secs(30);

@@ -444,9 +444,18 @@ fn spec_from(args: &RunArgs) -> Result<airlock_core::image::Prepared> {
     let mut spec = SandboxSpec::new(Vec::new());
     spec.image = Image::from(args.image.clone());
     spec.isolation = match (args.trust, args.isolation) {
-        (Some(TrustArg::Untrusted), _) => Isolation::Microvm,
-        (Some(TrustArg::Experimental), _) => Isolation::Container,
-        (Some(TrustArg::Own), _) => Isolation::None,
+        (Some(t), _) => {
+            use airlock_core::config::{Trust, TrustPolicy};
+            // The trust policy: the defaults, /etc/airlock/config.toml,
+            // then the user's ~/.config/airlock/config.toml.
+            TrustPolicy::load()
+                .context("the trust policy (--trust)")?
+                .tier(match t {
+                    TrustArg::Untrusted => Trust::Untrusted,
+                    TrustArg::Experimental => Trust::Experimental,
+                    TrustArg::Own => Trust::Own,
+                })
+        }
         (None, IsolationArg::Microvm) => Isolation::Microvm,
         (None, IsolationArg::Container) => Isolation::Container,
         (None, IsolationArg::None) => Isolation::None,

@@ -366,7 +366,7 @@ fn mounted_symlinks_do_not_reach_host_files() {
     let script = format!(
         "for f in /data/shadow /data/abs /data/rel /data/updir/secret.txt /data/root{o}/secret.txt \
          /work/shadow /work/abs /work/rel; do cat $f 2>&1; done; readlink /data/abs; \
-         grep -r {marker} / 2>/dev/null | head -3; echo done",
+         grep -r {marker} /data/ /work/ /tmp /etc 2>/dev/null | head -3; echo done",
         o = outside.display()
     );
     for user in ["sandbox", "root"] {

@@ -6,6 +6,7 @@
 
 pub mod backend;
 pub mod build;
+pub mod config;
 mod egress;
 pub mod facts;
 pub mod image;

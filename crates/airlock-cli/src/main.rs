@@ -147,11 +147,13 @@ enum IsolationArg {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum TrustArg {
-    /// Unknown contributors, generated code: microvm.
+    /// Unknown contributors, generated code: microvm (by default; the
+    /// trust policy in /etc/airlock/config.toml or
+    /// ~/.config/airlock/config.toml may say otherwise).
     Untrusted,
-    /// Trusted but experimental code: container.
+    /// Trusted but experimental code: container (by default).
     Experimental,
-    /// Your own code: none.
+    /// Your own code: none (by default).
     Own,
 }
 

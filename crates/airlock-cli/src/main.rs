@@ -170,6 +170,11 @@ struct RunArgs {
     /// Pick the tier by how far you trust the code.
     #[arg(long, value_enum)]
     trust: Option<TrustArg>,
+    /// microVM tier: the guest kernel (an x86 Linux boot image, with what
+    /// it needs built in or its modules under /lib/modules/VERSION for a
+    /// vmlinuz-VERSION) instead of the newest Debian cloud kernel.
+    #[arg(long, value_name = "PATH")]
+    kernel: Option<PathBuf>,
     /// Root filesystem: host (the host's /usr, /bin, /lib*, /sbin read-only)
     /// or an image in the store (airlock image ls), whose root is writable
     /// and thrown away, and whose Env, WorkingDir, User, Entrypoint and Cmd
@@ -463,6 +468,21 @@ fn spec_from(args: &RunArgs) -> Result<airlock_core::image::Prepared> {
         (None, IsolationArg::None) => Isolation::None,
         (None, IsolationArg::Landlock) => Isolation::Landlock,
     };
+    if let Some(k) = &args.kernel {
+        if spec.isolation != Isolation::Microvm {
+            bail!("--kernel is the microVM tier's guest kernel: give --isolation microvm (or a --trust that picks it)");
+        }
+        let k = if k.is_absolute() {
+            k.clone()
+        } else {
+            std::env::current_dir()
+                .context("cannot read the current directory")?
+                .join(k)
+        };
+        // Checked now, for a clear error before anything starts.
+        airlock_vm::Kernel::find(Some(&k)).map_err(|e| anyhow::anyhow!("--kernel: {e}"))?;
+        airlock_core::backend::set_vm_kernel(k);
+    }
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     for m in &args.mounts {
         let src = if m.source.is_absolute() {
@@ -720,6 +740,7 @@ fn task_kept(args: &TaskArgs, repo: &Path) -> Result<i32> {
         (r.image != "host", "--image"),
         (r.tty, "--tty"),
         (r.json.is_some(), "--json"),
+        (r.kernel.is_some(), "--kernel"),
     ] {
         if unsupported {
             bail!("{what} is not available with task --keep (the task runs in the service)");

@@ -485,3 +485,29 @@ fn mounts_are_never_written_back() {
         assert_eq!(snapshot(&src), before, "{user}: the host's tree changed");
     }
 }
+
+/// Root inside the guest cannot panic the guest's kernel (sysrq is not
+/// the sandbox's to write), and an OOM inside — a process growing past
+/// the guest's RAM — is the guest's: its OOM killer ends that process
+/// (SIGKILL, 137), the sandbox's other commands go on, the host's memory
+/// is untouched and QEMU is reaped when the run ends.
+#[test]
+fn guest_panic_refused_and_oom_stays_inside() {
+    if !is_root() {
+        skip("needs root");
+        return;
+    }
+    let Some(o) = vm(
+        &["--user", "root", "--memory", "128M", "--timeout", "5m"],
+        "echo c > /proc/sysrq-trigger 2>&1; echo sysrq=$?; \
+         python3 -c 'b=[]\nwhile True: b.append(bytearray(1<<20))'; echo oom=$?; \
+         dmesg 2>/dev/null | grep -c -i 'out of memory' || true; echo still-here",
+    ) else {
+        return;
+    };
+    o.ok();
+    assert!(o.stdout.contains("sysrq=2"), "{o:?}");
+    assert!(o.stdout.contains("oom=137"), "{o:?}");
+    assert!(o.stdout.contains("still-here"), "{o:?}");
+    assert!(orphaned_qemus().is_empty(), "{:?}", orphaned_qemus());
+}

@@ -498,3 +498,60 @@ fn task_in_a_microvm_makes_the_patch() {
         .mode();
     assert_eq!(mode & 0o111, 0o111, "{text}");
 }
+
+/// `--kernel PATH`: a missing file, a file that is no kernel and a
+/// kernel given to another tier are each refused with one clear line,
+/// before anything starts; the installed kernel given by path works.
+#[test]
+fn kernel_flag_checks_its_path() {
+    if !is_root() {
+        skip("needs root");
+        return;
+    }
+    let dir = scratch(Who::Root);
+    let bogus = dir.path().join("vmlinuz-bogus");
+    std::fs::write(&bogus, vec![0u8; 4096]).unwrap();
+    let missing = dir.path().join("nope");
+    for (flags, want) in [
+        (
+            vec!["--isolation", "microvm", "--kernel", missing.to_str().unwrap()],
+            "no such file",
+        ),
+        (
+            vec!["--isolation", "microvm", "--kernel", bogus.to_str().unwrap()],
+            "not an x86 Linux kernel image",
+        ),
+        (
+            vec!["--kernel", bogus.to_str().unwrap()],
+            "give --isolation microvm",
+        ),
+    ] {
+        let o = sh(Who::Root, &flags, "echo ran").unwrap();
+        assert_eq!(o.code, 125, "{o:?}");
+        assert!(!o.stdout.contains("ran"), "{o:?}");
+        assert!(o.stderr.contains("--kernel"), "{o:?}");
+        assert!(o.stderr.contains(want), "{want}: {o:?}");
+        assert_eq!(o.stderr.lines().count(), 1, "one line: {o:?}");
+    }
+    let installed = std::fs::read_dir("/boot")
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .ends_with("-cloud-amd64")
+                && p.file_name().unwrap().to_string_lossy().starts_with("vmlinuz-")
+        })
+        .max()
+        .expect("the Debian cloud kernel (scripts/setup.sh installs it)");
+    let o = vm(&["--kernel", installed.to_str().unwrap()], "uname -r").unwrap();
+    o.ok();
+    assert!(
+        installed
+            .to_string_lossy()
+            .ends_with(o.stdout.trim()),
+        "{o:?}"
+    );
+}

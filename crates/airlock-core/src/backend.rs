@@ -557,6 +557,16 @@ fn mounts_disk(
     Ok((Some(disk), guest))
 }
 
+/// The guest kernel of this process's microVMs (`airlock run --kernel`),
+/// set once before any sandbox starts; else `AIRLOCK_VM_KERNEL`, else the
+/// newest Debian cloud kernel.
+static VM_KERNEL: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Sets this process's guest kernel (the first call wins).
+pub fn set_vm_kernel(path: PathBuf) {
+    let _ = VM_KERNEL.set(path);
+}
+
 /// Fresh bytes from the host's kernel.
 fn seed() -> Vec<u8> {
     let mut b = vec![0u8; 64];
@@ -602,7 +612,10 @@ impl Backend for Microvm {
             )));
         }
         let opts = airlock_vm::MachineOptions::from_limits(
-            std::env::var_os("AIRLOCK_VM_KERNEL").map(PathBuf::from),
+            VM_KERNEL
+                .get()
+                .cloned()
+                .or_else(|| std::env::var_os("AIRLOCK_VM_KERNEL").map(PathBuf::from)),
             spec.limits.memory,
             spec.limits.cpus,
         );

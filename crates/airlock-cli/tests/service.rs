@@ -1106,10 +1106,43 @@ fn a_microvm_sandbox_through_the_service() {
     let Some(d) = Daemon::start(&[]) else {
         return;
     };
-    let id =
-        d.create(serde_json::json!({ "isolation": "microvm", "limits": { "timeout": "10m" } }));
+    // A directory of the host mounted ro and as an overlay: a copy in
+    // the guest.
+    let src = tempdir::Dir::new();
+    std::fs::write(src.path().join("in.txt"), "from the host\n").unwrap();
+    // A user's tree: its files are the sandbox user's inside.
+    if let Some((u, g)) = test_user_ids() {
+        for p in ["", "in.txt"] {
+            std::os::unix::fs::chown(src.path().join(p), Some(u), Some(g)).unwrap();
+        }
+    }
+    let s = src.path().display().to_string();
+    let id = d.create(serde_json::json!({
+        "isolation": "microvm",
+        "limits": { "timeout": "10m" },
+        "mounts": [
+            {"source": s, "target": "/data", "mode": "ro"},
+            {"source": s, "target": "/work", "mode": "overlay"}
+        ]
+    }));
     let info = d.get(&format!("/v1/sandboxes/{id}"));
     assert!(info.to_string().contains("microVM accelerator"), "{info}");
+    let (code, out, err) = d.exec(
+        &id,
+        &["sh", "-c", "cat /data/in.txt; echo changed > /work/in.txt; cat /work/in.txt; touch /data/x 2>&1"],
+    );
+    assert_eq!(code, 1, "{out} {err}");
+    assert!(out.starts_with("from the host\nchanged\n"), "{out}");
+    assert!(out.contains("Read-only file system"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(src.path().join("in.txt")).unwrap(),
+        "from the host\n"
+    );
+    // Usage: QEMU's own figures (the guest's RAM it holds, its CPU time).
+    let u = d.get(&format!("/v1/sandboxes/{id}/usage"));
+    let mem = u["memory_bytes"].as_u64().unwrap_or(0);
+    assert!(mem > 16 << 20 && mem < 2 << 30, "{u}");
+    assert!(u["cpu_usec"].as_u64().unwrap_or(0) > 0, "{u}");
     for i in 0..3 {
         let (code, out, err) = d.exec(&id, &["sh", "-c", &format!("echo run{i}; uname -r")]);
         assert_eq!(code, 0, "{err}");

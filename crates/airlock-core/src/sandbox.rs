@@ -780,6 +780,21 @@ impl Sandbox {
             disk_bytes: None,
             disk_limit_bytes: None,
         };
+        if self.backend.isolation() == Isolation::Microvm {
+            // QEMU runs in no cgroup of the sandbox's: its own figures —
+            // the host memory the machine holds (its RSS: guest RAM
+            // touched plus QEMU's own) and the CPU time of all its
+            // threads (the vCPUs'). The guest's tasks are not counted
+            // from outside.
+            let (cpu, mem) = if self.reaped {
+                (None, None)
+            } else {
+                proc_usage(self.agent.pid)
+            };
+            out.cpu_usec = cpu;
+            out.memory_bytes = mem;
+            out.pids = None;
+        }
         if self.backend.isolation() == Isolation::Container && !self.reaped {
             let root = format!("/proc/{}/root", self.agent.pid);
             if let Ok(c) = std::ffi::CString::new(root) {
@@ -1329,4 +1344,34 @@ fn descendants(root: i32) -> Vec<i32> {
     }
     out.sort_unstable();
     out
+}
+
+/// CPU time (µs, user + system of every thread) and resident memory
+/// (bytes) of process `pid`, from `/proc`.
+fn proc_usage(pid: i32) -> (Option<u64>, Option<u64>) {
+    let cpu = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|st| {
+            // Fields after the command name (which may hold spaces and
+            // parentheses): state is the first, utime the 12th, stime the 13th.
+            let rest = &st[st.rfind(')')? + 1..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+            // SAFETY: sysconf with a constant.
+            let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+            Some(ticks * 1_000_000 / hz)
+        });
+    let mem = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|st| {
+            let kb = st
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))?
+                .split_whitespace()
+                .next()?
+                .parse::<u64>()
+                .ok()?;
+            Some(kb * 1024)
+        });
+    (cpu, mem)
 }

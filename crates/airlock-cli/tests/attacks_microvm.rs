@@ -374,7 +374,8 @@ fn mounted_symlinks_do_not_reach_host_files() {
         assert!(o.stdout.contains("done"), "{o:?}");
         // The link itself is copied as it is (its text names the host path)…
         assert!(
-            o.stdout.contains(&outside.join("secret.txt").display().to_string()),
+            o.stdout
+                .contains(&outside.join("secret.txt").display().to_string()),
             "{o:?}"
         );
         // …but nothing the host's files hold is there.
@@ -419,8 +420,7 @@ fn unreadable_files_are_not_copied_into_the_guest() {
     std::fs::write(src.join("private/inner"), format!("{marker}\n")).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(src.join("secret"), std::fs::Permissions::from_mode(0o600)).unwrap();
-    std::fs::set_permissions(src.join("private"), std::fs::Permissions::from_mode(0o700))
-        .unwrap();
+    std::fs::set_permissions(src.join("private"), std::fs::Permissions::from_mode(0o700)).unwrap();
     for p in ["", "open.txt"] {
         std::os::unix::fs::chown(src.join(p), Some(u), Some(g)).unwrap();
     }
@@ -465,7 +465,10 @@ fn mounts_are_never_written_back() {
     }
     let snapshot = |p: &std::path::Path| {
         let o = std::process::Command::new("sh")
-            .args(["-c", "find . -printf '%p %m %U %s %T@\\n' | sort; cat f.txt d/g.txt"])
+            .args([
+                "-c",
+                "find . -printf '%p %m %U %s %T@\\n' | sort; cat f.txt d/g.txt",
+            ])
             .current_dir(p)
             .output()
             .unwrap();

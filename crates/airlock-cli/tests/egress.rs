@@ -1155,7 +1155,10 @@ cat /tmp/denied
     let (o, _) = bounded(c, Duration::from_secs(600));
     assert_eq!(o.code, 0, "{o:?}");
     let s = &o.stdout;
-    assert!(s.lines().next().unwrap_or("").ends_with("-cloud-amd64"), "{o:?}");
+    assert!(
+        s.lines().next().unwrap_or("").ends_with("-cloud-amd64"),
+        "{o:?}"
+    );
     assert!(s.contains("hello from www path=/ok-vm\n"), "{o:?}");
     assert!(s.contains("hello from www-tls path=/ok-vm-tls\n"), "{o:?}");
     assert!(s.contains("denied-code=403"), "{o:?}");
@@ -1165,5 +1168,8 @@ cat /tmp/denied
     );
     let log = net.log();
     assert!(!log.contains("other"), "a denied host was reached: {log}");
-    assert!(log.contains("www GET /ok-vm host=www.allowed.test"), "{log}");
+    assert!(
+        log.contains("www GET /ok-vm host=www.allowed.test"),
+        "{log}"
+    );
 }

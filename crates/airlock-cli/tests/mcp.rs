@@ -715,7 +715,10 @@ fn mcp_run_with_repo_and_task_in_a_microvm() {
     assert_eq!(r["structured"]["exit_code"], 0, "{r}");
     let t = text(r);
     assert!(t.contains("/work\n"), "{r}");
-    assert!(t.contains("-cloud-amd64\nhello\nscribble\n"), "not in a guest? {r}");
+    assert!(
+        t.contains("-cloud-amd64\nhello\nscribble\n"),
+        "not in a guest? {r}"
+    );
     let t = ok(&out, "task");
     assert_eq!(t["structured"]["exit_code"], 0, "{t}");
     assert!(text(t).contains("-cloud-amd64"), "not in a guest? {t}");

@@ -387,7 +387,10 @@ fn ro_and_overlay_mounts() {
     assert!(o.stdout.contains("ro-refused"), "{o:?}");
     assert!(o.stdout.contains("changed\nmore\n0\n"), "{o:?}");
     // The host's tree is untouched.
-    assert_eq!(std::fs::read_to_string(src.join("a.txt")).unwrap(), "alpha\n");
+    assert_eq!(
+        std::fs::read_to_string(src.join("a.txt")).unwrap(),
+        "alpha\n"
+    );
     assert!(src.join("sub/b.txt").exists());
     assert!(!src.join("c.txt").exists() && !src.join("new").exists());
     // A second sandbox: the first's overlay writes are gone.
@@ -430,7 +433,10 @@ fn rw_mounts_are_refused_plainly() {
         o.stderr.contains("rw mounts") && o.stderr.contains("refused in a microVM"),
         "{o:?}"
     );
-    assert!(o.stderr.contains("--overlay") || o.stderr.contains("overlay"), "{o:?}");
+    assert!(
+        o.stderr.contains("--overlay") || o.stderr.contains("overlay"),
+        "{o:?}"
+    );
 }
 
 /// `airlock task --isolation microvm`: the repository is an overlay in
@@ -473,7 +479,10 @@ fn task_in_a_microvm_makes_the_patch() {
     assert!(o.lines()[1].ends_with("-cloud-amd64"), "not a guest: {o:?}");
     let text = std::fs::read_to_string(&patch).unwrap();
     // The repository itself is untouched.
-    assert_eq!(std::fs::read_to_string(repo.join("a.txt")).unwrap(), "alpha\n");
+    assert_eq!(
+        std::fs::read_to_string(repo.join("a.txt")).unwrap(),
+        "alpha\n"
+    );
     assert!(repo.join("run.sh").exists());
     let st = std::process::Command::new("git")
         .args(["apply", patch.to_str().unwrap()])
@@ -514,11 +523,21 @@ fn kernel_flag_checks_its_path() {
     let missing = dir.path().join("nope");
     for (flags, want) in [
         (
-            vec!["--isolation", "microvm", "--kernel", missing.to_str().unwrap()],
+            vec![
+                "--isolation",
+                "microvm",
+                "--kernel",
+                missing.to_str().unwrap(),
+            ],
             "no such file",
         ),
         (
-            vec!["--isolation", "microvm", "--kernel", bogus.to_str().unwrap()],
+            vec![
+                "--isolation",
+                "microvm",
+                "--kernel",
+                bogus.to_str().unwrap(),
+            ],
             "not an x86 Linux kernel image",
         ),
         (
@@ -542,16 +561,17 @@ fn kernel_flag_checks_its_path() {
                 .unwrap()
                 .to_string_lossy()
                 .ends_with("-cloud-amd64")
-                && p.file_name().unwrap().to_string_lossy().starts_with("vmlinuz-")
+                && p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("vmlinuz-")
         })
         .max()
         .expect("the Debian cloud kernel (scripts/setup.sh installs it)");
     let o = vm(&["--kernel", installed.to_str().unwrap()], "uname -r").unwrap();
     o.ok();
     assert!(
-        installed
-            .to_string_lossy()
-            .ends_with(o.stdout.trim()),
+        installed.to_string_lossy().ends_with(o.stdout.trim()),
         "{o:?}"
     );
 }

@@ -1129,7 +1129,11 @@ fn a_microvm_sandbox_through_the_service() {
     assert!(info.to_string().contains("microVM accelerator"), "{info}");
     let (code, out, err) = d.exec(
         &id,
-        &["sh", "-c", "cat /data/in.txt; echo changed > /work/in.txt; cat /work/in.txt; touch /data/x 2>&1"],
+        &[
+            "sh",
+            "-c",
+            "cat /data/in.txt; echo changed > /work/in.txt; cat /work/in.txt; touch /data/x 2>&1",
+        ],
     );
     assert_eq!(code, 1, "{out} {err}");
     assert!(out.starts_with("from the host\nchanged\n"), "{out}");

@@ -15,7 +15,10 @@ fn id_with(dir: &Path, trust: &str) -> Option<Out> {
     let home = dir.join("home").display().to_string();
     let mut c = airlock_env(
         Who::Root,
-        &[("AIRLOCK_CONFIG_DIR", etc.as_str()), ("HOME", home.as_str())],
+        &[
+            ("AIRLOCK_CONFIG_DIR", etc.as_str()),
+            ("HOME", home.as_str()),
+        ],
     )?;
     let o = c
         .args(["run", "--trust", trust, "--", "id", "-u"])
@@ -64,7 +67,11 @@ fn defaults_and_overrides() {
     let o = id_with(dir, "experimental").unwrap();
     assert_eq!(o.stdout.trim(), "1000", "{o:?}");
     // The system file moves own up to the container tier.
-    files(dir, Some("# site policy\n[trust]\nown = \"container\"\n"), None);
+    files(
+        dir,
+        Some("# site policy\n[trust]\nown = \"container\"\n"),
+        None,
+    );
     let o = id_with(dir, "own").unwrap();
     assert_eq!(o.stdout.trim(), "1000", "{o:?}");
     // The user's file wins over the system's, key by key.
@@ -99,7 +106,11 @@ fn a_bad_file_names_file_and_line() {
     let d = scratch(Who::Root);
     let dir = d.path();
     for (system, user, line) in [
-        (Some("[trust]\nown = \"none\"\nuntrusted = \"vm\"\n"), None, 3),
+        (
+            Some("[trust]\nown = \"none\"\nuntrusted = \"vm\"\n"),
+            None,
+            3,
+        ),
         (None, Some("[trust]\n\nparanoid = \"microvm\"\n"), 3),
         (Some("[trust\n"), None, 1),
     ] {
@@ -113,7 +124,8 @@ fn a_bad_file_names_file_and_line() {
             dir.join("home/.config/airlock/config.toml")
         };
         assert!(
-            o.stderr.contains(&format!("{}: line {line}:", file.display())),
+            o.stderr
+                .contains(&format!("{}: line {line}:", file.display())),
             "{o:?}"
         );
     }

@@ -237,7 +237,11 @@ impl Copy {
             // The owner may always chmod it: it is theirs.
             return true;
         }
-        let bits = if g == self.ids.gid { (m >> 3) & 7 } else { m & 7 };
+        let bits = if g == self.ids.gid {
+            (m >> 3) & 7
+        } else {
+            m & 7
+        };
         bits & want == want
     }
 

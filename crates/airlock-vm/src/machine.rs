@@ -482,22 +482,7 @@ impl Machine {
             return Err(e);
         }
         std::fs::rename(&tmp, &path).map_err(io_err("rename", &path))?;
-        // Templates not used for a day go (the agent, kernel or host
-        // image they were made of changed since).
-        if let Ok(rd) = std::fs::read_dir(&dir) {
-            for e in rd.flatten() {
-                let n = e.file_name().to_string_lossy().into_owned();
-                let old = e
-                    .metadata()
-                    .and_then(|m| m.accessed())
-                    .ok()
-                    .and_then(|t| t.elapsed().ok())
-                    .is_some_and(|age| age > Duration::from_secs(86400));
-                if old && n.ends_with(".snap") && e.path() != path {
-                    let _ = std::fs::remove_file(e.path());
-                }
-            }
-        }
+        prune_templates(&dir, &path);
         Ok(path)
     }
 
@@ -554,8 +539,19 @@ impl Machine {
         if std::env::var("AIRLOCK_VM_COLD").is_ok_and(|v| v == "1") {
             return self.boot();
         }
-        let t = self.template()?;
-        let f = std::fs::File::open(&t).map_err(io_err("open", &t))?;
+        let mut t = self.template()?;
+        let f = match std::fs::File::open(&t) {
+            Ok(f) => f,
+            // Pruned by another process a moment ago: made again.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                t = self.template()?;
+                std::fs::File::open(&t).map_err(io_err("open", &t))?
+            }
+            Err(e) => return Err(io_err("open", &t)(e)),
+        };
+        // Its modification time says when it was last used (atime is
+        // not kept on most mounts): pruning keeps the templates in use.
+        let _ = f.set_modified(std::time::SystemTime::now());
         let mut vm = self.launch(Some(&f), true, false)?;
         // The template was saved stopped, and so it is restored: once the
         // state is in, the guest goes on.
@@ -584,5 +580,37 @@ impl Machine {
         }
         vm.qmp()?.execute("cont", serde_json::Value::Null, t)?;
         Ok(vm)
+    }
+}
+
+/// How many templates are kept beyond those used in the last
+/// [`TEMPLATE_RECENT`] (each is the guest's RAM as saved, ~100 MB; every
+/// new agent, kernel or host image makes a new kind).
+const TEMPLATES_KEPT: usize = 6;
+const TEMPLATE_RECENT: Duration = Duration::from_secs(30 * 60);
+
+/// Removes the templates in `dir` but `keep`, the [`TEMPLATES_KEPT`] used
+/// most recently (by modification time: set on every use) and any used
+/// in the last [`TEMPLATE_RECENT`]. A machine restoring from one that
+/// goes keeps its open file; a later one makes it again.
+fn prune_templates(dir: &Path, keep: &Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut snaps: Vec<(std::time::SystemTime, PathBuf)> = rd
+        .flatten()
+        .filter(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.ends_with(".snap") && !n.starts_with('.')
+        })
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    snaps.sort_by(|a, b| b.0.cmp(&a.0));
+    for (i, (t, p)) in snaps.iter().enumerate() {
+        let recent = t.elapsed().map(|a| a < TEMPLATE_RECENT).unwrap_or(true);
+        if i >= TEMPLATES_KEPT && !recent && p != keep {
+            // A file of our own cache directory, named by us.
+            let _ = std::fs::remove_file(p);
+        }
     }
 }

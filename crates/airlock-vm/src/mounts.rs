@@ -100,6 +100,7 @@ pub fn placeholder(state: &Path) -> Result<PathBuf> {
 /// `N/`[`FILE_NAME`]) and makes the erofs disk of them.
 pub fn build(state: &Path, sources: &[Source], ids: Ids) -> Result<MountsDisk> {
     let dir = crate::vm_dir(state, "mounts")?;
+    sweep(&dir);
     let mut r = [0u8; 8];
     // SAFETY: getrandom fills the buffer it is given.
     unsafe { libc::getrandom(r.as_mut_ptr().cast(), r.len(), 0) };
@@ -163,13 +164,6 @@ pub fn build(state: &Path, sources: &[Source], ids: Ids) -> Result<MountsDisk> {
                 ));
             }
         }
-        if copy.bytes > CAPACITY / 2 {
-            return Err(VmError::State(format!(
-                "the microVM's mounts hold {} bytes; at most {} fit",
-                copy.bytes,
-                CAPACITY / 2
-            )));
-        }
         crate::image::mkfs(&stage, &disk.path)?;
         Ok(notes)
     })();
@@ -215,6 +209,36 @@ struct Copy {
 
 /// Deeper than this, the copy stops (a tree built to exhaust the stack).
 const MAX_DEPTH: usize = 256;
+/// The most a sandbox's mounts may hold (half the disk's [`CAPACITY`]:
+/// room for erofs's metadata).
+const MAX_BYTES: u64 = CAPACITY / 2;
+
+/// Removes what an airlock process that died while building left here
+/// (`m<pid>-...`, our own names, of pids that no longer exist).
+fn sweep(dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = n
+            .strip_prefix('m')
+            .and_then(|r| r.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let p = e.path();
+        if n.ends_with(".d") {
+            let _ = std::fs::remove_dir_all(&p);
+        } else if n.ends_with(".erofs") {
+            let _ = std::fs::remove_file(&p);
+        }
+    }
+}
 
 impl Copy {
     /// The ids an entry gets inside: as the container tier's id map.
@@ -281,7 +305,17 @@ impl Copy {
     fn file(&mut self, f: OwnedFd, st: &libc::stat, to: &Path) -> Result<()> {
         let mut out = File::create(to).map_err(io_err("create", to))?;
         if self.may(st, 4) {
-            let mut src = File::from(f);
+            // Checked before a byte is copied (the copy is on the host's
+            // disk): a file growing meanwhile is cut at its size now.
+            let size = st.st_size.max(0) as u64;
+            if self.bytes + size > MAX_BYTES {
+                return Err(VmError::State(format!(
+                    "a microVM's mounts may hold at most {} GiB (copied into the guest's disk); use the container tier for more",
+                    MAX_BYTES >> 30
+                )));
+            }
+            use std::io::Read;
+            let mut src = File::from(f).take(size);
             self.bytes += std::io::copy(&mut src, &mut out).map_err(io_err("copy to", to))?;
         } else {
             self.emptied += 1;
@@ -336,7 +370,7 @@ impl Copy {
                 self.dir(&d, &st, to, depth + 1)
             }
             libc::S_IFREG => {
-                let f = openat(dir, &c, libc::O_RDONLY | libc::O_NONBLOCK)
+                let f = openat(dir, &c, libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY)
                     .map_err(io_err("open", to))?;
                 let st = airlock_sys::fstat(f.as_raw_fd()).map_err(io_err("stat", to))?;
                 if st.st_mode & libc::S_IFMT != libc::S_IFREG {
@@ -364,5 +398,64 @@ impl Copy {
                 Ok(())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn st(uid: u32, gid: u32, mode: u32) -> libc::stat {
+        // SAFETY: plain data; zero is a valid stat.
+        let mut s: libc::stat = unsafe { std::mem::zeroed() };
+        s.st_uid = uid;
+        s.st_gid = gid;
+        s.st_mode = mode;
+        s
+    }
+
+    fn copy(owner: Option<(u32, u32)>) -> Copy {
+        Copy {
+            ids: Ids {
+                uid: 1000,
+                gid: 1000,
+            },
+            owner,
+            skipped: 0,
+            emptied: 0,
+            bytes: 0,
+        }
+    }
+
+    #[test]
+    fn owners_map_as_the_container_tiers_id_map() {
+        let c = copy(Some((1001, 1001)));
+        assert_eq!(c.ids_of(&st(1001, 1001, 0o644)), (1000, 1000));
+        assert_eq!(c.ids_of(&st(0, 1001, 0o644)), (NOBODY, 1000));
+        assert_eq!(c.ids_of(&st(1002, 0, 0o644)), (NOBODY, NOBODY));
+        let c = copy(None);
+        assert_eq!(c.ids_of(&st(1001, 1001, 0o644)), (NOBODY, NOBODY));
+        // as_owner overlays of a root-owned tree map root.
+        let c = copy(Some((0, 0)));
+        assert_eq!(c.ids_of(&st(0, 0, 0o600)), (1000, 1000));
+    }
+
+    #[test]
+    fn only_what_the_sandbox_user_could_read_is_copied() {
+        let c = copy(Some((1001, 1001)));
+        // Its own files, whatever their mode.
+        assert!(c.may(&st(1001, 1001, libc::S_IFREG | 0o000), 4));
+        // Root's: by the group bits when the group maps, else others'.
+        assert!(!c.may(&st(0, 1001, libc::S_IFREG | 0o600), 4));
+        assert!(c.may(&st(0, 1001, libc::S_IFREG | 0o640), 4));
+        assert!(!c.may(&st(0, 0, libc::S_IFREG | 0o640), 4));
+        assert!(c.may(&st(0, 0, libc::S_IFREG | 0o644), 4));
+        // Directories need read and search.
+        assert!(!c.may(&st(0, 0, libc::S_IFDIR | 0o711), 5));
+        assert!(c.may(&st(0, 0, libc::S_IFDIR | 0o755), 5));
+        // Not mapped at all: others' bits only.
+        let c = copy(None);
+        assert!(!c.may(&st(1001, 1001, libc::S_IFREG | 0o640), 4));
+        assert!(c.may(&st(1001, 1001, libc::S_IFREG | 0o604), 4));
     }
 }

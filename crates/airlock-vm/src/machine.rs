@@ -605,7 +605,7 @@ fn prune_templates(dir: &Path, keep: &Path) {
         })
         .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
         .collect();
-    snaps.sort_by(|a, b| b.0.cmp(&a.0));
+    snaps.sort_by_key(|s| std::cmp::Reverse(s.0));
     for (i, (t, p)) in snaps.iter().enumerate() {
         let recent = t.elapsed().map(|a| a < TEMPLATE_RECENT).unwrap_or(true);
         if i >= TEMPLATES_KEPT && !recent && p != keep {

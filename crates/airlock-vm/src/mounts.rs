@@ -121,6 +121,7 @@ pub fn build(state: &Path, sources: &[Source], ids: Ids) -> Result<MountsDisk> {
         skipped: 0,
         emptied: 0,
         bytes: 0,
+        limit: limit_for(&dir),
     };
     let r = (|| {
         let mut notes = Vec::new();
@@ -205,6 +206,25 @@ struct Copy {
     skipped: usize,
     emptied: usize,
     bytes: u64,
+    /// The most it may copy.
+    limit: u64,
+}
+
+/// [`MAX_BYTES`], or less where the state directory's file system has
+/// less room: the copy and its disk each take the data's size, and 1 GiB
+/// stays free for everything else.
+fn limit_for(dir: &Path) -> u64 {
+    let Ok(c) = airlock_sys::cpath(dir) else {
+        return MAX_BYTES;
+    };
+    // SAFETY: statvfs is plain data filled by the kernel.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid C string and out-pointer.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return MAX_BYTES;
+    }
+    let free = st.f_bavail.saturating_mul(st.f_frsize);
+    MAX_BYTES.min(free.saturating_sub(1 << 30) / 2)
 }
 
 /// Deeper than this, the copy stops (a tree built to exhaust the stack).
@@ -308,9 +328,10 @@ impl Copy {
             // Checked before a byte is copied (the copy is on the host's
             // disk): a file growing meanwhile is cut at its size now.
             let size = st.st_size.max(0) as u64;
-            if self.bytes + size > MAX_BYTES {
+            if self.bytes + size > self.limit {
                 return Err(VmError::State(format!(
-                    "a microVM's mounts may hold at most {} GiB (copied into the guest's disk); use the container tier for more",
+                    "a microVM's mounts are copied into its disk, and these hold more than {} MiB (at most {} GiB, and half the free space of the state directory less 1 GiB); mount less, or use the container tier",
+                    self.limit >> 20,
                     MAX_BYTES >> 30
                 )));
             }
@@ -424,6 +445,7 @@ mod tests {
             skipped: 0,
             emptied: 0,
             bytes: 0,
+            limit: MAX_BYTES,
         }
     }
 

@@ -23,6 +23,8 @@ pub struct Spawned {
     pub notes: Vec<String>,
     /// A microVM's QEMU monitor (pause and resume).
     pub vm_monitor: Option<airlock_vm::Qmp>,
+    /// A microVM's console (what the guest's kernel said last: a panic).
+    pub vm_console: Option<std::fs::File>,
 }
 
 /// One isolation tier.
@@ -170,6 +172,7 @@ impl Backend for Container {
             plan: agent_plan,
             notes,
             vm_monitor: None,
+            vm_console: None,
         })
     }
 
@@ -244,6 +247,7 @@ impl Backend for Local {
             },
             notes: Vec::new(),
             vm_monitor: None,
+            vm_console: None,
         })
     }
 
@@ -444,6 +448,7 @@ impl Backend for LandlockTier {
             },
             notes: Vec::new(),
             vm_monitor: None,
+            vm_console: None,
         })
     }
 
@@ -652,6 +657,7 @@ impl Backend for Microvm {
         if !vm.restored {
             notes.push("microVM booted (no template)".into());
         }
+        let console = vm.console();
         let (pid, pidfd, channel, monitor) = vm
             .into_parts()
             .ok_or_else(|| CoreError::Misuse("microVM already taken".into()))?;
@@ -713,6 +719,7 @@ impl Backend for Microvm {
             plan: agent_plan,
             notes,
             vm_monitor: monitor,
+            vm_console: console,
         })
     }
 

@@ -236,6 +236,8 @@ pub struct Sandbox {
     /// A microVM's QEMU monitor: pause and resume stop and continue the
     /// whole machine.
     vm_monitor: Option<airlock_vm::Qmp>,
+    /// A microVM's console.
+    vm_console: Option<std::fs::File>,
     /// The egress proxy and its streams (a network other than `none`).
     egress: Option<crate::egress::Egress>,
     rbuf: Vec<u8>,
@@ -392,6 +394,7 @@ impl Sandbox {
             procs: BTreeMap::new(),
             notes,
             vm_monitor: spawned.vm_monitor.take(),
+            vm_console: spawned.vm_console.take(),
             egress,
             rbuf: Vec::new(),
         };
@@ -771,6 +774,15 @@ impl Sandbox {
 
     /// What the sandbox uses now (cgroup figures where it has groups; its
     /// writable layer, seen through its agent's root).
+    /// What a microVM's guest kernel said last on its console (at most
+    /// `max` bytes: a panic's lines), empty for other tiers.
+    pub fn vm_console_tail(&self, max: usize) -> String {
+        self.vm_console
+            .as_ref()
+            .map(|c| airlock_vm::machine::console_tail(c, max))
+            .unwrap_or_default()
+    }
+
     pub fn usage(&self) -> Usage {
         let u = self.cg.as_ref().map(|c| c.usage()).unwrap_or_default();
         let mut out = Usage {

@@ -99,19 +99,13 @@ impl Vm {
     /// The end of the console (at most `max` bytes), lossily as text: it
     /// comes from the guest and is not trusted.
     pub fn console_tail(&self, max: usize) -> String {
-        use std::io::{Read, Seek, SeekFrom};
-        let mut f = match self.console.try_clone() {
-            Ok(f) => f,
-            Err(_) => return String::new(),
-        };
-        let len = f.seek(SeekFrom::End(0)).unwrap_or(0);
-        let _ = f.seek(SeekFrom::Start(len.saturating_sub(max as u64)));
-        let mut b = Vec::new();
-        let _ = f.take(max as u64).read_to_end(&mut b);
-        String::from_utf8_lossy(&b)
-            .chars()
-            .map(|c| if c.is_control() && c != '\n' { '?' } else { c })
-            .collect()
+        console_tail(&self.console, max)
+    }
+
+    /// The guest's console (a memfd QEMU writes), to read after the
+    /// machine has ended ([`console_tail`]).
+    pub fn console(&self) -> Option<std::fs::File> {
+        self.console.try_clone().ok()
     }
 
     /// Kills QEMU (and so the guest) and reaps it.
@@ -195,6 +189,37 @@ fn memfd(name: &std::ffi::CStr) -> Result<std::fs::File> {
     }
     // SAFETY: a new fd that nothing else owns.
     Ok(unsafe { std::fs::File::from_raw_fd(fd) })
+}
+
+/// `AIRLOCK_VM_APPEND`: more of the guest kernel's command line (a
+/// debugging knob of the host's user, as `AIRLOCK_VM_DEBUG`; e.g.
+/// `sysctl.vm.panic_on_oom=1`), each word of letters, digits and
+/// `._-=,:` only. It is part of the machine's kind (its own template).
+fn extra_cmdline() -> String {
+    let v = std::env::var("AIRLOCK_VM_APPEND").unwrap_or_default();
+    v.split_whitespace()
+        .filter(|w| {
+            w.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-=,:".contains(c))
+        })
+        .map(|w| format!(" {w}"))
+        .collect()
+}
+
+/// The last `max` bytes of a guest's console, control characters
+/// replaced (the guest wrote them: untrusted).
+pub fn console_tail(console: &std::fs::File, max: usize) -> String {
+    use std::os::unix::fs::FileExt;
+    let len = console.metadata().map(|m| m.len()).unwrap_or(0);
+    let start = len.saturating_sub(max as u64);
+    let mut b = vec![0u8; (len - start) as usize];
+    let n = console.read_at(&mut b, start).unwrap_or(0);
+    b.truncate(n);
+    String::from_utf8_lossy(&b)
+        .chars()
+        .filter(|&c| c != '\r')
+        .map(|c| if c.is_control() && c != '\n' { '?' } else { c })
+        .collect()
 }
 
 fn debug() -> bool {
@@ -292,7 +317,7 @@ impl Machine {
                     Accel::Kvm => "",
                     Accel::Tcg { .. } => " lpj=4000000 tsc_early_khz=2000000 no_timer_check",
                 }
-            ),
+            ) + &extra_cmdline(),
             "-chardev".into(),
             "stdio,id=con,signal=off".into(),
             "-serial".into(),

@@ -303,7 +303,7 @@ pub fn run_then(
                     {
                         // QEMU is the agent's process on the host: the
                         // whole machine is gone.
-                        let said = sb.vm_console_tail(600);
+                        let said = sb.vm_console_tail(16 << 10);
                         let _ = sb.close();
                         return Err(CoreError::MicrovmGone(said));
                     }

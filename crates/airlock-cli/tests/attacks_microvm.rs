@@ -514,3 +514,64 @@ fn guest_panic_refused_and_oom_stays_inside() {
     assert!(o.stdout.contains("still-here"), "{o:?}");
     assert!(orphaned_qemus().is_empty(), "{:?}", orphaned_qemus());
 }
+
+/// A real guest kernel panic stays inside: a guest booted with
+/// `vm.panic_on_oom=1` (through `AIRLOCK_VM_APPEND`, cold: no template)
+/// panics when a process eats its RAM. QEMU ends (`panic=-1`,
+/// `-no-reboot`), the run fails with airlock's code and the panic's own
+/// line, and QEMU is reaped. (Under TCG on a loaded host the guest may
+/// instead thrash before its OOM killer runs; then `--timeout` ends it —
+/// still inside, and said.)
+#[test]
+fn a_guest_kernel_panic_stays_inside() {
+    let Some(mut c) = airlock_env(
+        Who::Root,
+        &[
+            ("AIRLOCK_VM_COLD", "1"),
+            ("AIRLOCK_VM_APPEND", "sysctl.vm.panic_on_oom=1"),
+        ],
+    ) else {
+        return;
+    };
+    let o = c
+        .args([
+            "run",
+            "--isolation",
+            "microvm",
+            "--memory",
+            "128M",
+            "--timeout",
+            "90s",
+            "--",
+            "sh",
+            "-c",
+            "cat /proc/sys/vm/panic_on_oom; python3 -c 'b=[]\nwhile True: b.append(bytearray(1<<20))'; echo after=$?",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(stdout.lines().next(), Some("1"), "{stdout} {stderr}");
+    assert!(
+        !stdout.contains("after="),
+        "the guest went on: {stdout} {stderr}"
+    );
+    match o.status.code() {
+        Some(125) => assert!(
+            stderr.contains("the microVM ended before the command did")
+                && stderr.contains("Kernel panic - not syncing: Out of memory"),
+            "{stderr}"
+        ),
+        Some(124) => {
+            assert!(stderr.contains("timed out"), "{stderr}");
+            eprintln!("the guest thrashed until --timeout instead of panicking: {stderr}");
+        }
+        other => panic!("{other:?}: {stdout} {stderr}"),
+    }
+    assert!(orphaned_qemus().is_empty(), "{:?}", orphaned_qemus());
+    // The host goes on: the next microVM runs.
+    let o = vm(&[], "echo next").unwrap();
+    o.ok();
+    assert_eq!(o.lines()[0], "next", "{o:?}");
+}

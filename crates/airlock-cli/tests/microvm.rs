@@ -575,3 +575,77 @@ fn kernel_flag_checks_its_path() {
         "{o:?}"
     );
 }
+
+/// `airlock task --keep --isolation microvm`: the task runs in the
+/// service, in a guest; the patch is written, the sandbox stays (named
+/// on stderr), the repository is untouched.
+#[test]
+fn task_keep_in_a_microvm_through_the_service() {
+    if !is_root() {
+        skip("needs root");
+        return;
+    }
+    let work = scratch(Who::Root);
+    let repo = user_tree(work.path());
+    let sock = work.path().join("s.sock");
+    let serve = bin().with_file_name("airlock-serve");
+    let mut daemon = std::process::Command::new(&serve)
+        .args(["--socket", sock.to_str().unwrap(), "--state-dir"])
+        .arg(work.path().join("state"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(20);
+    while !sock.exists() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let sock_env = sock.to_str().unwrap().to_string();
+    let run = |args: &[&str]| {
+        let mut c = airlock(Who::Root).unwrap();
+        c.env("AIRLOCK_SOCKET", &sock_env)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let patch = work.path().join("out.patch");
+    let out = run(&[
+        "task",
+        "--keep",
+        "--isolation",
+        "microvm",
+        "--repo",
+        repo.to_str().unwrap(),
+        "--patch",
+        patch.to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        "uname -r; echo b > b.txt",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let id = stderr
+        .split("kept sandbox ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_default()
+        .to_string();
+    let exec = run(&["exec", &id, "--", "cat", "/work/b.txt"]);
+    let _ = run(&["rm", &id]);
+    // SAFETY: our own child's pid.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    let _ = daemon.wait();
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stdout.trim().ends_with("-cloud-amd64"),
+        "not a guest: {stdout} {stderr}"
+    );
+    assert!(id.starts_with("sb-"), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&exec.stdout), "b\n", "{exec:?}");
+    assert!(std::fs::read_to_string(&patch)
+        .unwrap()
+        .contains("+++ b/b.txt"));
+    assert!(!repo.join("b.txt").exists());
+}

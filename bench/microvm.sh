@@ -29,6 +29,11 @@ hyperfine -N --runs "$COLD_RUNS" --export-json "$WORK/cold.json" \
     --command-name "airlock microvm cold boot ($accel)" "env AIRLOCK_VM_COLD=1 $AIRLOCK run --isolation microvm -- /bin/true" >&2
 
 peers=(--command-name "airlock microvm restore ($accel)" "$AIRLOCK run --isolation microvm -- /bin/true")
+# The same with a repository (this checkout's crates/, no build output)
+# mounted as an overlay: the per-sandbox copy into the mounts disk.
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../crates" && pwd)
+repo_mib=$(du -sm "$REPO" | cut -f1)
+peers+=(--command-name "airlock microvm restore + ${repo_mib}M overlay" "$AIRLOCK run --isolation microvm -v $REPO:/work:overlay -- /bin/true")
 peers+=(--command-name "airlock container" "$AIRLOCK run -- /bin/true")
 if command -v bwrap >/dev/null; then
     peers+=(--command-name "bwrap" "bwrap --unshare-all --die-with-parent --ro-bind /usr /usr --symlink usr/lib /lib --symlink usr/lib64 /lib64 --symlink usr/bin /bin --proc /proc --dev /dev --tmpfs /tmp /bin/true")

@@ -288,10 +288,11 @@ pub(crate) fn setup(g: &GuestPlan, c: &mut Confinement) -> Result<Vec<String>, S
         }
         None => None,
     };
+    let mounts = user_mounts(g)?;
     let trees = OpenedTrees {
         devices: Vec::new(),
         dev_fs: Some(dev_fs),
-        mounts: Vec::new(),
+        mounts,
         image,
         capture: None,
         notes: Vec::new(),
@@ -318,6 +319,42 @@ pub(crate) fn setup(g: &GuestPlan, c: &mut Confinement) -> Result<Vec<String>, S
     crate::setup::non_dumpable()?;
     Ok(notes)
 }
+
+/// The user mounts' sources on the mounts disk (mounted read-only by
+/// now), each a read-only `nosuid,nodev` clone, in `user_mounts` order.
+fn user_mounts(g: &GuestPlan) -> Result<Vec<mount::OpenedMount>, SetupError> {
+    if g.mounts.len() != g.root.user_mounts.len() {
+        return Err(SetupError {
+            stage: Stage::Mounts,
+            errno: libc::EINVAL,
+            detail: format!(
+                "{} mounts in the plan, {} on the mounts disk",
+                g.root.user_mounts.len(),
+                g.mounts.len()
+            ),
+        });
+    }
+    let mut out = Vec::new();
+    for m in &g.mounts {
+        let err = |e| SetupError::io(Stage::Mounts, format!("open {}", m.path.display()), e);
+        let t = sys::open_tree_clone(&m.path, m.is_dir).map_err(err)?;
+        sys::mount_setattr(
+            t.as_raw_fd(),
+            sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV,
+            0,
+            m.is_dir,
+        )
+        .map_err(err)?;
+        out.push(mount::OpenedMount {
+            tree: t,
+            is_dir: m.is_dir,
+        });
+    }
+    Ok(out)
+}
+
+/// `BLKFLSBUF`: `_IO(0x12, 97)`.
+const BLKFLSBUF: libc::c_ulong = 0x1261;
 
 /// `RNDADDENTROPY`: `_IOW('R', 0x03, int[2])`.
 const RNDADDENTROPY: libc::c_ulong = 0x4008_5203;
@@ -408,6 +445,12 @@ fn mount_disk(d: &GuestDisk) -> Result<(), SetupError> {
     std::fs::create_dir_all(&d.at)
         .map_err(|e| SetupError::io(Stage::Mounts, format!("mkdir {}", d.at.display()), e))?;
     let err = |e| SetupError::io(Stage::Mounts, format!("mount disk {}", d.serial), e);
+    // A restored guest's page cache may hold blocks of what was in the
+    // slot when the template booted (the partition scan read them): gone.
+    if let Ok(f) = std::fs::File::open(&dev) {
+        // SAFETY: BLKFLSBUF takes no argument.
+        unsafe { libc::ioctl(f.as_raw_fd(), BLKFLSBUF, 0) };
+    }
     let src = sys::cpath(&dev).map_err(err)?;
     let at = sys::cpath(&d.at).map_err(err)?;
     let fstype = std::ffi::CString::new(d.fstype.as_str())

@@ -32,7 +32,8 @@ mod transparent;
 
 use airlock_protocol::v2::Stage;
 pub use plan::{
-    AgentPlan, ContainerPlan, GuestDisk, GuestPlan, Inherited, MountShape, Role, Transparent,
+    AgentPlan, ContainerPlan, GuestDisk, GuestMount, GuestPlan, Inherited, MountShape, Role,
+    Transparent,
 };
 pub use serve::{serve, Served};
 

@@ -90,6 +90,17 @@ pub struct GuestPlan {
     /// The host's wall clock (ns since the epoch) when the plan was made:
     /// a restored guest's clock is the snapshot's.
     pub time_ns: u64,
+    /// Where each of `root.user_mounts` (in that order) is in the guest:
+    /// a directory or file of the mounts disk (mounted by `disks`).
+    #[serde(default)]
+    pub mounts: Vec<GuestMount>,
+}
+
+/// A user mount's source in the guest (on the read-only mounts disk).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestMount {
+    pub path: std::path::PathBuf,
+    pub is_dir: bool,
 }
 
 /// A read-only disk of the guest's image.

@@ -148,11 +148,13 @@ enum IsolationArg {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum TrustArg {
-    /// Unknown contributors, generated code: microvm.
+    /// Unknown contributors, generated code: microvm (by default; the
+    /// trust policy in /etc/airlock/config.toml or
+    /// ~/.config/airlock/config.toml may say otherwise).
     Untrusted,
-    /// Trusted but experimental code: container.
+    /// Trusted but experimental code: container (by default).
     Experimental,
-    /// Your own code: none.
+    /// Your own code: none (by default).
     Own,
 }
 
@@ -169,6 +171,11 @@ struct RunArgs {
     /// Pick the tier by how far you trust the code.
     #[arg(long, value_enum)]
     trust: Option<TrustArg>,
+    /// microVM tier: the guest kernel (an x86 Linux boot image, with what
+    /// it needs built in or its modules under /lib/modules/VERSION for a
+    /// vmlinuz-VERSION) instead of the newest Debian cloud kernel.
+    #[arg(long, value_name = "PATH")]
+    kernel: Option<PathBuf>,
     /// Root filesystem: host (the host's /usr, /bin, /lib*, /sbin read-only)
     /// or an image in the store (airlock image ls), whose root is writable
     /// and thrown away, and whose Env, WorkingDir, User, Entrypoint and Cmd
@@ -447,14 +454,38 @@ fn spec_from(args: &RunArgs) -> Result<airlock_core::image::Prepared> {
     let mut spec = SandboxSpec::new(Vec::new());
     spec.image = Image::from(args.image.clone());
     spec.isolation = match (args.trust, args.isolation) {
-        (Some(TrustArg::Untrusted), _) => Isolation::Microvm,
-        (Some(TrustArg::Experimental), _) => Isolation::Container,
-        (Some(TrustArg::Own), _) => Isolation::None,
+        (Some(t), _) => {
+            use airlock_core::config::{Trust, TrustPolicy};
+            // The trust policy: the defaults, /etc/airlock/config.toml,
+            // then the user's ~/.config/airlock/config.toml.
+            TrustPolicy::load()
+                .context("the trust policy (--trust)")?
+                .tier(match t {
+                    TrustArg::Untrusted => Trust::Untrusted,
+                    TrustArg::Experimental => Trust::Experimental,
+                    TrustArg::Own => Trust::Own,
+                })
+        }
         (None, IsolationArg::Microvm) => Isolation::Microvm,
         (None, IsolationArg::Container) => Isolation::Container,
         (None, IsolationArg::None) => Isolation::None,
         (None, IsolationArg::Landlock) => Isolation::Landlock,
     };
+    if let Some(k) = &args.kernel {
+        if spec.isolation != Isolation::Microvm {
+            bail!("--kernel is the microVM tier's guest kernel: give --isolation microvm (or a --trust that picks it)");
+        }
+        let k = if k.is_absolute() {
+            k.clone()
+        } else {
+            std::env::current_dir()
+                .context("cannot read the current directory")?
+                .join(k)
+        };
+        // Checked now, for a clear error before anything starts.
+        airlock_vm::Kernel::find(Some(&k)).map_err(|e| anyhow::anyhow!("--kernel: {e}"))?;
+        airlock_core::backend::set_vm_kernel(k);
+    }
     let cwd = std::env::current_dir().context("cannot read the current directory")?;
     for m in &args.mounts {
         let src = if m.source.is_absolute() {
@@ -723,6 +754,7 @@ fn task_kept(args: &TaskArgs, repo: &Path) -> Result<i32> {
         (r.image != "host", "--image"),
         (r.tty, "--tty"),
         (r.json.is_some(), "--json"),
+        (r.kernel.is_some(), "--kernel"),
     ] {
         if unsupported {
             bail!("{what} is not available with task --keep (the task runs in the service)");

@@ -13,8 +13,13 @@ const EXIT_AIRLOCK: i32 = 125;
 #[derive(Args, Clone)]
 pub struct CreateArgs {
     /// Isolation tier: container (default), none, landlock, microvm.
-    #[arg(long, default_value = "container")]
+    #[arg(long, default_value = "container", conflicts_with = "trust")]
     isolation: String,
+    /// Pick the tier by how far you trust the code: untrusted (microvm),
+    /// experimental (container), own (none), or as the trust policy
+    /// (/etc/airlock/config.toml, ~/.config/airlock/config.toml) says.
+    #[arg(long, value_parser = ["untrusted", "experimental", "own"])]
+    trust: Option<String>,
     /// Root filesystem image (host).
     #[arg(long)]
     image: Option<String>,
@@ -208,8 +213,16 @@ pub fn create(a: CreateArgs) -> Result<i32> {
     put("disk", serde_json::json!(a.disk));
     put("timeout", serde_json::json!(a.timeout));
     put("idle_timeout", serde_json::json!(a.idle_timeout));
+    let isolation = match &a.trust {
+        Some(t) => {
+            use airlock_core::config::{Trust, TrustPolicy};
+            let policy = TrustPolicy::load().context("the trust policy (--trust)")?;
+            policy.tier(Trust::parse(t)?).name().to_string()
+        }
+        None => a.isolation.clone(),
+    };
     let mut req = serde_json::json!({
-        "isolation": a.isolation,
+        "isolation": isolation,
         "mounts": mounts,
         "env": env_pairs(&a.env)?,
         "limits": limits,

@@ -326,8 +326,9 @@ pub fn run_then(
                     {
                         // QEMU is the agent's process on the host: the
                         // whole machine is gone.
+                        let said = sb.vm_console_tail(16 << 10);
                         let _ = sb.close();
-                        return Err(CoreError::MicrovmGone);
+                        return Err(CoreError::MicrovmGone(said));
                     }
                     if !exited && !result.timed_out {
                         // The agent died without a word: killed from

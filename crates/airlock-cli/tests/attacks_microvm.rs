@@ -321,3 +321,257 @@ fn orphaned_qemus() -> Vec<u32> {
     }
     out
 }
+
+/// A tree owned by the test user, mounted into the guest, with symbolic
+/// links that point at host files: at /etc/shadow, at a secret beside the
+/// tree (absolute and relative), and a directory link out of it. The
+/// guest follows them in its own tree: the host's files never appear.
+#[test]
+fn mounted_symlinks_do_not_reach_host_files() {
+    if !is_root() {
+        skip("needs root");
+        return;
+    }
+    let dir = scratch(Who::Root);
+    let outside = dir.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let marker = format!("host-secret-{}", std::process::id());
+    std::fs::write(outside.join("secret.txt"), format!("{marker}\n")).unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    let links = [
+        ("shadow", "/etc/shadow".to_string()),
+        ("abs", outside.join("secret.txt").display().to_string()),
+        ("rel", "../outside/secret.txt".to_string()),
+        ("updir", "../outside".to_string()),
+        ("root", "/".to_string()),
+    ];
+    for (name, target) in &links {
+        std::os::unix::fs::symlink(target, src.join(name)).unwrap();
+    }
+    if let Some((u, g)) = test_user_ids() {
+        std::os::unix::fs::chown(&src, Some(u), Some(g)).unwrap();
+        for (name, _) in &links {
+            std::os::unix::fs::lchown(src.join(name), Some(u), Some(g)).unwrap();
+        }
+    }
+    let host_shadow = std::fs::read_to_string("/etc/shadow").unwrap();
+    let root_line = host_shadow
+        .lines()
+        .find(|l| l.starts_with("root:"))
+        .unwrap()
+        .to_string();
+    let m = format!("{}:/data", src.display());
+    let ov = format!("{}:/work:overlay", src.display());
+    let script = format!(
+        "for f in /data/shadow /data/abs /data/rel /data/updir/secret.txt /data/root{o}/secret.txt \
+         /work/shadow /work/abs /work/rel; do cat $f 2>&1; done; readlink /data/abs; \
+         grep -r {marker} /data/ /work/ /tmp /etc 2>/dev/null | head -3; echo done",
+        o = outside.display()
+    );
+    for user in ["sandbox", "root"] {
+        let o = vm(&["-v", &m, "-v", &ov, "--user", user], &script).unwrap();
+        assert!(o.stdout.contains("done"), "{o:?}");
+        // The link itself is copied as it is (its text names the host path)…
+        assert!(
+            o.stdout
+                .contains(&outside.join("secret.txt").display().to_string()),
+            "{o:?}"
+        );
+        // …but nothing the host's files hold is there.
+        let without_readlink: String = o
+            .stdout
+            .lines()
+            .filter(|l| !l.starts_with('/') || !l.ends_with("secret.txt"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            !without_readlink.contains(&marker),
+            "a host file reached the guest ({user}): {o:?}"
+        );
+        assert!(
+            !o.stdout.contains(&root_line) && !o.stdout.contains("root:$"),
+            "the host's /etc/shadow reached the guest ({user}): {o:?}"
+        );
+    }
+}
+
+/// A file only root may read on the host, inside a tree the test user
+/// owns: the guest's copy is empty (its contents never leave the host),
+/// even for root inside the guest; the tree's files the user may read
+/// are there.
+#[test]
+fn unreadable_files_are_not_copied_into_the_guest() {
+    if !is_root() {
+        skip("needs root");
+        return;
+    }
+    let Some((u, g)) = test_user_ids() else {
+        skip("no test user");
+        return;
+    };
+    let dir = scratch(Who::Root);
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    let marker = format!("root-only-{}", std::process::id());
+    std::fs::write(src.join("secret"), format!("{marker}\n")).unwrap();
+    std::fs::write(src.join("open.txt"), "readable\n").unwrap();
+    std::fs::create_dir(src.join("private")).unwrap();
+    std::fs::write(src.join("private/inner"), format!("{marker}\n")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(src.join("secret"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(src.join("private"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    for p in ["", "open.txt"] {
+        std::os::unix::fs::chown(src.join(p), Some(u), Some(g)).unwrap();
+    }
+    let m = format!("{}:/data", src.display());
+    let ov = format!("{}:/work:overlay", src.display());
+    let script = format!(
+        "cat /data/open.txt; stat -c '%n %s' /data/secret /work/secret; ls -A /data/private | wc -l; \
+         cat /data/secret /work/secret /data/private/inner 2>&1; chmod 644 /work/secret 2>&1; cat /work/secret; \
+         grep -r {marker} /data /work 2>/dev/null; echo done"
+    );
+    for user in ["sandbox", "root"] {
+        let o = vm(&["-v", &m, "-v", &ov, "--user", user], &script).unwrap();
+        assert!(o.stdout.contains("done"), "{o:?}");
+        assert_eq!(o.lines()[0], "readable", "{o:?}");
+        assert!(
+            o.stdout.contains("/data/secret 0\n/work/secret 0\n0\n"),
+            "{user}: {o:?}"
+        );
+        assert!(!o.stdout.contains(&marker), "{user} read it: {o:?}");
+    }
+}
+
+/// What the guest does to its mounts never reaches the host: writes to a
+/// `ro` mount (as the sandbox user and as root in the guest, a remount
+/// read-write included) fail, writes to an `overlay` stay inside, and the
+/// host's tree — files, modes, names — is byte for byte as it was.
+#[test]
+fn mounts_are_never_written_back() {
+    if !is_root() {
+        skip("needs root");
+        return;
+    }
+    let dir = scratch(Who::Root);
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(src.join("d")).unwrap();
+    std::fs::write(src.join("f.txt"), "original\n").unwrap();
+    std::fs::write(src.join("d/g.txt"), "inner\n").unwrap();
+    if let Some((u, g)) = test_user_ids() {
+        for p in ["", "d", "f.txt", "d/g.txt"] {
+            std::os::unix::fs::chown(src.join(p), Some(u), Some(g)).unwrap();
+        }
+    }
+    let snapshot = |p: &std::path::Path| {
+        let o = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "find . -printf '%p %m %U %s %T@\\n' | sort; cat f.txt d/g.txt",
+            ])
+            .current_dir(p)
+            .output()
+            .unwrap();
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let before = snapshot(&src);
+    let m = format!("{}:/data", src.display());
+    let ov = format!("{}:/work:overlay", src.display());
+    let script = "echo evil > /data/f.txt 2>&1; rm -f /data/d/g.txt 2>&1; touch /data/new 2>&1; \
+        mount -o remount,rw /data 2>&1; echo evil > /data/f.txt 2>&1; \
+        echo evil > /work/f.txt; rm -rf /work/d; touch /work/new; chmod 777 /work; \
+        sync; cat /work/f.txt; echo done";
+    for user in ["sandbox", "root"] {
+        let o = vm(&["-v", &m, "-v", &ov, "--user", user], script).unwrap();
+        assert!(o.stdout.contains("evil\ndone"), "{user}: {o:?}");
+        assert!(o.stdout.contains("Read-only file system"), "{user}: {o:?}");
+        assert_eq!(snapshot(&src), before, "{user}: the host's tree changed");
+    }
+}
+
+/// Root inside the guest cannot panic the guest's kernel (sysrq is not
+/// the sandbox's to write), and an OOM inside — a process growing past
+/// the guest's RAM — is the guest's: its OOM killer ends that process
+/// (SIGKILL, 137), the sandbox's other commands go on, the host's memory
+/// is untouched and QEMU is reaped when the run ends.
+#[test]
+fn guest_panic_refused_and_oom_stays_inside() {
+    if !is_root() {
+        skip("needs root");
+        return;
+    }
+    let Some(o) = vm(
+        &["--user", "root", "--memory", "128M", "--timeout", "5m"],
+        "echo c > /proc/sysrq-trigger 2>&1; echo sysrq=$?; \
+         python3 -c 'b=[]\nwhile True: b.append(bytearray(1<<20))'; echo oom=$?; \
+         dmesg 2>/dev/null | grep -c -i 'out of memory' || true; echo still-here",
+    ) else {
+        return;
+    };
+    o.ok();
+    assert!(o.stdout.contains("sysrq=2"), "{o:?}");
+    assert!(o.stdout.contains("oom=137"), "{o:?}");
+    assert!(o.stdout.contains("still-here"), "{o:?}");
+    assert!(orphaned_qemus().is_empty(), "{:?}", orphaned_qemus());
+}
+
+/// A real guest kernel panic stays inside: a guest booted with
+/// `vm.panic_on_oom=1` (through `AIRLOCK_VM_APPEND`, cold: no template)
+/// panics when a process eats its RAM. QEMU ends (`panic=-1`,
+/// `-no-reboot`), the run fails with airlock's code and the panic's own
+/// line, and QEMU is reaped. (Under TCG on a loaded host the guest may
+/// instead thrash before its OOM killer runs; then `--timeout` ends it —
+/// still inside, and said.)
+#[test]
+fn a_guest_kernel_panic_stays_inside() {
+    let Some(mut c) = airlock_env(
+        Who::Root,
+        &[
+            ("AIRLOCK_VM_COLD", "1"),
+            ("AIRLOCK_VM_APPEND", "sysctl.vm.panic_on_oom=1"),
+        ],
+    ) else {
+        return;
+    };
+    let o = c
+        .args([
+            "run",
+            "--isolation",
+            "microvm",
+            "--memory",
+            "128M",
+            "--timeout",
+            "90s",
+            "--",
+            "sh",
+            "-c",
+            "cat /proc/sys/vm/panic_on_oom; python3 -c 'b=[]\nwhile True: b.append(bytearray(1<<20))'; echo after=$?",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(stdout.lines().next(), Some("1"), "{stdout} {stderr}");
+    assert!(
+        !stdout.contains("after="),
+        "the guest went on: {stdout} {stderr}"
+    );
+    match o.status.code() {
+        Some(125) => assert!(
+            stderr.contains("the microVM ended before the command did")
+                && stderr.contains("Kernel panic - not syncing: Out of memory"),
+            "{stderr}"
+        ),
+        Some(124) => {
+            assert!(stderr.contains("timed out"), "{stderr}");
+            eprintln!("the guest thrashed until --timeout instead of panicking: {stderr}");
+        }
+        other => panic!("{other:?}: {stdout} {stderr}"),
+    }
+    assert!(orphaned_qemus().is_empty(), "{:?}", orphaned_qemus());
+    // The host goes on: the next microVM runs.
+    let o = vm(&[], "echo next").unwrap();
+    o.ok();
+    assert_eq!(o.lines()[0], "next", "{o:?}");
+}

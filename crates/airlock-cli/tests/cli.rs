@@ -125,14 +125,14 @@ fn bad_input_is_one_line_and_exit_125() {
     bad(&["run", "--hostname", "bad host", "--", "true"], "hostname");
     bad(&["run", "--workdir", "relative", "--", "true"], "workdir");
     bad(&["run", "--isolation", "vm", "--", "true"], "vm");
-    // The microVM tier refuses what it does not do yet, with a message.
+    // The microVM tier refuses rw mounts, with a message.
     bad(
         &[
             "run",
             "--isolation",
             "microvm",
             "-v",
-            "/tmp:/w",
+            "/tmp:/w:rw",
             "--",
             "true",
         ],

@@ -1812,3 +1812,75 @@ getent hosts wild.test; echo "apex=$?"
     }
     assert!(!net.log().contains("dns packet"), "{}", net.log());
 }
+
+/// The microVM tier under the same policy: the guest has no NIC, and
+/// its one way out is the agent's tunnel to the host's proxy. An allowed
+/// name is reached (over HTTP and, through CONNECT, HTTPS), another is
+/// refused by the proxy with its reason, and the server never sees it.
+#[test]
+fn allowed_names_work_from_a_microvm() {
+    let Some(net) = Inet::new() else { return };
+    let certs = format!("{}:/certs:ro", net.certs().display());
+    let script = r#"
+uname -r
+curl -sS -m 60 http://www.allowed.test/ok-vm
+curl -sS -m 60 --cacert /certs/ca.pem https://www.allowed.test/ok-vm-tls
+code=$(curl -sS -m 60 -o /tmp/denied -w '%{http_code}' http://other.test/denied-vm)
+echo "denied-code=$code"
+cat /tmp/denied
+"#;
+    let Some(inner) = common::airlock(Who::Root) else {
+        return;
+    };
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", &net.ns])
+        .arg(inner.get_program())
+        .args(inner.get_args())
+        .args([
+            "run",
+            "--isolation",
+            "microvm",
+            "--allow-host",
+            "www.allowed.test",
+            "--dns-override",
+            &format!("www.allowed.test={WWW}"),
+            "--dns-override",
+            &format!("other.test={OTHER}"),
+            "--mount",
+            &certs,
+            "--",
+            "sh",
+            "-c",
+            script,
+        ])
+        .env_clear()
+        .current_dir("/")
+        .stdin(Stdio::null());
+    for (k, v) in inner.get_envs() {
+        if let Some(v) = v {
+            c.env(k, v);
+        }
+    }
+    // A first microVM run may have to make the template (minutes under
+    // TCG on a busy host).
+    let (o, _) = bounded(c, Duration::from_secs(600));
+    assert_eq!(o.code, 0, "{o:?}");
+    let s = &o.stdout;
+    assert!(
+        s.lines().next().unwrap_or("").ends_with("-cloud-amd64"),
+        "{o:?}"
+    );
+    assert!(s.contains("hello from www path=/ok-vm\n"), "{o:?}");
+    assert!(s.contains("hello from www-tls path=/ok-vm-tls\n"), "{o:?}");
+    assert!(s.contains("denied-code=403"), "{o:?}");
+    assert!(
+        s.contains("airlock egress: other.test:80 is not allowed"),
+        "{o:?}"
+    );
+    let log = net.log();
+    assert!(!log.contains("other"), "a denied host was reached: {log}");
+    assert!(
+        log.contains("www GET /ok-vm host=www.allowed.test"),
+        "{log}"
+    );
+}

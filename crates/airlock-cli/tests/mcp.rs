@@ -697,3 +697,57 @@ fn rest_tasks_endpoint() {
         assert!(!body.contains("deleted file"), "{name}: {code}: {body}");
     }
 }
+
+/// The MCP tools in the microVM tier: `run` with a repository (an overlay
+/// in the guest: the command sees it at /work and may change it, the
+/// host's copy is untouched) and `task` by trust (untrusted = microvm),
+/// whose patch applies to a clean copy.
+#[test]
+fn mcp_run_with_repo_and_task_in_a_microvm() {
+    if !ready() {
+        return;
+    }
+    let dir = tempdir::Dir::new();
+    let repo = make_repo(dir.path());
+    let before = tree(&repo);
+    let out = run_client(&["microvm", bin().to_str().unwrap(), repo.to_str().unwrap()]);
+    let r = ok(&out, "run_repo");
+    assert_eq!(r["structured"]["exit_code"], 0, "{r}");
+    let t = text(r);
+    assert!(t.contains("/work\n"), "{r}");
+    assert!(
+        t.contains("-cloud-amd64\nhello\nscribble\n"),
+        "not in a guest? {r}"
+    );
+    let t = ok(&out, "task");
+    assert_eq!(t["structured"]["exit_code"], 0, "{t}");
+    assert!(text(t).contains("-cloud-amd64"), "not in a guest? {t}");
+    assert_eq!(t["structured"]["files_changed"], 3, "{t}");
+    let patch = patch_of(t);
+    let copy = dir.path().join("applied");
+    assert!(Command::new("cp")
+        .arg("-a")
+        .arg(&repo)
+        .arg(&copy)
+        .status()
+        .unwrap()
+        .success());
+    let pf = dir.path().join("task.patch");
+    std::fs::write(&pf, &patch).unwrap();
+    let o = Command::new("git")
+        .args(["apply"])
+        .arg(&pf)
+        .current_dir(&copy)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "git apply: {}\n{patch}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let got = tree(&copy);
+    assert_eq!(got["hello.txt"].1, b"hello\nchanged\n");
+    assert_eq!(got["new.txt"].1, b"brand new\n");
+    assert!(!got.contains_key("gone.txt"));
+    repo_untouched(&repo, &before);
+}

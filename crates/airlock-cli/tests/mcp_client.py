@@ -3,6 +3,7 @@ server, for crates/airlock-cli/tests/mcp.rs.
 
     mcp_client.py stdio AIRLOCK_BIN REPO
     mcp_client.py http URL TOKEN REPO
+    mcp_client.py microvm AIRLOCK_BIN REPO
 
 It lists the tools and calls each (and some with bad arguments), and prints
 one JSON object with what every call returned; the Rust test asserts on it.
@@ -140,6 +141,31 @@ async def scenario(s, repo):
     return out
 
 
+async def microvm(s, repo):
+    """run with a repository and task mode, in the microVM tier."""
+    await s.initialize()
+    out = {}
+    out["run_repo"] = await call(
+        s,
+        "run",
+        {
+            "command": "pwd; uname -r; cat hello.txt; echo scribble > hello.txt; cat hello.txt",
+            "repo": repo,
+            "isolation": "microvm",
+        },
+    )
+    out["task"] = await call(
+        s,
+        "task",
+        {
+            "repo": repo,
+            "trust": "untrusted",
+            "command": "uname -r; echo changed >> hello.txt && echo brand new > new.txt && rm gone.txt",
+        },
+    )
+    return out
+
+
 async def leave(s, marker):
     """Starts a background process in a sandbox and leaves without
     destroying it: the server must stop it when the client goes."""
@@ -161,6 +187,11 @@ async def main():
         async with stdio_client(params) as (r, w):
             async with ClientSession(r, w) as s:
                 out = await leave(s, sys.argv[3])
+    elif mode == "microvm":
+        params = StdioServerParameters(command=sys.argv[2], args=["mcp"])
+        async with stdio_client(params) as (r, w):
+            async with ClientSession(r, w) as s:
+                out = await microvm(s, sys.argv[3])
     elif mode == "stdio":
         params = StdioServerParameters(command=sys.argv[2], args=["mcp"])
         repo = sys.argv[3]

@@ -335,3 +335,317 @@ fn a_store_image_in_a_microvm() {
         "a write of the first sandbox is in the second: {b:?}"
     );
 }
+
+/// A source tree owned by the test user (a developer's checkout: its
+/// files are the sandbox user's inside), made under `dir`.
+fn user_tree(dir: &std::path::Path) -> std::path::PathBuf {
+    let src = dir.join("src");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::write(src.join("a.txt"), "alpha\n").unwrap();
+    std::fs::write(src.join("sub/b.txt"), "beta\n").unwrap();
+    std::fs::write(src.join("run.sh"), "#!/bin/sh\necho ran-script\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(src.join("run.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink("sub/b.txt", src.join("link")).unwrap();
+    if let Some((u, g)) = test_user_ids() {
+        for p in ["", "sub", "a.txt", "sub/b.txt", "run.sh", "link"] {
+            std::os::unix::fs::lchown(src.join(p), Some(u), Some(g)).unwrap();
+        }
+    }
+    src
+}
+
+/// `ro` and `overlay` mounts of a directory and an `ro` mount of a file:
+/// the files are there, owned by the sandbox's user, executable where
+/// they were; `ro` refuses writes, `overlay` takes them inside only; the
+/// host's tree is as it was, and the next sandbox sees none of it.
+#[test]
+fn ro_and_overlay_mounts() {
+    if !is_root() {
+        skip("needs root");
+        return;
+    }
+    let dir = scratch(Who::Root);
+    let src = user_tree(dir.path());
+    let s = src.display().to_string();
+    let ro = format!("{s}:/data");
+    let ov = format!("{s}:/work:overlay");
+    let one = format!("{s}/a.txt:/one.txt");
+    let script = "cat /data/a.txt /data/sub/b.txt /data/link /one.txt; /data/run.sh; \
+        stat -c '%U %a' /data/a.txt /data/run.sh; \
+        echo x > /data/new 2>&1 || echo ro-refused; \
+        echo changed > /work/a.txt && echo more > /work/c.txt && cat /work/a.txt /work/c.txt; \
+        rm /work/sub/b.txt && ls /work/sub | wc -l";
+    let o = vm(&["-v", &ro, "-v", &ov, "-v", &one], script).unwrap();
+    o.ok();
+    assert_eq!(
+        o.lines()[..5],
+        ["alpha", "beta", "beta", "alpha", "ran-script"],
+        "{o:?}"
+    );
+    assert!(o.stdout.contains("sandbox 644\nsandbox 755\n"), "{o:?}");
+    assert!(o.stdout.contains("ro-refused"), "{o:?}");
+    assert!(o.stdout.contains("changed\nmore\n0\n"), "{o:?}");
+    // The host's tree is untouched.
+    assert_eq!(
+        std::fs::read_to_string(src.join("a.txt")).unwrap(),
+        "alpha\n"
+    );
+    assert!(src.join("sub/b.txt").exists());
+    assert!(!src.join("c.txt").exists() && !src.join("new").exists());
+    // A second sandbox: the first's overlay writes are gone.
+    let o = vm(&["-v", &ov], "cat /work/a.txt; ls /work").unwrap();
+    o.ok();
+    assert_eq!(o.lines()[0], "alpha", "{o:?}");
+    assert!(!o.stdout.contains("c.txt"), "{o:?}");
+    // Nothing of a per-sandbox disk is left on the host once its airlock
+    // process is gone (each is named m<pid>-...).
+    let left: Vec<String> = std::fs::read_dir("/var/lib/airlock/vm/mounts")
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| {
+                    let pid = n[1..].split('-').next().unwrap_or("");
+                    n.starts_with('m')
+                        && !pid.is_empty()
+                        && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left on the host: {left:?}");
+}
+
+/// An `rw` mount is refused in a microVM with a message that says why
+/// and what to do instead; no guest starts.
+#[test]
+fn rw_mounts_are_refused_plainly() {
+    if !is_root() {
+        skip("needs root");
+        return;
+    }
+    let dir = scratch(Who::Root);
+    let m = format!("{}:/out:rw", dir.path().display());
+    let o = vm(&["-v", &m], "echo ran").unwrap();
+    assert_eq!(o.code, 125, "{o:?}");
+    assert!(!o.stdout.contains("ran"), "{o:?}");
+    assert!(
+        o.stderr.contains("rw mounts") && o.stderr.contains("refused in a microVM"),
+        "{o:?}"
+    );
+    assert!(
+        o.stderr.contains("--overlay") || o.stderr.contains("overlay"),
+        "{o:?}"
+    );
+}
+
+/// `airlock task --isolation microvm`: the repository is an overlay in
+/// the guest, and the patch of what the command changed (an edit, a new
+/// file, a deletion, a mode change) applies to a clean copy.
+#[test]
+fn task_in_a_microvm_makes_the_patch() {
+    if !is_root() {
+        skip("needs root");
+        return;
+    }
+    let dir = scratch(Who::Root);
+    let repo = user_tree(dir.path());
+    let clean = dir.path().join("clean");
+    let st = std::process::Command::new("cp")
+        .args(["-a", repo.to_str().unwrap(), clean.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let patch = dir.path().join("out.patch");
+    let o = run(
+        Who::Root,
+        &[
+            "task",
+            "--isolation",
+            "microvm",
+            "--repo",
+            repo.to_str().unwrap(),
+            "--patch",
+            patch.to_str().unwrap(),
+            "--",
+            "sh",
+            "-c",
+            "pwd; uname -r; echo gamma >> a.txt; echo new > sub/new.txt; rm run.sh; chmod +x sub/b.txt",
+        ],
+    )
+    .unwrap();
+    o.ok();
+    assert_eq!(o.lines()[0], "/work", "{o:?}");
+    assert!(o.lines()[1].ends_with("-cloud-amd64"), "not a guest: {o:?}");
+    let text = std::fs::read_to_string(&patch).unwrap();
+    // The repository itself is untouched.
+    assert_eq!(
+        std::fs::read_to_string(repo.join("a.txt")).unwrap(),
+        "alpha\n"
+    );
+    assert!(repo.join("run.sh").exists());
+    let st = std::process::Command::new("git")
+        .args(["apply", patch.to_str().unwrap()])
+        .current_dir(&clean)
+        .status()
+        .unwrap();
+    assert!(st.success(), "git apply failed: {text}");
+    assert_eq!(
+        std::fs::read_to_string(clean.join("a.txt")).unwrap(),
+        "alpha\ngamma\n",
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(clean.join("sub/new.txt")).unwrap(),
+        "new\n"
+    );
+    assert!(!clean.join("run.sh").exists(), "{text}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(clean.join("sub/b.txt"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o111, 0o111, "{text}");
+}
+
+/// `--kernel PATH`: a missing file, a file that is no kernel and a
+/// kernel given to another tier are each refused with one clear line,
+/// before anything starts; the installed kernel given by path works.
+#[test]
+fn kernel_flag_checks_its_path() {
+    if !is_root() {
+        skip("needs root");
+        return;
+    }
+    let dir = scratch(Who::Root);
+    let bogus = dir.path().join("vmlinuz-bogus");
+    std::fs::write(&bogus, vec![0u8; 4096]).unwrap();
+    let missing = dir.path().join("nope");
+    for (flags, want) in [
+        (
+            vec![
+                "--isolation",
+                "microvm",
+                "--kernel",
+                missing.to_str().unwrap(),
+            ],
+            "no such file",
+        ),
+        (
+            vec![
+                "--isolation",
+                "microvm",
+                "--kernel",
+                bogus.to_str().unwrap(),
+            ],
+            "not an x86 Linux kernel image",
+        ),
+        (
+            vec!["--kernel", bogus.to_str().unwrap()],
+            "give --isolation microvm",
+        ),
+    ] {
+        let o = sh(Who::Root, &flags, "echo ran").unwrap();
+        assert_eq!(o.code, 125, "{o:?}");
+        assert!(!o.stdout.contains("ran"), "{o:?}");
+        assert!(o.stderr.contains("--kernel"), "{o:?}");
+        assert!(o.stderr.contains(want), "{want}: {o:?}");
+        assert_eq!(o.stderr.lines().count(), 1, "one line: {o:?}");
+    }
+    let installed = std::fs::read_dir("/boot")
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .ends_with("-cloud-amd64")
+                && p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("vmlinuz-")
+        })
+        .max()
+        .expect("the Debian cloud kernel (scripts/setup.sh installs it)");
+    let o = vm(&["--kernel", installed.to_str().unwrap()], "uname -r").unwrap();
+    o.ok();
+    assert!(
+        installed.to_string_lossy().ends_with(o.stdout.trim()),
+        "{o:?}"
+    );
+}
+
+/// `airlock task --keep --isolation microvm`: the task runs in the
+/// service, in a guest; the patch is written, the sandbox stays (named
+/// on stderr), the repository is untouched.
+#[test]
+fn task_keep_in_a_microvm_through_the_service() {
+    if !is_root() {
+        skip("needs root");
+        return;
+    }
+    let work = scratch(Who::Root);
+    let repo = user_tree(work.path());
+    let sock = work.path().join("s.sock");
+    let serve = bin().with_file_name("airlock-serve");
+    let mut daemon = std::process::Command::new(&serve)
+        .args(["--socket", sock.to_str().unwrap(), "--state-dir"])
+        .arg(work.path().join("state"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(20);
+    while !sock.exists() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let sock_env = sock.to_str().unwrap().to_string();
+    let run = |args: &[&str]| {
+        let mut c = airlock(Who::Root).unwrap();
+        c.env("AIRLOCK_SOCKET", &sock_env)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let patch = work.path().join("out.patch");
+    let out = run(&[
+        "task",
+        "--keep",
+        "--isolation",
+        "microvm",
+        "--repo",
+        repo.to_str().unwrap(),
+        "--patch",
+        patch.to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        "uname -r; echo b > b.txt",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let id = stderr
+        .split("kept sandbox ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_default()
+        .to_string();
+    let exec = run(&["exec", &id, "--", "cat", "/work/b.txt"]);
+    let _ = run(&["rm", &id]);
+    // SAFETY: our own child's pid.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    let _ = daemon.wait();
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stdout.trim().ends_with("-cloud-amd64"),
+        "not a guest: {stdout} {stderr}"
+    );
+    assert!(id.starts_with("sb-"), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&exec.stdout), "b\n", "{exec:?}");
+    assert!(std::fs::read_to_string(&patch)
+        .unwrap()
+        .contains("+++ b/b.txt"));
+    assert!(!repo.join("b.txt").exists());
+}

@@ -1106,10 +1106,47 @@ fn a_microvm_sandbox_through_the_service() {
     let Some(d) = Daemon::start(&[]) else {
         return;
     };
-    let id =
-        d.create(serde_json::json!({ "isolation": "microvm", "limits": { "timeout": "10m" } }));
+    // A directory of the host mounted ro and as an overlay: a copy in
+    // the guest.
+    let src = tempdir::Dir::new();
+    std::fs::write(src.path().join("in.txt"), "from the host\n").unwrap();
+    // A user's tree: its files are the sandbox user's inside.
+    if let Some((u, g)) = test_user_ids() {
+        for p in ["", "in.txt"] {
+            std::os::unix::fs::chown(src.path().join(p), Some(u), Some(g)).unwrap();
+        }
+    }
+    let s = src.path().display().to_string();
+    let id = d.create(serde_json::json!({
+        "isolation": "microvm",
+        "limits": { "timeout": "10m" },
+        "mounts": [
+            {"source": s, "target": "/data", "mode": "ro"},
+            {"source": s, "target": "/work", "mode": "overlay"}
+        ]
+    }));
     let info = d.get(&format!("/v1/sandboxes/{id}"));
     assert!(info.to_string().contains("microVM accelerator"), "{info}");
+    let (code, out, err) = d.exec(
+        &id,
+        &[
+            "sh",
+            "-c",
+            "cat /data/in.txt; echo changed > /work/in.txt; cat /work/in.txt; touch /data/x 2>&1",
+        ],
+    );
+    assert_eq!(code, 1, "{out} {err}");
+    assert!(out.starts_with("from the host\nchanged\n"), "{out}");
+    assert!(out.contains("Read-only file system"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(src.path().join("in.txt")).unwrap(),
+        "from the host\n"
+    );
+    // Usage: QEMU's own figures (the guest's RAM it holds, its CPU time).
+    let u = d.get(&format!("/v1/sandboxes/{id}/usage"));
+    let mem = u["memory_bytes"].as_u64().unwrap_or(0);
+    assert!(mem > 16 << 20 && mem < 2 << 30, "{u}");
+    assert!(u["cpu_usec"].as_u64().unwrap_or(0) > 0, "{u}");
     for i in 0..3 {
         let (code, out, err) = d.exec(&id, &["sh", "-c", &format!("echo run{i}; uname -r")]);
         assert_eq!(code, 0, "{err}");
@@ -1163,4 +1200,78 @@ fn qemus_of(pid: u32) -> usize {
                 && exe.to_string_lossy().contains("qemu-system")
         })
         .count()
+}
+
+/// The CLI over the service in the microVM tier: `airlock create --trust
+/// untrusted` (the default trust policy: a microVM), `exec`, `cp` both
+/// ways, `inspect` with QEMU's usage figures, `rm` — and no QEMU left.
+#[test]
+fn cli_create_exec_cp_inspect_in_a_microvm() {
+    let Some(d) = Daemon::start(&[]) else {
+        return;
+    };
+    let policy = d.dir.path().join("no-policy");
+    std::fs::create_dir_all(&policy).unwrap();
+    let out = |c: &mut Command| -> Output {
+        c.env("AIRLOCK_CONFIG_DIR", &policy)
+            .env("HOME", &policy)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let o = out(d.cli().args(["create", "-q", "--trust", "untrusted"]));
+    assert!(o.status.success(), "{o:?}");
+    let id = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let o = out(d.cli().args(["exec", &id, "--", "uname", "-r"]));
+    assert!(
+        String::from_utf8_lossy(&o.stdout)
+            .trim()
+            .ends_with("-cloud-amd64"),
+        "not a guest: {o:?}"
+    );
+    let src = d.dir.path().join("src");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::write(src.join("sub/f"), b"into the guest").unwrap();
+    assert!(out(d
+        .cli()
+        .args(["cp", src.to_str().unwrap(), &format!("{id}:/tmp/w")]))
+    .status
+    .success());
+    let o = out(d.cli().args([
+        "exec",
+        &id,
+        "--",
+        "sh",
+        "-c",
+        "cat /tmp/w/sub/f; echo made-inside > /tmp/w/out.txt",
+    ]));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "into the guest",
+        "{o:?}"
+    );
+    let back = d.dir.path().join("back");
+    assert!(out(d
+        .cli()
+        .args(["cp", &format!("{id}:/tmp/w"), back.to_str().unwrap()]))
+    .status
+    .success());
+    assert_eq!(
+        std::fs::read_to_string(back.join("out.txt")).unwrap(),
+        "made-inside\n"
+    );
+    let o = out(d.cli().args(["inspect", &id]));
+    assert!(o.status.success(), "{o:?}");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["spec"]["isolation"], "microvm", "{v}");
+    assert!(
+        v["usage"]["memory_bytes"].as_u64().unwrap_or(0) > 16 << 20,
+        "{v}"
+    );
+    assert!(out(d.cli().args(["rm", &id])).status.success());
+    let end = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < end && qemus_of(d.child.as_ref().unwrap().id()) > 0 {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(qemus_of(d.child.as_ref().unwrap().id()), 0, "QEMU left");
 }

@@ -3,7 +3,9 @@
 
 use crate::facts::Facts;
 use crate::CoreError;
-use airlock_agent::{AgentPlan, ContainerPlan, GuestDisk, GuestPlan, Inherited, MountShape, Role};
+use airlock_agent::{
+    AgentPlan, ContainerPlan, GuestDisk, GuestMount, GuestPlan, Inherited, MountShape, Role,
+};
 use airlock_confine::{rlimit::Rlimits, Confinement};
 use airlock_jail::cgroup::{Cgroup, Controller};
 use airlock_jail::mount;
@@ -21,6 +23,8 @@ pub struct Spawned {
     pub notes: Vec<String>,
     /// A microVM's QEMU monitor (pause and resume).
     pub vm_monitor: Option<airlock_vm::Qmp>,
+    /// A microVM's console (what the guest's kernel said last: a panic).
+    pub vm_console: Option<std::fs::File>,
 }
 
 /// One isolation tier.
@@ -181,6 +185,7 @@ impl Backend for Container {
             plan: agent_plan,
             notes,
             vm_monitor: None,
+            vm_console: None,
         })
     }
 
@@ -256,6 +261,7 @@ impl Backend for Local {
             },
             notes: Vec::new(),
             vm_monitor: None,
+            vm_console: None,
         })
     }
 
@@ -459,6 +465,7 @@ impl Backend for LandlockTier {
             },
             notes: Vec::new(),
             vm_monitor: None,
+            vm_console: None,
         })
     }
 
@@ -502,6 +509,86 @@ pub struct Microvm;
 /// sandbox's root, which is built on it).
 const GUEST_IMAGE_AT: &str = "/.image";
 
+/// Where the mounts disk is mounted in the guest (outside the sandbox's
+/// root).
+const GUEST_MOUNTS_AT: &str = "/.mounts";
+
+/// The `ro` and `overlay` mounts of `plan` as one erofs disk
+/// ([`airlock_vm::mounts`]): a copy of each source as the container
+/// tier's sandbox user would see it (owners mapped by the same rules),
+/// and where each is in the guest, in `user_mounts` order.
+fn mounts_disk(
+    plan: &Plan,
+    notes: &mut Vec<String>,
+) -> Result<(Option<airlock_vm::mounts::MountsDisk>, Vec<GuestMount>), CoreError> {
+    use airlock_spec::MountMode;
+    let user_mounts = &plan.root.user_mounts;
+    if user_mounts.is_empty() {
+        return Ok((None, Vec::new()));
+    }
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let mut sources = Vec::new();
+    let mut guest = Vec::new();
+    for (i, m) in user_mounts.iter().enumerate() {
+        let r = mount::check_source(m)?;
+        let is_dir = r.is_dir();
+        let owner = match r.owner_chain() {
+            Some(0) if m.as_owner && m.mode == MountMode::Overlay => Some((0, 0)),
+            Some(0) => {
+                notes.push(format!(
+                    "{} is owned by root: in the microVM its files are nobody's and the sandbox may read only what others may",
+                    m.source.display()
+                ));
+                None
+            }
+            None => {
+                notes.push(format!(
+                    "{} lies inside a directory of another user: in the microVM its files are nobody's and the sandbox may read only what others may",
+                    m.source.display()
+                ));
+                None
+            }
+            Some(u) => Some((u, mount::idmap_group(u, &passwd))),
+        };
+        let at = PathBuf::from(GUEST_MOUNTS_AT).join(i.to_string());
+        guest.push(GuestMount {
+            path: if is_dir {
+                at
+            } else {
+                at.join(airlock_vm::mounts::FILE_NAME)
+            },
+            is_dir,
+        });
+        sources.push(airlock_vm::mounts::Source {
+            fd: r.fd,
+            is_dir,
+            owner,
+        });
+    }
+    let state = airlock_vm::state_dir()?;
+    let disk = airlock_vm::mounts::build(
+        &state,
+        &sources,
+        airlock_vm::mounts::Ids {
+            uid: plan.user.uid,
+            gid: plan.user.gid,
+        },
+    )?;
+    notes.extend(disk.notes.iter().cloned());
+    crate::timing::mark("vm mounts copied");
+    Ok((Some(disk), guest))
+}
+
+/// The guest kernel of this process's microVMs (`airlock run --kernel`),
+/// set once before any sandbox starts; else `AIRLOCK_VM_KERNEL`, else the
+/// newest Debian cloud kernel.
+static VM_KERNEL: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Sets this process's guest kernel (the first call wins).
+pub fn set_vm_kernel(path: PathBuf) {
+    let _ = VM_KERNEL.set(path);
+}
+
 /// Fresh bytes from the host's kernel.
 fn seed() -> Vec<u8> {
     let mut b = vec![0u8; 64];
@@ -536,17 +623,25 @@ impl Backend for Microvm {
                 "it runs as root for now (QEMU then runs as nobody in its own namespaces, with no capabilities); rootless microVMs are not supported yet".into(),
             ));
         }
-        if !spec.mounts.is_empty() {
-            return Err(CoreError::MicrovmUnsupported(
-                "mounts (--ro, --rw, --overlay) are not available in a microVM yet: copy files in with `airlock cp` or use the container tier".into(),
-            ));
+        if let Some(m) = spec
+            .mounts
+            .iter()
+            .find(|m| m.mode == airlock_spec::MountMode::Rw)
+        {
+            return Err(CoreError::MicrovmUnsupported(format!(
+                "rw mounts ({}) are refused in a microVM: nothing the guest writes goes back to the host. Mount it --overlay (a copy the guest may change; `airlock task` turns the changes into a patch) or --ro, copy results out with `airlock cp`, or use the container tier",
+                m.source.display()
+            )));
         }
         let opts = airlock_vm::MachineOptions::from_limits(
-            std::env::var_os("AIRLOCK_VM_KERNEL").map(PathBuf::from),
+            VM_KERNEL
+                .get()
+                .cloned()
+                .or_else(|| std::env::var_os("AIRLOCK_VM_KERNEL").map(PathBuf::from)),
             spec.limits.memory,
             spec.limits.cpus,
         );
-        let machine =
+        let mut machine =
             airlock_vm::Machine::prepare(opts, &facts.image, image.map(|i| i.tree.as_path()))?;
         crate::timing::mark("vm prepared");
         let mut notes = vec![machine.accel.describe()];
@@ -570,11 +665,16 @@ impl Backend for Microvm {
             1,
             guest_image.as_ref(),
         );
+        let (mounts_disk, guest_mounts) = mounts_disk(&plan, &mut notes)?;
+        machine.mounts = mounts_disk.as_ref().map(|d| d.path.clone());
         let vm = machine.start()?;
+        // QEMU has it open: its name goes.
+        drop(mounts_disk);
         crate::timing::mark("vm started");
         if !vm.restored {
             notes.push("microVM booted (no template)".into());
         }
+        let console = vm.console();
         let (pid, pidfd, channel, monitor) = vm
             .into_parts()
             .ok_or_else(|| CoreError::Misuse("microVM already taken".into()))?;
@@ -612,9 +712,15 @@ impl Backend for Microvm {
                     at: GUEST_IMAGE_AT.into(),
                     fstype: "erofs".into(),
                 }))
+                .chain((!guest_mounts.is_empty()).then(|| GuestDisk {
+                    serial: airlock_vm::mounts::SERIAL_MOUNTS.into(),
+                    at: GUEST_MOUNTS_AT.into(),
+                    fstype: "erofs".into(),
+                }))
                 .collect(),
                 seed: seed(),
                 time_ns,
+                mounts: guest_mounts,
             })),
             confinement,
             file_user: (plan.user.uid, plan.user.gid),
@@ -633,6 +739,7 @@ impl Backend for Microvm {
             plan: agent_plan,
             notes,
             vm_monitor: monitor,
+            vm_console: console,
         })
     }
 

@@ -6,6 +6,7 @@
 
 pub mod backend;
 pub mod build;
+pub mod config;
 mod egress;
 pub mod facts;
 pub mod image;
@@ -62,8 +63,8 @@ pub enum CoreError {
     Microvm(#[from] airlock_vm::VmError),
     #[error("the microVM tier: {0}")]
     MicrovmUnsupported(String),
-    #[error("the microVM ended before the command did: its QEMU process was killed from outside, or the guest kernel stopped (a panic); the sandbox is gone")]
-    MicrovmGone,
+    #[error("the microVM ended before the command did: its QEMU process was killed from outside, or the guest kernel stopped (a panic); the sandbox is gone{}", console_said(.0))]
+    MicrovmGone(String),
     #[error("the Landlock tier needs Landlock, which this kernel does not offer (Linux 5.13+ booted with landlock in lsm=; see airlock doctor)")]
     LandlockUnavailable,
     #[error(transparent)]
@@ -180,4 +181,30 @@ pub mod timing {
                 .collect(),
         )
     }
+}
+
+/// The guest console's last lines, as a clause of an error.
+fn console_said(tail: &str) -> String {
+    let lines: Vec<&str> = tail
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    if lines.is_empty() {
+        return String::new();
+    }
+    // A panic's own line says why; else the last two.
+    let said = match lines.iter().rev().find(|l| l.contains("Kernel panic")) {
+        Some(p) => p.to_string(),
+        None => lines[lines.len().saturating_sub(2)..].join(" | "),
+    };
+    // The kernel's timestamp goes.
+    let said = match said.strip_prefix('[').and_then(|r| r.split_once("] ")) {
+        Some((_, rest)) => rest.to_string(),
+        None => said,
+    };
+    format!(
+        "; the guest's console said: {}",
+        said.chars().take(300).collect::<String>()
+    )
 }

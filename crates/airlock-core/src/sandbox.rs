@@ -253,6 +253,8 @@ pub struct Sandbox {
     /// A microVM's QEMU monitor: pause and resume stop and continue the
     /// whole machine.
     vm_monitor: Option<airlock_vm::Qmp>,
+    /// A microVM's console.
+    vm_console: Option<std::fs::File>,
     /// The egress proxy and its streams (a network other than `none`).
     egress: Option<crate::egress::Egress>,
     rbuf: Vec<u8>,
@@ -426,6 +428,7 @@ impl Sandbox {
             procs: BTreeMap::new(),
             notes,
             vm_monitor: spawned.vm_monitor.take(),
+            vm_console: spawned.vm_console.take(),
             egress,
             rbuf: Vec::new(),
         };
@@ -807,6 +810,15 @@ impl Sandbox {
 
     /// What the sandbox uses now (cgroup figures where it has groups; its
     /// writable layer, seen through its agent's root).
+    /// What a microVM's guest kernel said last on its console (at most
+    /// `max` bytes: a panic's lines), empty for other tiers.
+    pub fn vm_console_tail(&self, max: usize) -> String {
+        self.vm_console
+            .as_ref()
+            .map(|c| airlock_vm::machine::console_tail(c, max))
+            .unwrap_or_default()
+    }
+
     pub fn usage(&self) -> Usage {
         let u = self.cg.as_ref().map(|c| c.usage()).unwrap_or_default();
         let mut out = Usage {
@@ -816,6 +828,21 @@ impl Sandbox {
             disk_bytes: None,
             disk_limit_bytes: None,
         };
+        if self.backend.isolation() == Isolation::Microvm {
+            // QEMU runs in no cgroup of the sandbox's: its own figures —
+            // the host memory the machine holds (its RSS: guest RAM
+            // touched plus QEMU's own) and the CPU time of all its
+            // threads (the vCPUs'). The guest's tasks are not counted
+            // from outside.
+            let (cpu, mem) = if self.reaped {
+                (None, None)
+            } else {
+                proc_usage(self.agent.pid)
+            };
+            out.cpu_usec = cpu;
+            out.memory_bytes = mem;
+            out.pids = None;
+        }
         if self.backend.isolation() == Isolation::Container && !self.reaped {
             let root = format!("/proc/{}/root", self.agent.pid);
             if let Ok(c) = std::ffi::CString::new(root) {
@@ -1365,4 +1392,34 @@ fn descendants(root: i32) -> Vec<i32> {
     }
     out.sort_unstable();
     out
+}
+
+/// CPU time (µs, user + system of every thread) and resident memory
+/// (bytes) of process `pid`, from `/proc`.
+fn proc_usage(pid: i32) -> (Option<u64>, Option<u64>) {
+    let cpu = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|st| {
+            // Fields after the command name (which may hold spaces and
+            // parentheses): state is the first, utime the 12th, stime the 13th.
+            let rest = &st[st.rfind(')')? + 1..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+            // SAFETY: sysconf with a constant.
+            let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+            Some(ticks * 1_000_000 / hz)
+        });
+    let mem = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|st| {
+            let kb = st
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))?
+                .split_whitespace()
+                .next()?
+                .parse::<u64>()
+                .ok()?;
+            Some(kb * 1024)
+        });
+    (cpu, mem)
 }

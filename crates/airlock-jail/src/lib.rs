@@ -189,7 +189,7 @@ impl Plan {
     ) -> Plan {
         let workdir = spec.effective_workdir();
         let mut rules = landlock::Rules::default();
-        let mut root = match image {
+        let root = match image {
             None => {
                 let root = RootPlan::compile(
                     facts,

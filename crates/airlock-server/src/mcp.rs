@@ -53,13 +53,17 @@ fn strength(isolation: &str) -> Option<u8> {
 }
 
 /// `--trust` of the MCP server: the default tier and the weakest allowed.
+/// The tier comes from the trust policy (airlock_core::config: the
+/// defaults, /etc/airlock/config.toml, the user's file); a bad policy
+/// file is said on stderr and the defaults stand.
 pub fn floor_of_trust(trust: &str) -> Option<&'static str> {
-    match trust {
-        "untrusted" => Some("microvm"),
-        "experimental" => Some("container"),
-        "own" => Some("none"),
-        _ => None,
-    }
+    use airlock_core::config::{Trust, TrustPolicy};
+    let t = Trust::parse(trust).ok()?;
+    let policy = TrustPolicy::load().unwrap_or_else(|e| {
+        eprintln!("airlock: the trust policy: {e}");
+        TrustPolicy::default()
+    });
+    Some(policy.tier(t).name())
 }
 
 #[derive(Clone)]

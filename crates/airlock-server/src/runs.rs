@@ -337,15 +337,21 @@ pub async fn patch_of(h: &Handle, repo: std::path::PathBuf) -> Result<String, St
 /// The tier a trust level asks for, checked against an explicit
 /// isolation.
 pub fn tier(isolation: Option<&str>, trust: Option<&str>) -> ApiResult<Option<String>> {
+    // The tier of a trust level is the policy's (airlock_core::config:
+    // by default untrusted = microvm, experimental = container, own =
+    // none; /etc/airlock/config.toml and the user's file may change it).
     let from_trust = match trust {
         None => None,
-        Some("untrusted") => Some("microvm"),
-        Some("experimental") => Some("container"),
-        Some("own") => Some("none"),
-        Some(o) => {
-            return Err(ApiError::invalid(format!(
-                "trust {o:?}: untrusted (microvm), experimental (container) or own (none)"
-            )))
+        Some(t) => {
+            use airlock_core::config::{Trust, TrustPolicy};
+            let t = Trust::parse(t).map_err(|_| {
+                ApiError::invalid(format!(
+                    "trust {t:?}: untrusted (microvm), experimental (container) or own (none)"
+                ))
+            })?;
+            let policy = TrustPolicy::load()
+                .map_err(|e| ApiError::invalid(format!("the trust policy: {e}")))?;
+            Some(policy.tier(t).name())
         }
     };
     match (isolation, from_trust) {

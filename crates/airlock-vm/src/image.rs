@@ -13,6 +13,9 @@
 //! entry's. A change that touches none of these (a file rewritten in
 //! place below `/usr/lib/x`) is not seen until the next package change:
 //! `airlock vm` users who edit `/usr` by hand remove `<state>/vm/host/`.
+//! airlock's own programs in `/usr/local/bin` (which `scripts/setup.sh`
+//! reinstalls on every run) are left out of both the key and the disk, so
+//! that installing airlock does not rebuild `/usr`'s disk.
 //! The first build copies all of `/usr` (minutes, and its size on disk).
 
 use crate::{io_err, Result, VmError};
@@ -64,13 +67,30 @@ fn walk_ids(p: &Path, out: &mut Vec<String>, depth: usize) {
     }
 }
 
-fn mkfs(dir: &Path, out: &Path) -> Result<()> {
+pub(crate) fn mkfs(dir: &Path, out: &Path) -> Result<()> {
+    mkfs_with(dir, out, &[])
+}
+
+/// airlock's own programs as `setup.sh` installs them in
+/// `/usr/local/bin`: every install replaces them, which would change
+/// `/usr`'s key and rebuild its several-GB disk; they are neither part of
+/// the key nor of the disk (a guest has no use for the host's airlock).
+const OWN_PROGRAMS: &[&str] = &[
+    "airlock",
+    "airlock-agent",
+    "airlock-serve",
+    "airlock-pull",
+    "airlock-runc",
+];
+
+fn mkfs_with(dir: &Path, out: &Path, extra: &[String]) -> Result<()> {
     let prog = crate::find_program("mkfs.erofs").ok_or(VmError::Missing {
         what: "mkfs.erofs".into(),
         hint: "install the Debian package erofs-utils; scripts/setup.sh does",
     })?;
     let o = std::process::Command::new(prog)
         .arg("--quiet")
+        .args(extra)
         .arg(out)
         .arg(dir)
         .stdin(std::process::Stdio::null())
@@ -137,16 +157,30 @@ impl HostImage {
             "/usr/lib",
             "/usr/lib/x86_64-linux-gnu",
             "/usr/local",
-            "/usr/local/bin",
             "/usr/local/lib",
             "/usr/share",
             "/var/lib/dpkg/status",
         ] {
             ukey.push(change_id(Path::new(p)));
         }
+        // /usr/local/bin entry by entry, but for airlock's own programs
+        // (the directory's own times change with each of their installs).
+        ukey.push("usr v2".into());
+        if let Ok(rd) = std::fs::read_dir("/usr/local/bin") {
+            let mut names: Vec<PathBuf> = rd
+                .flatten()
+                .filter(|e| !OWN_PROGRAMS.iter().any(|p| e.file_name() == *p))
+                .map(|e| e.path())
+                .collect();
+            names.sort();
+            for n in names {
+                ukey.push(change_id(&n));
+            }
+        }
         let parts: Vec<&[u8]> = ukey.iter().map(|s| s.as_bytes()).collect();
+        let exclude = format!("--exclude-regex=^local/bin/({})$", OWN_PROGRAMS.join("|"));
         let usr = cached(&dir, &format!("usr-{}.erofs", crate::hash(&parts)), |out| {
-            mkfs(Path::new("/usr"), out)
+            mkfs_with(Path::new("/usr"), out, &[exclude])
         })?;
         let mut ekey = vec!["etc v1".to_string()];
         for (name, _) in &facts.etc {

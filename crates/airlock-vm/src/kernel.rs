@@ -39,10 +39,17 @@ impl Kernel {
             None => newest_cloud()?,
         };
         if !image.is_file() {
-            return Err(VmError::NoKernel {
-                why: format!("{} is not a file", image.display()),
+            return Err(match path {
+                Some(p) => VmError::Kernel {
+                    path: p.to_path_buf(),
+                    why: "no such file (or not a regular file)".into(),
+                },
+                None => VmError::NoKernel {
+                    why: format!("{} is not a file", image.display()),
+                },
             });
         }
+        check_boot_image(&image)?;
         let name = image
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -60,6 +67,24 @@ impl Kernel {
             modules,
         })
     }
+}
+
+/// An x86 Linux boot image carries the magic `HdrS` at 0x202 (the boot
+/// protocol's header): anything else is said plainly, before QEMU fails
+/// with a cryptic line.
+fn check_boot_image(p: &Path) -> Result<()> {
+    use std::io::Read;
+    let mut head = [0u8; 0x206];
+    let ok = std::fs::File::open(p)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok();
+    if ok && &head[0x202..0x206] == b"HdrS" {
+        return Ok(());
+    }
+    Err(VmError::Kernel {
+        path: p.to_path_buf(),
+        why: "not an x86 Linux kernel image (no boot-protocol header \"HdrS\" at 0x202; give a vmlinuz / bzImage)".into(),
+    })
 }
 
 fn newest_cloud() -> Result<PathBuf> {

@@ -10,6 +10,7 @@
 //! - [`initramfs`]: the cpio archive (newc), written here.
 //! - [`image`]: the erofs disks of the `host` image, cached.
 //! - [`qmp`]: a small blocking QMP client.
+//! - [`mounts`]: a sandbox's `ro` and `overlay` mounts as one erofs disk.
 //! - [`machine`]: the QEMU command line, its start inside its jail
 //!   (`airlock_jail::vmm`), templates and restores.
 //!
@@ -22,6 +23,7 @@ pub mod image;
 pub mod initramfs;
 pub mod kernel;
 pub mod machine;
+pub mod mounts;
 pub mod qmp;
 
 pub use accel::Accel;

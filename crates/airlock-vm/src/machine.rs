@@ -70,6 +70,10 @@ pub struct Machine {
     pub image: HostImage,
     /// A store image's disk (its sandboxes' root), if any.
     pub store_image: Option<PathBuf>,
+    /// This sandbox's mounts disk ([`crate::mounts`]), if it has mounts.
+    pub mounts: Option<PathBuf>,
+    /// What stands in the mounts disk's slot in a template.
+    placeholder: PathBuf,
     pub opts: MachineOptions,
     qemu: PathBuf,
     state: PathBuf,
@@ -95,19 +99,13 @@ impl Vm {
     /// The end of the console (at most `max` bytes), lossily as text: it
     /// comes from the guest and is not trusted.
     pub fn console_tail(&self, max: usize) -> String {
-        use std::io::{Read, Seek, SeekFrom};
-        let mut f = match self.console.try_clone() {
-            Ok(f) => f,
-            Err(_) => return String::new(),
-        };
-        let len = f.seek(SeekFrom::End(0)).unwrap_or(0);
-        let _ = f.seek(SeekFrom::Start(len.saturating_sub(max as u64)));
-        let mut b = Vec::new();
-        let _ = f.take(max as u64).read_to_end(&mut b);
-        String::from_utf8_lossy(&b)
-            .chars()
-            .map(|c| if c.is_control() && c != '\n' { '?' } else { c })
-            .collect()
+        console_tail(&self.console, max)
+    }
+
+    /// The guest's console (a memfd QEMU writes), to read after the
+    /// machine has ended ([`console_tail`]).
+    pub fn console(&self) -> Option<std::fs::File> {
+        self.console.try_clone().ok()
     }
 
     /// Kills QEMU (and so the guest) and reaps it.
@@ -193,6 +191,37 @@ fn memfd(name: &std::ffi::CStr) -> Result<std::fs::File> {
     Ok(unsafe { std::fs::File::from_raw_fd(fd) })
 }
 
+/// `AIRLOCK_VM_APPEND`: more of the guest kernel's command line (a
+/// debugging knob of the host's user, as `AIRLOCK_VM_DEBUG`; e.g.
+/// `sysctl.vm.panic_on_oom=1`), each word of letters, digits and
+/// `._-=,:` only. It is part of the machine's kind (its own template).
+fn extra_cmdline() -> String {
+    let v = std::env::var("AIRLOCK_VM_APPEND").unwrap_or_default();
+    v.split_whitespace()
+        .filter(|w| {
+            w.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-=,:".contains(c))
+        })
+        .map(|w| format!(" {w}"))
+        .collect()
+}
+
+/// The last `max` bytes of a guest's console, control characters
+/// replaced (the guest wrote them: untrusted).
+pub fn console_tail(console: &std::fs::File, max: usize) -> String {
+    use std::os::unix::fs::FileExt;
+    let len = console.metadata().map(|m| m.len()).unwrap_or(0);
+    let start = len.saturating_sub(max as u64);
+    let mut b = vec![0u8; (len - start) as usize];
+    let n = console.read_at(&mut b, start).unwrap_or(0);
+    b.truncate(n);
+    String::from_utf8_lossy(&b)
+        .chars()
+        .filter(|&c| c != '\r')
+        .map(|c| if c.is_control() && c != '\n' { '?' } else { c })
+        .collect()
+}
+
 fn debug() -> bool {
     std::env::var("AIRLOCK_VM_DEBUG").is_ok_and(|v| v == "1")
 }
@@ -203,6 +232,7 @@ const J_INITRD: &str = "/vm/initrd";
 const J_USR: &str = "/vm/usr.erofs";
 const J_ETC: &str = "/vm/etc.erofs";
 const J_IMAGE: &str = "/vm/image.erofs";
+const J_MOUNTS: &str = "/vm/mounts.erofs";
 /// The fds QEMU gets: channel, QMP, and (restore or save) the snapshot.
 const FD_CHANNEL: RawFd = vmm::FD_FIRST_PASSED;
 const FD_QMP: RawFd = vmm::FD_FIRST_PASSED + 1;
@@ -230,7 +260,10 @@ impl Machine {
             Some(t) => Some(crate::image::store_image(&state, t)?),
             None => None,
         };
+        let placeholder = crate::mounts::placeholder(&state)?;
         Ok(Machine {
+            mounts: None,
+            placeholder,
             accel: Accel::detect(),
             kernel,
             initramfs,
@@ -284,7 +317,7 @@ impl Machine {
                     Accel::Kvm => "",
                     Accel::Tcg { .. } => " lpj=4000000 tsc_early_khz=2000000 no_timer_check",
                 }
-            ),
+            ) + &extra_cmdline(),
             "-chardev".into(),
             "stdio,id=con,signal=off".into(),
             "-serial".into(),
@@ -303,7 +336,13 @@ impl Machine {
             "-mon".into(),
             "chardev=qmp,mode=control".into(),
         ];
-        let mut disks = vec![("usr", J_USR, SERIAL_USR), ("etc", J_ETC, SERIAL_ETC)];
+        let mut disks = vec![
+            ("usr", J_USR, SERIAL_USR),
+            ("etc", J_ETC, SERIAL_ETC),
+            // Always there (a placeholder without mounts): one template
+            // for sandboxes with and without.
+            ("mounts", J_MOUNTS, crate::mounts::SERIAL_MOUNTS),
+        ];
         if self.store_image.is_some() {
             disks.push(("image", J_IMAGE, crate::image::SERIAL_IMAGE));
         }
@@ -321,7 +360,7 @@ impl Machine {
     /// The key of this kind of machine's template.
     fn template_key(&self) -> Result<String> {
         let mut key = vec![
-            "template v1".to_string(),
+            "template v2".to_string(),
             crate::file_id(&self.qemu)?,
             crate::file_id(&self.kernel.image)?,
             self.initramfs.display().to_string(),
@@ -334,7 +373,7 @@ impl Machine {
         Ok(crate::hash(&parts))
     }
 
-    fn jail(&self, incoming: bool, passed: usize) -> VmmJail {
+    fn jail(&self, incoming: bool, passed: usize, template: bool) -> VmmJail {
         let mut args = self.args();
         if incoming {
             args.push("-incoming".into());
@@ -361,6 +400,11 @@ impl Machine {
         if let Some(img) = &self.store_image {
             ro.push((img.clone(), J_IMAGE.into()));
         }
+        let mounts = match (&self.mounts, template) {
+            (Some(m), false) => m.clone(),
+            _ => self.placeholder.clone(),
+        };
+        ro.push((mounts, J_MOUNTS.into()));
         VmmJail {
             program: self.qemu.clone(),
             args,
@@ -379,7 +423,12 @@ impl Machine {
 
     /// Starts QEMU in its jail with `snapshot` as its third passed fd:
     /// restored from it (`incoming`), or to save into it.
-    fn launch(&self, snapshot: Option<&std::fs::File>, incoming: bool) -> Result<Vm> {
+    fn launch(
+        &self,
+        snapshot: Option<&std::fs::File>,
+        incoming: bool,
+        template: bool,
+    ) -> Result<Vm> {
         let (channel, channel_q) = socketpair()?;
         let (qmp, qmp_q) = socketpair()?;
         let console = memfd(c"airlock-vm-console")?;
@@ -387,7 +436,7 @@ impl Machine {
         if let Some(s) = snapshot {
             passed.push(s.as_raw_fd());
         }
-        let spec = self.jail(incoming, passed.len());
+        let spec = self.jail(incoming, passed.len(), template);
         // AIRLOCK_VM_DEBUG=1: the guest's console and QEMU's messages go to
         // our stderr (and the guest's kernel says more).
         let out = if debug() { 2 } else { console.as_raw_fd() };
@@ -435,7 +484,7 @@ impl Machine {
 
     /// Boots a guest (no template) and waits for its agent.
     pub fn boot(&self) -> Result<Vm> {
-        let mut vm = self.launch(None, false)?;
+        let mut vm = self.launch(None, false, false)?;
         Self::wait_agent(&mut vm, Duration::from_secs(180))?;
         Ok(vm)
     }
@@ -458,22 +507,7 @@ impl Machine {
             return Err(e);
         }
         std::fs::rename(&tmp, &path).map_err(io_err("rename", &path))?;
-        // Templates not used for a day go (the agent, kernel or host
-        // image they were made of changed since).
-        if let Ok(rd) = std::fs::read_dir(&dir) {
-            for e in rd.flatten() {
-                let n = e.file_name().to_string_lossy().into_owned();
-                let old = e
-                    .metadata()
-                    .and_then(|m| m.accessed())
-                    .ok()
-                    .and_then(|t| t.elapsed().ok())
-                    .is_some_and(|age| age > Duration::from_secs(86400));
-                if old && n.ends_with(".snap") && e.path() != path {
-                    let _ = std::fs::remove_file(e.path());
-                }
-            }
-        }
+        prune_templates(&dir, &path);
         Ok(path)
     }
 
@@ -484,7 +518,7 @@ impl Machine {
             .truncate(true)
             .open(out)
             .map_err(io_err("create", out))?;
-        let mut vm = self.launch(None, false)?;
+        let mut vm = self.launch(None, false, true)?;
         Self::wait_agent(&mut vm, Duration::from_secs(180))?;
         let t = Duration::from_secs(60);
         vm.qmp()?.execute("stop", serde_json::Value::Null, t)?;
@@ -530,9 +564,20 @@ impl Machine {
         if std::env::var("AIRLOCK_VM_COLD").is_ok_and(|v| v == "1") {
             return self.boot();
         }
-        let t = self.template()?;
-        let f = std::fs::File::open(&t).map_err(io_err("open", &t))?;
-        let mut vm = self.launch(Some(&f), true)?;
+        let mut t = self.template()?;
+        let f = match std::fs::File::open(&t) {
+            Ok(f) => f,
+            // Pruned by another process a moment ago: made again.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                t = self.template()?;
+                std::fs::File::open(&t).map_err(io_err("open", &t))?
+            }
+            Err(e) => return Err(io_err("open", &t)(e)),
+        };
+        // Its modification time says when it was last used (atime is
+        // not kept on most mounts): pruning keeps the templates in use.
+        let _ = f.set_modified(std::time::SystemTime::now());
+        let mut vm = self.launch(Some(&f), true, false)?;
         // The template was saved stopped, and so it is restored: once the
         // state is in, the guest goes on.
         let t = Duration::from_secs(30);
@@ -560,5 +605,37 @@ impl Machine {
         }
         vm.qmp()?.execute("cont", serde_json::Value::Null, t)?;
         Ok(vm)
+    }
+}
+
+/// How many templates are kept beyond those used in the last
+/// [`TEMPLATE_RECENT`] (each is the guest's RAM as saved, ~100 MB; every
+/// new agent, kernel or host image makes a new kind).
+const TEMPLATES_KEPT: usize = 6;
+const TEMPLATE_RECENT: Duration = Duration::from_secs(30 * 60);
+
+/// Removes the templates in `dir` but `keep`, the [`TEMPLATES_KEPT`] used
+/// most recently (by modification time: set on every use) and any used
+/// in the last [`TEMPLATE_RECENT`]. A machine restoring from one that
+/// goes keeps its open file; a later one makes it again.
+fn prune_templates(dir: &Path, keep: &Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut snaps: Vec<(std::time::SystemTime, PathBuf)> = rd
+        .flatten()
+        .filter(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.ends_with(".snap") && !n.starts_with('.')
+        })
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    snaps.sort_by_key(|s| std::cmp::Reverse(s.0));
+    for (i, (t, p)) in snaps.iter().enumerate() {
+        let recent = t.elapsed().map(|a| a < TEMPLATE_RECENT).unwrap_or(true);
+        if i >= TEMPLATES_KEPT && !recent && p != keep {
+            // A file of our own cache directory, named by us.
+            let _ = std::fs::remove_file(p);
+        }
     }
 }

@@ -127,12 +127,15 @@ pub fn run(
 pub struct EgressTally {
     allowed: u64,
     denied: u64,
-    /// (allowed, host, port) → connections, bytes out, bytes in, the last
-    /// reason.
-    by: std::collections::BTreeMap<(bool, String, u16), (u64, u64, u64, String)>,
+    by: std::collections::BTreeMap<TallyKey, Tally>,
     /// Denials printed as they came (`--verbose`), up to [`LOUD_DENIALS`].
     pub printed: u64,
 }
+
+/// (allowed, host, port).
+type TallyKey = (bool, String, u16);
+/// Connections, bytes out, bytes in, the last reason.
+type Tally = (u64, u64, u64, String);
 
 /// Destinations the tally keeps apart.
 pub const TALLY_KEYS: usize = 256;

@@ -67,7 +67,7 @@ enum First {
     /// Something else from the client.
     Other,
     /// The server spoke before the client.
-    ServerFirst,
+    ServerSpoke,
 }
 
 /// Called for every decision (from the connection's thread).
@@ -506,7 +506,7 @@ impl Proxy {
             }
         };
         match self.read_first(c, up, first)? {
-            First::ServerFirst => Ok(()),
+            First::ServerSpoke => Ok(()),
             First::Sni(Some(s)) => match canonical_host(&s) {
                 Ok(Host::Name(n)) if &n == name => Ok(()),
                 _ => Err(format!(
@@ -589,7 +589,7 @@ impl Proxy {
                 }
                 first.extend_from_slice(&buf[..k]);
             } else if p[1].revents != 0 && first.is_empty() {
-                return Ok(First::ServerFirst);
+                return Ok(First::ServerSpoke);
             }
         }
     }

@@ -745,11 +745,20 @@ fn hooks_run_on_the_host_with_the_state() {
     let rt = Rt::new();
     let out = rt.root.path().join("hooks.txt");
     let hook = |name: &str| json!({"path": "/bin/sh", "args": ["sh", "-c", format!("echo {name} $(cat) >> {}", out.display())]});
-    let mut c = config(&["true"], false);
+    // What a hook that enters the container by its pid finds: the
+    // container's mount namespace, never the host's (red team).
+    let ns_out = rt.root.path().join("ns.txt");
+    let ns_hook = |name: &str| {
+        json!({"path": "/bin/sh", "args": ["sh", "-c", format!(
+            "pid=$(sed -n 's/.*\"pid\":\\([0-9]*\\).*/\\1/p'); echo {name} $(readlink /proc/$pid/ns/mnt) >> {}",
+            ns_out.display()
+        )]})
+    };
+    let mut c = config(&["sleep", "2"], false);
     c["hooks"] = json!({
-        "createRuntime": [hook("createRuntime")],
-        "prestart": [hook("prestart")],
-        "poststart": [hook("poststart")],
+        "createRuntime": [hook("createRuntime"), ns_hook("createRuntime")],
+        "prestart": [hook("prestart"), ns_hook("prestart")],
+        "poststart": [hook("poststart"), ns_hook("poststart")],
         "poststop": [hook("poststop")]
     });
     let b = Bundle::new(&c);
@@ -766,6 +775,18 @@ fn hooks_run_on_the_host_with_the_state() {
     for l in text.lines() {
         let st: Value = serde_json::from_str(l.split_once(' ').unwrap().1).unwrap();
         assert_eq!(st["id"], "hk");
+    }
+    let host_mnt = std::fs::read_link("/proc/self/ns/mnt").unwrap();
+    let host_mnt = host_mnt.to_string_lossy();
+    let ns = std::fs::read_to_string(&ns_out).unwrap();
+    assert_eq!(ns.lines().count(), 3, "{ns}");
+    for l in ns.lines() {
+        let (name, mnt) = l.split_once(' ').unwrap();
+        assert!(mnt.starts_with("mnt:["), "{name}: {l:?}");
+        assert_ne!(
+            mnt, host_mnt,
+            "{name}'s pid is in the host's mount namespace"
+        );
     }
 }
 

@@ -120,14 +120,9 @@ fn cached(dir: &Path, name: &str, make: impl FnOnce(&Path) -> Result<()>) -> Res
     if path.is_file() {
         return Ok(path);
     }
-    let tmp = crate::temp_beside(&path);
-    let _ = std::fs::remove_file(&tmp);
-    if let Err(e) = make(&tmp) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    std::fs::rename(&tmp, &path).map_err(io_err("rename", &path))?;
-    // Older builds of the same kind go (the host changed since).
+    // Older builds of the same kind go first (the host changed since, so
+    // they are never used again; a machine still running holds its disk
+    // open): the disk never needs room for two `/usr` images at once.
     let prefix = name.split('-').next().unwrap_or(name).to_string();
     if let Ok(rd) = std::fs::read_dir(dir) {
         for e in rd.flatten() {
@@ -137,6 +132,13 @@ fn cached(dir: &Path, name: &str, make: impl FnOnce(&Path) -> Result<()>) -> Res
             }
         }
     }
+    let tmp = crate::temp_beside(&path);
+    let _ = std::fs::remove_file(&tmp);
+    if let Err(e) = make(&tmp) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, &path).map_err(io_err("rename", &path))?;
     Ok(path)
 }
 

@@ -77,6 +77,20 @@ impl Client {
 
 /// Runs a hook: `path` with `args` (argv[0] included) and `env`, the
 /// state on stdin, killed after `timeout` seconds (default 30).
+/// The state a hook reads on its stdin. Its `pid` is the sandbox's first
+/// process as the host sees it (in the container's namespaces, as the
+/// runtime spec has it), not the monitor's: hooks that enter the
+/// container by pid (`nsenter -t`, `/proc/PID/ns/net`, `/proc/PID/root`)
+/// must land in the container, never in the host's namespaces. Before the
+/// sandbox exists, the monitor's.
+pub fn hook_state(s: &Saved) -> serde_json::Value {
+    let mut v = s.state_json();
+    let live = s.sandbox_pid > 0
+        && ipc::proc_start(s.sandbox_pid).map(|p| p.0) == Some(s.sandbox_pid_start);
+    v["pid"] = if live { s.sandbox_pid } else { s.pid }.into();
+    v
+}
+
 pub fn run_hook(hook: &serde_json::Value, state: &serde_json::Value) -> Result<(), String> {
     use std::os::unix::process::CommandExt;
     let path = hook["path"].as_str().ok_or("a hook without path")?;
@@ -292,11 +306,7 @@ pub fn run(a: Args) -> i32 {
         }
     }
     saved.status = "created".into();
-    let state_now = |s: &Saved| {
-        let mut v = s.state_json();
-        v["pid"] = s.pid.into();
-        v
-    };
+    let state_now = hook_state;
     for kind in ["createRuntime", "prestart"] {
         for h in hooks_of(&saved, kind) {
             if let Err(e) = run_hook(h, &state_now(&saved)) {
@@ -601,11 +611,7 @@ impl Monitor {
                             c.reply(serde_json::json!({"ok": true}));
                             c.wants_start = false;
                         }
-                        let st = {
-                            let mut v = self.saved.state_json();
-                            v["pid"] = self.saved.pid.into();
-                            v
-                        };
+                        let st = hook_state(&self.saved);
                         for h in hooks_of(&self.saved, "poststart") {
                             if let Err(e) = run_hook(h, &st) {
                                 self.log

@@ -161,6 +161,16 @@ impl Transparent {
     /// For a spec's network: `None` without a network, or when every
     /// pool is taken by a CIDR rule.
     pub fn for_network(n: &airlock_spec::Network, agent_routes: bool) -> Option<Transparent> {
+        // The stub needs the rules and nothing else: never secrets (their
+        // values do not go into the sandbox, and without them the broker's
+        // part of the policy would not compile there — red team: any
+        // --secret turned transparent mode off).
+        let n = &airlock_spec::Network {
+            mode: n.mode,
+            allow: n.allow.clone(),
+            deny: n.deny.clone(),
+            ..airlock_spec::Network::default()
+        };
         let p = airlock_spec::net::Policy::compile(n).ok()?;
         if !p.enabled() {
             return None;

@@ -424,11 +424,40 @@ fn unreadable_files_are_not_copied_into_the_guest() {
     for p in ["", "open.txt"] {
         std::os::unix::fs::chown(src.join(p), Some(u), Some(g)).unwrap();
     }
+    // Mode 0644, but a POSIX ACL refuses the sandbox user (red team: the
+    // copy went by the mode bits).
+    let acl = src.join("acl.txt");
+    std::fs::write(&acl, format!("{marker}\n")).unwrap();
+    std::fs::set_permissions(&acl, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut x = 2u32.to_le_bytes().to_vec();
+    for (tag, perm, id) in [
+        (0x01u16, 6u16, u32::MAX),
+        (0x02, 0, u),
+        (0x04, 4, u32::MAX),
+        (0x10, 4, u32::MAX),
+        (0x20, 4, u32::MAX),
+    ] {
+        x.extend_from_slice(&tag.to_le_bytes());
+        x.extend_from_slice(&perm.to_le_bytes());
+        x.extend_from_slice(&id.to_le_bytes());
+    }
+    let cpath = std::ffi::CString::new(acl.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid C string and buffer.
+    let r = unsafe {
+        libc::setxattr(
+            cpath.as_ptr(),
+            c"system.posix_acl_access".as_ptr(),
+            x.as_ptr().cast(),
+            x.len(),
+            0,
+        )
+    };
+    assert_eq!(r, 0, "setxattr: {}", std::io::Error::last_os_error());
     let m = format!("{}:/data", src.display());
     let ov = format!("{}:/work:overlay", src.display());
     let script = format!(
         "cat /data/open.txt; stat -c '%n %s' /data/secret /work/secret; ls -A /data/private | wc -l; \
-         cat /data/secret /work/secret /data/private/inner 2>&1; chmod 644 /work/secret 2>&1; cat /work/secret; \
+         cat /data/secret /work/secret /data/private/inner /data/acl.txt /work/acl.txt 2>&1; chmod 644 /work/secret 2>&1; cat /work/secret; \
          grep -r {marker} /data /work 2>/dev/null; echo done"
     );
     for user in ["sandbox", "root"] {

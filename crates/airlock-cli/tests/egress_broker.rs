@@ -589,6 +589,7 @@ echo "token=$API_TOKEN"
 echo "bundle=$SSL_CERT_FILE $CURL_CA_BUNDLE $REQUESTS_CA_BUNDLE $NODE_EXTRA_CA_CERTS $GIT_SSL_CAINFO $CARGO_HTTP_CAINFO $PIP_CERT"
 grep -c 'BEGIN CERTIFICATE' "$SSL_CERT_FILE" | sed 's/^/certs=/'
 curl -sS -m 20 -H "Authorization: Bearer $API_TOKEN" https://api.bound.test/echo-bound
+curl --noproxy '*' -sS -m 20 -H "Authorization: Bearer $API_TOKEN" https://api.bound.test/echo-transparent
 curl -sS -m 20 -H "Authorization: Bearer $API_TOKEN" https://echo.unbound.test/echo-unbound --cacert /certs/ca.pem
 echo "plain=$(curl -sS -m 20 -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $API_TOKEN" http://api.bound.test/echo-plain)"
 curl -sS -m 20 -H "Authorization: Bearer $API_TOKEN" -w 'conns=%{num_connects}\n' https://api.bound.test/ka-1 https://api.bound.test/ka-2 https://api.bound.test/ka-3
@@ -647,6 +648,17 @@ echo "fronted=$(curl -sS -m 20 -o /dev/null -w '%{http_code}' -H 'Host: echo.unb
         assert!(
             s.contains(&format!("Authorization: Bearer {}\n", net.secret)),
             "{who:?}: the value did not reach the bound host: {o:?}"
+        );
+        // Transparently too (no proxy variable: the sandbox's DNS stub and
+        // the agent's tunnel, with secrets given — red team: a --secret
+        // turned transparent mode off).
+        let transparent = s
+            .split("echo bound-tls GET /echo-transparent")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{who:?}: no transparent request: {o:?}"));
+        assert!(
+            transparent.contains(&format!("Authorization: Bearer {}\n", net.secret)),
+            "{who:?}: {o:?}"
         );
         // The unbound host saw the placeholder only.
         let unbound = s

@@ -732,6 +732,12 @@ fn wait_next(
     upr: &mut Reader<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>,
 ) -> bool {
     use std::os::fd::AsRawFd;
+    // Anything from upstream that no request asked for (a response beyond
+    // the one that was framed) ends the connection, before any next
+    // request: it must never pass for that request's answer.
+    if !upstream_quiet(upr) {
+        return false;
+    }
     if !cli.avail().is_empty() || cli.s.sock.pos < cli.s.sock.pre.len() {
         return true;
     }
@@ -786,6 +792,43 @@ fn wait_next(
             }
         }
         return p[0].revents != 0;
+    }
+}
+
+/// Whether upstream has sent nothing since the last response: no bytes
+/// left over, none decrypted and waiting, no record with data (or its
+/// close) on the socket. TLS 1.3 session tickets are fine.
+fn upstream_quiet(
+    upr: &mut Reader<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>,
+) -> bool {
+    use std::os::fd::AsRawFd;
+    if !upr.avail().is_empty() {
+        return false;
+    }
+    loop {
+        let mut b = [0u8; 1];
+        match upr.s.conn.reader().read(&mut b) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            _ => return false,
+        }
+        let mut p = libc::pollfd {
+            fd: upr.s.sock.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd; no wait.
+        if unsafe { libc::poll(&mut p, 1, 0) } <= 0 || p.revents == 0 {
+            return true;
+        }
+        let us = &mut upr.s;
+        match us.conn.read_tls(&mut us.sock) {
+            Ok(0) | Err(_) => return false,
+            Ok(_) => {}
+        }
+        match us.conn.process_new_packets() {
+            Ok(st) if st.plaintext_bytes_to_read() == 0 && !st.peer_has_closed() => continue,
+            _ => return false,
+        }
     }
 }
 

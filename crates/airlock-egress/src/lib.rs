@@ -815,9 +815,19 @@ fn parse_request(head: &str) -> Result<Request, String> {
         .ok_or("no empty line after the head")?;
     if head
         .bytes()
-        .any(|b| b == 0 || (b < 0x20 && b != b'\r' && b != b'\n' && b != b'\t'))
+        .any(|b| b == 0 || b == 0x7f || (b < 0x20 && b != b'\r' && b != b'\n' && b != b'\t'))
     {
         return Err("control bytes in the request head".into());
+    }
+    // Lines end in CRLF and nowhere else: a bare LF or CR is where two
+    // parsers (ours, the server's) would read different requests.
+    let b = head.as_bytes();
+    for (i, &c) in b.iter().enumerate() {
+        let bare_lf = c == b'\n' && (i == 0 || b[i - 1] != b'\r');
+        let bare_cr = c == b'\r' && b.get(i + 1) != Some(&b'\n');
+        if bare_lf || bare_cr {
+            return Err("a bare CR or LF in the request head".into());
+        }
     }
     let mut lines = head.split("\r\n");
     let line = lines.next().ok_or("no request line")?;
@@ -829,6 +839,11 @@ fn parse_request(head: &str) -> Result<Request, String> {
     };
     if m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase()) {
         return Err(format!("bad method {m:?}"));
+    }
+    // The target: visible ASCII only (no tab, no space, nothing a server
+    // could read as the end of it).
+    if t.is_empty() || !t.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!("bad request target {t:?}"));
     }
     if v != "HTTP/1.1" && v != "HTTP/1.0" {
         return Err(format!("bad version {v:?}"));
@@ -1042,6 +1057,19 @@ mod tests {
         assert_eq!(r.header("HOST"), Some("a"));
         assert!(parse_request("GET http://a/ HTTP/1.1\r\nHost: a\0\r\n\r\n").is_err());
         assert!(parse_request("GET  http://a/ HTTP/1.1\r\n\r\n").is_err());
+        // Smuggling shapes (red team): a tab or bare LF in the target, a
+        // bare LF or CR between lines, DEL.
+        for bad in [
+            "GET /ok/x\tHTTP/1.1\nHost:a\n\nDELETE\t/admin\tHTTP/1.1\nX: HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET /a\tb HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET / HTTP/1.1\nHost: a\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\rX: b\r\n\r\n",
+            "GET /\x7f HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET /\u{e9} HTTP/1.1\r\nHost: a\r\n\r\n",
+        ] {
+            assert!(parse_request(bad).is_err(), "{bad:?}");
+        }
+        assert!(parse_request("GET /a?b=%20 HTTP/1.1\r\nHost: a\r\nX: a\tb\r\n\r\n").is_ok());
         let two = parse_request("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n").unwrap();
         assert_eq!(two.header("host"), Some(""));
     }

@@ -187,6 +187,20 @@ fn open_flags(path: &str, flags: libc::c_int) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Whether the file open at `fd` carries a POSIX access ACL.
+fn has_acl(fd: RawFd) -> bool {
+    // SAFETY: a size query (no buffer) on an fd we hold.
+    let r = unsafe {
+        libc::fgetxattr(
+            fd,
+            c"system.posix_acl_access".as_ptr(),
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    r >= 0
+}
+
 fn openat(dir: RawFd, name: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
     // SAFETY: a valid C string and fd; the kernel returns a new fd or -1.
     let fd = airlock_sys::cvt(unsafe {
@@ -274,12 +288,19 @@ impl Copy {
 
     /// Whether the sandbox's user may read it (`want`: 4 read, 5 read
     /// and search) by the bits that apply to it there.
-    fn may(&self, st: &libc::stat, want: u32) -> bool {
+    fn may(&self, fd: RawFd, st: &libc::stat, want: u32) -> bool {
         let (u, g) = self.ids_of(st);
         let m = st.st_mode;
         if u == self.ids.uid {
             // The owner may always chmod it: it is theirs.
             return true;
+        }
+        if has_acl(fd) {
+            // A POSIX ACL may refuse (or grant) this user what the mode
+            // bits say (red team): whoever is not the owner is refused,
+            // whatever the bits — the copy never shows more than the
+            // container tier would.
+            return false;
         }
         let bits = if g == self.ids.gid {
             (m >> 3) & 7
@@ -324,7 +345,7 @@ impl Copy {
 
     fn file(&mut self, f: OwnedFd, st: &libc::stat, to: &Path) -> Result<()> {
         let mut out = File::create(to).map_err(io_err("create", to))?;
-        if self.may(st, 4) {
+        if self.may(f.as_raw_fd(), st, 4) {
             // Checked before a byte is copied (the copy is on the host's
             // disk): a file growing meanwhile is cut at its size now.
             let size = st.st_size.max(0) as u64;
@@ -352,7 +373,7 @@ impl Copy {
             )));
         }
         std::fs::create_dir(to).map_err(io_err("create", to))?;
-        if self.may(st, 5) {
+        if self.may(d.as_raw_fd(), st, 5) {
             let proc = format!("/proc/self/fd/{}", d.as_raw_fd());
             let mut names: Vec<OsString> = std::fs::read_dir(&proc)
                 .map_err(io_err("list", to))?

@@ -162,7 +162,14 @@ fn action(
         }
         LinuxSeccompAction::ScmpActKillProcess => Action::KillProcess,
         LinuxSeccompAction::ScmpActTrap => Action::Trap,
-        LinuxSeccompAction::ScmpActErrno => Action::Errno(e(errno.unwrap_or(default_errno))?),
+        LinuxSeccompAction::ScmpActErrno => match errno.unwrap_or(default_errno) {
+            // An "error" 0 is a faked success: when two filters both
+            // answer with an errno the later one's data wins, so it would
+            // make calls airlock's allowlist refuses look as if they had
+            // run (red team).
+            0 => return Err("seccomp SCMP_ACT_ERRNO with errnoRet 0 (a faked success) is refused: it would report success for calls airlock refuses".into()),
+            v => Action::Errno(e(v)?),
+        },
         LinuxSeccompAction::ScmpActTrace => Action::Trace(e(errno.unwrap_or(libc::EPERM as u32))?),
         LinuxSeccompAction::ScmpActLog => Action::Log,
         LinuxSeccompAction::ScmpActAllow => Action::Allow,
@@ -676,6 +683,19 @@ mod tests {
             "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]
         });
         assert!(parse(v).unwrap_err().contains("SCMP_ACT_NOTIFY"));
+        // A faked success would hide airlock's own refusals (red team).
+        let mut v = base();
+        v["linux"]["seccomp"] = serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mount", "unshare"], "action": "SCMP_ACT_ERRNO", "errnoRet": 0}]
+        });
+        assert!(parse(v).unwrap_err().contains("errnoRet 0"));
+        let mut v = base();
+        v["linux"]["seccomp"] = serde_json::json!({
+            "defaultAction": "SCMP_ACT_ERRNO",
+            "defaultErrnoRet": 0,
+        });
+        assert!(parse(v).unwrap_err().contains("errnoRet 0"));
         let mut v = base();
         v["linux"]["seccomp"] = serde_json::json!({
             "defaultAction": "SCMP_ACT_ERRNO",

@@ -65,9 +65,10 @@ pub struct Broker {
 
 fn random(n: usize) -> Vec<u8> {
     let mut b = vec![0u8; n];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        let _ = f.read_exact(&mut b);
-    }
+    // Never predictable serials or ids: without randomness, no broker.
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .expect("airlock: cannot read /dev/urandom for the sandbox's CA");
     b
 }
 
@@ -855,7 +856,11 @@ fn has_dot_segment(path: &str) -> bool {
         .replace("%2f", "/")
         .replace("%5c", "/")
         .replace('\\', "/");
-    d.split('/').any(|s| s == "." || s == "..")
+    // A segment's `;params` are dropped before the comparison, as Tomcat,
+    // Jetty and Spring drop them before normalising (`/..;/admin`).
+    d.split('/')
+        .map(|s| s.split(';').next().unwrap_or(""))
+        .any(|s| s == "." || s == "..")
 }
 
 #[derive(Clone, Copy)]
@@ -1110,27 +1115,49 @@ fn copy_eof<R: Read, W: Write>(r: &mut Reader<R>, w: &mut W) -> io::Result<u64> 
 }
 
 fn copy_chunked<R: Read, W: Write>(r: &mut Reader<R>, w: &mut W) -> io::Result<u64> {
+    // Every chunk line is parsed strictly and written anew (size only, no
+    // extension), and trailers are dropped: nothing of the client's
+    // framing reaches the server as it was sent, so a server that reads a
+    // bare LF or an odd extension differently cannot see another request
+    // in it (red team / review: request capture through chunk lines).
+    let bad = || io::Error::other("a bad chunk size line");
     let mut n = 0u64;
     loop {
         let line = r.read_line()?;
-        let s = std::str::from_utf8(&line[..line.len() - 2])
-            .map_err(|_| io::Error::other("a bad chunk size"))?;
-        let hex = s.split(';').next().unwrap_or("").trim();
-        if hex.is_empty() || hex.len() > 15 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(io::Error::other("a bad chunk size"));
+        let body = &line[..line.len() - 2];
+        if body
+            .iter()
+            .any(|&b| b < 0x20 && b != b'\t' || b == 0x7f || b >= 0x80)
+        {
+            return Err(bad());
         }
-        let size =
-            u64::from_str_radix(hex, 16).map_err(|_| io::Error::other("a bad chunk size"))?;
-        w.write_all(&line)?;
-        n += line.len() as u64;
+        let s = std::str::from_utf8(body).map_err(|_| bad())?;
+        let (hex, ext) = match s.split_once(';') {
+            Some((h, e)) => (h, Some(e)),
+            None => (s, None),
+        };
+        if hex.is_empty() || hex.len() > 15 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad());
+        }
+        if ext.is_some_and(|e| e.contains(['\r', '\n'])) {
+            return Err(bad());
+        }
+        let size = u64::from_str_radix(hex, 16).map_err(|_| bad())?;
+        let out = format!("{size:x}\r\n");
+        w.write_all(out.as_bytes())?;
+        n += out.len() as u64;
         if size == 0 {
-            // Trailers, up to the empty line.
+            // Trailers are read (bounded, as lines) and dropped.
+            let mut lines = 0;
             loop {
                 let t = r.read_line()?;
-                w.write_all(&t)?;
-                n += t.len() as u64;
                 if t == b"\r\n" {
-                    return Ok(n);
+                    w.write_all(b"\r\n")?;
+                    return Ok(n + 2);
+                }
+                lines += 1;
+                if lines > 64 {
+                    return Err(io::Error::other("too many trailer lines"));
                 }
             }
         }
@@ -1218,6 +1245,10 @@ mod tests {
         assert!(has_dot_segment("/repos/acme/%2e%2E/evil"));
         assert!(has_dot_segment("/repos/acme/..%2fevil"));
         assert!(has_dot_segment("/a/./b"));
+        assert!(has_dot_segment("/ok/..;/admin"));
+        assert!(has_dot_segment("/ok/%2e%2e;x/admin"));
+        assert!(has_dot_segment("/ok/.;/admin"));
+        assert!(!has_dot_segment("/ok/a;b/c"));
         assert!(!has_dot_segment("/repos/acme/x..y"));
         assert!(!has_dot_segment("/projects/acme%2Fapp"));
     }
@@ -1373,12 +1404,29 @@ mod tests {
         assert!(r("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n").is_err());
         assert!(r("POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n").is_err());
         assert!(r("POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n").is_err());
-        // Chunked bodies pass through byte for byte; a bad one stops.
-        let mut src = Reader::new(&b"5\r\nhello\r\n0\r\nT: 1\r\n\r\nNEXT"[..]);
+        // Chunked bodies pass with their framing written anew (sizes only,
+        // no extensions, no trailers); a bad one stops.
+        let mut src = Reader::new(&b"05;name=v\r\nhello\r\n0\r\nT: 1\r\n\r\nNEXT"[..]);
         let mut out = Vec::new();
         copy_chunked(&mut src, &mut out).unwrap();
-        assert_eq!(out, b"5\r\nhello\r\n0\r\nT: 1\r\n\r\n");
+        assert_eq!(out, b"5\r\nhello\r\n0\r\n\r\n");
         assert_eq!(src.avail(), b"NEXT");
+        // Bare LFs where a lenient server would split (review: request
+        // capture through chunk lines and trailers).
+        for b in [
+            &b"5\n\r\nhello\r\n0\r\n\r\n"[..],
+            &b"5;x\nPOST /admin HTTP/1.1\r\nhello\r\n0\r\n\r\n"[..],
+            &b"5 \r\nhello\r\n0\r\n\r\n"[..],
+            &b"5\x7f\r\nhello\r\n0\r\n\r\n"[..],
+        ] {
+            let mut bad = Reader::new(b);
+            assert!(copy_chunked(&mut bad, &mut Vec::new()).is_err(), "{b:?}");
+        }
+        // A trailer with a bare LF is read and dropped, never forwarded.
+        let mut src = Reader::new(&b"0\r\nT: 1\nGET /x HTTP/1.1\r\n\r\n"[..]);
+        let mut out = Vec::new();
+        copy_chunked(&mut src, &mut out).unwrap();
+        assert_eq!(out, b"0\r\n\r\n");
         let mut bad = Reader::new(&b"5\r\nhelloXX0\r\n\r\n"[..]);
         assert!(copy_chunked(&mut bad, &mut Vec::new()).is_err());
         let mut bad = Reader::new(&b"zz\r\n"[..]);

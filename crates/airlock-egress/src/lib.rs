@@ -488,7 +488,7 @@ impl Proxy {
             Host::Name(n) => n,
             Host::Ip(_) => {
                 let p = self.policy();
-                if !p.denies_names() {
+                if !p.denies_names() && self.broker.is_none() {
                     return Ok(());
                 }
                 let shown = match self.read_first(c, up, first)? {
@@ -500,7 +500,18 @@ impl Proxy {
                 // Host header is the tunnel's business, not the name's).
                 let named = shown.and_then(|h| split_authority(&h, Some(port)).ok());
                 return match named.map(|(h, _)| canonical_host(&h)) {
-                    Some(Ok(Host::Name(n))) => p.check_denied_name(&n, port).map_err(|d| d.0),
+                    Some(Ok(Host::Name(n))) => {
+                        p.check_denied_name(&n, port).map_err(|d| d.0)?;
+                        // A host whose TLS airlock terminates (its HTTP
+                        // rules, its secret) is reached by name only: by
+                        // address the tunnel would carry it unchecked.
+                        match &self.broker {
+                            Some(b) if b.terminates(&n) => Err(format!(
+                                "{n} (named inside a tunnel to an address) is a host whose TLS airlock terminates: reach it by its name"
+                            )),
+                            _ => Ok(()),
+                        }
+                    }
                     _ => Ok(()),
                 };
             }
@@ -845,6 +856,11 @@ fn parse_request(head: &str) -> Result<Request, String> {
     if t.is_empty() || !t.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(format!("bad request target {t:?}"));
     }
+    // A fragment is never part of a request target (RFC 9112); a server
+    // that took `#` as a path byte would see a path the rules never did.
+    if t.contains('#') {
+        return Err(format!("a fragment (#) in the request target {t:?}"));
+    }
     if v != "HTTP/1.1" && v != "HTTP/1.0" {
         return Err(format!("bad version {v:?}"));
     }
@@ -1066,6 +1082,7 @@ mod tests {
             "GET / HTTP/1.1\r\nHost: a\rX: b\r\n\r\n",
             "GET /\x7f HTTP/1.1\r\nHost: a\r\n\r\n",
             "GET /\u{e9} HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET /repos/acme#/../../admin HTTP/1.1\r\nHost: a\r\n\r\n",
         ] {
             assert!(parse_request(bad).is_err(), "{bad:?}");
         }

@@ -151,9 +151,10 @@ pub struct SecretBinding {
 pub fn random_placeholder() -> String {
     let mut b = [0u8; 16];
     use std::io::Read;
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        let _ = f.read_exact(&mut b);
-    }
+    // Never a predictable placeholder: without randomness, no secret.
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .expect("airlock: cannot read /dev/urandom for a secret's placeholder");
     let mut s = String::from("airlock-secret-");
     for x in b {
         s.push_str(&format!("{x:02x}"));

@@ -487,18 +487,18 @@ mod tests {
     fn only_what_the_sandbox_user_could_read_is_copied() {
         let c = copy(Some((1001, 1001)));
         // Its own files, whatever their mode.
-        assert!(c.may(&st(1001, 1001, libc::S_IFREG), 4));
+        assert!(c.may(-1, &st(1001, 1001, libc::S_IFREG), 4));
         // Root's: by the group bits when the group maps, else others'.
-        assert!(!c.may(&st(0, 1001, libc::S_IFREG | 0o600), 4));
-        assert!(c.may(&st(0, 1001, libc::S_IFREG | 0o640), 4));
-        assert!(!c.may(&st(0, 0, libc::S_IFREG | 0o640), 4));
-        assert!(c.may(&st(0, 0, libc::S_IFREG | 0o644), 4));
+        assert!(!c.may(-1, &st(0, 1001, libc::S_IFREG | 0o600), 4));
+        assert!(c.may(-1, &st(0, 1001, libc::S_IFREG | 0o640), 4));
+        assert!(!c.may(-1, &st(0, 0, libc::S_IFREG | 0o640), 4));
+        assert!(c.may(-1, &st(0, 0, libc::S_IFREG | 0o644), 4));
         // Directories need read and search.
-        assert!(!c.may(&st(0, 0, libc::S_IFDIR | 0o711), 5));
-        assert!(c.may(&st(0, 0, libc::S_IFDIR | 0o755), 5));
+        assert!(!c.may(-1, &st(0, 0, libc::S_IFDIR | 0o711), 5));
+        assert!(c.may(-1, &st(0, 0, libc::S_IFDIR | 0o755), 5));
         // Not mapped at all: others' bits only.
         let c = copy(None);
-        assert!(!c.may(&st(1001, 1001, libc::S_IFREG | 0o640), 4));
-        assert!(c.may(&st(1001, 1001, libc::S_IFREG | 0o604), 4));
+        assert!(!c.may(-1, &st(1001, 1001, libc::S_IFREG | 0o640), 4));
+        assert!(c.may(-1, &st(1001, 1001, libc::S_IFREG | 0o604), 4));
     }
 }

@@ -1002,6 +1002,9 @@ fn delete(ctx: &Ctx, id: &str, force: bool) -> Result<i32> {
         if let Some(list) = h.get("poststop").and_then(|v| v.as_array()) {
             let mut st = s.state_json();
             st["status"] = "stopped".into();
+            // The container is gone: no pid a hook could enter (never the
+            // monitor's, whose namespaces are the host's).
+            st["pid"] = 0.into();
             for hook in list {
                 if let Err(e) = monitor::run_hook(hook, &st) {
                     ctx.log.warn(&format!("{id}: poststop hook: {e}"));

@@ -81,13 +81,14 @@ impl Client {
 /// process as the host sees it (in the container's namespaces, as the
 /// runtime spec has it), not the monitor's: hooks that enter the
 /// container by pid (`nsenter -t`, `/proc/PID/ns/net`, `/proc/PID/root`)
-/// must land in the container, never in the host's namespaces. Before the
-/// sandbox exists, the monitor's.
+/// must land in the container, never in the host's namespaces. When that
+/// process is gone, 0 — never the monitor's pid (its namespaces are the
+/// host's).
 pub fn hook_state(s: &Saved) -> serde_json::Value {
     let mut v = s.state_json();
     let live = s.sandbox_pid > 0
         && ipc::proc_start(s.sandbox_pid).map(|p| p.0) == Some(s.sandbox_pid_start);
-    v["pid"] = if live { s.sandbox_pid } else { s.pid }.into();
+    v["pid"] = if live { s.sandbox_pid } else { 0 }.into();
     v
 }
 

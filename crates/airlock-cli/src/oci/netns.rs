@@ -32,8 +32,30 @@ const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
 fn open_ns(path: &Path) -> Result<OwnedFd, String> {
     let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
         .map_err(|_| format!("{}: a NUL byte in the path", path.display()))?;
+    // First without opening it for I/O (a FIFO would block, a device
+    // open could act): only an nsfs file is opened for real.
     // SAFETY: a valid C string; the kernel returns a new fd or -1.
-    let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    let pfd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
+    if pfd < 0 {
+        return Err(format!(
+            "the network namespace at {} cannot be opened: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: a new fd that nothing else owns.
+    let pfd = unsafe { OwnedFd::from_raw_fd(pfd) };
+    const NSFS_MAGIC: i64 = 0x6e73_6673;
+    // SAFETY: fstatfs fills a statfs we own.
+    let mut sfs: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above, on our fd.
+    if unsafe { libc::fstatfs(pfd.as_raw_fd(), &mut sfs) } != 0 || sfs.f_type as i64 != NSFS_MAGIC {
+        return Err(format!("{} is not a network namespace", path.display()));
+    }
+    let via = std::ffi::CString::new(format!("/proc/self/fd/{}", pfd.as_raw_fd()))
+        .map_err(|_| "a NUL byte".to_string())?;
+    // SAFETY: a valid C string; the kernel returns a new fd or -1.
+    let fd = unsafe { libc::open(via.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
     if fd < 0 {
         return Err(format!(
             "the network namespace at {} cannot be opened: {}",

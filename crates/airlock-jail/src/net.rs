@@ -277,6 +277,18 @@ pub fn prepare_transparent(
     prefix: u8,
 ) -> io::Result<()> {
     let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
+    // Never the namespace airlock itself is in (were `pid` ever not the
+    // sandbox's: the route and the port bound would be the host's).
+    {
+        use std::os::unix::fs::MetadataExt;
+        let (theirs, ours) = (ns.metadata()?, std::fs::metadata("/proc/self/ns/net")?);
+        if (theirs.dev(), theirs.ino()) == (ours.dev(), ours.ino()) {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "the sandbox's network namespace is airlock's own",
+            ));
+        }
+    }
     let t = std::thread::Builder::new()
         .name("airlock-netns".into())
         .spawn(move || -> io::Result<()> {

@@ -60,7 +60,7 @@ impl BrokerArgs {
             out.push(SecretBinding {
                 name,
                 hosts,
-                placeholder: random_placeholder(),
+                placeholder: random_placeholder().context("a placeholder for a secret")?,
                 value: SecretValue(value),
             });
         }
@@ -83,7 +83,7 @@ impl BrokerArgs {
             out.push(SecretBinding {
                 name,
                 hosts,
-                placeholder: random_placeholder(),
+                placeholder: random_placeholder().context("a placeholder for a secret")?,
                 value: SecretValue(value),
             });
         }

@@ -42,11 +42,17 @@ pub trait Backend {
         image: Option<&ImageRoot>,
     ) -> Result<Spawned, CoreError>;
     /// The environment a process starts with, before its own variables.
-    fn env(&self, spec: &ValidSpec) -> Vec<(String, String)>;
+    fn env(&self, spec: &ValidSpec) -> Vec<(String, String)> {
+        airlock_jail::base_env(spec, |k| std::env::var(k).ok())
+    }
     /// Where a process starts unless it says otherwise.
-    fn cwd(&self, spec: &ValidSpec) -> Result<PathBuf, CoreError>;
+    fn cwd(&self, spec: &ValidSpec) -> Result<PathBuf, CoreError> {
+        Ok(spec.effective_workdir())
+    }
     /// The ids a process runs as inside.
-    fn user(&self, spec: &ValidSpec) -> User;
+    fn user(&self, spec: &ValidSpec) -> User {
+        spec.user
+    }
     /// Stops everything at once: the agent and every process it started
     /// (`started`: their pids, each its own process group).
     fn kill(&self, agent: &Agent, started: &[i32]);
@@ -187,18 +193,6 @@ impl Backend for Container {
             vm_monitor: None,
             vm_console: None,
         })
-    }
-
-    fn env(&self, spec: &ValidSpec) -> Vec<(String, String)> {
-        airlock_jail::base_env(spec, |k| std::env::var(k).ok())
-    }
-
-    fn cwd(&self, spec: &ValidSpec) -> Result<PathBuf, CoreError> {
-        Ok(spec.effective_workdir())
-    }
-
-    fn user(&self, spec: &ValidSpec) -> User {
-        spec.user
     }
 
     fn kill(&self, agent: &Agent, _started: &[i32]) {
@@ -741,18 +735,6 @@ impl Backend for Microvm {
             vm_monitor: monitor,
             vm_console: console,
         })
-    }
-
-    fn env(&self, spec: &ValidSpec) -> Vec<(String, String)> {
-        airlock_jail::base_env(spec, |k| std::env::var(k).ok())
-    }
-
-    fn cwd(&self, spec: &ValidSpec) -> Result<PathBuf, CoreError> {
-        Ok(spec.effective_workdir())
-    }
-
-    fn user(&self, spec: &ValidSpec) -> User {
-        spec.user
     }
 
     fn kill(&self, agent: &Agent, _started: &[i32]) {

@@ -63,13 +63,14 @@ pub struct Broker {
     provider: Arc<rustls::crypto::CryptoProvider>,
 }
 
-fn random(n: usize) -> Vec<u8> {
+/// `n` random bytes; an error (never predictable serials or ids) without
+/// randomness.
+fn random(n: usize) -> Result<Vec<u8>, String> {
     let mut b = vec![0u8; n];
-    // Never predictable serials or ids: without randomness, no broker.
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut b))
-        .expect("airlock: cannot read /dev/urandom for the sandbox's CA");
-    b
+        .map_err(|e| format!("read /dev/urandom: {e}"))?;
+    Ok(b)
 }
 
 /// The system's root certificates as PEM text ("" when none is found).
@@ -137,7 +138,7 @@ impl Broker {
         let key = rcgen::KeyPair::generate().map_err(|e| format!("cannot make a CA key: {e}"))?;
         let mut p =
             rcgen::CertificateParams::new(Vec::<String>::new()).map_err(|e| format!("CA: {e}"))?;
-        let id: String = random(4).iter().map(|b| format!("{b:02x}")).collect();
+        let id: String = random(4)?.iter().map(|b| format!("{b:02x}")).collect();
         p.distinguished_name.push(
             rcgen::DnType::CommonName,
             format!("airlock sandbox CA {id}"),
@@ -152,7 +153,7 @@ impl Broker {
             rcgen::KeyUsagePurpose::CrlSign,
             rcgen::KeyUsagePurpose::DigitalSignature,
         ];
-        p.serial_number = Some(serial());
+        p.serial_number = Some(serial()?);
         let cert = p
             .self_signed(&key)
             .map_err(|e| format!("cannot make the CA: {e}"))?;
@@ -235,7 +236,7 @@ impl Broker {
         p.is_ca = rcgen::IsCa::NoCa;
         p.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
         p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-        p.serial_number = Some(serial());
+        p.serial_number = Some(serial()?);
         p.use_authority_key_identifier_extension = true;
         let cert = p
             .signed_by(&key, &self.issuer)
@@ -833,11 +834,11 @@ fn upstream_quiet(
     }
 }
 
-fn serial() -> rcgen::SerialNumber {
-    let mut b = random(16);
+fn serial() -> Result<rcgen::SerialNumber, String> {
+    let mut b = random(16)?;
     b[0] &= 0x7f;
     b[0] |= 0x01;
-    rcgen::SerialNumber::from_slice(&b)
+    Ok(rcgen::SerialNumber::from_slice(&b))
 }
 
 fn path_of(target: &str) -> &str {
@@ -1254,7 +1255,7 @@ mod tests {
     }
 
     fn broker() -> (Broker, String) {
-        let ph = airlock_spec::net::random_placeholder();
+        let ph = airlock_spec::net::random_placeholder().unwrap();
         let n = Network {
             mode: airlock_spec::NetMode::Allowlist,
             allow: vec!["api.test".into()],

@@ -241,13 +241,16 @@ impl NetworkSpec {
                 secrets: p
                     .secrets
                     .iter()
-                    .map(|x| airlock_spec::net::SecretBinding {
-                        name: x.name.clone(),
-                        hosts: x.hosts.clone(),
-                        placeholder: airlock_spec::net::random_placeholder(),
-                        value: airlock_spec::net::SecretValue(x.value.clone()),
+                    .map(|x| {
+                        Ok(airlock_spec::net::SecretBinding {
+                            name: x.name.clone(),
+                            hosts: x.hosts.clone(),
+                            placeholder: airlock_spec::net::random_placeholder()
+                                .map_err(|e| format!("a placeholder for a secret: {e}"))?,
+                            value: airlock_spec::net::SecretValue(x.value.clone()),
+                        })
                     })
-                    .collect(),
+                    .collect::<Result<_, String>>()?,
                 inspect: p.inspect.clone(),
                 allow_http: p.allow_http.clone(),
                 upstream_ca: p.upstream_ca.clone(),

@@ -147,19 +147,19 @@ pub struct SecretBinding {
     pub value: SecretValue,
 }
 
-/// A fresh placeholder: `airlock-secret-` and 32 random hex digits.
-pub fn random_placeholder() -> String {
+/// A fresh placeholder: `airlock-secret-` and 32 random hex digits. An
+/// error (never a predictable placeholder) without randomness.
+pub fn random_placeholder() -> std::io::Result<String> {
     let mut b = [0u8; 16];
     use std::io::Read;
-    // Never a predictable placeholder: without randomness, no secret.
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut b))
-        .expect("airlock: cannot read /dev/urandom for a secret's placeholder");
+        .map_err(|e| std::io::Error::new(e.kind(), format!("read /dev/urandom: {e}")))?;
     let mut s = String::from("airlock-secret-");
     for x in b {
         s.push_str(&format!("{x:02x}"));
     }
-    s
+    Ok(s)
 }
 
 /// Parses `NAME@HOST1,HOST2` (the `--secret` form).
@@ -1462,7 +1462,7 @@ mod tests {
         SecretBinding {
             name: name.into(),
             hosts: hosts.iter().map(|h| h.to_string()).collect(),
-            placeholder: random_placeholder(),
+            placeholder: random_placeholder().unwrap(),
             value: SecretValue(value.into()),
         }
     }

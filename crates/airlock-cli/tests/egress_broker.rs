@@ -261,46 +261,10 @@ impl Inet {
             format!("nameserver {DNS}\noptions timeout:1 attempts:1\n"),
         )
         .unwrap();
-        for n in [&ns, &inet] {
-            ip(&["-n", n, "link", "set", "lo", "up"]);
-        }
+        common::link_namespaces(&ns, &inet, &[]);
         for a in [BOUND, UNBOUND, UNTRUSTED, INSPECTED, GIT, PYPI, DNS] {
             ip(&["-n", &inet, "addr", "add", &format!("{a}/32"), "dev", "lo"]);
         }
-        ip(&[
-            "-n", &ns, "link", "add", "ve-host", "type", "veth", "peer", "name", "ve-inet",
-            "netns", &inet,
-        ]);
-        ip(&[
-            "-n",
-            &ns,
-            "addr",
-            "add",
-            "10.255.255.1/30",
-            "dev",
-            "ve-host",
-        ]);
-        ip(&[
-            "-n",
-            &inet,
-            "addr",
-            "add",
-            "10.255.255.2/30",
-            "dev",
-            "ve-inet",
-        ]);
-        ip(&["-n", &ns, "link", "set", "ve-host", "up"]);
-        ip(&["-n", &inet, "link", "set", "ve-inet", "up"]);
-        ip(&["-n", &ns, "route", "add", "default", "via", "10.255.255.2"]);
-        ip(&[
-            "-n",
-            &inet,
-            "route",
-            "add",
-            "default",
-            "via",
-            "10.255.255.1",
-        ]);
         let dir = tempdir::Dir::new();
         let d = dir.path();
         let ec = [

@@ -357,3 +357,49 @@ pub fn run_bounded(
     };
     Some((Out::from(o), took))
 }
+
+/// A local "internet" beside a "host": two network namespaces that exist
+/// already, `host` (where airlock runs) and `inet` (where the test's
+/// servers live), joined by a veth pair (10.255.255.1/30 on the host's
+/// side, .2 on the internet's) with default routes both ways, loopback up
+/// in both; plus any `host_addrs` (`ADDR/PREFIX`) on the host's side. The
+/// servers cannot be on the host's own addresses: the egress proxy refuses
+/// those like its loopback.
+pub fn link_namespaces(host: &str, inet: &str, host_addrs: &[&str]) {
+    let ip = |args: &[&str]| {
+        let st = Command::new("ip").args(args).status().unwrap();
+        assert!(st.success(), "ip {args:?}");
+    };
+    for n in [host, inet] {
+        ip(&["-n", n, "link", "set", "lo", "up"]);
+    }
+    ip(&[
+        "-n", host, "link", "add", "ve-host", "type", "veth", "peer", "name", "ve-inet", "netns",
+        inet,
+    ]);
+    ip(&[
+        "-n",
+        host,
+        "addr",
+        "add",
+        "10.255.255.1/30",
+        "dev",
+        "ve-host",
+    ]);
+    for a in host_addrs {
+        ip(&["-n", host, "addr", "add", a, "dev", "ve-host"]);
+    }
+    ip(&[
+        "-n",
+        inet,
+        "addr",
+        "add",
+        "10.255.255.2/30",
+        "dev",
+        "ve-inet",
+    ]);
+    ip(&["-n", host, "link", "set", "ve-host", "up"]);
+    ip(&["-n", inet, "link", "set", "ve-inet", "up"]);
+    ip(&["-n", host, "route", "add", "default", "via", "10.255.255.2"]);
+    ip(&["-n", inet, "route", "add", "default", "via", "10.255.255.1"]);
+}

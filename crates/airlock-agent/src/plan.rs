@@ -161,6 +161,9 @@ impl Transparent {
     /// For a spec's network: `None` without a network, or when every
     /// pool is taken by a CIDR rule.
     pub fn for_network(n: &airlock_spec::Network, agent_routes: bool) -> Option<Transparent> {
+        if n.mode == airlock_spec::NetMode::None {
+            return None;
+        }
         // The stub needs the rules and nothing else: never secrets (their
         // values do not go into the sandbox, and without them the broker's
         // part of the policy would not compile there — red team: any

@@ -231,9 +231,11 @@ impl Plan {
         let mut root = root;
         // Transparent egress: the agent's DNS stub answers for the
         // sandbox (see airlock-agent's transparent.rs).
-        if airlock_spec::net::Policy::compile(&spec.network)
-            .ok()
-            .is_some_and(|p| p.enabled() && p.transparent_pool().is_some())
+        // (Nothing to compile on the default path: no network.)
+        if spec.network.mode != airlock_spec::NetMode::None
+            && airlock_spec::net::Policy::compile(&spec.network)
+                .ok()
+                .is_some_and(|p| p.enabled() && p.transparent_pool().is_some())
         {
             root.use_dns_stub();
         }

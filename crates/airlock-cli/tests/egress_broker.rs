@@ -1545,3 +1545,58 @@ fn service_never_echoes_the_secret() {
         net.secret
     )));
 }
+
+/// A tunnel opened to the bound host's address (allowed by a CIDR rule)
+/// is refused whatever it names — no SNI, or another host's — since the
+/// host's rules and secret would be skipped there (red team); the same
+/// CIDR rule still reaches an address no terminated host has.
+#[test]
+fn tunnels_to_a_terminated_hosts_address_are_refused() {
+    let Some(net) = Inet::new() else { return };
+    let script = format!(
+        r#"
+import os, socket, ssl
+def tunnel(ip, sni):
+    s = socket.create_connection(('127.0.0.1', 3128), timeout=10)
+    s.sendall(f'CONNECT {{ip}}:443 HTTP/1.1\r\nHost: {{ip}}:443\r\n\r\n'.encode())
+    if not s.recv(100).startswith(b'HTTP/1.1 200'):
+        return 'refused'
+    ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+    try:
+        t = ctx.wrap_socket(s, server_hostname=sni)
+        t.sendall(b'GET /by-address HTTP/1.1\r\nHost: api.bound.test\r\n\r\n')
+        return 'reached' if t.recv(100) else 'closed'
+    except (OSError, ssl.SSLError) as e:
+        return 'closed ' + type(e).__name__
+print('no-sni', tunnel('{BOUND}', None))
+print('other-sni', tunnel('{BOUND}', 'other.test'))
+print('unbound', tunnel('{UNBOUND}', None))
+"#
+    );
+    let mut args: Vec<String> = vec!["run".into(), "--verbose".into()];
+    args.extend(broker_flags(&net));
+    args.extend([
+        "--allow-host".into(),
+        format!("{BOUND}/32:443"),
+        "--allow-host".into(),
+        format!("{UNBOUND}/32:443"),
+        "--".into(),
+        "/usr/bin/python3".into(),
+        "-c".into(),
+        script,
+    ]);
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let Some(o) = net.airlock(Who::Root, &a) else {
+        return;
+    };
+    assert!(!o.stdout.contains("no-sni reached"), "{o:?}");
+    assert!(!o.stdout.contains("other-sni reached"), "{o:?}");
+    assert!(o.stdout.contains("unbound reached"), "{o:?}");
+    // Only the unbound server ever saw the request.
+    assert_eq!(net.log().matches("/by-address").count(), 1, "{}", net.log());
+    assert!(
+        o.stderr
+            .contains("a host whose TLS airlock terminates: reach it by its name"),
+        "{o:?}"
+    );
+}

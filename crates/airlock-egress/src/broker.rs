@@ -215,6 +215,15 @@ impl Broker {
         b.into_bytes()
     }
 
+    /// Every host pattern whose TLS the proxy terminates.
+    pub fn targets(&self) -> impl Iterator<Item = &Target> {
+        self.secrets
+            .iter()
+            .flat_map(|s| s.hosts.iter())
+            .chain(self.inspect.iter())
+            .chain(self.rules.iter().map(|r| &r.host))
+    }
+
     /// Whether the proxy terminates TLS to `name` (canonical).
     pub fn terminates(&self, name: &str) -> bool {
         self.secrets

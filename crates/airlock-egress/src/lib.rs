@@ -58,6 +58,25 @@ pub struct Decision {
     pub path: Option<String>,
 }
 
+/// The addresses of an allowed `name`: its `--dns-override`, else
+/// `/etc/hosts`, else the resolver with the name fully qualified (never
+/// the search list: an allowed `*.SUFFIX` name that does not exist must
+/// not become a lookup of NAME.search.domain).
+fn lookup(p: &Policy, name: &str, port: u16) -> Result<Vec<IpAddr>, String> {
+    let mut addrs = p.overridden(name);
+    if addrs.is_empty() {
+        addrs = hostaddr::etc_hosts(name);
+    }
+    if addrs.is_empty() {
+        addrs = (format!("{name}."), port)
+            .to_socket_addrs()
+            .map_err(|e| format!("{name} does not resolve: {e}"))?
+            .map(|a| a.ip())
+            .collect();
+    }
+    Ok(addrs)
+}
+
 /// What a client's first bytes in a tunnel are.
 enum First {
     /// A TLS ClientHello, with its server name if it has one.
@@ -241,20 +260,7 @@ impl Proxy {
             }
             Host::Name(name) => {
                 p.check_name(name, port).map_err(Refusal::Policy)?;
-                let mut addrs = p.overridden(name);
-                if addrs.is_empty() {
-                    addrs = hostaddr::etc_hosts(name);
-                }
-                if addrs.is_empty() {
-                    // Fully qualified: the resolver's search list is never
-                    // applied (an allowed `*.SUFFIX` name that does not
-                    // exist must not become a lookup of NAME.search.domain).
-                    addrs = (format!("{name}."), port)
-                        .to_socket_addrs()
-                        .map_err(|e| Refusal::Resolve(format!("{name} does not resolve: {e}")))?
-                        .map(|a| a.ip())
-                        .collect();
-                }
+                let addrs = lookup(&p, name, port).map_err(Refusal::Resolve)?;
                 let mut first_no = None;
                 for a in addrs {
                     // IPv4-mapped answers are refused as such (not unwrapped).
@@ -271,6 +277,41 @@ impl Proxy {
                 })
             }
         }
+    }
+
+    /// Through a tunnel to an address, what may not pass whatever the
+    /// client names: an address that a host whose TLS airlock terminates
+    /// resolves to (its HTTP rules and secret would be skipped), and — when
+    /// airlock terminates a whole `*.SUFFIX`, whose addresses it cannot
+    /// list — a tunnel that names no host at all.
+    fn terminated_address(
+        &self,
+        p: &Policy,
+        ip: IpAddr,
+        port: u16,
+        named: bool,
+    ) -> Result<(), String> {
+        let Some(b) = &self.broker else {
+            return Ok(());
+        };
+        for t in b.targets() {
+            match t {
+                airlock_spec::net::Target::Name(n) => {
+                    if lookup(p, n, port).is_ok_and(|a| a.contains(&ip)) {
+                        return Err(format!(
+                            "{ip} is an address of {n}, a host whose TLS airlock terminates: reach it by its name"
+                        ));
+                    }
+                }
+                airlock_spec::net::Target::Below(s) if !named => {
+                    return Err(format!(
+                        "a tunnel to {ip} that names no host, while airlock terminates TLS for *.{s}: reach hosts by name"
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     fn dial(&self, addr: SocketAddr) -> Result<TcpStream, Refusal> {
@@ -486,7 +527,7 @@ impl Proxy {
     ) -> Result<(), String> {
         let name = match host {
             Host::Name(n) => n,
-            Host::Ip(_) => {
+            Host::Ip(ip) => {
                 let p = self.policy();
                 if !p.denies_names() && self.broker.is_none() {
                     return Ok(());
@@ -499,6 +540,7 @@ impl Proxy {
                 // The name as a Host header or SNI gives it (a port in a
                 // Host header is the tunnel's business, not the name's).
                 let named = shown.and_then(|h| split_authority(&h, Some(port)).ok());
+                self.terminated_address(&p, *ip, port, named.is_some())?;
                 return match named.map(|(h, _)| canonical_host(&h)) {
                     Some(Ok(Host::Name(n))) => {
                         p.check_denied_name(&n, port).map_err(|d| d.0)?;

@@ -296,12 +296,12 @@ impl Proxy {
         };
         for t in b.targets() {
             match t {
-                airlock_spec::net::Target::Name(n) => {
-                    if lookup(p, n, port).is_ok_and(|a| a.contains(&ip)) {
-                        return Err(format!(
-                            "{ip} is an address of {n}, a host whose TLS airlock terminates: reach it by its name"
-                        ));
-                    }
+                airlock_spec::net::Target::Name(n)
+                    if lookup(p, n, port).is_ok_and(|a| a.contains(&ip)) =>
+                {
+                    return Err(format!(
+                        "{ip} is an address of {n}, a host whose TLS airlock terminates: reach it by its name"
+                    ));
                 }
                 airlock_spec::net::Target::Below(s) if !named => {
                     return Err(format!(

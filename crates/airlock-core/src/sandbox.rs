@@ -573,6 +573,12 @@ impl Sandbox {
     }
 
     pub fn close_stdin(&mut self, id: u32) -> Result<(), CoreError> {
+        // A session that is over (the agent failed its set-up, or ended)
+        // has no stdin left to close: nothing to send, and the caller's
+        // next events say what happened (not a protocol refusal).
+        if self.sess.is_over() {
+            return Ok(());
+        }
         self.send(&Message::ProcCloseStdin { id })
     }
 

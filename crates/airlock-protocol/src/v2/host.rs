@@ -268,6 +268,12 @@ impl HostSession {
         self.phase == Phase::Open && !self.poisoned
     }
 
+    /// Whether the session is over: shut down, or the agent's set-up
+    /// failed (nothing more can be sent).
+    pub fn is_over(&self) -> bool {
+        matches!(self.phase, Phase::Done | Phase::SetupFailed)
+    }
+
     /// Whether the agent has confirmed the shutdown.
     pub fn is_done(&self) -> bool {
         self.phase == Phase::Done
